@@ -1,0 +1,99 @@
+//! BPF map names and the plain-old-data types stored in them.
+//!
+//! The XDP program declares maps with these names; the loader finds them by name.
+
+/// XSKMAP: receive queue index → AF_XDP socket.
+pub const XSKS: &str = "XRUDP_XSKS";
+/// Array of [`PORT_WORDS`] `u64`: a bitmap of the UDP destination ports to steer.
+pub const PORTS: &str = "XRUDP_PORTS";
+/// Array of one [`Config`].
+pub const CONFIG: &str = "XRUDP_CONFIG";
+/// Per-CPU array of `u64` counters indexed by [`Counter`].
+pub const COUNTERS: &str = "XRUDP_COUNTERS";
+
+/// Largest number of receive queues the XSKMAP holds.
+pub const MAX_QUEUES: u32 = 256;
+/// Number of `u64` words in the port bitmap (65536 ports / 64).
+pub const PORT_WORDS: u32 = 1024;
+
+/// Returns the bitmap word index and bit mask for `port`.
+#[must_use]
+pub const fn port_slot(port: u16) -> (u32, u64) {
+    ((port >> 6) as u32, 1u64 << (port & 63))
+}
+
+/// Run-time settings of the XDP program, written by the loader before attaching.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// Bit set of `FLAG_*`.
+    pub flags: u32,
+    /// Reserved, zero.
+    pub reserved: u32,
+}
+
+impl Config {
+    /// Drop port-matched datagrams that cannot be RUDP (short, bad magic/version/type).
+    /// Off for raw-UDP applications such as `--app udp-echo`.
+    pub const FLAG_RUDP_FILTER: u32 = 1;
+
+    /// Whether the RUDP pre-filter is on.
+    #[must_use]
+    pub const fn rudp_filter(&self) -> bool {
+        self.flags & Self::FLAG_RUDP_FILTER != 0
+    }
+}
+
+#[cfg(feature = "user")]
+// SAFETY: `Config` is `#[repr(C)]`, `Copy`, made of two `u32` with no padding, and
+// every bit pattern is a valid value.
+#[allow(unsafe_code)]
+unsafe impl aya::Pod for Config {}
+
+macro_rules! counters {
+    ($( $(#[$doc:meta])* $name:ident = $label:literal, )*) => {
+        /// Per-CPU counters kept by the XDP program; the value is the index in [`COUNTERS`].
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[repr(u32)]
+        pub enum Counter { $( $(#[$doc])* $name, )* }
+
+        impl Counter {
+            /// Every counter, in index order.
+            pub const ALL: &'static [Counter] = &[ $( Counter::$name, )* ];
+
+            /// The counter's stable snake_case name, as shown by `xrudp stats`.
+            #[must_use]
+            pub const fn label(self) -> &'static str {
+                match self { $( Counter::$name => $label, )* }
+            }
+        }
+    };
+}
+
+counters! {
+    /// Every frame the program ran on.
+    Seen = "seen",
+    /// Port-matched frames redirected to an AF_XDP socket.
+    Redirected = "redirected",
+    /// Frames passed to the kernel: not for a steered port (ARP, ICMP, TCP, other ports, fragments).
+    Passed = "passed",
+    /// Port-matched frames passed to the kernel because no socket is bound on their queue.
+    PassedNoSocket = "passed_no_socket",
+    /// Dropped: headers truncated (Ethernet, VLAN, IP or UDP shorter than its fixed size).
+    DropTruncated = "drop_truncated",
+    /// Dropped: UDP length field smaller than 8 or larger than the bytes present.
+    DropBadUdpLength = "drop_bad_udp_length",
+    /// Dropped: UDP payload shorter than the RUDP header.
+    DropShort = "drop_short",
+    /// Dropped: RUDP magic wrong.
+    DropBadMagic = "drop_bad_magic",
+    /// Dropped: RUDP version not spoken (and not a hello).
+    DropBadVersion = "drop_bad_version",
+    /// Dropped: RUDP packet type undefined.
+    DropBadType = "drop_bad_type",
+}
+
+impl Counter {
+    /// Number of counters, the size of the per-CPU array.
+    pub const COUNT: u32 = Self::ALL.len() as u32;
+}

@@ -1,0 +1,203 @@
+//! The steering classifier: the decision the XDP program makes for every frame.
+//!
+//! Written once, over the [`Bytes`] trait, so that the XDP program (reading packet memory
+//! through bounds-checked pointers) and the host (tests and fuzz targets reading a slice)
+//! run the very same logic.
+//!
+//! Policy:
+//! - anything that is not an unfragmented UDP datagram to a steered port — ARP, ICMP, TCP,
+//!   other ports, IP fragments, IPv6 extension headers, QinQ, frames too short to read
+//!   the destination port — is [`Verdict::Pass`]ed to the kernel untouched (the kernel
+//!   validates and counts its own malformed traffic);
+//! - a datagram to a steered port whose IP or UDP lengths lie about the frame is dropped;
+//! - with the RUDP pre-filter on, a datagram that cannot be RUDP (shorter than the header,
+//!   wrong magic, version or type) is dropped: junk floods die in the driver;
+//! - everything else is [`Verdict::Steer`]: redirect to the queue's AF_XDP socket.
+
+use crate::maps::Counter;
+use crate::rudp;
+use crate::wire::{
+    ETH_LEN, ETH_TYPE_OFFSET, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN,
+    IPPROTO_UDP, IPV4_FRAG_OFFSET, IPV4_MF_OR_OFFSET_MASK, IPV4_MIN_LEN, IPV4_PROTO_OFFSET,
+    IPV4_TOTAL_LEN_OFFSET, IPV6_LEN, IPV6_NEXT_HEADER_OFFSET, IPV6_PAYLOAD_LEN_OFFSET, UDP_LEN,
+    VLAN_LEN,
+};
+
+/// Read access to a frame, every read bounds-checked.
+pub trait Bytes {
+    /// Frame length in bytes.
+    fn len(&self) -> usize;
+    /// Whether the frame is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The byte at `off`, or `None` past the end.
+    fn u8_at(&self, off: usize) -> Option<u8>;
+    /// The big-endian `u16` at `off`, or `None` if it does not fit.
+    fn be16_at(&self, off: usize) -> Option<u16>;
+}
+
+impl Bytes for [u8] {
+    #[inline]
+    fn len(&self) -> usize {
+        <[u8]>::len(self)
+    }
+    #[inline]
+    fn u8_at(&self, off: usize) -> Option<u8> {
+        self.get(off).copied()
+    }
+    #[inline]
+    fn be16_at(&self, off: usize) -> Option<u16> {
+        let b = self.get(off..off.checked_add(2)?)?;
+        Some(u16::from_be_bytes([b[0], b[1]]))
+    }
+}
+
+/// What to do with a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// A datagram for a steered port: redirect it to the queue's AF_XDP socket.
+    Steer,
+    /// Not ours: hand it to the kernel untouched.
+    Pass,
+    /// Ours but malformed or not RUDP: drop it, counting the reason.
+    Drop(Counter),
+}
+
+/// Where the UDP header and payload sit in a steered frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// Offset of the IP header (14, or 18 behind a VLAN tag).
+    pub l3: usize,
+    /// Offset of the UDP header.
+    pub l4: usize,
+    /// Value of the UDP length field (header + payload), checked against the frame.
+    pub udp_len: usize,
+    /// Whether the IP version is 6.
+    pub ipv6: bool,
+}
+
+/// Classifies one frame. `steered(port)` says whether a UDP destination port is served;
+/// `rudp_filter` turns on the RUDP pre-filter.
+#[inline(always)]
+pub fn classify<B: Bytes + ?Sized>(
+    frame: &B,
+    steered: impl Fn(u16) -> bool,
+    rudp_filter: bool,
+) -> Verdict {
+    match locate(frame, steered) {
+        Located::Pass => Verdict::Pass,
+        Located::Drop(c) => Verdict::Drop(c),
+        Located::Udp(layout) => {
+            if rudp_filter {
+                if let Some(c) = rudp_reject(frame, &layout) {
+                    return Verdict::Drop(c);
+                }
+            }
+            Verdict::Steer
+        }
+    }
+}
+
+/// Result of walking the headers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Located {
+    /// Not a steered datagram.
+    Pass,
+    /// A steered datagram whose lengths are inconsistent.
+    Drop(Counter),
+    /// A well-formed datagram to a steered port.
+    Udp(Layout),
+}
+
+/// Walks Ethernet, one optional 802.1Q tag, IPv4 (any IHL) or IPv6 (fixed header) and UDP.
+#[inline(always)]
+pub fn locate<B: Bytes + ?Sized>(frame: &B, steered: impl Fn(u16) -> bool) -> Located {
+    let Some(mut ethertype) = frame.be16_at(ETH_TYPE_OFFSET) else {
+        return Located::Pass;
+    };
+    let mut l3 = ETH_LEN;
+    if ethertype == ETHERTYPE_VLAN {
+        let Some(inner) = frame.be16_at(ETH_LEN + 2) else {
+            return Located::Pass;
+        };
+        ethertype = inner;
+        l3 = ETH_LEN + VLAN_LEN;
+    }
+    // (l4 offset, bytes the IP header says follow the start of l4)
+    let (l4, ip_payload_len, ipv6) = if ethertype == ETHERTYPE_IPV4 {
+        let Some(vihl) = frame.u8_at(l3) else {
+            return Located::Pass;
+        };
+        let ihl = usize::from(vihl & 0x0f) * 4;
+        if vihl >> 4 != 4 || ihl < IPV4_MIN_LEN {
+            return Located::Pass;
+        }
+        let (Some(proto), Some(frag), Some(total)) = (
+            frame.u8_at(l3 + IPV4_PROTO_OFFSET),
+            frame.be16_at(l3 + IPV4_FRAG_OFFSET),
+            frame.be16_at(l3 + IPV4_TOTAL_LEN_OFFSET),
+        ) else {
+            return Located::Pass;
+        };
+        if proto != IPPROTO_UDP || frag & IPV4_MF_OR_OFFSET_MASK != 0 {
+            return Located::Pass;
+        }
+        (l3 + ihl, usize::from(total).wrapping_sub(ihl), false)
+    } else if ethertype == ETHERTYPE_IPV6 {
+        let (Some(next), Some(payload)) = (
+            frame.u8_at(l3 + IPV6_NEXT_HEADER_OFFSET),
+            frame.be16_at(l3 + IPV6_PAYLOAD_LEN_OFFSET),
+        ) else {
+            return Located::Pass;
+        };
+        if next != IPPROTO_UDP {
+            return Located::Pass;
+        }
+        (l3 + IPV6_LEN, usize::from(payload), true)
+    } else {
+        return Located::Pass;
+    };
+    let Some(dport) = frame.be16_at(l4 + 2) else {
+        return Located::Pass;
+    };
+    if !steered(dport) {
+        return Located::Pass;
+    }
+    // From here on the datagram is ours: inconsistencies are dropped and counted.
+    let Some(udp_len) = frame.be16_at(l4 + 4) else {
+        return Located::Drop(Counter::DropTruncated);
+    };
+    let udp_len = usize::from(udp_len);
+    let avail = frame.len().saturating_sub(l4);
+    // The IP length must cover a UDP header and fit in the frame (Ethernet may pad).
+    // `ip_payload_len` wrapped to a huge value when IPv4 total < IHL: caught here too.
+    if ip_payload_len < UDP_LEN || ip_payload_len > avail {
+        return Located::Drop(Counter::DropTruncated);
+    }
+    if udp_len < UDP_LEN || udp_len > ip_payload_len {
+        return Located::Drop(Counter::DropBadUdpLength);
+    }
+    Located::Udp(Layout { l3, l4, udp_len, ipv6 })
+}
+
+/// With the pre-filter on: why a steered datagram cannot be RUDP, if it cannot.
+#[inline(always)]
+pub fn rudp_reject<B: Bytes + ?Sized>(frame: &B, layout: &Layout) -> Option<Counter> {
+    if layout.udp_len < UDP_LEN + rudp::HEADER_LEN {
+        return Some(Counter::DropShort);
+    }
+    let p = layout.l4 + UDP_LEN;
+    let (Some(m0), Some(m1), Some(version), Some(kind)) =
+        (frame.u8_at(p), frame.u8_at(p + 1), frame.u8_at(p + 2), frame.u8_at(p + 3))
+    else {
+        return Some(Counter::DropShort);
+    };
+    match rudp::check_prefix([m0, m1], version, kind) {
+        Ok(()) => None,
+        Err(rudp::HeaderError::TooShort) => Some(Counter::DropShort),
+        Err(rudp::HeaderError::BadMagic) => Some(Counter::DropBadMagic),
+        Err(rudp::HeaderError::BadVersion) => Some(Counter::DropBadVersion),
+        Err(rudp::HeaderError::BadType) => Some(Counter::DropBadType),
+    }
+}

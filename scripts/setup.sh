@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Take a fresh Debian bookworm machine (root) to one that can build and test xrudp.
+# Idempotent: every step checks first and does nothing when already done.
+set -euo pipefail
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+need_root() {
+  if [ "$(id -u)" -ne 0 ]; then
+    log "must run as root (apt-get, network namespaces and XDP all need it); try: sudo $0"
+    exit 1
+  fi
+}
+
+APT_PKGS=(clang llvm-22-dev m4 libelf-dev zlib1g-dev make pkg-config iproute2 ethtool iputils-ping procps)
+
+install_apt() {
+  local missing=()
+  for p in "${APT_PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing apt packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+install_rust_src() {
+  if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src'; then
+    log "adding rust-src to the nightly toolchain (needed for -Z build-std=core)"
+    rustup component add rust-src --toolchain nightly
+  fi
+}
+
+llvm_major_of_nightly() {
+  rustup run nightly rustc --version --verbose | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p'
+}
+
+# bpf-linker does not print its LLVM version; read the libLLVM it is linked against.
+bpf_linker_llvm_major() {
+  ldd "$(command -v bpf-linker)" 2>/dev/null | sed -n 's/.*libLLVM[.-]\{0,1\}\(so\.\)\{0,1\}\([0-9][0-9]*\).*/\2/p' | head -1
+}
+
+install_bpf_linker() {
+  local want
+  want=$(llvm_major_of_nightly)
+  if [ -z "$want" ]; then
+    log "cannot read the LLVM version of the nightly toolchain (rustup run nightly rustc -vV)"
+    exit 1
+  fi
+  if command -v bpf-linker >/dev/null 2>&1; then
+    local have
+    have=$(bpf_linker_llvm_major)
+    if [ "$have" = "$want" ]; then
+      return 0
+    fi
+    log "bpf-linker links LLVM $have but nightly rustc uses LLVM $want: reinstalling"
+  fi
+  if [ ! -x "/usr/lib/llvm-$want/bin/llvm-config" ]; then
+    log "nightly rustc uses LLVM $want but /usr/lib/llvm-$want is missing; install llvm-$want-dev"
+    exit 1
+  fi
+  log "building bpf-linker against LLVM $want (about 1.5 minutes)"
+  LLVM_PREFIX="/usr/lib/llvm-$want" cargo install bpf-linker --locked --force \
+    --no-default-features --features "llvm-$want"
+}
+
+need_root
+install_apt
+install_rust_src
+install_bpf_linker
+log "toolchain ready: $(rustup run nightly rustc --version), bpf-linker $(bpf-linker --version 2>/dev/null | head -1)"
