@@ -1,0 +1,246 @@
+//! Pacing (RFC 9002 §7.7): spread a congestion window over the RTT instead of sending it
+//! in one burst, through a token bucket filled at `N * cwnd / smoothed_rtt` with N = 1.25.
+
+use core::time::Duration;
+use std::time::Instant;
+
+/// Pacing gain `N` of RFC 9002 §7.7, as the fraction `NUMERATOR / DENOMINATOR` = 1.25:
+/// pacing slightly faster than cwnd/RTT keeps the window, not the pacer, the limit.
+const GAIN_NUMERATOR: u128 = 5;
+/// Denominator of the pacing gain.
+const GAIN_DENOMINATOR: u128 = 4;
+
+/// The bucket holds what the pacing rate earns in this interval (quinn and Linux's fq use
+/// a few ms too), so a sender woken late by a coarse timer can catch up a little.
+const BURST_INTERVAL: Duration = Duration::from_millis(2);
+
+/// The bucket always holds at least two datagrams, so that a paced sender never has to
+/// wake for every single datagram at low rates.
+const MIN_BURST_DATAGRAMS: u64 = 2;
+
+/// RFC 9002 §7.7: "senders SHOULD limit bursts to the initial congestion window", which
+/// is ten datagrams (§7.2).
+const MAX_BURST_DATAGRAMS: u64 = 10;
+
+/// A token-bucket pacer for one connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pacer {
+    /// Bytes that may be sent now.
+    tokens: u64,
+    /// The instant up to which the rate has been credited into `tokens`; `None` before
+    /// first use, when the bucket starts full.
+    last: Option<Instant>,
+    /// The maximum datagram size, in bytes.
+    mss: u32,
+}
+
+const _: () = assert!(size_of::<Pacer>() <= 32);
+
+impl Pacer {
+    /// A pacer for datagrams of at most `mss` bytes (saturating at `u32::MAX`).
+    #[must_use]
+    pub fn new(mss: u64) -> Self {
+        Self {
+            tokens: 0,
+            last: None,
+            mss: u32::try_from(mss).unwrap_or(u32::MAX).max(1),
+        }
+    }
+
+    /// When a datagram of `bytes` may leave under a congestion `window` and `smoothed_rtt`:
+    /// `None` if it may leave now, else the instant at which it may. Credits the time
+    /// elapsed since the last call; call [`Pacer::on_sent`] when the datagram is sent.
+    pub fn delay(
+        &mut self,
+        now: Instant,
+        bytes: u64,
+        window: u64,
+        smoothed_rtt: Duration,
+    ) -> Option<Instant> {
+        let rtt = smoothed_rtt.as_nanos();
+        if rtt == 0 || window == 0 {
+            // No RTT to spread over (or nothing to pace): the window alone limits.
+            return None;
+        }
+        let window = u128::from(window);
+        let capacity = self.capacity(window, rtt).max(bytes);
+        match self.last {
+            None => {
+                self.tokens = capacity;
+                self.last = Some(now);
+            }
+            Some(last) => {
+                let elapsed = now.saturating_duration_since(last).as_nanos();
+                // RFC 9002 §7.7: rate = N * cwnd / smoothed_rtt (bytes per nanosecond here).
+                let earned = elapsed * GAIN_NUMERATOR * window / (GAIN_DENOMINATOR * rtt);
+                let room = u128::from(capacity.saturating_sub(self.tokens));
+                if earned >= room {
+                    self.tokens = capacity;
+                    self.last = Some(now);
+                } else {
+                    // Advance only by the time the whole bytes credited took, so that the
+                    // fractions of a byte are not lost between frequent calls.
+                    let used = (earned * GAIN_DENOMINATOR * rtt).div_ceil(GAIN_NUMERATOR * window);
+                    self.tokens += earned as u64;
+                    self.last = Some(last + duration_from_nanos(used));
+                }
+            }
+        }
+        if self.tokens >= bytes {
+            return None;
+        }
+        let missing = u128::from(bytes - self.tokens);
+        let wait = (missing * GAIN_DENOMINATOR * rtt).div_ceil(GAIN_NUMERATOR * window);
+        // INVARIANT: `last` was set above.
+        let from = self.last.unwrap_or(now);
+        Some((from + duration_from_nanos(wait)).max(now))
+    }
+
+    /// Takes `bytes` out of the bucket for a datagram sent at `now`.
+    pub fn on_sent(&mut self, now: Instant, bytes: u64) {
+        if self.last.is_none() {
+            self.last = Some(now);
+        }
+        self.tokens = self.tokens.saturating_sub(bytes);
+    }
+
+    /// The burst allowance for this window and RTT, in bytes.
+    fn capacity(&self, window: u128, rtt_nanos: u128) -> u64 {
+        let mss = u64::from(self.mss);
+        let earned = window * BURST_INTERVAL.as_nanos() / rtt_nanos;
+        u64::try_from(earned)
+            .unwrap_or(u64::MAX)
+            .clamp(MIN_BURST_DATAGRAMS * mss, MAX_BURST_DATAGRAMS * mss)
+    }
+}
+
+/// A nanosecond count as a `Duration`, saturating at `u64::MAX` nanoseconds.
+fn duration_from_nanos(nanos: u128) -> Duration {
+    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MSS: u64 = 1_200;
+
+    /// Sends `mss` datagrams as fast as the pacer allows from `start` until `end`,
+    /// returning the send instants.
+    fn drain(
+        pacer: &mut Pacer,
+        start: Instant,
+        end: Instant,
+        window: u64,
+        rtt: Duration,
+    ) -> Vec<Instant> {
+        let mut now = start;
+        let mut sent = Vec::new();
+        while now < end {
+            match pacer.delay(now, MSS, window, rtt) {
+                None => {
+                    pacer.on_sent(now, MSS);
+                    sent.push(now);
+                }
+                Some(at) => {
+                    assert!(at > now, "a delay must lie in the future");
+                    now = at;
+                }
+            }
+        }
+        sent
+    }
+
+    #[test]
+    fn spacing_is_rtt_over_gain_times_window() {
+        // cwnd 10 datagrams, srtt 100 ms: rate = 1.25 * 12000 B / 0.1 s = 150 kB/s, so one
+        // 1200-byte datagram every 8 ms after an initial burst of max(2 ms worth, 2) = 2.
+        let mut pacer = Pacer::new(MSS);
+        let t0 = Instant::now();
+        let rtt = Duration::from_millis(100);
+        let sent = drain(&mut pacer, t0, t0 + Duration::from_secs(1), 10 * MSS, rtt);
+        assert_eq!(sent[0], t0);
+        assert_eq!(sent[1], t0);
+        for pair in sent[2..].windows(2) {
+            assert_eq!(pair[1] - pair[0], Duration::from_millis(8));
+        }
+        assert_eq!(sent[2] - t0, Duration::from_millis(8));
+        // 2 at t0, then one each 8 ms up to 992 ms: 2 + 124.
+        assert_eq!(sent.len(), 126);
+    }
+
+    #[test]
+    fn burst_is_bounded_by_initial_window() {
+        // A huge window over a short RTT earns more than ten datagrams per 2 ms, but the
+        // bucket holds at most ten (RFC 9002 §7.7).
+        let mut pacer = Pacer::new(MSS);
+        let t0 = Instant::now();
+        let rtt = Duration::from_millis(1);
+        let mut burst = 0;
+        while pacer.delay(t0, MSS, 1_000 * MSS, rtt).is_none() {
+            pacer.on_sent(t0, MSS);
+            burst += 1;
+        }
+        assert_eq!(burst, 10);
+        // After a long idle period the bucket is full again, not larger.
+        let later = t0 + Duration::from_secs(5);
+        let mut burst = 0;
+        while pacer.delay(later, MSS, 1_000 * MSS, rtt).is_none() {
+            pacer.on_sent(later, MSS);
+            burst += 1;
+        }
+        assert_eq!(burst, 10);
+    }
+
+    #[test]
+    fn frequent_polls_lose_no_credit() {
+        // Polling every 1 µs, where each poll earns a fraction of a byte, must still reach
+        // the same rate as sleeping until the returned instant.
+        let mut pacer = Pacer::new(MSS);
+        let t0 = Instant::now();
+        let rtt = Duration::from_millis(100);
+        let window = 10 * MSS;
+        let mut now = t0;
+        let mut sent = 0;
+        let end = t0 + Duration::from_millis(100);
+        while now < end {
+            if pacer.delay(now, MSS, window, rtt).is_none() {
+                pacer.on_sent(now, MSS);
+                sent += 1;
+            }
+            now += Duration::from_micros(1);
+        }
+        // 2 at t0 and one each 8 ms up to 96 ms.
+        assert_eq!(sent, 14);
+    }
+
+    #[test]
+    fn no_rtt_means_no_pacing() {
+        let mut pacer = Pacer::new(MSS);
+        let t0 = Instant::now();
+        for _ in 0..100 {
+            assert_eq!(pacer.delay(t0, MSS, 10 * MSS, Duration::ZERO), None);
+            pacer.on_sent(t0, MSS);
+        }
+    }
+
+    #[test]
+    fn oversized_datagram_is_not_starved() {
+        let mut pacer = Pacer::new(MSS);
+        let t0 = Instant::now();
+        let big = 20 * MSS;
+        assert_eq!(
+            pacer.delay(t0, big, 2 * MSS, Duration::from_millis(10)),
+            None
+        );
+        pacer.on_sent(t0, big);
+        let at = pacer
+            .delay(t0, big, 2 * MSS, Duration::from_millis(10))
+            .expect("bucket empty");
+        assert!(
+            pacer
+                .delay(at, big, 2 * MSS, Duration::from_millis(10))
+                .is_none()
+        );
+    }
+}

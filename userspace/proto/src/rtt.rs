@@ -1,0 +1,247 @@
+//! Round-trip time estimation: RFC 6298 smoothing, RFC 9002 §5 ack-delay handling,
+//! a game-suited retransmission timeout and the RFC 9002 §6.2 probe timeout base.
+//!
+//! Times are kept as integer nanoseconds (and the two configured bounds as microseconds)
+//! so that the estimator stays within 48 bytes of connection state.
+
+use core::time::Duration;
+
+/// Timer granularity `G` of RFC 6298 §2 and `kGranularity` of RFC 9002 §6.1.2: 1 ms.
+pub const GRANULARITY: Duration = Duration::from_millis(1);
+
+/// Upper bound on the RTO: RFC 6298 §2.5 allows a maximum "at least 60 seconds".
+pub const MAX_RTO: Duration = Duration::from_mins(1);
+
+/// `K` of RFC 6298 §2: the RTO allows four variances above the smoothed RTT.
+const K: u64 = 4;
+
+/// Smoothed RTT, RTT variance and minimum RTT of one path (RFC 6298, RFC 9002 §5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RttEstimator {
+    /// SRTT in nanoseconds; the initial RTT until the first sample (RFC 9002 §5.3).
+    smoothed: u64,
+    /// RTTVAR in nanoseconds; half the initial RTT until the first sample.
+    var: u64,
+    /// The smallest raw sample seen (RFC 9002 §5.2); the initial RTT before any.
+    min: u64,
+    /// The most recent raw sample; the initial RTT before any.
+    latest: u64,
+    /// Floor of [`RttEstimator::rto`], in microseconds.
+    min_rto_us: u32,
+    /// The peer's maximum ack delay, in microseconds (RFC 9002 §5.3 and §6.2.1).
+    max_ack_delay_us: u32,
+    /// Whether [`RttEstimator::update`] has been called.
+    has_sample: bool,
+}
+
+const _: () = assert!(size_of::<RttEstimator>() <= 48);
+
+impl RttEstimator {
+    /// An estimator before any sample: SRTT = `initial_rtt`, RTTVAR = `initial_rtt` / 2
+    /// (RFC 9002 §5.3, RFC 6298 §2.1). `min_rto` and `max_ack_delay` saturate at about
+    /// 71 minutes.
+    #[must_use]
+    pub fn new(initial_rtt: Duration, min_rto: Duration, max_ack_delay: Duration) -> Self {
+        let initial = nanos(initial_rtt);
+        Self {
+            smoothed: initial,
+            var: initial / 2,
+            min: initial,
+            latest: initial,
+            min_rto_us: micros_u32(min_rto),
+            max_ack_delay_us: micros_u32(max_ack_delay),
+            has_sample: false,
+        }
+    }
+
+    /// Takes one RTT sample: `latest` is the time from sending the newest newly acked packet
+    /// to receiving its ack, `ack_delay` the delay the peer reported holding that ack.
+    pub fn update(&mut self, latest: Duration, ack_delay: Duration) {
+        let latest = nanos(latest);
+        self.latest = latest;
+        if !self.has_sample {
+            // RFC 6298 §2.2 / RFC 9002 §5.3: the first sample sets SRTT = R, RTTVAR = R/2;
+            // min_rtt starts at the first sample (RFC 9002 §5.2).
+            self.has_sample = true;
+            self.min = latest;
+            self.smoothed = latest;
+            self.var = latest / 2;
+            return;
+        }
+        // RFC 9002 §5.2: min_rtt uses the raw sample, never adjusted for ack delay.
+        self.min = self.min.min(latest);
+        // RFC 9002 §5.3: the peer's reported delay counts up to max_ack_delay, and is
+        // subtracted only if that does not take the sample below min_rtt.
+        let ack_delay = nanos(ack_delay).min(u64::from(self.max_ack_delay_us) * 1_000);
+        let adjusted = if latest >= self.min.saturating_add(ack_delay) {
+            latest - ack_delay
+        } else {
+            latest
+        };
+        // RFC 6298 §2.3 (alpha = 1/8, beta = 1/4), RTTVAR first, from the old SRTT:
+        // RTTVAR <- 3/4 RTTVAR + 1/4 |SRTT - R'|;  SRTT <- 7/8 SRTT + 1/8 R'.
+        let deviation = self.smoothed.abs_diff(adjusted);
+        self.var = (3 * u128::from(self.var) + u128::from(deviation)).div_ceil(4) as u64;
+        self.smoothed = (7 * u128::from(self.smoothed) + u128::from(adjusted)).div_ceil(8) as u64;
+    }
+
+    /// The smoothed RTT (SRTT).
+    #[must_use]
+    pub fn smoothed(&self) -> Duration {
+        Duration::from_nanos(self.smoothed)
+    }
+
+    /// The RTT variance (RTTVAR).
+    #[must_use]
+    pub fn var(&self) -> Duration {
+        Duration::from_nanos(self.var)
+    }
+
+    /// The minimum RTT seen (RFC 9002 §5.2); the initial RTT before the first sample.
+    #[must_use]
+    pub fn min(&self) -> Duration {
+        Duration::from_nanos(self.min)
+    }
+
+    /// The most recent raw sample; the initial RTT before the first sample.
+    #[must_use]
+    pub fn latest(&self) -> Duration {
+        Duration::from_nanos(self.latest)
+    }
+
+    /// Whether at least one sample has been taken.
+    #[must_use]
+    pub fn has_sample(&self) -> bool {
+        self.has_sample
+    }
+
+    /// The configured floor of [`RttEstimator::rto`].
+    #[must_use]
+    pub fn min_rto(&self) -> Duration {
+        Duration::from_micros(u64::from(self.min_rto_us))
+    }
+
+    /// The peer's maximum ack delay this estimator was built with.
+    #[must_use]
+    pub fn max_ack_delay(&self) -> Duration {
+        Duration::from_micros(u64::from(self.max_ack_delay_us))
+    }
+
+    /// The retransmission timeout of RFC 6298 §2: `SRTT + max(G, 4 * RTTVAR)`, raised to the
+    /// configured minimum (§2.4 says 1 s for TCP; games configure tens of ms) and capped at
+    /// [`MAX_RTO`] (§2.5). Exponential backoff (§5.5) is the caller's.
+    #[must_use]
+    pub fn rto(&self) -> Duration {
+        let spread = (K * self.var).max(nanos(GRANULARITY));
+        let rto = Duration::from_nanos(self.smoothed.saturating_add(spread));
+        rto.max(self.min_rto()).min(MAX_RTO)
+    }
+
+    /// The probe timeout before backoff, RFC 9002 §6.2.1:
+    /// `smoothed_rtt + max(4 * rttvar, kGranularity) + max_ack_delay`.
+    /// Also the base of the persistent congestion duration (RFC 9002 §7.6.1).
+    #[must_use]
+    pub fn pto_base(&self) -> Duration {
+        let spread = (K * self.var).max(nanos(GRANULARITY));
+        Duration::from_nanos(
+            self.smoothed
+                .saturating_add(spread)
+                .saturating_add(u64::from(self.max_ack_delay_us) * 1_000),
+        )
+    }
+}
+
+/// A duration in whole nanoseconds, saturating at `u64::MAX` (584 years).
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// A duration in whole microseconds, saturating at `u32::MAX` (about 71 minutes).
+fn micros_u32(d: Duration) -> u32 {
+    u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    fn estimator() -> RttEstimator {
+        RttEstimator::new(ms(333), ms(20), ms(25))
+    }
+
+    #[test]
+    fn before_any_sample_uses_initial_rtt() {
+        let r = estimator();
+        assert!(!r.has_sample());
+        assert_eq!(r.smoothed(), ms(333));
+        assert_eq!(r.var(), Duration::from_micros(166_500));
+        // RFC 9002 §6.2.2: initial PTO = 333 + 4 * 166.5 + 25 = 1024 ms.
+        assert_eq!(r.pto_base(), ms(1_024));
+        assert_eq!(r.rto(), ms(999));
+    }
+
+    #[test]
+    fn rfc6298_sequence_by_hand() {
+        let mut r = RttEstimator::new(ms(333), ms(20), ms(25));
+        // First sample 100 ms: SRTT = 100, RTTVAR = 50, RTO = 100 + 4*50 = 300.
+        r.update(ms(100), Duration::ZERO);
+        assert!(r.has_sample());
+        assert_eq!((r.smoothed(), r.var(), r.rto()), (ms(100), ms(50), ms(300)));
+        // R' = 180: RTTVAR = 3/4*50 + 1/4*80 = 57.5; SRTT = 7/8*100 + 180/8 = 110.
+        r.update(ms(180), Duration::ZERO);
+        assert_eq!(r.var(), Duration::from_micros(57_500));
+        assert_eq!(r.smoothed(), ms(110));
+        assert_eq!(r.rto(), ms(340));
+        // R' = 30: RTTVAR = 3/4*57.5 + 1/4*80 = 63.125; SRTT = 7/8*110 + 30/8 = 100.
+        r.update(ms(30), Duration::ZERO);
+        assert_eq!(r.var(), Duration::from_micros(63_125));
+        assert_eq!(r.smoothed(), ms(100));
+        assert_eq!(r.rto(), Duration::from_micros(352_500));
+        assert_eq!((r.min(), r.latest()), (ms(30), ms(30)));
+        // PTO base = 100 + 4*63.125 + 25 = 377.5 ms.
+        assert_eq!(r.pto_base(), Duration::from_micros(377_500));
+    }
+
+    #[test]
+    fn steady_samples_shrink_variance_to_granularity_then_min_rto() {
+        let mut r = RttEstimator::new(ms(333), ms(20), Duration::ZERO);
+        for _ in 0..200 {
+            r.update(ms(8), Duration::ZERO);
+        }
+        assert_eq!(r.smoothed(), ms(8));
+        // RTTVAR decays toward 0 (rounded up to the nanosecond), so 4*RTTVAR < G = 1 ms:
+        // SRTT + G = 9 ms, raised to the 20 ms floor.
+        assert!(r.var() < Duration::from_micros(250));
+        assert_eq!(r.rto(), ms(20));
+        assert_eq!(r.pto_base(), ms(9));
+    }
+
+    #[test]
+    fn ack_delay_is_capped_and_not_below_min_rtt() {
+        let mut r = RttEstimator::new(ms(333), ms(20), ms(25));
+        r.update(ms(50), Duration::ZERO);
+        // 90 ms with a claimed 100 ms delay: capped at 25, 90 - 25 = 65 >= min 50.
+        r.update(ms(90), ms(100));
+        // RTTVAR = 3/4*25 + 1/4*15 = 22.5; SRTT = 7/8*50 + 65/8 = 51.875.
+        assert_eq!(r.var(), Duration::from_micros(22_500));
+        assert_eq!(r.smoothed(), Duration::from_micros(51_875));
+        // 60 ms with 20 ms delay: 60 - 20 = 40 < min 50, so the raw 60 ms is used.
+        let before = r;
+        r.update(ms(60), ms(20));
+        let mut raw = before;
+        raw.update(ms(60), Duration::ZERO);
+        assert_eq!(r, raw);
+        assert_eq!(r.min(), ms(50));
+    }
+
+    #[test]
+    fn rto_is_capped() {
+        let mut r = RttEstimator::new(ms(333), ms(20), ms(25));
+        r.update(Duration::from_secs(100), Duration::ZERO);
+        assert_eq!(r.rto(), MAX_RTO);
+    }
+}
