@@ -1,2 +1,36 @@
-//! (being written)
+//! xrudp's reliable-UDP protocol core: sans-IO, portable, no `unsafe`.
+//!
+//! It reads no clock, socket or unseeded RNG: a [`Server`] (one per worker) and a
+//! [`Client`] are driven with `handle_datagram` / `handle_timeout` and polled with
+//! `poll_transmit` / `poll_event` / `poll_timeout`, with the time passed in. The wire
+//! format, state machine, timers and constants are specified in `docs/PROTOCOL.md`.
+//!
+//! - [`packet`]: the codec (fixed header from `xrudp-common`, CRC32C, frames).
+//! - [`handshake`]: stateless cookies, connect tokens, handshake packets.
+//! - [`conn`]: acks, channels, fragmentation, loss recovery, congestion, timers.
+//! - [`server`] / [`client`]: the endpoints.
+//! - [`congestion`], [`rtt`], [`pacing`]: the controllers, RTT estimator and pacer.
+//! - [`sim`]: a deterministic simulated network and the `Pair` test harness.
 #![deny(unsafe_code)]
+
+pub mod client;
+pub mod config;
+pub mod congestion;
+pub mod conn;
+pub mod handshake;
+pub mod pacing;
+pub mod packet;
+pub mod pool;
+pub mod rtt;
+pub mod server;
+pub mod sim;
+pub mod stats;
+
+pub use client::{Client, ClientEvent, ClientState};
+pub use config::{ChannelKind, ClientConfig, ConfigError, ServerConfig, Transport};
+pub use congestion::Algorithm;
+pub use conn::{DisconnectReason, SendError, Violation};
+pub use handshake::{ConnectToken, RejectReason, TokenKey};
+pub use packet::DecodeError;
+pub use server::{ConnHandle, ConnStats, Server, ServerEvent, Transmit};
+pub use stats::Counters;

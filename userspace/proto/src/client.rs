@@ -1,0 +1,428 @@
+//! The client endpoint: one connection to one server (sans-IO).
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
+use xrudp_common::rudp::PacketType;
+
+use crate::config::{ChannelKind, ClientConfig, ConfigError};
+use crate::conn::{Conn, Ctx, DisconnectReason, SendError, State, close_kind};
+use crate::handshake::{self, ConnectToken, Handshake, RejectReason};
+use crate::packet::{COOKIE_LEN, Datagram, DecodeError};
+use crate::pool::BufPool;
+use crate::server::{ConnStats, Transmit};
+use crate::stats::Counters;
+
+/// Longest interval between handshake resends.
+pub const MAX_HANDSHAKE_RESEND: Duration = Duration::from_secs(1);
+
+/// Where the client is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientState {
+    /// Handshaking.
+    Connecting,
+    /// Established: messages flow.
+    Connected,
+    /// Sending its `Disconnect`.
+    Disconnecting,
+    /// Over (see the `Disconnected` event for why).
+    Disconnected,
+}
+
+/// What happened, for the application.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientEvent {
+    /// The server admitted the client.
+    Connected,
+    /// A message arrived. Hand `data` back with [`Client::recycle`] to avoid allocation.
+    Message {
+        /// Channel index.
+        channel: u8,
+        /// The message.
+        data: Vec<u8>,
+    },
+    /// The connection ended or never started.
+    Disconnected {
+        /// Why.
+        reason: DisconnectReason,
+    },
+}
+
+#[derive(Debug)]
+enum Phase {
+    Hello,
+    Response { cookie: [u8; COOKIE_LEN] },
+    Open(Box<Conn>),
+    Done,
+}
+
+/// A client endpoint. Same call order as [`crate::Server`].
+#[derive(Debug)]
+pub struct Client {
+    config: ClientConfig,
+    server: SocketAddr,
+    nonce: u64,
+    initial_seq: u16,
+    token: Option<ConnectToken>,
+    phase: Phase,
+    channels: Vec<ChannelKind>,
+    idle_timeout: Duration,
+    keepalive: Duration,
+    started: Instant,
+    resend_at: Option<Instant>,
+    resend_interval: Duration,
+    send_now: bool,
+    events: VecDeque<ClientEvent>,
+    pool: BufPool,
+    stats: Counters,
+}
+
+impl Client {
+    /// Starts connecting to `server`; `seed` drives the nonce and sequence numbers.
+    pub fn new(
+        config: ClientConfig,
+        server: SocketAddr,
+        seed: u64,
+        now: Instant,
+        token: Option<ConnectToken>,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let nonce = rng.next_u64();
+        let initial_seq = config
+            .transport
+            .initial_seq
+            .unwrap_or_else(|| rng.next_u32() as u16);
+        Ok(Self {
+            resend_interval: config.handshake_resend,
+            server,
+            nonce,
+            initial_seq,
+            token,
+            phase: Phase::Hello,
+            channels: Vec::new(),
+            idle_timeout: Duration::ZERO,
+            keepalive: Duration::ZERO,
+            started: now,
+            resend_at: None,
+            send_now: true,
+            events: VecDeque::new(),
+            pool: BufPool::default(),
+            stats: Counters::default(),
+            config,
+        })
+    }
+
+    /// The client's state.
+    #[must_use]
+    pub fn state(&self) -> ClientState {
+        match &self.phase {
+            Phase::Hello | Phase::Response { .. } => ClientState::Connecting,
+            Phase::Open(c) => match c.state {
+                State::Open => ClientState::Connected,
+                State::Closing { .. } => ClientState::Disconnecting,
+                State::Closed => ClientState::Disconnected,
+            },
+            Phase::Done => ClientState::Disconnected,
+        }
+    }
+
+    /// Whether the client is connected with nothing queued, in flight or unacknowledged, or
+    /// is disconnected.
+    #[must_use]
+    pub fn is_quiet(&self) -> bool {
+        match &self.phase {
+            Phase::Open(c) => c.is_quiet(),
+            Phase::Done => true,
+            _ => false,
+        }
+    }
+
+    /// The server's address.
+    #[must_use]
+    pub fn server(&self) -> SocketAddr {
+        self.server
+    }
+
+    /// Counters.
+    #[must_use]
+    pub fn stats(&self) -> &Counters {
+        &self.stats
+    }
+
+    /// Figures of the connection, once established.
+    #[must_use]
+    pub fn connection_stats(&self) -> Option<ConnStats> {
+        match &self.phase {
+            Phase::Open(c) => Some(crate::server::conn_stats(c)),
+            _ => None,
+        }
+    }
+
+    /// The channels the server announced (empty before `Connected`).
+    #[must_use]
+    pub fn channels(&self) -> &[ChannelKind] {
+        &self.channels
+    }
+
+    /// Handles one received datagram.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        self.stats.packets_in += 1;
+        if from != self.server {
+            self.stats.unknown_connection += 1;
+            return;
+        }
+        let d = match Datagram::parse(data) {
+            Ok(d) => d,
+            Err(e) => {
+                self.stats.decode_errors[e.index()] += 1;
+                return;
+            }
+        };
+        match d.kind {
+            PacketType::Data | PacketType::Disconnect => {
+                let Phase::Open(conn) = &mut self.phase else {
+                    self.stats.unknown_connection += 1;
+                    return;
+                };
+                if d.conn_id != conn.conn_id {
+                    self.stats.unknown_connection += 1;
+                    return;
+                }
+                if d.kind == PacketType::Disconnect {
+                    conn.handle_disconnect(d.body, true, &mut self.pool);
+                } else {
+                    let mut ctx = Ctx {
+                        channels: &self.channels,
+                        transport: &self.config.transport,
+                        idle_timeout: self.idle_timeout,
+                        keepalive: self.keepalive,
+                        pool: &mut self.pool,
+                        stats: &mut self.stats,
+                    };
+                    let events = &mut self.events;
+                    conn.handle_data(now, d.body, &mut ctx, &mut |channel, data| {
+                        events.push_back(ClientEvent::Message { channel, data });
+                    });
+                }
+                self.check_closed();
+            }
+            PacketType::Hello | PacketType::Response => {
+                self.stats.decode_errors[DecodeError::Unexpected.index()] += 1;
+            }
+            _ => self.handle_handshake(now, &d),
+        }
+    }
+
+    fn handle_handshake(&mut self, now: Instant, d: &Datagram<'_>) {
+        let h = match handshake::decode(d.kind, d.body, d.len) {
+            Ok(h) => h,
+            Err(e) => {
+                self.stats.decode_errors[e.index()] += 1;
+                return;
+            }
+        };
+        let connecting = matches!(self.phase, Phase::Hello | Phase::Response { .. });
+        match h {
+            Handshake::Challenge { nonce, cookie } if nonce == self.nonce && connecting => {
+                self.phase = Phase::Response { cookie };
+                self.send_now = true;
+                self.resend_interval = self.config.handshake_resend;
+            }
+            Handshake::Welcome(w) if w.nonce == self.nonce && connecting => {
+                let mut channels = Vec::with_capacity(usize::from(w.channel_count));
+                for &k in &w.channels[..usize::from(w.channel_count)] {
+                    let Some(k) = ChannelKind::from_u8(k) else {
+                        self.stats.decode_errors[DecodeError::BadField.index()] += 1;
+                        return;
+                    };
+                    channels.push(k);
+                }
+                if d.conn_id == 0 {
+                    self.stats.decode_errors[DecodeError::BadField.index()] += 1;
+                    return;
+                }
+                self.channels = channels;
+                self.idle_timeout = Duration::from_millis(u64::from(w.idle_timeout_ms.max(1000)));
+                self.keepalive = Duration::from_millis(u64::from(w.keepalive_ms.max(100)));
+                let mtu = usize::from(w.mtu).clamp(1200, self.config.transport.mtu);
+                let ctx = Ctx {
+                    channels: &self.channels,
+                    transport: &self.config.transport,
+                    idle_timeout: self.idle_timeout,
+                    keepalive: self.keepalive,
+                    pool: &mut self.pool,
+                    stats: &mut self.stats,
+                };
+                let conn = Conn::new(
+                    now,
+                    self.server,
+                    d.conn_id,
+                    &ctx,
+                    mtu,
+                    Duration::from_micros(u64::from(w.max_ack_delay_us)),
+                    self.initial_seq,
+                    w.initial_seq,
+                );
+                self.phase = Phase::Open(Box::new(conn));
+                self.resend_at = None;
+                self.events.push_back(ClientEvent::Connected);
+                // Tell the server at once that the welcome arrived.
+                if let Phase::Open(c) = &mut self.phase {
+                    c.force_ping();
+                }
+            }
+            Handshake::Reject { nonce, reason } if nonce == self.nonce && connecting => {
+                let reason = RejectReason::from_u8(reason).unwrap_or(RejectReason::ServerFull);
+                self.end(DisconnectReason::Rejected(reason));
+            }
+            Handshake::VersionMismatch { nonce, .. } if nonce == self.nonce && connecting => {
+                self.end(DisconnectReason::VersionMismatch);
+            }
+            _ => self.stats.decode_errors[DecodeError::Unexpected.index()] += 1,
+        }
+    }
+
+    fn end(&mut self, reason: DisconnectReason) {
+        self.phase = Phase::Done;
+        self.resend_at = None;
+        self.events.push_back(ClientEvent::Disconnected { reason });
+    }
+
+    fn check_closed(&mut self) {
+        if let Phase::Open(c) = &self.phase
+            && c.state == State::Closed
+        {
+            let reason = c.reason.unwrap_or(DisconnectReason::TimedOut);
+            self.end(reason);
+        }
+    }
+
+    /// Handles timers that expired at or before `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match &mut self.phase {
+            Phase::Hello | Phase::Response { .. } => {
+                if now.saturating_duration_since(self.started) >= self.config.handshake_timeout {
+                    self.end(DisconnectReason::HandshakeTimedOut);
+                } else if self.resend_at.is_some_and(|t| t <= now) {
+                    self.send_now = true;
+                    self.resend_interval = (self.resend_interval * 2).min(MAX_HANDSHAKE_RESEND);
+                }
+            }
+            Phase::Open(conn) => {
+                let mut ctx = Ctx {
+                    channels: &self.channels,
+                    transport: &self.config.transport,
+                    idle_timeout: self.idle_timeout,
+                    keepalive: self.keepalive,
+                    pool: &mut self.pool,
+                    stats: &mut self.stats,
+                };
+                conn.handle_timeout(now, &mut ctx);
+                self.check_closed();
+            }
+            Phase::Done => {}
+        }
+    }
+
+    /// The next time `handle_timeout` should be called.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::Hello | Phase::Response { .. } => {
+                let deadline = self.started + self.config.handshake_timeout;
+                Some(self.resend_at.map_or(deadline, |t| t.min(deadline)))
+            }
+            Phase::Open(c) => c.poll_timeout(),
+            Phase::Done => None,
+        }
+    }
+
+    /// Writes the next datagram to send into `out` (at least 1200 bytes).
+    pub fn poll_transmit(&mut self, now: Instant, out: &mut [u8]) -> Option<Transmit> {
+        let dst = self.server;
+        let len = match &mut self.phase {
+            Phase::Hello | Phase::Response { .. } if self.send_now => {
+                let h = match &self.phase {
+                    Phase::Response { cookie } => Handshake::Response {
+                        nonce: self.nonce,
+                        cookie: *cookie,
+                        initial_seq: self.initial_seq,
+                        token: self.token.as_ref().map_or(&[][..], ConnectToken::as_bytes),
+                    },
+                    _ => Handshake::Hello { nonce: self.nonce },
+                };
+                let len = handshake::encode(out, 0, &h)?;
+                self.send_now = false;
+                self.resend_at = Some(now + self.resend_interval);
+                len
+            }
+            Phase::Open(conn) => {
+                let mut ctx = Ctx {
+                    channels: &self.channels,
+                    transport: &self.config.transport,
+                    idle_timeout: self.idle_timeout,
+                    keepalive: self.keepalive,
+                    pool: &mut self.pool,
+                    stats: &mut self.stats,
+                };
+                let r = conn.poll_transmit(now, out, &mut ctx);
+                self.check_closed();
+                return r.map(|len| Transmit { dst, len });
+            }
+            _ => return None,
+        };
+        self.stats.packets_out += 1;
+        Some(Transmit { dst, len })
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<ClientEvent> {
+        let e = self.events.pop_front()?;
+        if let (ClientEvent::Message { data, .. }, Phase::Open(c)) = (&e, &mut self.phase) {
+            c.consumed(data.len());
+        }
+        Some(e)
+    }
+
+    /// Gives a delivered message's buffer back for reuse.
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        self.pool.put(buf);
+    }
+
+    /// Queues a message.
+    pub fn send(&mut self, channel: u8, data: &[u8]) -> Result<(), SendError> {
+        let Phase::Open(conn) = &mut self.phase else {
+            return Err(SendError::NotConnected);
+        };
+        let mut ctx = Ctx {
+            channels: &self.channels,
+            transport: &self.config.transport,
+            idle_timeout: self.idle_timeout,
+            keepalive: self.keepalive,
+            pool: &mut self.pool,
+            stats: &mut self.stats,
+        };
+        conn.send(channel, data, &mut ctx)?;
+        self.stats.messages_out += 1;
+        Ok(())
+    }
+
+    /// Closes the connection gracefully with an application `code` (sent redundantly). While
+    /// connecting, gives up at once.
+    pub fn disconnect(&mut self, code: u16) {
+        match &mut self.phase {
+            Phase::Open(c) => c.close(
+                DisconnectReason::Local { code },
+                close_kind::APPLICATION,
+                code,
+                &mut self.pool,
+            ),
+            Phase::Hello | Phase::Response { .. } => self.end(DisconnectReason::Local { code }),
+            Phase::Done => {}
+        }
+    }
+}
