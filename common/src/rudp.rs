@@ -116,9 +116,7 @@ impl<'a> Header<'a> {
         let Some((bytes, _)) = datagram.split_first_chunk::<HEADER_LEN>() else {
             return Err(HeaderError::TooShort);
         };
-        if let Err(e) = check_prefix([bytes[0], bytes[1]], bytes[2], bytes[3]) {
-            return Err(e);
-        }
+        check_prefix([bytes[0], bytes[1]], bytes[2], bytes[3])?;
         Ok(Self { bytes })
     }
 
@@ -177,13 +175,19 @@ mod tests {
     fn rejects_each_bad_field() {
         let mut buf = [0u8; 12];
         write_header(&mut buf, PacketType::Data, 1).unwrap();
-        assert_eq!(Header::new_checked(&buf[..11]).unwrap_err(), HeaderError::TooShort);
+        assert_eq!(
+            Header::new_checked(&buf[..11]).unwrap_err(),
+            HeaderError::TooShort
+        );
         let mut b = buf;
         b[0] = b'x';
         assert_eq!(Header::new_checked(&b).unwrap_err(), HeaderError::BadMagic);
         let mut b = buf;
         b[2] = 2;
-        assert_eq!(Header::new_checked(&b).unwrap_err(), HeaderError::BadVersion);
+        assert_eq!(
+            Header::new_checked(&b).unwrap_err(),
+            HeaderError::BadVersion
+        );
         let mut b = buf;
         b[3] = PacketType::MAX + 1;
         assert_eq!(Header::new_checked(&b).unwrap_err(), HeaderError::BadType);

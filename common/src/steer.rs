@@ -17,8 +17,8 @@
 use crate::maps::Counter;
 use crate::rudp;
 use crate::wire::{
-    ETH_LEN, ETH_TYPE_OFFSET, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN,
-    IPPROTO_UDP, IPV4_FRAG_OFFSET, IPV4_MF_OR_OFFSET_MASK, IPV4_MIN_LEN, IPV4_PROTO_OFFSET,
+    ETH_LEN, ETH_TYPE_OFFSET, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN, IPPROTO_UDP,
+    IPV4_FRAG_OFFSET, IPV4_MF_OR_OFFSET_MASK, IPV4_MIN_LEN, IPV4_PROTO_OFFSET,
     IPV4_TOTAL_LEN_OFFSET, IPV6_LEN, IPV6_NEXT_HEADER_OFFSET, IPV6_PAYLOAD_LEN_OFFSET, UDP_LEN,
     VLAN_LEN,
 };
@@ -79,6 +79,10 @@ pub struct Layout {
 
 /// Classifies one frame. `steered(port)` says whether a UDP destination port is served;
 /// `rudp_filter` turns on the RUDP pre-filter.
+#[expect(
+    clippy::inline_always,
+    reason = "the XDP program needs this inlined into one function: the verifier tracks packet bounds within a function, not across calls"
+)]
 #[inline(always)]
 pub fn classify<B: Bytes + ?Sized>(
     frame: &B,
@@ -89,10 +93,8 @@ pub fn classify<B: Bytes + ?Sized>(
         Located::Pass => Verdict::Pass,
         Located::Drop(c) => Verdict::Drop(c),
         Located::Udp(layout) => {
-            if rudp_filter {
-                if let Some(c) = rudp_reject(frame, &layout) {
-                    return Verdict::Drop(c);
-                }
+            if rudp_filter && let Some(c) = rudp_reject(frame, &layout) {
+                return Verdict::Drop(c);
             }
             Verdict::Steer
         }
@@ -111,6 +113,10 @@ pub enum Located {
 }
 
 /// Walks Ethernet, one optional 802.1Q tag, IPv4 (any IHL) or IPv6 (fixed header) and UDP.
+#[expect(
+    clippy::inline_always,
+    reason = "the XDP program needs this inlined into one function: the verifier tracks packet bounds within a function, not across calls"
+)]
 #[inline(always)]
 pub fn locate<B: Bytes + ?Sized>(frame: &B, steered: impl Fn(u16) -> bool) -> Located {
     let Some(mut ethertype) = frame.be16_at(ETH_TYPE_OFFSET) else {
@@ -133,11 +139,15 @@ pub fn locate<B: Bytes + ?Sized>(frame: &B, steered: impl Fn(u16) -> bool) -> Lo
         if vihl >> 4 != 4 || ihl < IPV4_MIN_LEN {
             return Located::Pass;
         }
-        let (Some(proto), Some(frag), Some(total)) = (
-            frame.u8_at(l3 + IPV4_PROTO_OFFSET),
-            frame.be16_at(l3 + IPV4_FRAG_OFFSET),
-            frame.be16_at(l3 + IPV4_TOTAL_LEN_OFFSET),
-        ) else {
+        // One read at a time, each checked: the BPF verifier follows sequential bounds
+        // checks, not reads the optimiser merged across branches.
+        let Some(proto) = frame.u8_at(l3 + IPV4_PROTO_OFFSET) else {
+            return Located::Pass;
+        };
+        let Some(frag) = frame.be16_at(l3 + IPV4_FRAG_OFFSET) else {
+            return Located::Pass;
+        };
+        let Some(total) = frame.be16_at(l3 + IPV4_TOTAL_LEN_OFFSET) else {
             return Located::Pass;
         };
         if proto != IPPROTO_UDP || frag & IPV4_MF_OR_OFFSET_MASK != 0 {
@@ -145,10 +155,10 @@ pub fn locate<B: Bytes + ?Sized>(frame: &B, steered: impl Fn(u16) -> bool) -> Lo
         }
         (l3 + ihl, usize::from(total).wrapping_sub(ihl), false)
     } else if ethertype == ETHERTYPE_IPV6 {
-        let (Some(next), Some(payload)) = (
-            frame.u8_at(l3 + IPV6_NEXT_HEADER_OFFSET),
-            frame.be16_at(l3 + IPV6_PAYLOAD_LEN_OFFSET),
-        ) else {
+        let Some(next) = frame.u8_at(l3 + IPV6_NEXT_HEADER_OFFSET) else {
+            return Located::Pass;
+        };
+        let Some(payload) = frame.be16_at(l3 + IPV6_PAYLOAD_LEN_OFFSET) else {
             return Located::Pass;
         };
         if next != IPPROTO_UDP {
@@ -178,21 +188,33 @@ pub fn locate<B: Bytes + ?Sized>(frame: &B, steered: impl Fn(u16) -> bool) -> Lo
     if udp_len < UDP_LEN || udp_len > ip_payload_len {
         return Located::Drop(Counter::DropBadUdpLength);
     }
-    Located::Udp(Layout { l3, l4, udp_len, ipv6 })
+    Located::Udp(Layout {
+        l3,
+        l4,
+        udp_len,
+        ipv6,
+    })
 }
 
 /// With the pre-filter on: why a steered datagram cannot be RUDP, if it cannot.
+#[expect(
+    clippy::inline_always,
+    reason = "the XDP program needs this inlined into one function: the verifier tracks packet bounds within a function, not across calls"
+)]
 #[inline(always)]
 pub fn rudp_reject<B: Bytes + ?Sized>(frame: &B, layout: &Layout) -> Option<Counter> {
     if layout.udp_len < UDP_LEN + rudp::HEADER_LEN {
         return Some(Counter::DropShort);
     }
     let p = layout.l4 + UDP_LEN;
-    let (Some(m0), Some(m1), Some(version), Some(kind)) =
-        (frame.u8_at(p), frame.u8_at(p + 1), frame.u8_at(p + 2), frame.u8_at(p + 3))
-    else {
+    let Some(magic) = frame.be16_at(p) else {
         return Some(Counter::DropShort);
     };
+    let Some(version_kind) = frame.be16_at(p + 2) else {
+        return Some(Counter::DropShort);
+    };
+    let [m0, m1] = magic.to_be_bytes();
+    let [version, kind] = version_kind.to_be_bytes();
     match rudp::check_prefix([m0, m1], version, kind) {
         Ok(()) => None,
         Err(rudp::HeaderError::TooShort) => Some(Counter::DropShort),

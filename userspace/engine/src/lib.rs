@@ -1,1 +1,22 @@
-//! (being written)
+//! xrudp: an AF_XDP kernel-bypass packet engine for reliable-UDP game servers.
+//!
+//! The engine attaches an XDP program (`ebpf/`) that steers the game's UDP ports into
+//! one AF_XDP socket per NIC queue, and runs one pinned worker per queue that receives,
+//! validates and answers datagrams in the UMEM. Modules:
+//! - [`cli`]: the `xrudp` command line;
+//! - [`engine`]: `xrudp attach` — load, attach, bind, run workers, tear down;
+//! - [`loader`]: the XDP program and its maps (aya);
+//! - [`iface`]: interface discovery (active queues, NUMA node, driver);
+//! - [`worker`]: the per-queue loop;
+//! - [`control`] and [`runtime`]: how a running engine publishes its figures;
+//! - [`sys`]: the only module with `unsafe` — AF_XDP rings, libbpf, raw syscalls.
+#![deny(unsafe_code)]
+
+pub mod cli;
+pub mod control;
+pub mod engine;
+pub mod iface;
+pub mod loader;
+pub mod runtime;
+pub mod sys;
+pub mod worker;

@@ -1,0 +1,280 @@
+//! The `xrudp` command line.
+
+use std::{io::Write, path::PathBuf};
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::{
+    control::{self, Snapshot},
+    engine, iface,
+    loader::ModeChoice,
+    runtime,
+    sys::{self, xsk::ZeroCopy},
+    worker::App,
+};
+
+/// xrudp — an AF_XDP kernel-bypass engine for reliable-UDP game servers.
+///
+/// `attach` binds the engine to a NIC and serves the game's UDP port(s) from AF_XDP
+/// sockets, one per NIC queue; every other packet goes to the kernel untouched.
+/// `stats` shows the live figures of running engines. Logs go to stderr; set RUST_LOG
+/// (e.g. RUST_LOG=xrudp=debug) for more.
+#[derive(Debug, Parser)]
+#[command(name = "xrudp", version, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Attach to a NIC and serve the game's UDP port(s) until SIGINT/SIGTERM.
+    ///
+    /// Loads the XDP program, binds one AF_XDP socket per active receive queue and runs
+    /// one pinned worker per queue. Needs root. Exit status 0 after a clean shutdown.
+    /// Example: xrudp attach --iface eth0 --port 7777
+    Attach(AttachArgs),
+    /// Remove a stale XDP attachment left on an interface (not one of a running engine).
+    Detach(DetachArgs),
+    /// Show live figures of running engines (all of them, or one with --iface).
+    Stats(StatsArgs),
+}
+
+/// `xrudp attach` options.
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// Network interface to attach to, e.g. eth0.
+    #[arg(long, short = 'i')]
+    pub iface: String,
+    /// UDP destination port(s) to serve, comma-separated (e.g. 7777 or 7777,7778).
+    #[arg(long, short = 'p', value_delimiter = ',', required = true, value_parser = clap::value_parser!(u16))]
+    pub port: Vec<u16>,
+    /// Receive queues to bind (comma-separated ids); default: every active queue.
+    #[arg(long, value_delimiter = ',')]
+    pub queues: Option<Vec<u32>>,
+    /// XDP attach mode: auto tries native (driver) mode first and falls back to skb.
+    #[arg(long, value_enum, default_value_t = ModeChoice::Auto)]
+    pub mode: ModeChoice,
+    /// AF_XDP zero-copy: auto uses it where the driver supports it; on fails otherwise.
+    #[arg(long = "zero-copy", value_enum, default_value_t = ZeroCopyArg::Auto)]
+    pub zero_copy: ZeroCopyArg,
+    /// What the workers do with the traffic.
+    #[arg(long, value_enum, default_value_t = App::Discard)]
+    pub app: App,
+    /// UMEM frames per queue (caps packet-buffer memory: frames × frame size).
+    /// Default 2048 × 2048 B = 4 MiB per queue.
+    #[arg(long = "umem-frames", default_value_t = 2048)]
+    pub umem_frames: u32,
+    /// Bytes per UMEM frame: 2048 or 4096.
+    #[arg(long = "frame-size", default_value_t = 2048)]
+    pub frame_size: u32,
+    /// Entries per AF_XDP ring (fill, completion, RX, TX); a power of two.
+    #[arg(long = "ring-size", default_value_t = 1024)]
+    pub ring_size: u32,
+    /// Cores to pin the workers to, one per bound queue, comma-separated.
+    /// Default: spread over all cores except core 0 (when there is more than one).
+    #[arg(long, value_delimiter = ',')]
+    pub cores: Option<Vec<usize>>,
+    /// Busy-poll for the lowest latency (a core per worker spins) instead of sleeping
+    /// on need_wakeup (near-zero CPU when idle).
+    #[arg(long = "busy-poll")]
+    pub busy_poll: bool,
+}
+
+/// Zero-copy choice on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ZeroCopyArg {
+    /// Zero-copy where supported, copy mode otherwise.
+    Auto,
+    /// Zero-copy or fail.
+    On,
+    /// Copy mode.
+    Off,
+}
+
+/// `xrudp detach` options.
+#[derive(Debug, Args)]
+pub struct DetachArgs {
+    /// Interface to clear.
+    #[arg(long, short = 'i')]
+    pub iface: String,
+}
+
+/// `xrudp stats` options.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Only the engine on this interface.
+    #[arg(long, short = 'i')]
+    pub iface: Option<String>,
+    /// Print JSON (schema in docs/STATS.md) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Attach(a) => attach(a),
+        Command::Detach(d) => detach(&d),
+        Command::Stats(s) => stats(&s),
+    }
+}
+
+fn attach(a: AttachArgs) -> anyhow::Result<()> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, std::sync::Arc::clone(&stop))
+            .context("installing signal handlers")?;
+    }
+    let options = engine::Options {
+        iface: a.iface,
+        ports: a.port,
+        queues: a.queues,
+        mode: a.mode,
+        zero_copy: match a.zero_copy {
+            ZeroCopyArg::Auto => ZeroCopy::Auto,
+            ZeroCopyArg::On => ZeroCopy::On,
+            ZeroCopyArg::Off => ZeroCopy::Off,
+        },
+        app: a.app,
+        umem_frames: a.umem_frames,
+        frame_size: a.frame_size,
+        ring_size: a.ring_size,
+        cores: a.cores,
+        busy_poll: a.busy_poll,
+    };
+    engine::run(&options, &stop)
+}
+
+fn detach(d: &DetachArgs) -> anyhow::Result<()> {
+    let iface = iface::Interface::lookup(&d.iface)?;
+    if let Some(pid) = runtime::live_engine(&iface.name).context("reading the runtime directory")? {
+        bail!(
+            "{} is served by a running xrudp engine (pid {pid}); stop it with `kill -TERM {pid}` \
+             — it detaches by itself",
+            iface.name
+        );
+    }
+    let q = sys::bpf::xdp_query(iface.index).context("querying the interface's XDP attachment")?;
+    if q.prog_id == 0 {
+        println!("{}: no XDP program attached; nothing to do", iface.name);
+        return Ok(());
+    }
+    let n = sys::bpf::xdp_force_detach(iface.index).context("detaching the XDP program")?;
+    let after = sys::bpf::xdp_query(iface.index)?;
+    if after.prog_id != 0 {
+        bail!(
+            "{}: XDP program {} is still attached after detach; check `ip link show {}`",
+            iface.name,
+            after.prog_id,
+            iface.name
+        );
+    }
+    println!(
+        "{}: removed {n} XDP attachment(s) (program id {})",
+        iface.name, q.prog_id
+    );
+    Ok(())
+}
+
+fn stats(s: &StatsArgs) -> anyhow::Result<()> {
+    let engines: Vec<(String, String, PathBuf)> = runtime::all_engines()
+        .into_iter()
+        .filter(|(_, i, _)| s.iface.as_ref().is_none_or(|want| want == i))
+        .collect();
+    if engines.is_empty() {
+        match &s.iface {
+            Some(i) => bail!(
+                "no running xrudp engine on {i} (start one with `xrudp attach --iface {i} --port PORT`)"
+            ),
+            None => bail!(
+                "no running xrudp engine found under {}",
+                runtime::base_dir().display()
+            ),
+        }
+    }
+    let mut snaps = Vec::new();
+    for (ns, i, path) in &engines {
+        match control::query(path) {
+            Ok(snap) => snaps.push((ns.clone(), snap)),
+            Err(e) => tracing::warn!(iface = %i, netns = %ns, error = %e, "engine did not answer"),
+        }
+    }
+    if snaps.is_empty() {
+        bail!(
+            "no running xrudp engine answered (stale runtime files under {}?)",
+            runtime::base_dir().display()
+        );
+    }
+    let mut out = std::io::stdout().lock();
+    let written = if s.json {
+        let v: Vec<&Snapshot> = snaps.iter().map(|(_, s)| s).collect();
+        serde_json::to_writer_pretty(&mut out, &v)
+            .map_err(std::io::Error::other)
+            .and_then(|()| writeln!(out))
+    } else {
+        snaps
+            .iter()
+            .try_for_each(|(ns, snap)| print_table(&mut out, ns, snap))
+    };
+    match written {
+        // A closed pipe (`xrudp stats | head`) is the reader's choice, not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("writing to stdout"),
+    }
+}
+
+fn print_table(out: &mut impl Write, ns: &str, s: &Snapshot) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{} ({ns}) pid {} · xdp {} · {} · {} · app {} · ports {:?} · up {:.0}s",
+        s.iface,
+        s.pid,
+        s.xdp_mode,
+        if s.zero_copy { "zero-copy" } else { "copy" },
+        s.wakeup,
+        s.app,
+        s.ports,
+        s.uptime_secs
+    )?;
+    let xdp: Vec<String> = xrudp_common::maps::Counter::ALL
+        .iter()
+        .filter_map(|c| {
+            s.xdp_counter(c.label())
+                .filter(|&v| v > 0)
+                .map(|v| format!("{}={v}", c.label()))
+        })
+        .collect();
+    writeln!(
+        out,
+        "  xdp: {}",
+        if xdp.is_empty() {
+            "no traffic yet".into()
+        } else {
+            xdp.join(" ")
+        }
+    )?;
+    writeln!(
+        out,
+        "  {:>5} {:>5} {:>12} {:>14} {:>12} {:>14} {:>11}",
+        "queue", "core", "rx_pkts", "rx_bytes", "tx_pkts", "tx_bytes", "umem_used"
+    )?;
+    for q in &s.queues {
+        writeln!(
+            out,
+            "  {:>5} {:>5} {:>12} {:>14} {:>12} {:>14} {:>6}/{:<5}",
+            q.queue,
+            q.core.map_or_else(|| "-".into(), |c| c.to_string()),
+            q.rx_packets,
+            q.rx_bytes,
+            q.tx_packets,
+            q.tx_bytes,
+            q.frames_in_use,
+            q.umem_frames
+        )?;
+    }
+    Ok(())
+}

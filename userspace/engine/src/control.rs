@@ -1,0 +1,222 @@
+//! The engine's control socket: a Unix stream socket that answers each connection with
+//! one JSON [`Snapshot`] of the engine's figures, read from the workers' counters by this
+//! thread (the workers never block on it).
+
+use std::{
+    io::{self, Read as _, Write as _},
+    os::unix::net::{UnixListener, UnixStream},
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering::Relaxed},
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+use xrudp_common::maps::Counter;
+
+use crate::{engine::Running, sys, worker};
+
+/// Version of the snapshot schema (docs/STATS.md).
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Everything `xrudp stats` shows, as measured at one instant.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Snapshot {
+    /// Schema version.
+    pub schema: u32,
+    /// Engine process id.
+    pub pid: u32,
+    /// Interface name.
+    pub iface: String,
+    /// XDP attach mode ("native" or "skb").
+    pub xdp_mode: String,
+    /// Whether every socket is bound zero-copy.
+    pub zero_copy: bool,
+    /// "need_wakeup" or "busy-poll".
+    pub wakeup: String,
+    /// The application the workers run.
+    pub app: String,
+    /// Steered UDP ports.
+    pub ports: Vec<u16>,
+    /// Seconds since the engine started.
+    pub uptime_secs: f64,
+    /// Wall-clock start, seconds since the Unix epoch.
+    pub started_unix: u64,
+    /// Microseconds since the engine started when this snapshot was taken (for rates).
+    pub taken_at_us: u64,
+    /// XDP program counters, summed over CPUs, by name.
+    pub xdp: std::collections::BTreeMap<String, u64>,
+    /// Per-queue figures.
+    pub queues: Vec<QueueSnapshot>,
+}
+
+/// One queue's figures.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct QueueSnapshot {
+    /// Queue index.
+    pub queue: u32,
+    /// Pinned core.
+    pub core: Option<usize>,
+    /// Zero-copy bound.
+    pub zero_copy: bool,
+    /// Datagrams received by the worker.
+    pub rx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Datagrams transmitted.
+    pub tx_packets: u64,
+    /// Bytes transmitted.
+    pub tx_bytes: u64,
+    /// UMEM frames.
+    pub umem_frames: u32,
+    /// UMEM frames out of the pool.
+    pub frames_in_use: u64,
+    /// Highest frames out of the pool.
+    pub frames_high_water: u64,
+    /// The kernel's XDP_STATISTICS for the socket.
+    pub xdp_statistics: Option<sys::XdpStatistics>,
+    /// Worker CPU time so far, seconds (user + system).
+    pub cpu_secs: Option<f64>,
+}
+
+impl Snapshot {
+    /// The XDP counter named `name`.
+    #[must_use]
+    pub fn xdp_counter(&self, name: &str) -> Option<u64> {
+        self.xdp.get(name).copied()
+    }
+}
+
+/// Builds a snapshot of a running engine.
+pub fn snapshot(r: &Running) -> Snapshot {
+    let (mode, xdp) = {
+        let prog = r
+            .program
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mode = prog.mode().map_or_else(String::new, |m| m.to_string());
+        let counters = prog.counters().unwrap_or_default();
+        let xdp = Counter::ALL
+            .iter()
+            .zip(counters.iter().copied().chain(std::iter::repeat(0)))
+            .map(|(c, v)| (c.label().to_owned(), v))
+            .collect();
+        (mode, xdp)
+    };
+    let queues = r
+        .queues
+        .iter()
+        .map(|q| {
+            let c = &q.counters;
+            let tid = q.tid.load(Relaxed);
+            QueueSnapshot {
+                queue: q.queue,
+                core: q.core,
+                zero_copy: q.zero_copy,
+                rx_packets: worker::load(&c.rx_packets),
+                rx_bytes: worker::load(&c.rx_bytes),
+                tx_packets: worker::load(&c.tx_packets),
+                tx_bytes: worker::load(&c.tx_bytes),
+                umem_frames: q.umem_frames,
+                frames_in_use: worker::load(&c.frames_in_use),
+                frames_high_water: worker::load(&c.frames_high_water),
+                xdp_statistics: sys::xdp_statistics(std::os::fd::AsFd::as_fd(&q.socket)).ok(),
+                cpu_secs: (tid != 0)
+                    .then(|| sys::thread_cpu_ticks(tid))
+                    .flatten()
+                    .map(|(t, hz)| Duration::from_millis(t * 1000 / hz).as_secs_f64()),
+            }
+        })
+        .collect();
+    let up = r.started.elapsed();
+    Snapshot {
+        schema: SCHEMA_VERSION,
+        pid: std::process::id(),
+        iface: r.iface.name.clone(),
+        xdp_mode: mode,
+        zero_copy: r.queues.iter().all(|q| q.zero_copy),
+        wakeup: if r.options.busy_poll {
+            "busy-poll"
+        } else {
+            "need_wakeup"
+        }
+        .into(),
+        app: serde_json::to_value(r.options.app)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        ports: r.options.ports.clone(),
+        uptime_secs: up.as_secs_f64(),
+        started_unix: r.started_unix,
+        taken_at_us: u64::try_from(up.as_micros()).unwrap_or(u64::MAX),
+        xdp,
+        queues,
+    }
+}
+
+/// The control socket's serving thread.
+#[derive(Debug)]
+pub struct Server {
+    stop: Arc<AtomicBool>,
+    path: PathBuf,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds `path` and serves snapshots of `running` until [`Server::stop`].
+    pub fn start(path: &Path, running: Arc<Running>) -> io::Result<Self> {
+        let listener = UnixListener::bind(path)?;
+        listener.set_nonblocking(true)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = Arc::clone(&stop);
+        let handle = std::thread::Builder::new()
+            .name("xrudp-control".into())
+            .spawn(move || {
+                while !s2.load(Relaxed) {
+                    match listener.accept() {
+                        Ok((mut conn, _)) => {
+                            let _ = conn.set_nonblocking(false);
+                            let _ = conn.set_write_timeout(Some(Duration::from_secs(2)));
+                            let snap = snapshot(&running);
+                            if let Ok(json) = serde_json::to_vec(&snap) {
+                                let _ = conn.write_all(&json);
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "control socket accept failed");
+                            std::thread::sleep(Duration::from_millis(200));
+                        }
+                    }
+                }
+            })?;
+        Ok(Self {
+            stop,
+            path: path.to_owned(),
+            handle: Some(handle),
+        })
+    }
+
+    /// Stops serving and removes the socket file.
+    pub fn stop(mut self) {
+        self.stop.store(true, Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Asks the engine behind control socket `path` for a snapshot.
+pub fn query(path: &Path) -> io::Result<Snapshot> {
+    let mut s = UnixStream::connect(path)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    serde_json::from_slice(&buf).map_err(io::Error::other)
+}

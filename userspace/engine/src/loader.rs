@@ -1,0 +1,311 @@
+//! Loads the embedded XDP program, configures its maps and attaches it.
+
+use std::os::fd::RawFd;
+
+use aya::{
+    Ebpf,
+    maps::{Array, MapData, PerCpuArray, XskMap},
+    programs::{Xdp, XdpMode},
+};
+use xrudp_common::maps::{self, Config, Counter};
+
+/// XDP attach mode requested by the operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModeChoice {
+    /// Native (driver) mode, falling back to generic (SKB) mode.
+    Auto,
+    /// Native (driver) mode or fail.
+    Native,
+    /// Generic (SKB) mode: works on any interface, slower.
+    Skb,
+}
+
+/// The mode the program is attached in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// In the driver.
+    Native,
+    /// In the kernel's generic receive path.
+    Skb,
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Native => "native",
+            Self::Skb => "skb",
+        })
+    }
+}
+
+/// Loader and attach failures, each saying what to do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The kernel refused to load the program or create its maps.
+    #[error(
+        "loading the XDP program failed: {0}; xrudp needs root (or CAP_BPF + CAP_NET_ADMIN) \
+         and a kernel with BPF enabled"
+    )]
+    Load(#[source] aya::EbpfError),
+    /// The verifier or the kernel refused the program.
+    #[error("the kernel refused the XDP program: {0}")]
+    Program(#[source] aya::programs::ProgramError),
+    /// A map is missing or of the wrong type (a build mismatch).
+    #[error("XDP program map {name}: {source}")]
+    Map {
+        /// Map name.
+        name: &'static str,
+        /// Cause.
+        #[source]
+        source: aya::maps::MapError,
+    },
+    /// Attaching failed in every mode tried.
+    #[error("attaching XDP to {iface} in {mode} mode failed: {source}; {hint}")]
+    Attach {
+        /// Interface.
+        iface: String,
+        /// Mode tried last.
+        mode: Mode,
+        /// Cause.
+        #[source]
+        source: aya::programs::ProgramError,
+        /// What to do about it.
+        hint: &'static str,
+    },
+}
+
+/// The loaded program and its maps.
+pub struct Program {
+    ebpf: Ebpf,
+    mode: Option<Mode>,
+}
+
+impl std::fmt::Debug for Program {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Program")
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+const PROGRAM: &str = "xrudp";
+
+impl Program {
+    /// Loads the embedded object into the kernel (verifier included); nothing is attached yet.
+    pub fn load() -> Result<Self, LoadError> {
+        let mut ebpf = Ebpf::load(aya::include_bytes_aligned!(concat!(
+            env!("OUT_DIR"),
+            "/xrudp"
+        )))
+        .map_err(LoadError::Load)?;
+        let prog: &mut Xdp = program_mut(&mut ebpf)?;
+        prog.load().map_err(LoadError::Program)?;
+        Ok(Self { ebpf, mode: None })
+    }
+
+    /// Writes the steered ports and the run-time flags.
+    pub fn configure(&mut self, ports: &[u16], rudp_filter: bool) -> Result<(), LoadError> {
+        let mut words = [0u64; maps::PORT_WORDS as usize];
+        for &p in ports {
+            let (w, bit) = maps::port_slot(p);
+            words[w as usize] |= bit;
+        }
+        let mut map: Array<&mut MapData, u64> = self.map_mut(maps::PORTS)?;
+        for (i, w) in words.iter().enumerate() {
+            if *w != 0 {
+                map.set(i as u32, w, 0).map_err(|source| LoadError::Map {
+                    name: maps::PORTS,
+                    source,
+                })?;
+            }
+        }
+        let cfg = Config {
+            flags: if rudp_filter {
+                Config::FLAG_RUDP_FILTER
+            } else {
+                0
+            },
+            reserved: 0,
+        };
+        let mut map: Array<&mut MapData, Config> = self.map_mut(maps::CONFIG)?;
+        map.set(0, cfg, 0).map_err(|source| LoadError::Map {
+            name: maps::CONFIG,
+            source,
+        })
+    }
+
+    /// Puts an AF_XDP socket in the XSKMAP slot of `queue`.
+    pub fn register_socket(&mut self, queue: u32, fd: RawFd) -> Result<(), LoadError> {
+        let map = self.ebpf.map_mut(maps::XSKS).ok_or(LoadError::Map {
+            name: maps::XSKS,
+            source: aya::maps::MapError::InvalidName {
+                name: maps::XSKS.into(),
+            },
+        })?;
+        let mut xsks: XskMap<&mut MapData> =
+            XskMap::try_from(map).map_err(|source| LoadError::Map {
+                name: maps::XSKS,
+                source,
+            })?;
+        // SAFETY-free: `fd` is borrowed only for the duration of the update syscall.
+        let borrowed = BorrowedRaw(fd);
+        xsks.set(queue, borrowed, 0)
+            .map_err(|source| LoadError::Map {
+                name: maps::XSKS,
+                source,
+            })
+    }
+
+    /// Attaches to `iface` in the requested mode, falling back from native to SKB mode
+    /// under [`ModeChoice::Auto`]. Returns the mode in use.
+    pub fn attach(&mut self, iface: &str, choice: ModeChoice) -> Result<Mode, LoadError> {
+        let tries: &[Mode] = match choice {
+            ModeChoice::Auto => &[Mode::Native, Mode::Skb],
+            ModeChoice::Native => &[Mode::Native],
+            ModeChoice::Skb => &[Mode::Skb],
+        };
+        let prog: &mut Xdp = program_mut(&mut self.ebpf)?;
+        for (i, &mode) in tries.iter().enumerate() {
+            let flags = match mode {
+                Mode::Native => XdpMode::Driver,
+                Mode::Skb => XdpMode::Skb,
+            };
+            match prog.attach(iface, flags) {
+                Ok(_) => {
+                    self.mode = Some(mode);
+                    return Ok(mode);
+                }
+                Err(source) if i + 1 == tries.len() => {
+                    let hint = attach_hint(&source, mode);
+                    return Err(LoadError::Attach {
+                        iface: iface.to_owned(),
+                        mode,
+                        source,
+                        hint,
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(iface, error = %e, "native XDP attach failed; falling back to skb mode");
+                }
+            }
+        }
+        unreachable_attach(iface)
+    }
+
+    /// The mode the program is attached in, once attached.
+    #[must_use]
+    pub fn mode(&self) -> Option<Mode> {
+        self.mode
+    }
+
+    /// The XDP counters summed over CPUs, indexed by [`Counter`].
+    pub fn counters(&self) -> Result<Vec<u64>, LoadError> {
+        let map = self.ebpf.map(maps::COUNTERS).ok_or(LoadError::Map {
+            name: maps::COUNTERS,
+            source: aya::maps::MapError::InvalidName {
+                name: maps::COUNTERS.into(),
+            },
+        })?;
+        let arr: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(map).map_err(|source| LoadError::Map {
+                name: maps::COUNTERS,
+                source,
+            })?;
+        Counter::ALL
+            .iter()
+            .map(|&c| {
+                arr.get(&(c as u32), 0)
+                    .map(|v| v.iter().sum())
+                    .map_err(|source| LoadError::Map {
+                        name: maps::COUNTERS,
+                        source,
+                    })
+            })
+            .collect()
+    }
+
+    /// Runs the program once on `frame` through `BPF_PROG_TEST_RUN`; returns the XDP action.
+    pub fn test_run(&self, frame: &[u8]) -> Result<u32, LoadError> {
+        use aya::programs::{TestRun as _, TestRunOptions};
+        let prog: &Xdp = self
+            .ebpf
+            .program(PROGRAM)
+            .ok_or(LoadError::Map {
+                name: "program xrudp",
+                source: aya::maps::MapError::InvalidName {
+                    name: PROGRAM.into(),
+                },
+            })?
+            .try_into()
+            .map_err(LoadError::Program)?;
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(frame);
+        let r = prog.test_run(opts).map_err(LoadError::Program)?;
+        Ok(r.return_value)
+    }
+
+    fn map_mut<V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+    ) -> Result<Array<&mut MapData, V>, LoadError> {
+        let map = self.ebpf.map_mut(name).ok_or(LoadError::Map {
+            name,
+            source: aya::maps::MapError::InvalidName { name: name.into() },
+        })?;
+        Array::try_from(map).map_err(|source| LoadError::Map { name, source })
+    }
+}
+
+fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp, LoadError> {
+    ebpf.program_mut(PROGRAM)
+        .ok_or(LoadError::Map {
+            name: "program xrudp",
+            source: aya::maps::MapError::InvalidName {
+                name: PROGRAM.into(),
+            },
+        })?
+        .try_into()
+        .map_err(LoadError::Program)
+}
+
+/// `tries` is never empty and its last failure returns; this keeps the types honest
+/// without a panic path.
+fn unreachable_attach(iface: &str) -> Result<Mode, LoadError> {
+    Err(LoadError::Attach {
+        iface: iface.to_owned(),
+        mode: Mode::Skb,
+        source: aya::programs::ProgramError::UnknownInterface {
+            name: iface.to_owned(),
+        },
+        hint: "no attach mode was tried",
+    })
+}
+
+fn attach_hint(e: &aya::programs::ProgramError, mode: Mode) -> &'static str {
+    let text = format!("{e:?}");
+    if text.contains("EEXIST")
+        || text.contains("EBUSY")
+        || text.contains("File exists")
+        || text.contains("busy")
+    {
+        "another XDP program is attached to this interface: if it is a stale xrudp attachment, \
+         run `xrudp detach --iface IF`; otherwise stop the program that owns it"
+    } else if mode == Mode::Native {
+        "the driver may not support native XDP: retry with --mode skb"
+    } else if text.contains("EPERM") || text.contains("ermission") {
+        "run as root (or with CAP_BPF and CAP_NET_ADMIN)"
+    } else {
+        "check `ip link show IF` and the kernel log (dmesg)"
+    }
+}
+
+/// A raw descriptor viewed as `AsRawFd` for one map update.
+struct BorrowedRaw(RawFd);
+
+impl std::os::fd::AsRawFd for BorrowedRaw {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}

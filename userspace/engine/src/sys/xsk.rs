@@ -1,0 +1,426 @@
+//! AF_XDP sockets on xsk-rs: one UMEM, fill/completion/RX/TX rings and a frame pool per
+//! queue, with frame ownership expressed in types.
+//!
+//! A [`Frame`] is neither `Copy` nor `Clone`. It moves into the fill ring
+//! ([`Xsk::refill`]) or the TX ring ([`Xsk::transmit`]) and only comes back out of the RX
+//! ring ([`Xsk::recv`]) or the completion ring ([`Xsk::complete`]), so a frame the kernel
+//! owns cannot be read or written: the compiler refuses it. The raw descriptors that
+//! xsk-rs works with never leave this module.
+
+use std::{io, num::NonZeroU32, os::fd::RawFd};
+
+use xsk_rs::{
+    CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue, Umem,
+    config::{BindFlags, FrameSize, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig},
+    socket::Socket,
+};
+
+/// A UMEM frame owned by userspace.
+#[derive(Debug)]
+pub struct Frame {
+    desc: FrameDesc,
+}
+
+impl Frame {
+    /// Offset of the frame's packet data in the UMEM (unique per frame).
+    #[must_use]
+    pub fn addr(&self) -> usize {
+        self.desc.addr()
+    }
+
+    /// Current packet length in bytes.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.desc.lengths().data()
+    }
+
+    /// Whether the frame holds no packet bytes.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Zero-copy preference for binding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ZeroCopy {
+    /// Zero-copy if the driver supports it, else copy mode.
+    Auto,
+    /// Zero-copy or fail.
+    On,
+    /// Copy mode.
+    Off,
+}
+
+/// Socket and UMEM sizing.
+#[derive(Clone, Copy, Debug)]
+pub struct XskConfig {
+    /// Frames in the UMEM.
+    pub frames: u32,
+    /// Bytes per frame (2048 or 4096).
+    pub frame_size: u32,
+    /// Entries in each of the four rings (power of two).
+    pub ring_size: u32,
+    /// Zero-copy preference.
+    pub zero_copy: ZeroCopy,
+    /// Bind with `XDP_USE_NEED_WAKEUP` (sleeping driver; near-zero idle CPU).
+    pub need_wakeup: bool,
+}
+
+/// Why a socket could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum XskError {
+    /// The configuration is out of range.
+    #[error("invalid AF_XDP configuration: {0}")]
+    Config(String),
+    /// The UMEM could not be created.
+    #[error("creating the UMEM ({frames} frames of {frame_size} B) failed: {source}")]
+    Umem {
+        /// Frames requested.
+        frames: u32,
+        /// Frame size requested.
+        frame_size: u32,
+        /// Kernel or libxdp error.
+        #[source]
+        source: io::Error,
+    },
+    /// Binding the socket to the queue failed.
+    #[error("binding an AF_XDP socket to {iface} queue {queue} ({mode}) failed: {source}")]
+    Bind {
+        /// Interface name.
+        iface: String,
+        /// Queue index.
+        queue: u32,
+        /// "zero-copy" or "copy".
+        mode: &'static str,
+        /// Kernel error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl XskError {
+    /// The OS error behind a bind failure, if any.
+    #[must_use]
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            Self::Bind { source, .. } | Self::Umem { source, .. } => source.raw_os_error(),
+            Self::Config(_) => None,
+        }
+    }
+}
+
+/// One AF_XDP socket with its own UMEM and frame pool.
+pub struct Xsk {
+    umem: Umem,
+    fill: FillQueue,
+    comp: CompQueue,
+    rx: RxQueue,
+    tx: TxQueue,
+    /// Frames userspace owns and is not using.
+    pool: Vec<Frame>,
+    /// Scratch descriptors for batched ring operations (capacity = ring size).
+    scratch: Vec<FrameDesc>,
+    frames: u32,
+    frame_size: u32,
+    capacity: usize,
+    zero_copy: bool,
+    need_wakeup: bool,
+    /// Frames sitting in the TX ring or the kernel's TX path, not yet completed.
+    tx_outstanding: u32,
+    /// Highest number of frames ever out of the pool at once.
+    high_water: u32,
+}
+
+impl std::fmt::Debug for Xsk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Xsk")
+            .field("frames", &self.frames)
+            .field("frame_size", &self.frame_size)
+            .field("zero_copy", &self.zero_copy)
+            .field("pool", &self.pool.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Xsk {
+    /// Creates a UMEM and binds a socket to `iface` queue `queue`. With
+    /// [`ZeroCopy::Auto`], zero-copy is tried first and copy mode used when the driver
+    /// refuses it. The XDP program is never loaded by libxdp: the engine's own program
+    /// redirects into the socket once [`Xsk::fd`] is put in its XSKMAP.
+    pub fn open(iface: &str, queue: u32, cfg: &XskConfig) -> Result<Self, XskError> {
+        let frame_size = FrameSize::new(cfg.frame_size)
+            .map_err(|e| XskError::Config(format!("frame size {}: {e}", cfg.frame_size)))?;
+        let ring = QueueSize::new(cfg.ring_size)
+            .map_err(|e| XskError::Config(format!("ring size {}: {e}", cfg.ring_size)))?;
+        let frames = NonZeroU32::new(cfg.frames)
+            .ok_or_else(|| XskError::Config("the UMEM needs at least one frame".into()))?;
+        let umem_cfg = UmemConfig::builder()
+            .frame_size(frame_size)
+            .fill_queue_size(ring)
+            .comp_queue_size(ring)
+            .build()
+            .map_err(|e| XskError::Config(e.to_string()))?;
+        let (umem, descs) = Umem::new(umem_cfg, frames, false).map_err(|e| XskError::Umem {
+            frames: cfg.frames,
+            frame_size: cfg.frame_size,
+            source: io::Error::other(e.to_string()),
+        })?;
+        let name: Interface = iface
+            .parse()
+            .map_err(|_| XskError::Config(format!("bad interface name {iface:?}")))?;
+        let attempts: &[bool] = match cfg.zero_copy {
+            ZeroCopy::Auto => &[true, false],
+            ZeroCopy::On => &[true],
+            ZeroCopy::Off => &[false],
+        };
+        let mut last_err = XskError::Config("no bind attempt was made".into());
+        for &zc in attempts {
+            let mut bind = if zc {
+                BindFlags::XDP_ZEROCOPY
+            } else {
+                BindFlags::XDP_COPY
+            };
+            if cfg.need_wakeup {
+                bind |= BindFlags::XDP_USE_NEED_WAKEUP;
+            }
+            let sock_cfg = SocketConfig::builder()
+                .rx_queue_size(ring)
+                .tx_queue_size(ring)
+                .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
+                .bind_flags(bind)
+                .build();
+            // SAFETY: each (interface, queue) pair is bound once per engine: the caller
+            // opens one socket per queue, and this UMEM is not shared with another socket.
+            match unsafe { Socket::new(sock_cfg, &umem, &name, queue) } {
+                Ok((tx, rx, Some((fill, comp)))) => {
+                    let pool = descs.into_iter().map(|desc| Frame { desc }).collect();
+                    return Ok(Self {
+                        umem,
+                        fill,
+                        comp,
+                        rx,
+                        tx,
+                        pool,
+                        scratch: vec![FrameDesc::default(); cfg.ring_size as usize],
+                        frames: cfg.frames,
+                        frame_size: cfg.frame_size,
+                        capacity: umem_cfg.mtu() as usize,
+                        zero_copy: zc,
+                        need_wakeup: cfg.need_wakeup,
+                        tx_outstanding: 0,
+                        high_water: 0,
+                    });
+                }
+                Ok((_, _, None)) => {
+                    return Err(XskError::Config(
+                        "libxdp returned no fill/completion rings".into(),
+                    ));
+                }
+                Err(e) => {
+                    let source = std::error::Error::source(&e)
+                        .and_then(|s| s.downcast_ref::<io::Error>())
+                        .and_then(io::Error::raw_os_error)
+                        .map_or_else(
+                            || io::Error::other(e.to_string()),
+                            io::Error::from_raw_os_error,
+                        );
+                    last_err = XskError::Bind {
+                        iface: iface.to_owned(),
+                        queue,
+                        mode: if zc { "zero-copy" } else { "copy" },
+                        source,
+                    };
+                }
+            }
+        }
+        Err(last_err)
+    }
+
+    /// The socket's file descriptor, for the XSKMAP and for `poll`.
+    #[must_use]
+    pub fn fd(&self) -> RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(self.rx.fd())
+    }
+
+    /// A duplicate of the socket's descriptor (for reading statistics from another thread).
+    pub fn try_clone_fd(&self) -> io::Result<std::os::fd::OwnedFd> {
+        // SAFETY: the descriptor belongs to this live socket for the whole borrow, which
+        // ends as soon as it is duplicated.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.fd()) };
+        fd.try_clone_to_owned()
+    }
+
+    /// Whether the socket is bound in zero-copy mode.
+    #[must_use]
+    pub fn zero_copy(&self) -> bool {
+        self.zero_copy
+    }
+
+    /// Frames in the UMEM.
+    #[must_use]
+    pub fn frames(&self) -> u32 {
+        self.frames
+    }
+
+    /// Frames currently out of the pool (in rings, in the kernel, or held by userspace).
+    #[must_use]
+    pub fn frames_in_use(&self) -> u32 {
+        self.frames - self.pool.len() as u32
+    }
+
+    /// Highest [`Xsk::frames_in_use`] seen.
+    #[must_use]
+    pub fn high_water(&self) -> u32 {
+        self.high_water
+    }
+
+    /// Frames in the TX path not yet completed.
+    #[must_use]
+    pub fn tx_outstanding(&self) -> u32 {
+        self.tx_outstanding
+    }
+
+    /// Moves as many pool frames into the fill ring as it has room for, keeping
+    /// `reserve` frames in the pool for transmissions the worker originates. Returns how
+    /// many were given to the kernel.
+    pub fn refill(&mut self, reserve: usize) -> usize {
+        let spare = self.pool.len().saturating_sub(reserve);
+        let want = self.fill.nb_free(spare.min(self.scratch.len()) as u32) as usize;
+        let n = want.min(spare);
+        if n == 0 {
+            return 0;
+        }
+        let start = self.pool.len() - n;
+        for (slot, frame) in self.scratch.iter_mut().zip(self.pool.drain(start..)) {
+            *slot = frame.desc;
+        }
+        // SAFETY: the `n` descriptors came out of the pool, so userspace owned them and
+        // no `Frame` for them exists any more: nothing can touch them until the kernel
+        // hands them back through the RX ring. `nb_free` guaranteed room for all `n`.
+        let produced = unsafe { self.fill.produce(&self.scratch[..n]) };
+        debug_assert_eq!(produced, n);
+        self.note_in_use();
+        if self.need_wakeup && self.fill.needs_wakeup() {
+            // A sleeping driver needs a kick to see the new fill entries. Failure only
+            // delays reception until the next kick, so it is not an error here.
+            let _ = self.fill.wakeup(self.rx.fd_mut(), 0);
+        }
+        n
+    }
+
+    /// Takes up to `max` received frames out of the RX ring into `out`.
+    pub fn recv(&mut self, out: &mut Vec<Frame>, max: usize) -> usize {
+        let max = max.min(self.scratch.len());
+        // SAFETY: the descriptors written into `scratch` are frames the kernel has
+        // finished writing and hands back to userspace; each becomes one owned `Frame`.
+        let n = unsafe { self.rx.consume(&mut self.scratch[..max]) };
+        out.extend(self.scratch[..n].iter().map(|&desc| Frame { desc }));
+        n
+    }
+
+    /// Read access to a frame's packet bytes.
+    #[must_use]
+    pub fn data(&self, frame: &Frame) -> &[u8] {
+        // SAFETY: `frame` is owned by userspace (the type guarantees the kernel does not
+        // hold it) and belongs to this UMEM (frames never move between sockets).
+        unsafe { self.umem.data(&frame.desc) }.contents()
+    }
+
+    /// Write access to a frame's whole data area (its capacity, not just the current
+    /// packet) and its length: `f(buffer, len)` returns the new packet length.
+    pub fn with_buffer<R>(
+        &self,
+        frame: &mut Frame,
+        f: impl FnOnce(&mut [u8], usize) -> (usize, R),
+    ) -> R {
+        let len = frame.len();
+        // SAFETY: as in `data`; `&mut Frame` guarantees this is the only access to it.
+        let mut data = unsafe { self.umem.data_mut(&mut frame.desc) };
+        let mut cursor = data.cursor();
+        let cap = cursor.buf_len();
+        cursor.set_pos(cap);
+        let (buf_len, out) = {
+            let buf = data.contents_mut();
+            let (new_len, out) = f(buf, len);
+            (new_len, out)
+        };
+        data.cursor().set_pos(buf_len.min(cap));
+        out
+    }
+
+    /// Bytes a frame's data segment can hold (frame size less `XDP_PACKET_HEADROOM`).
+    #[must_use]
+    pub fn frame_capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Puts frames on the TX ring (as many as fit) and kicks the kernel. Frames that did
+    /// not fit stay in `frames` (front first) for the next call.
+    pub fn transmit(&mut self, frames: &mut Vec<Frame>) -> usize {
+        let room = self.tx.nb_free(frames.len().min(self.scratch.len()) as u32) as usize;
+        let n = room.min(frames.len());
+        if n > 0 {
+            for (slot, frame) in self.scratch.iter_mut().zip(frames.drain(..n)) {
+                *slot = frame.desc;
+            }
+            // SAFETY: the frames were owned by userspace and are consumed here; the
+            // kernel returns them through the completion ring. `nb_free` made room.
+            let produced = unsafe { self.tx.produce(&self.scratch[..n]) };
+            debug_assert_eq!(produced, n);
+            self.tx_outstanding += n as u32;
+        }
+        if self.tx_outstanding > 0 {
+            self.kick_tx();
+        }
+        n
+    }
+
+    /// Copy-mode TX only progresses inside `sendto()` (TOOLCHAIN.md), and a sleeping
+    /// driver asks for it through need_wakeup: kick while frames are outstanding.
+    fn kick_tx(&mut self) {
+        if !self.need_wakeup || self.tx.needs_wakeup() || !self.zero_copy {
+            // EAGAIN/EBUSY mean the kernel is still busy with earlier frames; the next
+            // kick picks them up.
+            let _ = self.tx.wakeup();
+        }
+    }
+
+    /// Reaps the completion ring, returning sent frames to the pool.
+    pub fn complete(&mut self) -> usize {
+        // SAFETY: descriptors from the completion ring are frames the kernel has finished
+        // sending; ownership returns to userspace.
+        let n = unsafe { self.comp.consume(&mut self.scratch) };
+        self.pool
+            .extend(self.scratch[..n].iter().map(|&desc| Frame { desc }));
+        self.tx_outstanding = self.tx_outstanding.saturating_sub(n as u32);
+        n
+    }
+
+    /// Returns a frame to the pool.
+    pub fn release(&mut self, frame: Frame) {
+        self.pool.push(frame);
+    }
+
+    /// Takes a free frame from the pool, to originate a packet.
+    pub fn alloc(&mut self) -> Option<Frame> {
+        let f = self.pool.pop();
+        self.note_in_use();
+        f
+    }
+
+    /// Sleeps until the RX ring has frames or `timeout_ms` passes (`poll(2)`).
+    pub fn wait(&mut self, timeout_ms: i32) -> io::Result<bool> {
+        self.rx.poll(timeout_ms)
+    }
+
+    /// The kernel's `XDP_STATISTICS` for this socket.
+    pub fn statistics(&self) -> io::Result<xsk_rs::socket::XdpStatistics> {
+        self.rx.fd().xdp_statistics()
+    }
+
+    fn note_in_use(&mut self) {
+        self.high_water = self.high_water.max(self.frames_in_use());
+    }
+}
