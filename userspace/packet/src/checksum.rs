@@ -223,29 +223,40 @@ fn sum_words(data: &[u8]) -> u64 {
     end_around(s, tail_word(tail))
 }
 
-/// The last 0..=7 bytes as one zero-padded native-endian word (the tail starts at an
-/// offset that is a multiple of 8, so 16-bit word boundaries are kept).
+/// The sum of the last 0..=7 bytes as native-endian words, a lone last byte padded with
+/// zero. The tail starts at an offset that is a multiple of 8, so each piece below starts
+/// on a 16-bit word boundary; reading the pieces directly avoids a variable-length copy.
 #[inline]
 fn tail_word(tail: &[u8]) -> u64 {
-    let mut last = [0u8; 8];
-    let n = tail.len().min(8);
-    last[..n].copy_from_slice(&tail[..n]);
-    u64::from_ne_bytes(last)
+    let mut s = 0u64;
+    let mut rest = tail;
+    if let Some((four, r)) = rest.split_first_chunk::<4>() {
+        s += u64::from(u32::from_ne_bytes(*four));
+        rest = r;
+    }
+    if let Some((two, r)) = rest.split_first_chunk::<2>() {
+        s += u64::from(u16::from_ne_bytes(*two));
+        rest = r;
+    }
+    if let Some(&last) = rest.first() {
+        s += u64::from(u16::from_ne_bytes([last, 0]));
+    }
+    s
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    //! AVX2 and SSE4.1 kernels: each 64-bit lane accumulates the low and the high 32-bit
-    //! halves of the loaded words separately, so no carry is lost; one lane takes 2^32
-    //! additions before it could overflow, and inputs are cut into 1 GiB pieces to stay
-    //! far below that.
+    //! AVX2 and SSE4.1 kernels: every 64-bit word loaded is split into its low and high
+    //! 32-bit halves, both added into a 64-bit lane, so no carry is ever lost (2^32 ≡ 1
+    //! mod 0xFFFF, so sums of 32-bit words fold to the same 16-bit sum). Inputs are cut
+    //! into 1 GiB pieces, within which every lane stays far below 2^64.
 
     use super::{end_around, sum_words};
     use core::arch::x86_64::{
         __m128i, __m256i, _mm_add_epi64, _mm_and_si128, _mm_extract_epi64, _mm_loadu_si128,
         _mm_set1_epi64x, _mm_setzero_si128, _mm_srli_epi64, _mm256_add_epi64, _mm256_and_si256,
-        _mm256_extract_epi64, _mm256_loadu_si256, _mm256_set1_epi64x, _mm256_setzero_si256,
-        _mm256_srli_epi64,
+        _mm256_castsi256_si128, _mm256_extracti128_si256, _mm256_loadu_si256, _mm256_set1_epi64x,
+        _mm256_setzero_si256, _mm256_srli_epi64,
     };
 
     /// Longest run summed before the lanes are reduced (a multiple of every block size).
@@ -258,11 +269,11 @@ mod x86 {
     /// The CPU must support AVX2.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn sum_avx2(data: &[u8]) -> u64 {
-        let mut total = 0u64;
-        for piece in data.chunks(PIECE) {
-            total = end_around(total, sum_avx2_piece(piece));
+        if data.len() <= PIECE {
+            return sum_avx2_piece(data);
         }
-        total
+        data.chunks(PIECE)
+            .fold(0, |total, piece| end_around(total, sum_avx2_piece(piece)))
     }
 
     #[target_feature(enable = "avx2")]
@@ -284,23 +295,16 @@ mod x86 {
             *a = _mm256_add_epi64(*a, _mm256_and_si256(v, low));
             *a = _mm256_add_epi64(*a, _mm256_srli_epi64::<32>(v));
         }
-        // Each lane holds at most 2^31 additions of values below 2^32: no overflow in two
-        // vector additions; the cross-lane total uses end-around carry.
-        let front = reduce256(_mm256_add_epi64(acc[0], acc[1]));
-        let back = reduce256(_mm256_add_epi64(acc[2], acc[3]));
-        end_around(end_around(front, back), sum_words(tail))
-    }
-
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    fn reduce256(v: __m256i) -> u64 {
-        let l = [
-            _mm256_extract_epi64::<0>(v).cast_unsigned(),
-            _mm256_extract_epi64::<1>(v).cast_unsigned(),
-            _mm256_extract_epi64::<2>(v).cast_unsigned(),
-            _mm256_extract_epi64::<3>(v).cast_unsigned(),
-        ];
-        end_around(end_around(l[0], l[1]), end_around(l[2], l[3]))
+        // Within one piece a lane takes at most 2^26 additions of values below 2^32, so
+        // the sum of all sixteen lanes stays below 2^62: plain additions suffice.
+        let v = _mm256_add_epi64(
+            _mm256_add_epi64(acc[0], acc[1]),
+            _mm256_add_epi64(acc[2], acc[3]),
+        );
+        let v = _mm_add_epi64(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+        let lanes =
+            _mm_extract_epi64::<0>(v).cast_unsigned() + _mm_extract_epi64::<1>(v).cast_unsigned();
+        end_around(lanes, sum_words(tail))
     }
 
     #[inline]
@@ -317,11 +321,11 @@ mod x86 {
     /// The CPU must support SSE4.1.
     #[target_feature(enable = "sse4.1")]
     pub(super) unsafe fn sum_sse41(data: &[u8]) -> u64 {
-        let mut total = 0u64;
-        for piece in data.chunks(PIECE) {
-            total = end_around(total, sum_sse41_piece(piece));
+        if data.len() <= PIECE {
+            return sum_sse41_piece(data);
         }
-        total
+        data.chunks(PIECE)
+            .fold(0, |total, piece| end_around(total, sum_sse41_piece(piece)))
     }
 
     #[target_feature(enable = "sse4.1")]
@@ -343,18 +347,11 @@ mod x86 {
             *a = _mm_add_epi64(*a, _mm_and_si128(v, low));
             *a = _mm_add_epi64(*a, _mm_srli_epi64::<32>(v));
         }
-        let front = reduce128(_mm_add_epi64(acc[0], acc[1]));
-        let back = reduce128(_mm_add_epi64(acc[2], acc[3]));
-        end_around(end_around(front, back), sum_words(tail))
-    }
-
-    #[inline]
-    #[target_feature(enable = "sse4.1")]
-    fn reduce128(v: __m128i) -> u64 {
-        end_around(
-            _mm_extract_epi64::<0>(v).cast_unsigned(),
-            _mm_extract_epi64::<1>(v).cast_unsigned(),
-        )
+        // As in the AVX2 kernel, the lanes' total stays below 2^62.
+        let v = _mm_add_epi64(_mm_add_epi64(acc[0], acc[1]), _mm_add_epi64(acc[2], acc[3]));
+        let lanes =
+            _mm_extract_epi64::<0>(v).cast_unsigned() + _mm_extract_epi64::<1>(v).cast_unsigned();
+        end_around(lanes, sum_words(tail))
     }
 
     #[inline]
