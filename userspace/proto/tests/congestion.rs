@@ -1,0 +1,545 @@
+//! Closed-loop tests of the congestion controllers over the simulated network.
+//!
+//! A stand-in sender drives one or more bulk flows through a [`Controller`] and a
+//! [`Pacer`] over [`Network`], with a bottleneck on the data direction; a stand-in
+//! receiver acks every datagram through the network too, each ack carrying the largest
+//! sequence received and a bitmap of the 64 before it (so one lost ack loses no
+//! information, as with the protocol's ack ranges). The sender does RFC 9002 loss
+//! detection (packet threshold 3, time threshold 9/8 RTT, persistent congestion over
+//! three PTOs) and PTO probes with exponential backoff; data is never retransmitted, so
+//! what the receiver gets is the goodput. Only the congestion, RTT, pacing and network
+//! modules are used: this proves the controllers themselves, apart from the protocol.
+#![expect(
+    clippy::cast_precision_loss,
+    reason = "byte counts in these tests are far below 2^52"
+)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use xrudp_proto::congestion::{Algorithm, Congestion, Controller};
+use xrudp_proto::pacing::Pacer;
+use xrudp_proto::rtt::RttEstimator;
+use xrudp_proto::sim::network::{Model, Network};
+
+/// Datagram payload size.
+const MSS: u64 = 1_200;
+/// Bottleneck rate: 10 Mbit/s.
+const RATE: u64 = 1_250_000;
+/// One-way delay: a 40 ms RTT.
+const DELAY: Duration = Duration::from_millis(20);
+/// Bandwidth-delay product of the path, bytes.
+const BDP: usize = (RATE as usize) * 40 / 1_000;
+/// RFC 9002 §6.1.1: kPacketThreshold.
+const PACKET_THRESHOLD: u64 = 3;
+/// RFC 9002 §7.6.1: kPersistentCongestionThreshold.
+const PERSISTENT_THRESHOLD: u32 = 3;
+/// Width of a goodput bucket.
+const BUCKET: Duration = Duration::from_millis(100);
+
+fn sender_addr() -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, 1], 4_000))
+}
+
+fn receiver_addr() -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, 2], 5_000))
+}
+
+/// One bulk flow's sender state.
+struct Flow {
+    cc: Congestion,
+    rtt: RttEstimator,
+    pacer: Pacer,
+    /// When the flow starts sending.
+    start: Instant,
+    next_seq: u64,
+    /// Unacked datagrams: seq -> (sent, bytes).
+    unacked: BTreeMap<u64, (Instant, u64)>,
+    in_flight: u64,
+    largest_acked: Option<u64>,
+    last_sent: Option<Instant>,
+    pto_count: u32,
+    /// Probes to send regardless of cwnd and pacing (RFC 9002 §6.2.4).
+    probes: u32,
+    /// When the pacer next allows a datagram.
+    paced_until: Option<Instant>,
+    lost: u64,
+    persistent_events: u64,
+    reductions: u64,
+    min_window: u64,
+}
+
+impl Flow {
+    fn new(algorithm: Algorithm, start: Instant) -> Self {
+        let cc = Congestion::new(algorithm, MSS, start);
+        let min_window = cc.window();
+        Self {
+            cc,
+            rtt: RttEstimator::new(
+                Duration::from_millis(100),
+                Duration::from_millis(20),
+                Duration::ZERO,
+            ),
+            pacer: Pacer::new(MSS),
+            start,
+            next_seq: 0,
+            unacked: BTreeMap::new(),
+            in_flight: 0,
+            largest_acked: None,
+            last_sent: None,
+            pto_count: 0,
+            probes: 0,
+            paced_until: None,
+            lost: 0,
+            persistent_events: 0,
+            reductions: 0,
+            min_window,
+        }
+    }
+
+    /// RFC 9002 §6.2.1: the PTO deadline, if anything is in flight.
+    fn pto_deadline(&self) -> Option<Instant> {
+        if self.unacked.is_empty() {
+            return None;
+        }
+        let backoff = self.rtt.pto_base() * 2u32.saturating_pow(self.pto_count.min(16));
+        self.last_sent.map(|t| t + backoff)
+    }
+
+    /// Sends what cwnd, pacing and probes allow; returns when to try again.
+    fn send(&mut self, now: Instant, flow: u8, net: &mut Network) {
+        if now < self.start {
+            return;
+        }
+        loop {
+            let probing = self.probes > 0;
+            if !probing {
+                if self.in_flight + MSS > self.cc.window() {
+                    return;
+                }
+                if let Some(at) = self
+                    .pacer
+                    .delay(now, MSS, self.cc.window(), self.rtt.smoothed())
+                {
+                    self.paced_until = Some(at);
+                    return;
+                }
+            }
+            self.probes = self.probes.saturating_sub(1);
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            let mut datagram = vec![0u8; MSS as usize];
+            datagram[0] = flow;
+            datagram[1..9].copy_from_slice(&seq.to_be_bytes());
+            net.send(now, sender_addr(), receiver_addr(), &datagram);
+            self.unacked.insert(seq, (now, MSS));
+            self.in_flight += MSS;
+            self.last_sent = Some(now);
+            self.pacer.on_sent(now, MSS);
+            self.cc.on_sent(now, MSS, self.in_flight);
+            self.paced_until = None;
+        }
+    }
+
+    /// An ack of `largest` and of `largest - 1 - i` for every bit `i` set in `bits`.
+    fn on_ack(&mut self, now: Instant, largest: u64, bits: u64) {
+        // RFC 9002 §5.1: one RTT sample per ack, from the largest acknowledged, and only
+        // if that one is newly acknowledged.
+        if let Some(&(sent, _)) = self.unacked.get(&largest) {
+            self.rtt.update(now - sent, Duration::ZERO);
+        }
+        if self.largest_acked.is_none_or(|l| largest > l) {
+            self.largest_acked = Some(largest);
+        }
+        let older = (0..64u64)
+            .rev()
+            .filter(|i| bits & (1 << i) != 0 && largest > *i);
+        for seq in older.map(|i| largest - 1 - i).chain([largest]) {
+            let Some((sent, bytes)) = self.unacked.remove(&seq) else {
+                continue; // acked before, or already declared lost
+            };
+            self.in_flight -= bytes;
+            self.pto_count = 0;
+            self.cc.on_ack(now, sent, bytes, &self.rtt, false);
+        }
+        self.detect_losses(now);
+    }
+
+    /// RFC 9002 §6.1: packet and time thresholds, then §7.6 persistent congestion.
+    fn detect_losses(&mut self, now: Instant) {
+        let Some(largest) = self.largest_acked else {
+            return;
+        };
+        let loss_delay =
+            (self.rtt.smoothed().max(self.rtt.latest()) * 9 / 8).max(Duration::from_millis(1));
+        let mut lost = Vec::new();
+        for (&seq, &(sent, bytes)) in &self.unacked {
+            if seq >= largest {
+                break;
+            }
+            if largest >= seq + PACKET_THRESHOLD || now.duration_since(sent) >= loss_delay {
+                lost.push((seq, sent, bytes));
+            } else {
+                break;
+            }
+        }
+        if lost.is_empty() {
+            return;
+        }
+        let mut lost_bytes = 0;
+        for &(seq, _, bytes) in &lost {
+            self.unacked.remove(&seq);
+            self.in_flight -= bytes;
+            lost_bytes += bytes;
+        }
+        self.lost += lost.len() as u64;
+        // RFC 9002 §7.6.2: a run of consecutive lost datagrams (nothing acked between)
+        // spanning more than 3 * PTO establishes persistent congestion.
+        let duration = self.rtt.pto_base() * PERSISTENT_THRESHOLD;
+        let mut persistent = false;
+        let mut run_start = lost[0];
+        for pair in lost.windows(2) {
+            if pair[1].0 != pair[0].0 + 1 {
+                run_start = pair[1];
+            } else if pair[1].1 - run_start.1 > duration {
+                persistent = true;
+            }
+        }
+        let newest_sent = lost.iter().map(|l| l.1).max().expect("non-empty");
+        let before = self.cc.window();
+        let was_in_recovery = self.cc.in_recovery(newest_sent);
+        self.cc
+            .on_congestion_event(now, newest_sent, lost_bytes, persistent);
+        if persistent {
+            self.persistent_events += 1;
+        }
+        if self.cc.window() < before && !was_in_recovery {
+            self.reductions += 1;
+        }
+        self.min_window = self.min_window.min(self.cc.window());
+    }
+
+    fn on_pto(&mut self, now: Instant) {
+        if self.pto_deadline().is_some_and(|d| d <= now) {
+            self.pto_count += 1;
+            self.probes = 1;
+        }
+    }
+}
+
+/// The closed loop: flows, the network and the receiver's goodput record.
+struct Sim {
+    net: Network,
+    t0: Instant,
+    now: Instant,
+    flows: Vec<Flow>,
+    /// Per flow, bytes received per [`BUCKET`].
+    received: Vec<Vec<u64>>,
+    /// Per flow, the receiver's largest sequence and the bitmap of the 64 below it.
+    ack_state: Vec<Option<(u64, u64)>>,
+}
+
+impl Sim {
+    fn new(model: Model, algorithms: &[(Algorithm, Duration)]) -> Self {
+        let t0 = Instant::now();
+        Self {
+            net: Network::new(model, t0),
+            t0,
+            now: t0,
+            flows: algorithms
+                .iter()
+                .map(|&(a, start)| Flow::new(a, t0 + start))
+                .collect(),
+            received: vec![Vec::new(); algorithms.len()],
+            ack_state: vec![None; algorithms.len()],
+        }
+    }
+
+    /// A single-bottleneck path: 10 Mbit/s, 40 ms RTT, `queue` bytes of buffer, plus
+    /// 0.5 ms of jitter to break the phase lock of paced flows.
+    fn path(queue: usize) -> Model {
+        Model {
+            delay: DELAY,
+            jitter: Duration::from_micros(500),
+            bandwidth: Some(RATE),
+            queue_bytes: queue,
+            seed: 1,
+            ..Model::default()
+        }
+    }
+
+    fn run_until(&mut self, end: Duration) {
+        let end = self.t0 + end;
+        while self.now < end {
+            while let Some((from, to, data)) = self.net.deliver(self.now) {
+                let flow = usize::from(data[0]);
+                let seq = u64::from_be_bytes(data[1..9].try_into().expect("9-byte header"));
+                if to == receiver_addr() {
+                    let bucket = ((self.now - self.t0).as_nanos() / BUCKET.as_nanos()) as usize;
+                    let record = &mut self.received[flow];
+                    if record.len() <= bucket {
+                        record.resize(bucket + 1, 0);
+                    }
+                    record[bucket] += data.len() as u64;
+                    let (largest, bits) = receive(self.ack_state[flow], seq);
+                    self.ack_state[flow] = Some((largest, bits));
+                    let mut ack = [0u8; 17];
+                    ack[0] = data[0];
+                    ack[1..9].copy_from_slice(&largest.to_be_bytes());
+                    ack[9..].copy_from_slice(&bits.to_be_bytes());
+                    self.net.send(self.now, to, from, &ack);
+                } else {
+                    let bits = u64::from_be_bytes(data[9..17].try_into().expect("17-byte ack"));
+                    self.flows[flow].on_ack(self.now, seq, bits);
+                }
+            }
+            for (i, flow) in self.flows.iter_mut().enumerate() {
+                flow.on_pto(self.now);
+                flow.send(self.now, i as u8, &mut self.net);
+            }
+            let mut next = end;
+            let wakes = self.flows.iter().flat_map(|f| {
+                let start = (f.start > self.now).then_some(f.start);
+                [f.paced_until, f.pto_deadline(), start]
+            });
+            for at in wakes.flatten().chain(self.net.next_arrival()) {
+                next = next.min(at);
+            }
+            // Time always advances: a deadline in the past means "now", handled above.
+            self.now = next.max(self.now + Duration::from_nanos(1));
+        }
+    }
+
+    /// Goodput of `flow` in bytes per second over `[from, to)`.
+    fn goodput(&self, flow: usize, from: Duration, to: Duration) -> f64 {
+        let first = (from.as_nanos() / BUCKET.as_nanos()) as usize;
+        let last = (to.as_nanos() / BUCKET.as_nanos()) as usize;
+        let bytes: u64 = self.received[flow].iter().take(last).skip(first).sum();
+        bytes as f64 / to.saturating_sub(from).as_secs_f64()
+    }
+}
+
+/// The receiver's ack state after `seq` arrives: the largest sequence and a bitmap in
+/// which bit `i` means `largest - 1 - i` was received.
+fn receive(state: Option<(u64, u64)>, seq: u64) -> (u64, u64) {
+    let Some((largest, bits)) = state else {
+        return (seq, 0);
+    };
+    if seq > largest {
+        let shift = seq - largest;
+        let bits = match shift {
+            1..=63 => (bits << shift) | (1 << (shift - 1)),
+            64 => 1 << 63,
+            _ => 0,
+        };
+        (seq, bits)
+    } else if seq < largest && largest - seq - 1 < 64 {
+        (largest, bits | (1 << (largest - seq - 1)))
+    } else {
+        (largest, bits)
+    }
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// Jain's fairness index of the rates.
+fn jain(rates: &[f64]) -> f64 {
+    let sum: f64 = rates.iter().sum();
+    let squares: f64 = rates.iter().map(|r| r * r).sum();
+    sum * sum / (rates.len() as f64 * squares)
+}
+
+#[test]
+fn each_controller_converges_to_the_bottleneck_rate() {
+    for algorithm in Algorithm::ALL {
+        let mut sim = Sim::new(Sim::path(BDP), &[(algorithm, Duration::ZERO)]);
+        sim.run_until(secs(30));
+        let share = sim.goodput(0, secs(5), secs(30)) / RATE as f64;
+        let flow = &sim.flows[0];
+        eprintln!(
+            "{algorithm}: goodput {:.1} % of the bottleneck, {} lost, {} reductions, srtt {:?}",
+            share * 100.0,
+            flow.lost,
+            flow.reductions,
+            flow.rtt.smoothed()
+        );
+        assert!(
+            (0.8..=1.0).contains(&share),
+            "{algorithm}: goodput {share:.3} of the bottleneck"
+        );
+        assert!(
+            flow.reductions >= 1,
+            "{algorithm} never backed off the full queue"
+        );
+        // The queue never holds more than one BDP, so the RTT stays under twice the base.
+        assert!(
+            flow.rtt.smoothed() < Duration::from_millis(85),
+            "{algorithm}: srtt {:?}",
+            flow.rtt.smoothed()
+        );
+    }
+}
+
+#[test]
+fn each_controller_backs_off_when_the_queue_overflows() {
+    // A shallow queue (a quarter BDP) overflows as soon as cwnd passes 1.25 BDP: every
+    // controller must keep cutting back, so drops stay rare and cwnd stays near the pipe.
+    for algorithm in Algorithm::ALL {
+        let mut sim = Sim::new(Sim::path(BDP / 4), &[(algorithm, Duration::ZERO)]);
+        sim.run_until(secs(30));
+        let flow = &sim.flows[0];
+        let stats = sim.net.link_stats(sender_addr(), receiver_addr());
+        let drop_rate = stats.queue_dropped as f64 / stats.sent as f64;
+        let share = sim.goodput(0, secs(5), secs(30)) / RATE as f64;
+        eprintln!(
+            "{algorithm}: shallow queue: {:.2} % dropped, {} reductions, goodput {:.1} %",
+            drop_rate * 100.0,
+            flow.reductions,
+            share * 100.0
+        );
+        assert!(
+            flow.reductions >= 10,
+            "{algorithm}: {} reductions",
+            flow.reductions
+        );
+        assert!(
+            drop_rate < 0.03,
+            "{algorithm}: {:.2} % dropped",
+            drop_rate * 100.0
+        );
+        assert!(share > 0.6, "{algorithm}: goodput {share:.3}");
+        assert!(
+            sim.flows[0].cc.window() < 4 * BDP as u64,
+            "{algorithm}: cwnd {}",
+            flow.cc.window()
+        );
+    }
+}
+
+#[test]
+fn random_loss_below_one_percent_spares_aimd_but_not_tcp_style_controllers() {
+    // 0.5 % random loss on a link whose queue never overflows (a 1 BDP buffer): AIMD's
+    // 1 % trigger keeps the pipe full, NewReno halves on every loss and falls far behind
+    // (Mathis et al.: 1.22 * MSS / (RTT * sqrt(p)) = 0.41 of the rate here).
+    let mut shares = Vec::new();
+    for algorithm in Algorithm::ALL {
+        let model = Model {
+            loss: 0.005,
+            ..Sim::path(BDP)
+        };
+        let mut sim = Sim::new(model, &[(algorithm, Duration::ZERO)]);
+        sim.run_until(secs(30));
+        let share = sim.goodput(0, secs(5), secs(30)) / RATE as f64;
+        let flow = &sim.flows[0];
+        eprintln!(
+            "{algorithm}: 0.5 % random loss: goodput {:.1} %, {} reductions, {} lost",
+            share * 100.0,
+            flow.reductions,
+            flow.lost
+        );
+        shares.push(share);
+    }
+    let [aimd, new_reno, _cubic] = shares[..] else {
+        unreachable!()
+    };
+    assert!(aimd > 0.8, "aimd goodput {aimd:.3}");
+    assert!(new_reno < 0.7, "newreno goodput {new_reno:.3}");
+    assert!(aimd > new_reno + 0.2);
+}
+
+#[test]
+fn two_flows_share_the_bottleneck_fairly() {
+    for algorithm in Algorithm::ALL {
+        // The second flow joins 2 s after the first has filled the pipe.
+        let mut sim = Sim::new(
+            Sim::path(BDP),
+            &[(algorithm, Duration::ZERO), (algorithm, secs(2))],
+        );
+        sim.run_until(secs(60));
+        let rates = [
+            sim.goodput(0, secs(20), secs(60)),
+            sim.goodput(1, secs(20), secs(60)),
+        ];
+        let index = jain(&rates);
+        let total = (rates[0] + rates[1]) / RATE as f64;
+        eprintln!(
+            "{algorithm}: two flows: {:.0} / {:.0} kB/s, Jain {index:.3}, total {:.1} %",
+            rates[0] / 1e3,
+            rates[1] / 1e3,
+            total * 100.0
+        );
+        assert!(
+            index >= 0.9,
+            "{algorithm}: Jain index {index:.3} ({rates:?})"
+        );
+        assert!(
+            (0.8..=1.0).contains(&total),
+            "{algorithm}: total {total:.3}"
+        );
+    }
+}
+
+#[test]
+fn each_controller_recovers_after_a_two_second_blackhole() {
+    for algorithm in Algorithm::ALL {
+        let model = Model {
+            blackholes: vec![(secs(5), secs(2))],
+            ..Sim::path(BDP)
+        };
+        let mut sim = Sim::new(model, &[(algorithm, Duration::ZERO)]);
+        sim.run_until(secs(25));
+        let before = sim.goodput(0, secs(2), secs(5)) / RATE as f64;
+        let during = sim.goodput(0, Duration::from_millis(5_100), secs(7));
+        let after = sim.goodput(0, secs(12), secs(25)) / RATE as f64;
+        let flow = &sim.flows[0];
+        eprintln!(
+            "{algorithm}: blackhole: before {:.1} %, after {:.1} %, persistent congestion x{}, min cwnd {}",
+            before * 100.0,
+            after * 100.0,
+            flow.persistent_events,
+            flow.min_window
+        );
+        assert!(during == 0.0, "nothing crosses a blackhole");
+        assert!(
+            flow.persistent_events >= 1,
+            "{algorithm}: the blackhole is persistent congestion"
+        );
+        assert_eq!(
+            flow.min_window,
+            2 * MSS,
+            "{algorithm}: collapsed to the minimum window"
+        );
+        assert!(
+            before > 0.8 && after > 0.8,
+            "{algorithm}: before {before:.3}, after {after:.3}"
+        );
+    }
+}
+
+#[test]
+fn the_closed_loop_is_deterministic() {
+    let run = || {
+        let model = Model {
+            loss: 0.01,
+            jitter: Duration::from_millis(2),
+            ..Sim::path(BDP / 2)
+        };
+        let mut sim = Sim::new(
+            model,
+            &[
+                (Algorithm::Cubic, Duration::ZERO),
+                (Algorithm::Aimd, secs(1)),
+            ],
+        );
+        sim.run_until(secs(10));
+        (
+            sim.received.clone(),
+            sim.net.stats(),
+            sim.flows.iter().map(|f| f.cc.window()).collect::<Vec<_>>(),
+        )
+    };
+    assert_eq!(run(), run());
+}
