@@ -7,11 +7,40 @@
 //! remembered Route ─ Route::payload_mut (write payload) ─ build ─ TX
 //! ``
 //! Nothing here allocates or copies payload bytes.
+//!
+//! ```
+//! use xrudp_packet::{datagram, Datagram, Kernel};
+//! # use xrudp_packet::{ethernet::Address, Route};
+//! # use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+//! let kernel = Kernel::detect(); // once, at start-up
+//! # let client = Route {
+//! #     local_mac: Address([2, 0, 0, 0, 0, 2]), peer_mac: Address([2, 0, 0, 0, 0, 1]), vlan: None,
+//! #     local: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 40000)),
+//! #     peer: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 7777)), dscp: 0,
+//! # };
+//! # let mut umem_frame = [0u8; 2048];
+//! # client.payload_mut(&mut umem_frame)[..4].copy_from_slice(b"ping");
+//! # let rx_len = datagram::build(&mut umem_frame, &client, 4, kernel).unwrap();
+//! // `umem_frame` is the whole frame buffer; the NIC filled its first `rx_len` bytes.
+//! let request = Datagram::parse(&umem_frame[..rx_len]).expect("counted and dropped if not");
+//! assert!(request.verify_udp_checksum(kernel));
+//! let (layout, peer) = (request.layout(), request.route());
+//! assert_eq!(request.payload(), b"ping");
+//!
+//! // Write the answer where the request's payload was, then turn the frame around.
+//! let area = datagram::payload_capacity_mut(&mut umem_frame, &layout);
+//! area[..4].copy_from_slice(b"pong");
+//! let tx_len = datagram::reply_in_place(&mut umem_frame, &layout, 4, kernel).unwrap();
+//!
+//! let reply = Datagram::parse(&umem_frame[..tx_len]).unwrap();
+//! assert_eq!((reply.dst(), reply.payload()), (peer.peer, &b"pong"[..]));
+//! ```
 
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use xrudp_common::wire::{
-    ETH_LEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6, IPPROTO_UDP, IPV4_MIN_LEN, IPV6_LEN, UDP_LEN, VLAN_LEN,
+    ETH_LEN, ETH_TYPE_OFFSET, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN, IPPROTO_UDP,
+    IPV4_FRAG_OFFSET, IPV4_MF_OR_OFFSET_MASK, IPV4_MIN_LEN, IPV6_LEN, UDP_LEN, VLAN_LEN,
 };
 
 use crate::checksum::Kernel;
@@ -347,7 +376,8 @@ pub fn reply_in_place(
     // Lengths fit the 16-bit fields: `max_payload` bounds them, and `check_layout` saw
     // every view below succeed on this frame.
     let udp_len = (UDP_LEN + new_payload_len) as u16;
-    frame[..12].rotate_left(6);
+    let (dst_mac, rest) = frame.split_at_mut(6);
+    dst_mac.swap_with_slice(&mut rest[..6]);
     let mismatch = |_| ReplyError::LayoutMismatch;
     let (src, dst) = if layout.ipv6 {
         let mut ip = ipv6::Packet::new_checked(&mut frame[layout.l3..]).map_err(mismatch)?;
@@ -527,27 +557,41 @@ pub fn build(
     Ok(end)
 }
 
-/// Checks that `frame`'s headers are the ones `layout` describes, without changing it.
+/// Checks that `frame`'s headers are the ones `layout` describes, without changing it:
+/// the few fields that fix the offsets, then the lengths the views below will check, so
+/// that once this passes the rewrite cannot fail halfway.
 fn check_layout(frame: &[u8], layout: &Layout) -> Result<(), ReplyError> {
-    let bad = |_| ReplyError::LayoutMismatch;
-    let eth = ethernet::Frame::new_checked(frame).map_err(bad)?;
-    let family_ok = if layout.ipv6 {
-        let ip = ipv6::Packet::new_checked(eth.payload()).map_err(bad)?;
-        eth.ethertype() == ETHERTYPE_IPV6
-            && ip.next_header() == IPPROTO_UDP
-            && layout.l4 == layout.l3 + IPV6_LEN
-    } else {
-        let ip = ipv4::Packet::new_checked(eth.payload()).map_err(bad)?;
-        eth.ethertype() == ETHERTYPE_IPV4
-            && ip.protocol() == IPPROTO_UDP
-            && !ip.is_fragment()
-            && layout.l4 == layout.l3 + ip.header_len()
-    };
-    let l4 = frame.get(layout.l4..).ok_or(ReplyError::LayoutMismatch)?;
-    if !family_ok || eth.header_len() != layout.l3 || udp::Packet::new_checked(l4).is_err() {
+    let Layout { l3, l4, ipv6, .. } = *layout;
+    let Some(headers) = frame.get(..l4 + UDP_LEN) else {
         return Err(ReplyError::LayoutMismatch);
+    };
+    let tag_ok = if l3 == ETH_LEN + VLAN_LEN {
+        be16(headers, ETH_TYPE_OFFSET) == ETHERTYPE_VLAN
+    } else {
+        l3 == ETH_LEN
+    };
+    let (ethertype, version, next) = if ipv6 {
+        (ETHERTYPE_IPV6, 6, headers[l3 + 6])
+    } else {
+        (ETHERTYPE_IPV4, 4, headers[l3 + 9])
+    };
+    let ip_ok = be16(headers, l3 - 2) == ethertype
+        && headers[l3] >> 4 == version
+        && next == IPPROTO_UDP
+        && if ipv6 {
+            l4 == l3 + IPV6_LEN && l4 + usize::from(be16(headers, l3 + 4)) <= frame.len()
+        } else {
+            l4 == l3 + usize::from(headers[l3] & 0x0f) * 4
+                && l3 + usize::from(be16(headers, l3 + 2)) <= frame.len()
+                && usize::from(be16(headers, l3 + 2)) >= l4 - l3
+                && be16(headers, l3 + IPV4_FRAG_OFFSET) & IPV4_MF_OR_OFFSET_MASK == 0
+        };
+    let udp_len = usize::from(be16(headers, l4 + 4));
+    if tag_ok && ip_ok && (UDP_LEN..=frame.len() - l4).contains(&udp_len) {
+        Ok(())
+    } else {
+        Err(ReplyError::LayoutMismatch)
     }
-    Ok(())
 }
 
 /// Whether the frame's MACs and IP addresses are all unicast.
