@@ -72,7 +72,8 @@ impl Pacer {
             Some(last) => {
                 let elapsed = now.saturating_duration_since(last).as_nanos();
                 // RFC 9002 §7.7: rate = N * cwnd / smoothed_rtt (bytes per nanosecond here).
-                let earned = elapsed * GAIN_NUMERATOR * window / (GAIN_DENOMINATOR * rtt);
+                let earned =
+                    elapsed.saturating_mul(GAIN_NUMERATOR * window) / (GAIN_DENOMINATOR * rtt);
                 let room = u128::from(capacity.saturating_sub(self.tokens));
                 if earned >= room {
                     self.tokens = capacity;
@@ -80,9 +81,11 @@ impl Pacer {
                 } else {
                     // Advance only by the time the whole bytes credited took, so that the
                     // fractions of a byte are not lost between frequent calls.
-                    let used = (earned * GAIN_DENOMINATOR * rtt).div_ceil(GAIN_NUMERATOR * window);
+                    let used = earned
+                        .saturating_mul(GAIN_DENOMINATOR * rtt)
+                        .div_ceil(GAIN_NUMERATOR * window);
                     self.tokens += earned as u64;
-                    self.last = Some(last + duration_from_nanos(used));
+                    self.last = Some(later(last, used));
                 }
             }
         }
@@ -90,10 +93,12 @@ impl Pacer {
             return None;
         }
         let missing = u128::from(bytes - self.tokens);
-        let wait = (missing * GAIN_DENOMINATOR * rtt).div_ceil(GAIN_NUMERATOR * window);
+        let wait = missing
+            .saturating_mul(GAIN_DENOMINATOR * rtt)
+            .div_ceil(GAIN_NUMERATOR * window);
         // INVARIANT: `last` was set above.
         let from = self.last.unwrap_or(now);
-        Some((from + duration_from_nanos(wait)).max(now))
+        Some(later(from, wait).max(now))
     }
 
     /// Takes `bytes` out of the bucket for a datagram sent at `now`.
@@ -114,9 +119,13 @@ impl Pacer {
     }
 }
 
-/// A nanosecond count as a `Duration`, saturating at `u64::MAX` nanoseconds.
-fn duration_from_nanos(nanos: u128) -> Duration {
-    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+/// `at` plus `nanos`, saturating at `u64::MAX` nanoseconds (584 years) and, should the
+/// platform's `Instant` not reach that far, at `at` plus a year.
+fn later(at: Instant, nanos: u128) -> Instant {
+    let d = Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
+    at.checked_add(d)
+        .or_else(|| at.checked_add(Duration::from_hours(24 * 365)))
+        .unwrap_or(at)
 }
 
 #[cfg(test)]

@@ -132,7 +132,7 @@ impl RttEstimator {
     /// [`MAX_RTO`] (§2.5). Exponential backoff (§5.5) is the caller's.
     #[must_use]
     pub fn rto(&self) -> Duration {
-        let spread = (K * self.var).max(nanos(GRANULARITY));
+        let spread = K.saturating_mul(self.var).max(nanos(GRANULARITY));
         let rto = Duration::from_nanos(self.smoothed.saturating_add(spread));
         rto.max(self.min_rto()).min(MAX_RTO)
     }
@@ -142,7 +142,7 @@ impl RttEstimator {
     /// Also the base of the persistent congestion duration (RFC 9002 §7.6.1).
     #[must_use]
     pub fn pto_base(&self) -> Duration {
-        let spread = (K * self.var).max(nanos(GRANULARITY));
+        let spread = K.saturating_mul(self.var).max(nanos(GRANULARITY));
         Duration::from_nanos(
             self.smoothed
                 .saturating_add(spread)

@@ -543,3 +543,200 @@ fn the_closed_loop_is_deterministic() {
     };
     assert_eq!(run(), run());
 }
+
+/// Properties over arbitrary inputs: bounds that no event sequence may break.
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use xrudp_proto::congestion::{MAX_MSS, aimd, cubic, minimum_window};
+    use xrudp_proto::sim::network::Burst;
+
+    /// A controller input: microseconds to advance, the age of the datagram concerned,
+    /// its size, and a flag (app-limited for acks, persistent for losses).
+    #[derive(Clone, Debug)]
+    enum Event {
+        Sent(u64),
+        Ack(u32, u32, u64, bool),
+        Loss(u32, u32, u64, bool),
+    }
+
+    fn bytes() -> impl Strategy<Value = u64> {
+        prop_oneof![8 => 1..=2 * MAX_MSS, 1 => any::<u64>()]
+    }
+
+    fn event() -> impl Strategy<Value = Event> {
+        prop_oneof![
+            1 => bytes().prop_map(Event::Sent),
+            6 => (0..200_000u32, 0..2_000_000u32, bytes(), any::<bool>())
+                .prop_map(|(a, b, c, d)| Event::Ack(a, b, c, d)),
+            2 => (0..200_000u32, 0..2_000_000u32, bytes(), prop::bool::weighted(0.1))
+                .prop_map(|(a, b, c, d)| Event::Loss(a, b, c, d)),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn windows_stay_within_bounds(
+            which in 0..3usize,
+            mss in prop_oneof![1..=MAX_MSS, Just(1_200u64), Just(u64::MAX)],
+            events in prop::collection::vec(event(), 0..300),
+        ) {
+            let algorithm = Algorithm::ALL[which];
+            let t0 = Instant::now() + Duration::from_secs(10);
+            let mut now = t0;
+            let mut cc = Congestion::new(algorithm, mss, now);
+            let mut rtt = RttEstimator::new(Duration::from_millis(100), Duration::from_millis(20), Duration::ZERO);
+            let clamped = mss.clamp(1, MAX_MSS);
+            let max = match algorithm {
+                Algorithm::Aimd => aimd::MAX_WINDOW_PACKETS * clamped,
+                Algorithm::NewReno => u64::MAX,
+                Algorithm::Cubic => cubic::MAX_WINDOW,
+            };
+            for e in events {
+                match e {
+                    Event::Sent(b) => cc.on_sent(now, b, b),
+                    Event::Ack(advance, age, b, app_limited) => {
+                        now += Duration::from_micros(u64::from(advance));
+                        let sent = now.checked_sub(Duration::from_micros(u64::from(age))).expect("t0 is 10 s ahead");
+                        rtt.update(now - sent, Duration::ZERO);
+                        cc.on_ack(now, sent, b, &rtt, app_limited);
+                    }
+                    Event::Loss(advance, age, b, persistent) => {
+                        now += Duration::from_micros(u64::from(advance));
+                        let sent = now.checked_sub(Duration::from_micros(u64::from(age))).expect("t0 is 10 s ahead");
+                        cc.on_congestion_event(now, sent, b, persistent);
+                        if persistent {
+                            prop_assert_eq!(cc.window(), minimum_window(clamped));
+                        }
+                    }
+                }
+                prop_assert!(cc.window() >= minimum_window(clamped), "{} below minimum", cc.window());
+                prop_assert!(cc.window() <= max, "{} above maximum", cc.window());
+            }
+        }
+
+        #[test]
+        fn rtt_estimates_stay_within_the_samples(
+            samples in prop::collection::vec((0u64..20_000_000_000, 0u64..2_000_000_000), 1..100),
+            min_rto in 0u64..2_000_000,
+            max_ack_delay in 0u64..500_000,
+        ) {
+            let min_rto = Duration::from_micros(min_rto);
+            let max_ack_delay = Duration::from_micros(max_ack_delay);
+            let mut r = RttEstimator::new(Duration::from_millis(333), min_rto, max_ack_delay);
+            let (mut lo, mut hi) = (u64::MAX, 0);
+            for (latest, ack_delay) in samples {
+                r.update(Duration::from_nanos(latest), Duration::from_nanos(ack_delay));
+                lo = lo.min(latest);
+                hi = hi.max(latest);
+                let (lo_d, hi_d) = (Duration::from_nanos(lo), Duration::from_nanos(hi));
+                prop_assert_eq!(r.min(), lo_d);
+                prop_assert!(r.smoothed() <= hi_d);
+                prop_assert!(r.smoothed() + max_ack_delay >= lo_d);
+                prop_assert!(r.rto() >= min_rto.min(xrudp_proto::rtt::MAX_RTO));
+                prop_assert!(r.rto() <= xrudp_proto::rtt::MAX_RTO);
+                prop_assert!(r.pto_base() > r.smoothed());
+            }
+        }
+
+        #[test]
+        fn pacer_keeps_to_its_rate(
+            window in 1u64..100_000_000,
+            rtt_us in 0u64..5_000_000,
+            mss in 1u64..=9_000,
+            polls in prop::collection::vec(0u64..20_000, 1..500),
+        ) {
+            let rtt = Duration::from_micros(rtt_us);
+            let t0 = Instant::now();
+            let mut pacer = Pacer::new(mss);
+            let mut now = t0;
+            let mut sent = 0u64;
+            for gap in polls {
+                now += Duration::from_micros(gap);
+                while let Some(()) = match pacer.delay(now, mss, window, rtt) {
+                    None => Some(()),
+                    Some(at) => {
+                        prop_assert!(at > now, "a delay lies in the future");
+                        None
+                    }
+                } {
+                    pacer.on_sent(now, mss);
+                    sent += mss;
+                    if rtt.is_zero() && sent > 1_000 * mss {
+                        break; // no RTT: unpaced, nothing to bound
+                    }
+                }
+            }
+            if !rtt.is_zero() {
+                // Bucket (at most max(10 mss, one datagram)) plus 1.25 * window / rtt * elapsed.
+                let elapsed = (now - t0).as_secs_f64();
+                let bound = (10 * mss) as f64 + 1.25 * window as f64 / rtt.as_secs_f64() * elapsed + mss as f64;
+                prop_assert!(sent as f64 <= bound, "sent {} > bound {}", sent, bound);
+            }
+        }
+
+        #[test]
+        fn network_conserves_and_orders_datagrams(
+            delay in 0u64..100_000,
+            jitter in 0u64..50_000,
+            loss in 0.0..1.0f64,
+            burst in prop::option::of((0.0..1.0f64, 0.0..1.0f64, 0.0..1.0f64)),
+            (reorder, duplicate, corrupt) in (0.0..0.5f64, 0.0..0.5f64, 0.0..0.5f64),
+            mtu in 1usize..2_000,
+            bandwidth in prop::option::of(1_000u64..10_000_000),
+            queue_bytes in 0usize..100_000,
+            blackholes in prop::collection::vec((0u64..2_000, 0u64..1_000), 0..3),
+            seed in any::<u64>(),
+            sends in prop::collection::vec((0u64..5_000, 0usize..1_500, any::<bool>()), 0..300),
+        ) {
+            let model = Model {
+                delay: Duration::from_micros(delay),
+                jitter: Duration::from_micros(jitter),
+                loss,
+                burst: burst.map(|(p_good_to_bad, p_bad_to_good, loss_in_bad)| Burst { p_good_to_bad, p_bad_to_good, loss_in_bad }),
+                reorder,
+                duplicate,
+                corrupt,
+                mtu,
+                bandwidth,
+                queue_bytes,
+                blackholes: blackholes.iter().map(|&(s, l)| (Duration::from_millis(s), Duration::from_millis(l))).collect(),
+                seed,
+            };
+            let run = || {
+                let t0 = Instant::now();
+                let mut net = Network::new(model.clone(), t0);
+                let mut now = t0;
+                let mut trace = Vec::new();
+                let drain = |net: &mut Network, until: Instant, trace: &mut Vec<_>| {
+                    while let Some(at) = net.next_arrival().filter(|&at| at <= until) {
+                        let (from, to, data) = net.deliver(at).expect("arrived");
+                        trace.push((at - t0, from, to, data));
+                    }
+                };
+                for (i, &(gap, len, forward)) in sends.iter().enumerate() {
+                    now += Duration::from_micros(gap);
+                    drain(&mut net, now, &mut trace);
+                    let (from, to) = if forward { (sender_addr(), receiver_addr()) } else { (receiver_addr(), sender_addr()) };
+                    let data: Vec<u8> = (0..len).map(|k| (i + k) as u8).collect();
+                    net.send(now, from, to, &data);
+                }
+                drain(&mut net, now + Duration::from_hours(1), &mut trace);
+                (trace, net.stats(), net.in_flight())
+            };
+            let (trace, stats, in_flight) = run();
+            prop_assert_eq!(in_flight, 0);
+            prop_assert!(trace.windows(2).all(|w| w[0].0 <= w[1].0), "deliveries in arrival order");
+            prop_assert_eq!(stats.sent, sends.len() as u64);
+            prop_assert_eq!(stats.delivered, trace.len() as u64);
+            prop_assert_eq!(
+                stats.delivered,
+                stats.sent + stats.duplicated - stats.lost - stats.queue_dropped - stats.mtu_dropped - stats.blackholed
+            );
+            prop_assert!(trace.iter().all(|d| d.3.len() <= mtu));
+            let (again, stats_again, _) = run();
+            prop_assert_eq!(trace, again);
+            prop_assert_eq!(stats, stats_again);
+        }
+    }
+}

@@ -177,16 +177,17 @@ impl Aimd {
     /// Adds `datagrams_per_round` datagrams per window of acked bytes, for `bytes` acked.
     fn grow(&mut self, bytes: u64, datagrams_per_round: u64) {
         let window = u64::from(self.window);
-        let earned = u64::from(self.growth) + bytes * datagrams_per_round;
+        let earned =
+            u64::from(self.growth).saturating_add(bytes.saturating_mul(datagrams_per_round));
         let datagrams = earned / window;
         self.growth = (earned % window) as u32;
-        let grown = window + datagrams * u64::from(self.mss);
+        let grown = window.saturating_add(datagrams.saturating_mul(u64::from(self.mss)));
         self.window = sat32(grown.min(u64::from(self.max_window())));
     }
 
     /// Counts acked bytes into the current round; true when a round completed.
     fn round_done(&mut self, bytes: u64) -> bool {
-        let acked = u64::from(self.round_acked) + bytes;
+        let acked = u64::from(self.round_acked).saturating_add(bytes);
         if acked >= u64::from(self.window) {
             self.round_acked = 0;
             true
@@ -239,7 +240,7 @@ impl Controller for Aimd {
         match self.phase {
             Phase::SlowStart => {
                 // RFC 9002 §7.3.1.
-                let grown = u64::from(self.window) + bytes;
+                let grown = u64::from(self.window).saturating_add(bytes);
                 self.window = sat32(grown.min(u64::from(self.max_window())));
                 if self.window >= self.ssthresh {
                     self.phase = Phase::CongestionAvoidance;

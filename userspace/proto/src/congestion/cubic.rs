@@ -150,7 +150,7 @@ impl Cubic {
         } else {
             ALPHA_NUMERATOR
         };
-        let est = u64::from(self.est_remainder) + alpha * mss * bytes;
+        let est = u64::from(self.est_remainder).saturating_add((alpha * mss).saturating_mul(bytes));
         let denominator = ALPHA_DENOMINATOR * window;
         self.w_est = sat32((u64::from(self.w_est) + est / denominator).min(MAX_WINDOW));
         self.est_remainder = (est % denominator) as u32;
@@ -166,7 +166,8 @@ impl Cubic {
         // cwnd += (target - cwnd) / cwnd per acked segment (here per acked byte).
         let cwnd = f64::from(self.window);
         let target = whole_bytes(self.w_cubic(t + rtt).clamp(cwnd, 1.5 * cwnd));
-        let grow = u64::from(self.window_remainder) + (target - window) * bytes;
+        let grow = u64::from(self.window_remainder)
+            .saturating_add((target - window).saturating_mul(bytes));
         self.window = sat32((window + grow / window).min(MAX_WINDOW));
         self.window_remainder = (grow % window) as u32;
     }

@@ -75,7 +75,7 @@ impl Controller for NewReno {
             self.window = self.window.saturating_add(bytes);
         } else {
             // RFC 9002 §7.3.3: congestion avoidance grows by one mss per window acked.
-            self.avoidance_acked += bytes;
+            self.avoidance_acked = self.avoidance_acked.saturating_add(bytes);
             if self.avoidance_acked >= self.window {
                 self.avoidance_acked -= self.window;
                 self.window = self.window.saturating_add(self.mss);
