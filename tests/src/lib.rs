@@ -1,1 +1,271 @@
-//! Shared helpers for the integration tests.
+//! Shared helpers for the integration tests: privileged-test guard, network namespace
+//! topologies (scripts/netns.sh), the engine as a child process, crafted frames.
+//!
+//! Privileged tests never skip: without root they fail with a message saying so.
+
+pub mod frames;
+
+use std::{
+    fs::File,
+    io,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use nix::{
+    sched::{CloneFlags, setns},
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+use xrudp::control::{self, Snapshot};
+
+/// Fails the test loudly unless it runs as root: these tests create namespaces, load
+/// XDP programs and bind AF_XDP sockets. They are never skipped, in CI or elsewhere.
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root (network namespaces, XDP, AF_XDP): run it through scripts/test.sh as root"
+    );
+}
+
+/// The repository root.
+#[must_use]
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// The `xrudp` binary built next to this test executable.
+#[must_use]
+pub fn xrudp_bin() -> PathBuf {
+    // target/<profile>/deps/<test-exe> → target/<profile>/xrudp
+    let exe = std::env::current_exe().unwrap_or_default();
+    let bin = exe.parent().and_then(Path::parent).map(|d| d.join("xrudp")).unwrap_or_default();
+    assert!(bin.is_file(), "{} is missing: build it first (`cargo build -p xrudp`; scripts/test.sh does)", bin.display());
+    bin
+}
+
+/// Two fresh namespaces joined by a veth pair (scripts/netns.sh); removed on drop.
+#[derive(Debug)]
+pub struct Topology {
+    /// Topology id.
+    pub id: String,
+    /// Server namespace name.
+    pub ns_srv: String,
+    /// Client namespace name.
+    pub ns_cli: String,
+    /// Server-end interface.
+    pub if_srv: String,
+    /// Client-end interface.
+    pub if_cli: String,
+    /// Server IPv4 address.
+    pub ip_srv: String,
+    /// Client IPv4 address.
+    pub ip_cli: String,
+    /// Server IPv6 address.
+    pub ip6_srv: String,
+}
+
+impl Topology {
+    /// Builds a topology with `queues` rx/tx queues per veth end; `tx_csum_off` turns
+    /// checksum offload off on the client end.
+    #[must_use]
+    pub fn new(queues: u32, tx_csum_off: bool) -> Self {
+        require_root();
+        let mut cmd = Command::new(repo_root().join("scripts/netns.sh"));
+        cmd.args(["up", "--queues", &queues.to_string()]);
+        if tx_csum_off {
+            cmd.arg("--no-tx-csum");
+        }
+        let out = cmd.output().expect("running scripts/netns.sh");
+        assert!(out.status.success(), "netns.sh up failed: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let get = |k: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{k}=")))
+                .unwrap_or_else(|| panic!("netns.sh printed no {k}"))
+                .to_owned()
+        };
+        Self {
+            id: get("XR_ID"),
+            ns_srv: get("XR_NS_SRV"),
+            ns_cli: get("XR_NS_CLI"),
+            if_srv: get("XR_IF_SRV"),
+            if_cli: get("XR_IF_CLI"),
+            ip_srv: get("XR_IP_SRV"),
+            ip_cli: get("XR_IP_CLI"),
+            ip6_srv: get("XR_IP6_SRV"),
+        }
+    }
+
+    /// Runs `f` on a thread inside namespace `ns`; sockets it creates belong to `ns`.
+    pub fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/var/run/netns/{ns}");
+        thread::spawn(move || {
+            let file = File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
+            setns(&file, CloneFlags::CLONE_NEWNET).unwrap_or_else(|e| panic!("setns {path}: {e}"));
+            f()
+        })
+        .join()
+        .expect("namespace thread panicked")
+    }
+
+    /// Runs a command inside namespace `ns` and returns its output.
+    #[must_use]
+    pub fn exec(ns: &str, args: &[&str]) -> std::process::Output {
+        Command::new("ip").args(["netns", "exec", ns]).args(args).output().expect("running ip netns exec")
+    }
+
+    /// The XDP program id attached to the server interface (0 if none).
+    #[must_use]
+    pub fn srv_xdp_prog(&self) -> u32 {
+        let iface = self.if_srv.clone();
+        Self::in_ns(&self.ns_srv, move || {
+            let idx = xrudp::sys::if_index(&iface).expect("server interface exists");
+            xrudp::sys::bpf::xdp_query(idx).expect("bpf_xdp_query").prog_id
+        })
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        let _ = Command::new(repo_root().join("scripts/netns.sh")).args(["down", &self.id]).status();
+    }
+}
+
+/// `xrudp attach` running in the server namespace of a topology.
+#[derive(Debug)]
+pub struct Engine {
+    child: Option<Child>,
+    control: PathBuf,
+    /// Captured stderr (the engine's log), read after it exits.
+    pub log: PathBuf,
+}
+
+impl Engine {
+    /// Starts `xrudp attach --iface <srv> <args>` and waits until its control socket answers.
+    #[must_use]
+    pub fn start(t: &Topology, args: &[&str]) -> Self {
+        Self::try_start(t, args).unwrap_or_else(|(e, log)| panic!("engine did not start: {e}\n--- engine log ---\n{log}"))
+    }
+
+    /// Like [`Engine::start`], returning the error and the log instead of panicking.
+    pub fn try_start(t: &Topology, args: &[&str]) -> Result<Self, (String, String)> {
+        let log = std::env::temp_dir().join(format!("xrudp-engine-{}-{}.log", t.id, nanos()));
+        let f = File::create(&log).expect("creating the engine log file");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &t.ns_srv])
+            .arg(xrudp_bin())
+            .args(["attach", "--iface", &t.if_srv])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(f)
+            .spawn()
+            .expect("spawning xrudp attach");
+        let ino = netns_inode(&t.ns_srv);
+        let control = xrudp::runtime::base_dir().join(format!("net-{ino}")).join(format!("{}.sock", t.if_srv));
+        let pid = child.id();
+        let mut e = Self { child: Some(child), control, log };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            // Another engine may answer on the same path: wait for this one's pid.
+            if control::query(&e.control).is_ok_and(|s| s.pid == pid) {
+                return Ok(e);
+            }
+            if let Some(status) = e.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                e.child = None;
+                return Err((format!("exited with {status}"), e.log_text()));
+            }
+            if Instant::now() > deadline {
+                return Err(("control socket did not answer within 30 s".into(), e.log_text()));
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A snapshot of the engine's figures.
+    #[must_use]
+    pub fn snapshot(&self) -> Snapshot {
+        control::query(&self.control).expect("querying the engine's control socket")
+    }
+
+    /// Polls snapshots until `done` holds or `timeout` passes; returns the last one.
+    pub fn wait_for(&self, timeout: Duration, done: impl Fn(&Snapshot) -> bool) -> Snapshot {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let s = self.snapshot();
+            if done(&s) || Instant::now() > deadline {
+                return s;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends `sig` and waits (up to 20 s) for the engine to exit.
+    pub fn signal_and_wait(&mut self, sig: Signal) -> ExitStatus {
+        let mut child = self.child.take().expect("engine already stopped");
+        // `ip netns exec` execs the engine, so the child pid is the engine's pid.
+        kill(Pid::from_raw(i32::try_from(child.id()).expect("pid fits")), sig).expect("signalling the engine");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(s) = child.try_wait().expect("waiting for the engine") {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("engine did not exit within 20 s of {sig:?}\n{}", self.log_text());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The engine's log so far.
+    #[must_use]
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// Inode of a named namespace (/var/run/netns/NAME): the key under /run/xrudp.
+#[must_use]
+pub fn netns_inode(ns: &str) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(format!("/var/run/netns/{ns}")).expect("namespace exists").ino()
+}
+
+fn nanos() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+}
+
+/// Sends `count` UDP datagrams of `size` bytes from a fresh socket in `ns` to `dst`,
+/// pausing `pause` after every `burst` datagrams so no ring overflows.
+pub fn send_udp(ns: &str, dst: std::net::SocketAddr, count: usize, size: usize, burst: usize, pause: Duration) -> io::Result<usize> {
+    Topology::in_ns(ns, move || {
+        let bind = if dst.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+        let s = std::net::UdpSocket::bind(bind)?;
+        let payload = vec![0x5a; size];
+        let mut sent = 0;
+        for i in 0..count {
+            s.send_to(&payload, dst)?;
+            sent += 1;
+            if burst > 0 && (i + 1) % burst == 0 {
+                thread::sleep(pause);
+            }
+        }
+        Ok(sent)
+    })
+}

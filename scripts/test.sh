@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The test command: from a fresh machine (root, Debian bookworm) to a full test run.
+# Installs what is missing, then: fmt check, clippy -D warnings (host crates, and the
+# eBPF crate for bpfel), build, unit tests, privileged integration tests (serial: they
+# create namespaces and attach XDP), and short fuzz runs when the fuzz targets exist.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+t0=$(date +%s)
+
+step "setup (idempotent)"
+bash scripts/setup.sh
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "scripts/test.sh: the integration tests need root (namespaces, XDP, AF_XDP)" >&2
+  exit 1
+fi
+
+# Leftovers from an interrupted earlier run must not collide with this one.
+bash scripts/netns.sh down --all
+
+step "format"
+cargo fmt --all -- --check
+
+step "clippy (host crates)"
+cargo clippy --all-targets --locked -- -D warnings
+
+step "clippy (eBPF crate, bpfel-unknown-none)"
+rustup run nightly cargo clippy --locked --manifest-path ebpf/Cargo.toml \
+  --target bpfel-unknown-none -Z build-std=core --release -- -D warnings
+
+step "build"
+cargo build --all-targets --locked
+t_build=$(date +%s)
+
+step "unit and simulation tests"
+cargo test --locked --workspace --exclude xrudp-tests --exclude xrudp-ebpf
+
+step "privileged integration tests (serial)"
+cargo test --locked -p xrudp-tests -- --test-threads=1
+
+if [ -x scripts/fuzz.sh ]; then
+  step "fuzz targets (short runs)"
+  bash scripts/fuzz.sh --seconds "${XRUDP_FUZZ_SECONDS:-10}"
+fi
+
+t1=$(date +%s)
+echo "scripts/test.sh: all green in $((t1 - t0)) s (setup+build $((t_build - t0)) s, tests $((t1 - t_build)) s)" >&2
