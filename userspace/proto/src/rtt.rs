@@ -137,6 +137,14 @@ impl RttEstimator {
         rto.max(self.min_rto()).min(MAX_RTO)
     }
 
+    /// The probe timeout to arm, before backoff: [`RttEstimator::pto_base`] raised to the
+    /// configured minimum RTO, so that a LAN's sub-millisecond RTT does not fire probes
+    /// faster than the game-suited floor. (Persistent congestion keeps the plain base.)
+    #[must_use]
+    pub fn pto(&self) -> Duration {
+        self.pto_base().max(self.min_rto())
+    }
+
     /// The probe timeout before backoff, RFC 9002 §6.2.1:
     /// `smoothed_rtt + max(4 * rttvar, kGranularity) + max_ack_delay`.
     /// Also the base of the persistent congestion duration (RFC 9002 §7.6.1).
@@ -218,6 +226,7 @@ mod tests {
         assert!(r.var() < Duration::from_micros(250));
         assert_eq!(r.rto(), ms(20));
         assert_eq!(r.pto_base(), ms(9));
+        assert_eq!(r.pto(), ms(20));
     }
 
     #[test]

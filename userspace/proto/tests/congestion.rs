@@ -15,6 +15,7 @@
 )]
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -542,6 +543,92 @@ fn the_closed_loop_is_deterministic() {
         )
     };
     assert_eq!(run(), run());
+}
+
+/// Goodput and losses of every controller over a grid of RTTs and random loss rates,
+/// on a 2 Mbit/s bottleneck with one BDP of queue, 20 simulated seconds each. The
+/// simulation is deterministic, so the table is exact: a change in any controller shows
+/// here as a diff. Run with `XRUDP_SNAPSHOT=print` to print the new table.
+#[test]
+fn loss_by_rtt_matrix_matches_the_snapshot() {
+    const SNAPSHOT: &str = "\
+algorithm rtt_ms loss_permille goodput_pct lost reductions srtt_ms
+aimd 10 0 100 376 40 57
+aimd 10 1 100 372 40 57
+aimd 10 10 99 325 37 57
+aimd 10 30 97 341 40 56
+aimd 50 0 98 184 18 95
+aimd 50 1 98 177 18 95
+aimd 50 10 97 175 18 95
+aimd 50 30 93 181 22 58
+aimd 200 0 99 117 3 254
+aimd 200 1 99 119 3 249
+aimd 200 10 69 137 6 206
+aimd 200 30 37 152 9 206
+newreno 10 0 100 115 52 57
+newreno 10 1 100 111 52 50
+newreno 10 10 98 107 67 45
+newreno 10 30 94 151 104 25
+newreno 50 0 97 63 22 95
+newreno 50 1 95 61 23 76
+newreno 50 10 71 66 37 55
+newreno 50 30 50 88 54 56
+newreno 200 0 99 92 3 273
+newreno 200 1 73 5 5 205
+newreno 200 10 27 11 11 205
+newreno 200 30 14 19 16 205
+cubic 10 0 100 63 44 47
+cubic 10 1 100 71 46 46
+cubic 10 10 99 97 65 47
+cubic 10 30 97 158 106 26
+cubic 50 0 100 50 19 86
+cubic 50 1 100 58 22 72
+cubic 50 10 81 78 43 56
+cubic 50 30 61 109 62 56
+cubic 200 0 100 149 6 308
+cubic 200 1 84 7 7 205
+cubic 200 10 31 15 14 205
+cubic 200 30 17 27 20 205";
+    let rate: u64 = 250_000;
+    let mut table =
+        String::from("algorithm rtt_ms loss_permille goodput_pct lost reductions srtt_ms\n");
+    for algorithm in Algorithm::ALL {
+        for rtt_ms in [10u64, 50, 200] {
+            for loss_permille in [0u32, 1, 10, 30] {
+                let bdp = (rate * rtt_ms / 1_000) as usize;
+                let model = Model {
+                    delay: Duration::from_millis(rtt_ms) / 2,
+                    jitter: Duration::from_micros(500),
+                    loss: f64::from(loss_permille) / 1_000.0,
+                    bandwidth: Some(rate),
+                    queue_bytes: bdp.max(10 * MSS as usize),
+                    seed: 7,
+                    ..Model::default()
+                };
+                let mut sim = Sim::new(model, &[(algorithm, Duration::ZERO)]);
+                sim.run_until(secs(20));
+                let share = sim.goodput(0, secs(5), secs(20)) / rate as f64;
+                let flow = &sim.flows[0];
+                writeln!(
+                    table,
+                    "{algorithm} {rtt_ms} {loss_permille} {:.0} {} {} {}",
+                    share * 100.0,
+                    flow.lost,
+                    flow.reductions,
+                    flow.rtt.smoothed().as_millis()
+                )
+                .expect("writing to a String");
+            }
+        }
+    }
+    if std::env::var("XRUDP_SNAPSHOT").is_ok_and(|v| v == "print") {
+        println!("{table}");
+    }
+    assert_eq!(
+        table.trim(),
+        SNAPSHOT.trim(),
+        "the matrix changed; if intended, update SNAPSHOT"
+    );
 }
 
 /// Properties over arbitrary inputs: bounds that no event sequence may break.
