@@ -113,6 +113,7 @@ impl Flow {
         if now < self.start {
             return;
         }
+        self.paced_until = None;
         loop {
             let probing = self.probes > 0;
             if !probing {
@@ -139,7 +140,6 @@ impl Flow {
             self.last_sent = Some(now);
             self.pacer.on_sent(now, MSS);
             self.cc.on_sent(now, MSS, self.in_flight);
-            self.paced_until = None;
         }
     }
 
