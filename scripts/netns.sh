@@ -67,8 +67,11 @@ OUT
 down() {
   [ $# -eq 1 ] || usage
   if [ "$1" = "--all" ]; then
-    ip netns list | awk '{print $1}' | grep -E '^xrudp-[0-9a-f]{8}-(srv|cli)$' | while read -r ns; do
-      ip netns del "$ns" || true
+    local ns
+    for ns in $(ip netns list | awk '{print $1}'); do
+      if [[ "$ns" =~ ^xrudp-[0-9a-f]{8}-(srv|cli)$ ]]; then
+        ip netns del "$ns" || true
+      fi
     done
   else
     [[ "$1" =~ ^[0-9a-f]{8}$ ]] || die "bad topology id: $1"
