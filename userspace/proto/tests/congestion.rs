@@ -636,7 +636,7 @@ mod properties {
     use super::*;
     use proptest::prelude::*;
     use xrudp_proto::congestion::{MAX_MSS, aimd, cubic, minimum_window};
-    use xrudp_proto::sim::network::Burst;
+    use xrudp_proto::sim::network::{Burst, Sharing};
 
     /// A controller input: microseconds to advance, the age of the datagram concerned,
     /// its size, and a flag (app-limited for acks, persistent for losses).
@@ -768,7 +768,7 @@ mod properties {
             jitter in 0u64..50_000,
             loss in 0.0..1.0f64,
             burst in prop::option::of((0.0..1.0f64, 0.0..1.0f64, 0.0..1.0f64)),
-            (reorder, duplicate, corrupt) in (0.0..0.5f64, 0.0..0.5f64, 0.0..0.5f64),
+            (reorder, duplicate, corrupt, sharing) in (0.0..0.5f64, 0.0..0.5f64, 0.0..0.5f64, 0..3usize),
             mtu in 1usize..2_000,
             bandwidth in prop::option::of(1_000u64..10_000_000),
             queue_bytes in 0usize..100_000,
@@ -789,6 +789,7 @@ mod properties {
                 queue_bytes,
                 blackholes: blackholes.iter().map(|&(s, l)| (Duration::from_millis(s), Duration::from_millis(l))).collect(),
                 seed,
+                sharing: [Sharing::Direction, Sharing::Sender, Sharing::Receiver][sharing],
             };
             let run = || {
                 let t0 = Instant::now();

@@ -1,14 +1,15 @@
 //! A deterministic model of the network between simulated endpoints (STYLE.md §5).
 //!
 //! Each direction `(from, to)` is an independent link with its own random stream derived
-//! from [`Model::seed`] and the two addresses, its own Gilbert-Elliott state and its own
-//! bottleneck queue, so traffic one way never changes what happens the other way. The
+//! from [`Model::seed`] and the two addresses, its own Gilbert-Elliott state and (by
+//! default, see [`Sharing`]) its own bottleneck queue, so traffic one way never changes
+//! what happens the other way. The
 //! datagrams in flight wait in one heap keyed by `(arrival, id)`; the same seed and the
 //! same calls give the same deliveries, bit for bit.
 //!
 //! A datagram passes these stages in order:
 //! 1. MTU: larger than [`Model::mtu`] bytes is dropped.
-//! 2. Bottleneck: with [`Model::bandwidth`], it waits behind the link's backlog and takes
+//! 2. Bottleneck: with [`Model::bandwidth`], it waits behind its queue's backlog and takes
 //!    `len / bandwidth` to serialise; if the backlog plus it exceeds
 //!    [`Model::queue_bytes`] it is dropped (drop-tail; an idle link always takes one).
 //! 3. Blackhole: dropped if it enters or leaves the bottleneck inside a blackhole window.
@@ -58,6 +59,22 @@ pub struct Model {
     pub blackholes: Vec<(Duration, Duration)>,
     /// Seed of every random draw.
     pub seed: u64,
+    /// Which directions share one bottleneck queue.
+    pub sharing: Sharing,
+}
+
+/// Which datagrams share one bottleneck queue of [`Model::bandwidth`] bytes per second.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Sharing {
+    /// Each direction `(from, to)` has its own queue.
+    #[default]
+    Direction,
+    /// Everything one address sends shares a queue: a host's uplink (the server's, when
+    /// it fans out to many clients).
+    Sender,
+    /// Everything sent to one address shares a queue: a host's downlink (the server's,
+    /// when many clients send to it; a client's, when several servers send to it).
+    Receiver,
 }
 
 impl Default for Model {
@@ -76,6 +93,7 @@ impl Default for Model {
             queue_bytes: 64 * 1024,
             blackholes: Vec::new(),
             seed: 0,
+            sharing: Sharing::Direction,
         }
     }
 }
@@ -153,6 +171,8 @@ pub struct Network {
     model: Model,
     start: Instant,
     links: BTreeMap<(SocketAddr, SocketAddr), Link>,
+    /// Bottleneck queues, keyed per [`Sharing`]: `(from, to)`, `(from, from)` or `(to, to)`.
+    queues: BTreeMap<(SocketAddr, SocketAddr), Queue>,
     in_flight: BinaryHeap<Reverse<InFlight>>,
     next_id: u64,
 }
@@ -165,6 +185,7 @@ impl Network {
             model,
             start,
             links: BTreeMap::new(),
+            queues: BTreeMap::new(),
             in_flight: BinaryHeap::new(),
             next_id: 0,
         }
@@ -187,7 +208,13 @@ impl Network {
         }
         // 2. Bottleneck queue, drop-tail.
         let departure = if let Some(rate) = model.bandwidth {
-            let Some(departure) = link.enqueue(now, data.len(), rate, model.queue_bytes) else {
+            let key = match model.sharing {
+                Sharing::Direction => (from, to),
+                Sharing::Sender => (from, from),
+                Sharing::Receiver => (to, to),
+            };
+            let queue = self.queues.entry(key).or_default();
+            let Some(departure) = queue.enqueue(now, data.len(), rate, model.queue_bytes) else {
                 link.stats.queue_dropped += 1;
                 return;
             };
@@ -332,22 +359,17 @@ struct Link {
     bad: bool,
     /// Arrival of the latest datagram that kept its place (the FIFO bound).
     last_arrival: Option<Instant>,
-    /// When the bottleneck finishes serialising what it holds.
-    busy_until: Option<Instant>,
     stats: NetworkStats,
 }
 
-impl Link {
-    fn new(seed: u64, from: SocketAddr, to: SocketAddr) -> Self {
-        Self {
-            rng: ChaCha8Rng::seed_from_u64(link_seed(seed, from, to)),
-            bad: false,
-            last_arrival: None,
-            busy_until: None,
-            stats: NetworkStats::default(),
-        }
-    }
+/// A drop-tail bottleneck queue, as the time its backlog will have been serialised.
+#[derive(Debug, Default)]
+struct Queue {
+    /// When the bottleneck finishes serialising what it holds.
+    busy_until: Option<Instant>,
+}
 
+impl Queue {
     /// Admits `len` bytes to the bottleneck at `now`; the departure time, or `None` if
     /// the queue is full.
     fn enqueue(
@@ -370,6 +392,17 @@ impl Link {
         let departure = busy + Duration::from_nanos(u64::try_from(serialise).unwrap_or(u64::MAX));
         self.busy_until = Some(departure);
         Some(departure)
+    }
+}
+
+impl Link {
+    fn new(seed: u64, from: SocketAddr, to: SocketAddr) -> Self {
+        Self {
+            rng: ChaCha8Rng::seed_from_u64(link_seed(seed, from, to)),
+            bad: false,
+            last_arrival: None,
+            stats: NetworkStats::default(),
+        }
     }
 
     /// True with probability `p` (never for p <= 0, always for p >= 1).
@@ -783,6 +816,45 @@ mod tests {
         let c = run(model(43), 5_000, 300, ms(1));
         assert_eq!(a, b);
         assert_ne!(a.0, c.0);
+    }
+
+    #[test]
+    fn sharing_puts_directions_behind_one_queue() {
+        // Two directions each offering 1 MB/s for 5 s to 1 MB/s bottlenecks: with a queue
+        // per direction each gets 1 MB/s; behind a shared uplink or downlink they split one.
+        let delivered = |sharing: Sharing, pairs: [(u16, u16); 2]| {
+            let model = Model {
+                bandwidth: Some(1_000_000),
+                queue_bytes: 20_000,
+                sharing,
+                ..Model::default()
+            };
+            let t0 = Instant::now();
+            let mut net = Network::new(model, t0);
+            for i in 0..5_000u64 {
+                let now = t0 + ms(i);
+                while net.deliver(now).is_some() {}
+                for (from, to) in pairs {
+                    net.send(now, addr(from), addr(to), &[0; 1_000]);
+                }
+            }
+            pairs.map(|(from, to)| net.link_stats(addr(from), addr(to)).delivered)
+        };
+        let fan_in = [(1, 9), (2, 9)];
+        let fan_out = [(9, 1), (9, 2)];
+        for (sharing, pairs) in [(Sharing::Direction, fan_in), (Sharing::Direction, fan_out)] {
+            let [a, b] = delivered(sharing, pairs);
+            assert!(a >= 4_950 && b >= 4_950, "{sharing:?}: {a} + {b}");
+        }
+        for (sharing, pairs) in [(Sharing::Receiver, fan_in), (Sharing::Sender, fan_out)] {
+            let [a, b] = delivered(sharing, pairs);
+            assert!((4_950..=5_020).contains(&(a + b)), "{sharing:?}: {a} + {b}");
+            // (How they split it is drop-tail's business: in lockstep, as here, the first
+            // sender of each millisecond takes nearly all of it.)
+        }
+        // A shared downlink does not throttle the other way.
+        let [a, b] = delivered(Sharing::Receiver, [(1, 9), (9, 2)]);
+        assert!(a >= 4_950 && b >= 4_950);
     }
 
     #[test]
