@@ -21,7 +21,10 @@ fuzz_target!(|frame: &[u8]| {
     let Located::Udp(l) = located else {
         panic!("parse accepted a frame locate passes or drops: {located:?}");
     };
-    assert_eq!((l.l3, l.l4, l.ipv6), (d.layout().l3(), d.layout().l4(), d.layout().is_ipv6()));
+    assert_eq!(
+        (l.l3, l.l4, l.ipv6),
+        (d.layout().l3(), d.layout().l4(), d.layout().is_ipv6())
+    );
 
     let kernels: Vec<Kernel> = Level::ALL.into_iter().filter_map(Kernel::forced).collect();
     let ok = d.verify_udp_checksum(Kernel::scalar());
