@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use xrudp_proto::congestion::{Algorithm, Congestion, Controller};
 use xrudp_proto::pacing::Pacer;
 use xrudp_proto::rtt::RttEstimator;
-use xrudp_proto::sim::network::{Model, Network};
+use xrudp_proto::sim::network::{Model, Network, Sharing};
 
 /// Datagram payload size.
 const MSS: u64 = 1_200;
@@ -40,7 +40,12 @@ const PERSISTENT_THRESHOLD: u32 = 3;
 const BUCKET: Duration = Duration::from_millis(100);
 
 fn sender_addr() -> SocketAddr {
-    SocketAddr::from(([10, 0, 0, 1], 4_000))
+    flow_addr(0)
+}
+
+/// Each flow sends from its own address; they meet at the receiver's downlink.
+fn flow_addr(flow: u8) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, 1], 4_000 + u16::from(flow)))
 }
 
 fn receiver_addr() -> SocketAddr {
@@ -134,7 +139,7 @@ impl Flow {
             let mut datagram = vec![0u8; MSS as usize];
             datagram[0] = flow;
             datagram[1..9].copy_from_slice(&seq.to_be_bytes());
-            net.send(now, sender_addr(), receiver_addr(), &datagram);
+            net.send(now, flow_addr(flow), receiver_addr(), &datagram);
             self.unacked.insert(seq, (now, MSS));
             self.in_flight += MSS;
             self.last_sent = Some(now);
@@ -257,8 +262,9 @@ impl Sim {
         }
     }
 
-    /// A single-bottleneck path: 10 Mbit/s, 40 ms RTT, `queue` bytes of buffer, plus
-    /// 0.5 ms of jitter to break the phase lock of paced flows.
+    /// A single-bottleneck path: the receiver's 10 Mbit/s downlink with `queue` bytes of
+    /// buffer, shared by every flow, a 40 ms RTT, plus 0.5 ms of jitter to break the phase
+    /// lock of paced flows.
     fn path(queue: usize) -> Model {
         Model {
             delay: DELAY,
@@ -266,6 +272,7 @@ impl Sim {
             bandwidth: Some(RATE),
             queue_bytes: queue,
             seed: 1,
+            sharing: Sharing::Receiver,
             ..Model::default()
         }
     }
@@ -636,7 +643,7 @@ mod properties {
     use super::*;
     use proptest::prelude::*;
     use xrudp_proto::congestion::{MAX_MSS, aimd, cubic, minimum_window};
-    use xrudp_proto::sim::network::{Burst, Sharing};
+    use xrudp_proto::sim::network::Burst;
 
     /// A controller input: microseconds to advance, the age of the datagram concerned,
     /// its size, and a flag (app-limited for acks, persistent for losses).
