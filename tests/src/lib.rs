@@ -33,7 +33,10 @@ pub fn require_root() {
 /// The repository root.
 #[must_use]
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 /// The `xrudp` binary built next to this test executable.
@@ -41,8 +44,16 @@ pub fn repo_root() -> PathBuf {
 pub fn xrudp_bin() -> PathBuf {
     // target/<profile>/deps/<test-exe> → target/<profile>/xrudp
     let exe = std::env::current_exe().unwrap_or_default();
-    let bin = exe.parent().and_then(Path::parent).map(|d| d.join("xrudp")).unwrap_or_default();
-    assert!(bin.is_file(), "{} is missing: build it first (`cargo build -p xrudp`; scripts/test.sh does)", bin.display());
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("xrudp"))
+        .unwrap_or_default();
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it first (`cargo build -p xrudp`; scripts/test.sh does)",
+        bin.display()
+    );
     bin
 }
 
@@ -79,7 +90,11 @@ impl Topology {
             cmd.arg("--no-tx-csum");
         }
         let out = cmd.output().expect("running scripts/netns.sh");
-        assert!(out.status.success(), "netns.sh up failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "netns.sh up failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8_lossy(&out.stdout);
         let get = |k: &str| {
             text.lines()
@@ -114,7 +129,11 @@ impl Topology {
     /// Runs a command inside namespace `ns` and returns its output.
     #[must_use]
     pub fn exec(ns: &str, args: &[&str]) -> std::process::Output {
-        Command::new("ip").args(["netns", "exec", ns]).args(args).output().expect("running ip netns exec")
+        Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .output()
+            .expect("running ip netns exec")
     }
 
     /// The XDP program id attached to the server interface (0 if none).
@@ -123,14 +142,18 @@ impl Topology {
         let iface = self.if_srv.clone();
         Self::in_ns(&self.ns_srv, move || {
             let idx = xrudp::sys::if_index(&iface).expect("server interface exists");
-            xrudp::sys::bpf::xdp_query(idx).expect("bpf_xdp_query").prog_id
+            xrudp::sys::bpf::xdp_query(idx)
+                .expect("bpf_xdp_query")
+                .prog_id
         })
     }
 }
 
 impl Drop for Topology {
     fn drop(&mut self) {
-        let _ = Command::new(repo_root().join("scripts/netns.sh")).args(["down", &self.id]).status();
+        let _ = Command::new(repo_root().join("scripts/netns.sh"))
+            .args(["down", &self.id])
+            .status();
     }
 }
 
@@ -147,7 +170,9 @@ impl Engine {
     /// Starts `xrudp attach --iface <srv> <args>` and waits until its control socket answers.
     #[must_use]
     pub fn start(t: &Topology, args: &[&str]) -> Self {
-        Self::try_start(t, args).unwrap_or_else(|(e, log)| panic!("engine did not start: {e}\n--- engine log ---\n{log}"))
+        Self::try_start(t, args).unwrap_or_else(|(e, log)| {
+            panic!("engine did not start: {e}\n--- engine log ---\n{log}")
+        })
     }
 
     /// Like [`Engine::start`], returning the error and the log instead of panicking.
@@ -166,9 +191,15 @@ impl Engine {
             .spawn()
             .expect("spawning xrudp attach");
         let ino = netns_inode(&t.ns_srv);
-        let control = xrudp::runtime::base_dir().join(format!("net-{ino}")).join(format!("{}.sock", t.if_srv));
+        let control = xrudp::runtime::base_dir()
+            .join(format!("net-{ino}"))
+            .join(format!("{}.sock", t.if_srv));
         let pid = child.id();
-        let mut e = Self { child: Some(child), control, log };
+        let mut e = Self {
+            child: Some(child),
+            control,
+            log,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             // Another engine may answer on the same path: wait for this one's pid.
@@ -180,7 +211,10 @@ impl Engine {
                 return Err((format!("exited with {status}"), e.log_text()));
             }
             if Instant::now() > deadline {
-                return Err(("control socket did not answer within 30 s".into(), e.log_text()));
+                return Err((
+                    "control socket did not answer within 30 s".into(),
+                    e.log_text(),
+                ));
             }
             thread::sleep(Duration::from_millis(50));
         }
@@ -208,7 +242,11 @@ impl Engine {
     pub fn signal_and_wait(&mut self, sig: Signal) -> ExitStatus {
         let mut child = self.child.take().expect("engine already stopped");
         // `ip netns exec` execs the engine, so the child pid is the engine's pid.
-        kill(Pid::from_raw(i32::try_from(child.id()).expect("pid fits")), sig).expect("signalling the engine");
+        kill(
+            Pid::from_raw(i32::try_from(child.id()).expect("pid fits")),
+            sig,
+        )
+        .expect("signalling the engine");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(s) = child.try_wait().expect("waiting for the engine") {
@@ -217,7 +255,10 @@ impl Engine {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("engine did not exit within 20 s of {sig:?}\n{}", self.log_text());
+                panic!(
+                    "engine did not exit within 20 s of {sig:?}\n{}",
+                    self.log_text()
+                );
             }
             thread::sleep(Duration::from_millis(20));
         }
@@ -244,16 +285,27 @@ impl Drop for Engine {
 #[must_use]
 pub fn netns_inode(ns: &str) -> u64 {
     use std::os::unix::fs::MetadataExt as _;
-    std::fs::metadata(format!("/var/run/netns/{ns}")).expect("namespace exists").ino()
+    std::fs::metadata(format!("/var/run/netns/{ns}"))
+        .expect("namespace exists")
+        .ino()
 }
 
 fn nanos() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
 }
 
 /// Sends `count` UDP datagrams of `size` bytes from a fresh socket in `ns` to `dst`,
 /// pausing `pause` after every `burst` datagrams so no ring overflows.
-pub fn send_udp(ns: &str, dst: std::net::SocketAddr, count: usize, size: usize, burst: usize, pause: Duration) -> io::Result<usize> {
+pub fn send_udp(
+    ns: &str,
+    dst: std::net::SocketAddr,
+    count: usize,
+    size: usize,
+    burst: usize,
+    pause: Duration,
+) -> io::Result<usize> {
     Topology::in_ns(ns, move || {
         let bind = if dst.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
         let s = std::net::UdpSocket::bind(bind)?;

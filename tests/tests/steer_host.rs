@@ -18,7 +18,11 @@ fn table_on_the_host_classifier() {
             failures.push(format!("{}: got {got:?}, want {want:?}", c.name));
         }
     }
-    assert!(failures.is_empty(), "misclassified:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "misclassified:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]

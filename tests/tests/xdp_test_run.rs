@@ -36,11 +36,22 @@ fn table_through_bpf_prog_test_run() {
         let mut rows = 0;
         for filter in [true, false] {
             let mut prog = Program::load().expect("loading the XDP program");
-            prog.configure(&[frames::PORT], filter).expect("configuring maps");
-            let cfg = XskConfig { frames: 256, frame_size: 2048, ring_size: 64, zero_copy: ZeroCopy::Off, need_wakeup: true };
+            prog.configure(&[frames::PORT], filter)
+                .expect("configuring maps");
+            let cfg = XskConfig {
+                frames: 256,
+                frame_size: 2048,
+                ring_size: 64,
+                zero_copy: ZeroCopy::Off,
+                need_wakeup: true,
+            };
             let xsk = Xsk::open(&iface, 0, &cfg).expect("binding an AF_XDP socket on queue 0");
-            prog.register_socket(0, xsk.fd()).expect("filling XSKMAP slot 0");
-            for c in frames::table().into_iter().filter(|c| c.rudp_filter == filter) {
+            prog.register_socket(0, xsk.fd())
+                .expect("filling XSKMAP slot 0");
+            for c in frames::table()
+                .into_iter()
+                .filter(|c| c.rudp_filter == filter)
+            {
                 rows += 1;
                 let before = prog.counters().expect("reading counters");
                 let action = match prog.test_run(&c.frame) {
@@ -72,7 +83,11 @@ fn table_through_bpf_prog_test_run() {
         (failures, rows)
     });
     assert_eq!(rows, frames::table().len(), "every row ran in the kernel");
-    assert!(failures.is_empty(), "XDP program disagrees with the table:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "XDP program disagrees with the table:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -80,11 +95,19 @@ fn steered_frame_without_a_socket_falls_back_to_pass() {
     let t = Topology::new(1, false);
     Topology::in_ns(&t.ns_srv, || {
         let mut prog = Program::load().expect("loading the XDP program");
-        prog.configure(&[frames::PORT], true).expect("configuring maps");
-        let frame = frames::FrameSpec::udp(frames::PORT, frames::rudp_payload(xrudp_common::rudp::PacketType::Data, 8)).build();
+        prog.configure(&[frames::PORT], true)
+            .expect("configuring maps");
+        let frame = frames::FrameSpec::udp(
+            frames::PORT,
+            frames::rudp_payload(xrudp_common::rudp::PacketType::Data, 8),
+        )
+        .build();
         let before = prog.counters().expect("counters");
         assert_eq!(prog.test_run(&frame).expect("test_run"), XDP_PASS);
         let after = prog.counters().expect("counters");
-        assert_eq!(counter_delta(&before, &after), vec![(Counter::Seen, 1), (Counter::PassedNoSocket, 1)]);
+        assert_eq!(
+            counter_delta(&before, &after),
+            vec![(Counter::Seen, 1), (Counter::PassedNoSocket, 1)]
+        );
     });
 }
