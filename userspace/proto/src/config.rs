@@ -55,8 +55,8 @@ pub enum ConfigError {
         "mtu {0} is outside 1200..=1472 bytes of UDP payload; use 1200 unless the path is known to carry more"
     )]
     Mtu(usize),
-    /// No channel, or more than 16.
-    #[error("{0} channels configured; configure 1 to 16")]
+    /// No channel, or more than 8.
+    #[error("{0} channels configured; configure 1 to 8")]
     Channels(usize),
     /// `max_connections` is 0 or above 2^24.
     #[error("max_connections {0} must be in 1..=16777216")]

@@ -144,10 +144,9 @@ enum Timer {
     Loss = 0,
     Ack = 1,
     Idle = 2,
-    Keepalive = 3,
-    Pacing = 4,
+    Pacing = 3,
 }
-const TIMERS: usize = 5;
+const TIMERS: usize = 4;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum State {
@@ -252,6 +251,10 @@ impl Streams {
     }
 }
 
+// An idle connection must cost at most 512 bytes with its table slot and its one in-flight
+// keepalive record (docs/PROTOCOL.md §10); the simulator test measures the total.
+const _: () = assert!(size_of::<Conn>() <= 432);
+
 /// An established connection.
 #[derive(Debug)]
 pub(crate) struct Conn {
@@ -268,14 +271,18 @@ pub(crate) struct Conn {
     pacer: Pacer,
     // Sending.
     next_pn: u64,
-    largest_acked: Option<u64>,
+    /// Largest packet number acked; 0 before any (numbers start at 2^32).
+    largest_acked: u64,
     sent: VecDeque<SentPacket>,
     bytes_in_flight: u32,
     send_used: u32,
     pto_count: u8,
     probes: u8,
     last_eliciting_sent: Option<Instant>,
-    loss_time: Option<Instant>,
+    /// The loss timer holds the time-threshold deadline (RFC 9002 `loss_time`), not a PTO.
+    loss_armed: bool,
+    /// Keepalive interval, ms: a ping goes out this long after the last ack-eliciting packet.
+    keepalive_ms: u32,
     send_seq: [u16; MAX_CHANNELS],
     // Receiving.
     rx_largest: u64,
@@ -315,14 +322,15 @@ impl Conn {
             cc: Congestion::new(t.congestion, mtu as u64, now),
             pacer: Pacer::new(mtu as u64),
             next_pn: (1 << 32) + u64::from(initial_seq),
-            largest_acked: None,
+            largest_acked: 0,
             sent: VecDeque::new(),
             bytes_in_flight: 0,
             send_used: 0,
             pto_count: 0,
             probes: 0,
-            last_eliciting_sent: None,
-            loss_time: None,
+            last_eliciting_sent: Some(now),
+            loss_armed: false,
+            keepalive_ms: ctx.keepalive.as_millis().min(u128::from(u32::MAX)) as u32,
             send_seq: [initial_seq; MAX_CHANNELS],
             rx_largest: 0,
             rx_bits: 0,
@@ -335,7 +343,6 @@ impl Conn {
             streams: None,
         };
         c.timers[Timer::Idle as usize] = Some(now + ctx.idle_timeout);
-        c.timers[Timer::Keepalive as usize] = Some(now + ctx.keepalive);
         c
     }
 
@@ -374,7 +381,17 @@ impl Conn {
         if self.state != State::Open {
             return None;
         }
-        self.timers.iter().flatten().min().copied()
+        self.timers
+            .iter()
+            .flatten()
+            .chain(self.keepalive_at().as_ref())
+            .min()
+            .copied()
+    }
+
+    fn keepalive_at(&self) -> Option<Instant> {
+        self.last_eliciting_sent
+            .map(|t| t + Duration::from_millis(u64::from(self.keepalive_ms)))
     }
 
     /// Whether `poll_transmit` may produce something now (ignoring pacing and timers).
@@ -588,8 +605,9 @@ impl Conn {
         if self.timers[Timer::Pacing as usize].is_some_and(|t| t <= now) {
             self.timers[Timer::Pacing as usize] = None;
         }
-        if self.timers[Timer::Keepalive as usize].is_some_and(|t| t <= now) {
-            self.timers[Timer::Keepalive as usize] = None;
+        if self.keepalive_at().is_some_and(|t| t <= now) {
+            // Restart the period now, whether or not a ping is needed.
+            self.last_eliciting_sent = Some(now);
             self.compact();
             if self.probes == 0 && self.sent.iter().all(|p| p.acked || p.lost) {
                 self.probes = 1;
@@ -598,12 +616,14 @@ impl Conn {
         }
         if self.timers[Timer::Loss as usize].is_some_and(|t| t <= now) {
             self.timers[Timer::Loss as usize] = None;
-            if self.loss_time.is_some() {
+            if self.loss_armed {
                 self.detect_losses(now, ctx);
             } else if self.sent.iter().any(|p| !p.acked && !p.lost) {
                 // RFC 9002 §6.2.4: a probe timeout sends one or two probes and backs off.
                 self.pto_count = self.pto_count.saturating_add(1);
                 self.probes = 2;
+                // The next period counts from now, so an expired timer never stays due.
+                self.last_eliciting_sent = Some(now);
                 ctx.stats.ptos += 1;
                 self.queue_probe_data();
             }
@@ -616,8 +636,9 @@ impl Conn {
         if self.streams.as_ref().is_some_and(|s| s.is_quiet()) {
             self.streams = None;
         }
-        if self.sent.is_empty() && self.sent.capacity() > 0 {
-            self.sent = VecDeque::new();
+        if self.sent.is_empty() && self.sent.capacity() > 1 {
+            // Room for the one keepalive ping an idle connection has in flight.
+            self.sent = VecDeque::with_capacity(1);
         }
     }
 
@@ -803,7 +824,6 @@ impl Conn {
                 .on_sent(now, len as u64, u64::from(self.bytes_in_flight));
             self.pacer.on_sent(now, len as u64);
             self.last_eliciting_sent = Some(now);
-            self.timers[Timer::Keepalive as usize] = Some(now + ctx.keepalive);
             self.set_loss_timer();
         }
         Some(len)
@@ -1190,7 +1210,7 @@ impl Conn {
             return;
         }
         let Some(front) = self.sent.front().map(|p| p.pn) else {
-            self.largest_acked = Some(self.largest_acked.map_or(largest, |l| l.max(largest)));
+            self.largest_acked = self.largest_acked.max(largest);
             return;
         };
         let window = self.cc.window();
@@ -1234,7 +1254,7 @@ impl Conn {
             }
             self.ack_messages(&p, ctx.pool);
         }
-        self.largest_acked = Some(self.largest_acked.map_or(largest, |l| l.max(largest)));
+        self.largest_acked = self.largest_acked.max(largest);
         if let Some(t) = newly_acked_largest {
             // RFC 9002 §5.1: sample only when the largest acked is newly acked.
             let delay = Duration::from_micros(u64::from(ack.delay) * ACK_DELAY_UNIT_US);
@@ -1274,8 +1294,10 @@ impl Conn {
     /// RFC 9002 §6.1: declare lost the in-flight packets below the largest acked that are
     /// [`PACKET_THRESHOLD`] packets or 9/8 RTT older than it.
     fn detect_losses(&mut self, now: Instant, ctx: &mut Ctx<'_>) {
-        self.loss_time = None;
-        let Some(largest) = self.largest_acked else {
+        self.loss_armed = false;
+        let mut loss_time: Option<Instant> = None;
+        let largest = self.largest_acked;
+        if largest == 0 {
             return;
         };
         let rtt = self.rtt.smoothed().max(self.rtt.latest());
@@ -1301,8 +1323,12 @@ impl Conn {
                 self.queue_retransmit(&p);
             } else {
                 let t = p.time + loss_delay;
-                self.loss_time = Some(self.loss_time.map_or(t, |l| l.min(t)));
+                loss_time = Some(loss_time.map_or(t, |l| l.min(t)));
             }
+        }
+        if let Some(t) = loss_time {
+            self.loss_armed = true;
+            self.timers[Timer::Loss as usize] = Some(t);
         }
         if let (Some(newest), Some(oldest)) = (newest_lost, oldest_lost) {
             // RFC 9002 §7.6: persistent congestion when the losses span more than three PTOs.
@@ -1339,7 +1365,7 @@ impl Conn {
     /// Drops resolved packets and acknowledged messages from the fronts of the queues.
     fn trim(&mut self) {
         // Keep lost packets a little while (RX_WINDOW numbers) so a late ack is recognised.
-        let keep_from = self.largest_acked.unwrap_or(0).saturating_sub(RX_WINDOW);
+        let keep_from = self.largest_acked.saturating_sub(RX_WINDOW);
         while self
             .sent
             .front()
@@ -1366,9 +1392,10 @@ impl Conn {
 
     /// RFC 9002 §6.2.1 SetLossDetectionTimer.
     fn set_loss_timer(&mut self) {
-        let t = if let Some(t) = self.loss_time {
-            Some(t)
-        } else if self.sent.iter().any(|p| !p.acked && !p.lost) {
+        if self.loss_armed {
+            return;
+        }
+        let t = if self.sent.iter().any(|p| !p.acked && !p.lost) {
             let backoff = 1u32 << u32::from(self.pto_count).min(MAX_PTO_BACKOFF);
             self.last_eliciting_sent
                 .map(|t| t + self.rtt.pto_base() * backoff)

@@ -18,7 +18,7 @@ pub const COOKIE_LEN: usize = 20;
 pub const MAX_TOKEN_LEN: usize = 512;
 
 /// Largest number of channels a server may configure.
-pub const MAX_CHANNELS: usize = 16;
+pub const MAX_CHANNELS: usize = 8;
 
 /// Length of the data packet prefix after the fixed header: the 16-bit packet number.
 pub const DATA_PREFIX_LEN: usize = 2;

@@ -1,0 +1,614 @@
+//! Simulation tests of the protocol core through the deterministic network model.
+
+use std::time::Duration;
+
+use proptest::prelude::*;
+use xrudp_proto::sim::network::{Burst, Model};
+use xrudp_proto::sim::{Cluster, Pair, SERVER_ADDR, client_addr};
+use xrudp_proto::*;
+
+const ORDERED: u8 = 0;
+const UNORDERED: u8 = 1;
+const UNRELIABLE: u8 = 2;
+const SEQUENCED: u8 = 3;
+
+fn connect(p: &mut Pair) -> ConnHandle {
+    assert!(
+        p.run_while(Duration::from_secs(10), |c| c.all_connected()),
+        "handshake did not complete"
+    );
+    p.server_events
+        .iter()
+        .find_map(|e| match e {
+            ServerEvent::Connected { handle, .. } => Some(*handle),
+            _ => None,
+        })
+        .expect("connected event")
+}
+
+fn msg(i: u32, len: usize) -> Vec<u8> {
+    let mut v = i.to_be_bytes().to_vec();
+    v.resize(len.max(4), (i % 251) as u8);
+    v
+}
+
+fn server_msgs(p: &Pair, channel: u8) -> Vec<Vec<u8>> {
+    p.server_events
+        .iter()
+        .filter_map(|e| match e {
+            ServerEvent::Message {
+                channel: c, data, ..
+            } if *c == channel => Some(data.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn client_msgs(p: &Pair, channel: u8) -> Vec<Vec<u8>> {
+    p.client_events()
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Message { channel: c, data } if *c == channel => Some(data.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn lossy(seed: u64, loss: f64, reorder: f64, duplicate: f64, jitter_ms: u64) -> Model {
+    Model {
+        delay: Duration::from_millis(15),
+        jitter: Duration::from_millis(jitter_ms),
+        loss,
+        reorder,
+        duplicate,
+        seed,
+        ..Model::default()
+    }
+}
+
+/// Sends `n` messages each way on `channel`, in bursts, and drives until quiet.
+fn exchange(p: &mut Pair, h: ConnHandle, channel: u8, n: u32, len: impl Fn(u32) -> usize) {
+    for i in 0..n {
+        p.client_mut().send(channel, &msg(i, len(i))).unwrap();
+        p.server.send(h, channel, &msg(i, len(i))).unwrap();
+        if i % 20 == 19 {
+            p.run_for(Duration::from_millis(16));
+        }
+    }
+    p.drive();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 6, ..ProptestConfig::default() })]
+
+    /// Reliable ordered: every message exactly once, in order, both ways, with up to 20 %
+    /// loss, reordering, duplication and jitter; fragmented messages included.
+    #[test]
+    fn reliable_ordered_exactly_once_in_order(seed in any::<u64>(), loss in 0.0f64..0.2, reorder in 0.0f64..0.2, dup in 0.0f64..0.1, jitter in 0u64..20) {
+        let mut p = Pair::new(ServerConfig::default(), ClientConfig::default(), lossy(seed, loss, reorder, dup, jitter), seed);
+        let h = connect(&mut p);
+        let n = 300;
+        exchange(&mut p, h, ORDERED, n, |i| if i % 50 == 7 { 5000 } else { 20 + (i as usize % 300) });
+        let expect: Vec<_> = (0..n).map(|i| msg(i, if i % 50 == 7 { 5000 } else { 20 + (i as usize % 300) })).collect();
+        prop_assert_eq!(server_msgs(&p, ORDERED), expect.clone());
+        prop_assert_eq!(client_msgs(&p, ORDERED), expect);
+    }
+
+    /// Reliable unordered: every message exactly once (any order).
+    #[test]
+    fn reliable_unordered_exactly_once(seed in any::<u64>(), loss in 0.0f64..0.2, reorder in 0.0f64..0.2, dup in 0.0f64..0.1, jitter in 0u64..20) {
+        let mut p = Pair::new(ServerConfig::default(), ClientConfig::default(), lossy(seed, loss, reorder, dup, jitter), seed);
+        let h = connect(&mut p);
+        let n = 300;
+        exchange(&mut p, h, UNORDERED, n, |i| if i % 60 == 3 { 4000 } else { 40 });
+        let mut expect: Vec<_> = (0..n).map(|i| msg(i, if i % 60 == 3 { 4000 } else { 40 })).collect();
+        expect.sort();
+        let mut got = server_msgs(&p, UNORDERED);
+        got.sort();
+        prop_assert_eq!(&got, &expect);
+        let mut got = client_msgs(&p, UNORDERED);
+        got.sort();
+        prop_assert_eq!(got, expect);
+    }
+
+    /// Unreliable sequenced: never a stale or duplicate message (strictly increasing), and
+    /// plain unreliable: never a duplicate, nothing invented.
+    #[test]
+    fn sequenced_never_stale_unreliable_never_duplicated(seed in any::<u64>(), loss in 0.0f64..0.2, reorder in 0.0f64..0.3, dup in 0.0f64..0.2, jitter in 0u64..20) {
+        let mut p = Pair::new(ServerConfig::default(), ClientConfig::default(), lossy(seed, loss, reorder, dup, jitter), seed);
+        let h = connect(&mut p);
+        for i in 0..400u32 {
+            p.client_mut().send(SEQUENCED, &msg(i, 30)).unwrap();
+            p.server.send(h, UNRELIABLE, &msg(i, 30)).unwrap();
+            p.run_for(Duration::from_millis(2));
+        }
+        p.run_for(Duration::from_millis(500));
+        let ids: Vec<u32> = server_msgs(&p, SEQUENCED).iter().map(|m| u32::from_be_bytes([m[0], m[1], m[2], m[3]])).collect();
+        prop_assert!(ids.windows(2).all(|w| w[0] < w[1]), "stale or duplicate: {ids:?}");
+        prop_assert!(!ids.is_empty());
+        let mut ids: Vec<u32> = client_msgs(&p, UNRELIABLE).iter().map(|m| u32::from_be_bytes([m[0], m[1], m[2], m[3]])).collect();
+        let n = ids.len();
+        ids.sort_unstable();
+        ids.dedup();
+        prop_assert_eq!(ids.len(), n, "duplicate unreliable message");
+        prop_assert!(ids.iter().all(|&i| i < 400));
+    }
+}
+
+/// Corrupted datagrams are rejected by the CRC, and reliable delivery still completes.
+#[test]
+fn corruption_is_caught_by_crc() {
+    let model = Model {
+        delay: Duration::from_millis(10),
+        corrupt: 0.1,
+        seed: 3,
+        ..Model::default()
+    };
+    let mut p = Pair::new(ServerConfig::default(), ClientConfig::default(), model, 3);
+    let h = connect(&mut p);
+    exchange(&mut p, h, ORDERED, 300, |_| 200);
+    let expect: Vec<_> = (0..300).map(|i| msg(i, 200)).collect();
+    assert_eq!(server_msgs(&p, ORDERED), expect);
+    assert_eq!(client_msgs(&p, ORDERED), expect);
+    let corrupted = p.network.stats().corrupted;
+    let caught = p.server.stats().crc_failures() + p.client().stats().crc_failures();
+    assert!(corrupted > 20, "the model corrupted {corrupted}");
+    // Every corrupted copy fails the CRC (a flipped bit in the magic/version/type byte is
+    // caught by the header check first).
+    let header = p.server.stats().decode_errors.iter().sum::<u64>()
+        + p.client().stats().decode_errors.iter().sum::<u64>();
+    assert_eq!(
+        header, corrupted,
+        "crc {caught}, all decode errors {header}"
+    );
+    assert!(caught > 0);
+}
+
+#[test]
+fn handshake_completes_under_30_percent_loss() {
+    for seed in 0..20 {
+        let model = Model {
+            delay: Duration::from_millis(50),
+            loss: 0.3,
+            seed,
+            ..Model::default()
+        };
+        let mut p = Pair::new(
+            ServerConfig::default(),
+            ClientConfig::default(),
+            model,
+            seed,
+        );
+        assert!(
+            p.run_while(Duration::from_secs(10), |c| c.all_connected()),
+            "seed {seed}"
+        );
+        // And a message gets through.
+        p.client_mut().send(ORDERED, b"hello").unwrap();
+        p.drive();
+        assert_eq!(
+            server_msgs(&p, ORDERED),
+            vec![b"hello".to_vec()],
+            "seed {seed}"
+        );
+    }
+}
+
+/// A hello from a spoofed address gets only a smaller challenge and allocates nothing; a
+/// replayed response for a live connection allocates nothing either; a response with a
+/// cookie for another address is dropped.
+#[test]
+fn spoofed_and_replayed_hellos_allocate_nothing() {
+    let mut p = Pair::new(
+        ServerConfig::default(),
+        ClientConfig::default(),
+        Model::default(),
+        9,
+    );
+    let now = p.now;
+    let mut buf = [0u8; 1500];
+    // Capture the client's first hello and replay it from 1000 spoofed addresses.
+    let t = p.client_mut().poll_transmit(now, &mut buf).unwrap();
+    let hello = buf[..t.len].to_vec();
+    assert_eq!(hello.len(), 1200);
+    for i in 0..1000 {
+        let spoofed = std::net::SocketAddr::from(([192, 0, 2, (i % 250) as u8], 1000 + i as u16));
+        p.server.handle_datagram(now, spoofed, &hello);
+    }
+    assert_eq!(p.server.connection_count(), 0);
+    let mut out = [0u8; 1500];
+    let mut replies = 0;
+    while let Some(t) = p.server.poll_transmit(now, &mut out) {
+        assert!(t.len < hello.len(), "no amplification");
+        replies += 1;
+    }
+    assert_eq!(replies, 1000);
+    assert_eq!(p.server.stats().handshakes, 1000);
+    // An unpadded hello gets nothing.
+    p.server.handle_datagram(now, client_addr(0), &hello[..600]);
+    assert!(p.server.poll_transmit(now, &mut out).is_none());
+    // Now connect for real, endpoint to endpoint, capturing the response.
+    let mut response = None;
+    p.server.handle_datagram(now, client_addr(0), &hello);
+    for _ in 0..10 {
+        while let Some(t) = p.server.poll_transmit(now, &mut out) {
+            if t.dst == client_addr(0) {
+                p.client_mut()
+                    .handle_datagram(now, SERVER_ADDR, &out[..t.len]);
+            }
+        }
+        while let Some(t) = p.client_mut().poll_transmit(now, &mut buf) {
+            if buf[3] == 3 {
+                response = Some(buf[..t.len].to_vec());
+            }
+            p.server.handle_datagram(now, client_addr(0), &buf[..t.len]);
+        }
+        while let Some(t) = p.server.poll_transmit(now, &mut out) {
+            if t.dst == client_addr(0) {
+                p.client_mut()
+                    .handle_datagram(now, SERVER_ADDR, &out[..t.len]);
+            }
+        }
+    }
+    p.flush();
+    assert!(p.all_connected());
+    let response = response.expect("captured response");
+    assert_eq!(p.server.connection_count(), 1);
+    let accepted = p.server.stats().accepted;
+    let now = p.now;
+    // Replayed from the same address: re-welcome, no allocation.
+    for _ in 0..10 {
+        p.server.handle_datagram(now, client_addr(0), &response);
+    }
+    // Replayed from another address: the cookie is bound to the address.
+    for i in 0..10 {
+        p.server
+            .handle_datagram(now, client_addr(100 + i), &response);
+    }
+    assert_eq!(p.server.connection_count(), 1);
+    assert_eq!(p.server.stats().accepted, accepted);
+    assert_eq!(p.server.stats().bad_cookies, 10);
+}
+
+fn token_config(key: &TokenKey) -> ServerConfig {
+    ServerConfig {
+        token_key: Some(key.clone()),
+        ..ServerConfig::default()
+    }
+}
+
+#[test]
+fn valid_token_admits_with_client_id_and_user_data() {
+    let key = TokenKey([5; 32]);
+    let token = ConnectToken::issue(&key, 4242, 2_000_000_000, b"elo=1500");
+    let mut p = Pair::with_token(
+        token_config(&key),
+        ClientConfig::default(),
+        Model::default(),
+        1,
+        token,
+    );
+    let now = p.now;
+    p.server.set_unix_time(now, 1_900_000_000);
+    connect(&mut p);
+    assert!(p.server_events.iter().any(|e| matches!(e,
+        ServerEvent::Connected { client_id: Some(4242), user_data, .. } if user_data == b"elo=1500")));
+}
+
+#[test]
+fn expired_forged_or_missing_token_is_refused() {
+    let key = TokenKey([5; 32]);
+    let cases = [
+        (
+            Some(ConnectToken::issue(&key, 1, 1_000, b"")),
+            RejectReason::TokenExpired,
+        ),
+        (
+            Some(ConnectToken::issue(
+                &TokenKey([6; 32]),
+                1,
+                2_000_000_000,
+                b"",
+            )),
+            RejectReason::TokenInvalid,
+        ),
+        (None, RejectReason::TokenRequired),
+    ];
+    for (token, reason) in cases {
+        let mut c = Cluster::with_tokens(
+            token_config(&key),
+            &ClientConfig::default(),
+            vec![token],
+            Model::default(),
+            2,
+        );
+        let now = c.now;
+        c.server.set_unix_time(now, 1_900_000_000);
+        c.run_for(Duration::from_secs(1));
+        assert_eq!(c.server.connection_count(), 0);
+        assert_eq!(c.server.stats().rejected_for(reason), 1, "{reason:?}");
+        assert_eq!(
+            c.client_events[0],
+            vec![ClientEvent::Disconnected {
+                reason: DisconnectReason::Rejected(reason)
+            }]
+        );
+    }
+}
+
+#[test]
+fn full_server_rejects_with_reason() {
+    let config = ServerConfig {
+        max_connections: 2,
+        ..ServerConfig::default()
+    };
+    let mut c = Cluster::new(
+        config,
+        &ClientConfig::default(),
+        3,
+        Model {
+            delay: Duration::from_millis(5),
+            ..Model::default()
+        },
+        4,
+    );
+    c.run_for(Duration::from_secs(2));
+    assert_eq!(c.server.connection_count(), 2);
+    let rejected: Vec<_> = c
+        .client_events
+        .iter()
+        .filter(|e| {
+            e.contains(&ClientEvent::Disconnected {
+                reason: DisconnectReason::Rejected(RejectReason::ServerFull),
+            })
+        })
+        .collect();
+    assert_eq!(rejected.len(), 1);
+}
+
+#[test]
+fn version_mismatch_is_reported() {
+    let mut p = Pair::new(
+        ServerConfig::default(),
+        ClientConfig::default(),
+        Model::default(),
+        1,
+    );
+    let now = p.now;
+    let mut buf = [0u8; 1500];
+    let t = p.client_mut().poll_transmit(now, &mut buf).unwrap();
+    buf[2] = 9; // a future version
+    xrudp_proto::packet::seal(&mut buf[..t.len]);
+    p.server.handle_datagram(now, client_addr(0), &buf[..t.len]);
+    let r = p.server.poll_transmit(now, &mut buf).unwrap();
+    p.client_mut()
+        .handle_datagram(now, SERVER_ADDR, &buf[..r.len]);
+    p.flush();
+    assert_eq!(
+        p.client_events(),
+        &[ClientEvent::Disconnected {
+            reason: DisconnectReason::VersionMismatch
+        }]
+    );
+    assert_eq!(p.server.stats().version_mismatches, 1);
+}
+
+/// Packet and channel sequence numbers start just below 65535 and wrap during the run.
+#[test]
+fn sequence_numbers_wrap() {
+    let mut server = ServerConfig::default();
+    server.transport.initial_seq = Some(65_500);
+    let mut client = ClientConfig::default();
+    client.transport.initial_seq = Some(65_530);
+    let mut p = Pair::new(server, client, lossy(11, 0.05, 0.05, 0.02, 5), 11);
+    let h = connect(&mut p);
+    exchange(&mut p, h, ORDERED, 400, |_| 100);
+    for i in 0..300u32 {
+        p.client_mut().send(SEQUENCED, &msg(i, 10)).unwrap();
+        p.run_for(Duration::from_millis(1));
+    }
+    p.drive();
+    let expect: Vec<_> = (0..400).map(|i| msg(i, 100)).collect();
+    assert_eq!(server_msgs(&p, ORDERED), expect);
+    assert_eq!(client_msgs(&p, ORDERED), expect);
+    let ids: Vec<u32> = server_msgs(&p, SEQUENCED)
+        .iter()
+        .map(|m| u32::from_be_bytes([m[0], m[1], m[2], m[3]]))
+        .collect();
+    assert!(ids.len() > 250 && ids.windows(2).all(|w| w[0] < w[1]));
+}
+
+/// A 256 KiB message crosses a lossy link; one byte more is refused with `TooLarge`.
+#[test]
+fn large_message_fragments_and_reassembles() {
+    let mut p = Pair::new(
+        ServerConfig::default(),
+        ClientConfig::default(),
+        lossy(5, 0.05, 0.02, 0.01, 5),
+        5,
+    );
+    let h = connect(&mut p);
+    let big: Vec<u8> = (0..256 * 1024).map(|i| (i * 7 % 253) as u8).collect();
+    p.server.send(h, ORDERED, &big).unwrap();
+    p.client_mut().send(UNORDERED, &big).unwrap();
+    p.drive();
+    assert_eq!(client_msgs(&p, ORDERED), vec![big.clone()]);
+    assert_eq!(server_msgs(&p, UNORDERED), vec![big.clone()]);
+    let mut bigger = big;
+    bigger.push(0);
+    assert!(matches!(
+        p.server.send(h, ORDERED, &bigger),
+        Err(SendError::TooLarge { .. })
+    ));
+    assert!(matches!(
+        p.server.send(h, UNRELIABLE, &[0; 1300]),
+        Err(SendError::TooLarge { .. })
+    ));
+}
+
+/// A full send buffer is an error the caller sees; nothing reliable is silently lost.
+#[test]
+fn full_send_queue_is_backpressure() {
+    let mut client = ClientConfig::default();
+    client.transport.send_buffer = 300 * 1024;
+    let mut p = Pair::new(
+        ServerConfig::default(),
+        client,
+        lossy(1, 0.0, 0.0, 0.0, 0),
+        1,
+    );
+    connect(&mut p);
+    let mut accepted = 0u32;
+    let err = loop {
+        match p.client_mut().send(ORDERED, &msg(accepted, 1000)) {
+            Ok(()) => accepted += 1,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err, SendError::QueueFull);
+    assert_eq!(accepted, 307);
+    p.drive();
+    assert_eq!(server_msgs(&p, ORDERED).len(), accepted as usize);
+    // Room again after the acks.
+    p.client_mut().send(ORDERED, &msg(0, 1000)).unwrap();
+}
+
+#[test]
+fn graceful_disconnect_and_kick_carry_reasons() {
+    let model = Model {
+        delay: Duration::from_millis(10),
+        loss: 0.2,
+        seed: 8,
+        ..Model::default()
+    };
+    let mut p = Pair::new(
+        ServerConfig::default(),
+        ClientConfig::default(),
+        model.clone(),
+        8,
+    );
+    let h = connect(&mut p);
+    p.server.disconnect(h, 77);
+    p.run_for(Duration::from_secs(1));
+    assert!(p.client_events().contains(&ClientEvent::Disconnected {
+        reason: DisconnectReason::Peer { code: 77 }
+    }));
+    assert!(p.server_events.contains(&ServerEvent::Disconnected {
+        handle: h,
+        reason: DisconnectReason::Local { code: 77 }
+    }));
+    assert_eq!(p.server.connection_count(), 0);
+    assert!(matches!(
+        p.server.send(h, 0, b"x"),
+        Err(SendError::NotConnected)
+    ));
+
+    let mut p = Pair::new(ServerConfig::default(), ClientConfig::default(), model, 8);
+    let h = connect(&mut p);
+    p.client_mut().disconnect(5);
+    p.run_for(Duration::from_secs(1));
+    assert!(p.server_events.contains(&ServerEvent::Disconnected {
+        handle: h,
+        reason: DisconnectReason::Peer { code: 5 }
+    }));
+    assert_eq!(p.client().state(), ClientState::Disconnected);
+}
+
+#[test]
+fn keepalive_holds_an_idle_connection_and_silence_times_out() {
+    let mut p = Pair::new(
+        ServerConfig::default(),
+        ClientConfig::default(),
+        Model {
+            delay: Duration::from_millis(20),
+            ..Model::default()
+        },
+        2,
+    );
+    let h = connect(&mut p);
+    p.run_for(Duration::from_secs(60));
+    assert_eq!(p.client().state(), ClientState::Connected);
+    assert!(p.server.stats().keepalives > 10);
+    // Cut the link: both ends time out after the idle timeout.
+    // The blackhole windows count from the network start: cover everything from now on.
+    p.network.model_mut().blackholes = vec![(Duration::ZERO, Duration::from_secs(100_000))];
+    p.run_for(Duration::from_secs(11));
+    assert!(p.server_events.contains(&ServerEvent::Disconnected {
+        handle: h,
+        reason: DisconnectReason::TimedOut
+    }));
+    assert!(p.client_events().contains(&ClientEvent::Disconnected {
+        reason: DisconnectReason::TimedOut
+    }));
+    assert_eq!(p.server.stats().timed_out, 1);
+}
+
+/// Stream `secs` of traffic from server to client as a game would: 60 Hz ticks of 20
+/// reliable messages of 50 bytes. Returns (packets sent by the server, retransmitted ones).
+fn game_traffic(model: Model, secs: u64) -> (u64, u64, u64) {
+    let mut p = Pair::new(ServerConfig::default(), ClientConfig::default(), model, 7);
+    let h = connect(&mut p);
+    let ticks = secs * 60;
+    for t in 0..ticks {
+        for i in 0..20 {
+            p.server
+                .send(h, ORDERED, &msg((t * 20 + i) as u32, 50))
+                .unwrap();
+        }
+        p.run_for(Duration::from_micros(16_667));
+    }
+    p.drive();
+    assert_eq!(client_msgs(&p, ORDERED).len() as u64, ticks * 20);
+    let s = p.server.stats();
+    (s.packets_out, s.retransmitted_packets, s.spurious_losses)
+}
+
+#[test]
+fn retransmissions_at_one_percent_loss_stay_under_one_and_a_half_percent() {
+    let model = Model {
+        delay: Duration::from_millis(25),
+        loss: 0.01,
+        seed: 21,
+        ..Model::default()
+    };
+    let (sent, retx, _) = game_traffic(model, 20);
+    let ratio = retx as f64 / sent as f64;
+    eprintln!("sent {sent} retransmitted {retx} ratio {ratio:.4}");
+    assert!(ratio <= 0.015, "ratio {ratio}");
+}
+
+#[test]
+fn jitter_without_loss_causes_almost_no_spurious_retransmission() {
+    // ±10 ms around 25 ms one way: the model's jitter is [0, 20 ms] on top of 15 ms.
+    let model = Model {
+        delay: Duration::from_millis(15),
+        jitter: Duration::from_millis(20),
+        seed: 22,
+        ..Model::default()
+    };
+    let (sent, retx, spurious) = game_traffic(model, 20);
+    let ratio = retx as f64 / sent as f64;
+    eprintln!("sent {sent} retransmitted {retx} spurious losses {spurious} ratio {ratio:.5}");
+    assert!(ratio < 0.001, "ratio {ratio}");
+}
+
+/// An idle connection's whole state (table slot + heap) is at most 512 bytes.
+#[test]
+fn idle_connection_costs_at_most_512_bytes() {
+    let mut p = Pair::new(
+        ServerConfig::default(),
+        ClientConfig::default(),
+        Model {
+            delay: Duration::from_millis(5),
+            ..Model::default()
+        },
+        1,
+    );
+    let h = connect(&mut p);
+    exchange(&mut p, h, ORDERED, 100, |_| 500);
+    // Go idle past a keepalive interval so buffers are given back.
+    p.run_for(Duration::from_secs(3));
+    let m = p.server.connection_memory(h).unwrap();
+    eprintln!("idle connection: {m} bytes");
+    assert!(m <= 512, "{m} bytes");
+}
