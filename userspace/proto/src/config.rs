@@ -194,7 +194,7 @@ impl ServerConfig {
                 "keepalive must be positive and shorter than idle_timeout",
             ));
         }
-        if self.idle_timeout > Duration::from_secs(3600) {
+        if self.idle_timeout > Duration::from_hours(1) {
             return Err(ConfigError::Timing("idle_timeout must be at most one hour"));
         }
         Ok(())

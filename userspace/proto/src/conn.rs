@@ -257,6 +257,10 @@ const _: () = assert!(size_of::<Conn>() <= 432);
 
 /// An established connection.
 #[derive(Debug)]
+#[expect(
+    clippy::struct_field_names,
+    reason = "conn_id is the protocol's name for the field"
+)]
 pub(crate) struct Conn {
     pub(crate) peer: SocketAddr,
     pub(crate) conn_id: u32,
@@ -299,6 +303,10 @@ pub(crate) struct Conn {
 impl Conn {
     /// A new connection; `initial_seq` is this end's first packet and channel sequence
     /// number, `peer_initial_seq` the peer's (exchanged in the handshake).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "each is a distinct handshake outcome"
+    )]
     pub(crate) fn new(
         now: Instant,
         peer: SocketAddr,
@@ -668,6 +676,10 @@ impl Conn {
     }
 
     /// Writes the next packet into `out`; returns its length.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one pass in protocol order; split, the order of steps is harder to check"
+    )]
     pub(crate) fn poll_transmit(
         &mut self,
         now: Instant,
@@ -699,15 +711,16 @@ impl Conn {
         let has_data = self.wants_data();
         let mut may_send_data =
             probe || u64::from(self.bytes_in_flight) + u64::from(self.mtu) <= window;
-        if may_send_data && !probe && has_data {
-            if let Some(t) = self
+        if may_send_data
+            && !probe
+            && has_data
+            && let Some(t) = self
                 .pacer
                 .delay(now, u64::from(self.mtu), window, self.rtt.smoothed())
-                && t > now
-            {
-                self.timers[Timer::Pacing as usize] = Some(t);
-                may_send_data = false;
-            }
+            && t > now
+        {
+            self.timers[Timer::Pacing as usize] = Some(t);
+            may_send_data = false;
         }
         let ack_due = self.ack_pending > 0 && self.ack_now;
         if !(ack_due || probe || (has_data && may_send_data)) {
@@ -838,6 +851,10 @@ impl Conn {
     }
 
     /// Handles a `Data` packet body (after the fixed header). `deliver` receives messages.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one pass in protocol order; split, the order of steps is harder to check"
+    )]
     pub(crate) fn handle_data(
         &mut self,
         now: Instant,
@@ -977,6 +994,10 @@ impl Conn {
         );
     }
 
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one pass in protocol order; split, the order of steps is harder to check"
+    )]
     fn on_message(
         &mut self,
         channel: u8,
@@ -996,7 +1017,7 @@ impl Conn {
             }
             ChannelKind::UnreliableSequenced => {
                 // Deliver only if newer than the last delivered (16-bit serial arithmetic).
-                let d = seq.wrapping_sub(self.recv_next[ch]) as i16;
+                let d = serial_diff(seq, self.recv_next[ch]);
                 if d < 0 {
                     ctx.stats.stale_dropped += 1;
                     return;
@@ -1007,12 +1028,12 @@ impl Conn {
                 self.deliver(channel, buf, ctx, deliver);
             }
             ChannelKind::ReliableOrdered | ChannelKind::ReliableUnordered => {
-                let d = seq.wrapping_sub(self.recv_next[ch]) as i16;
+                let d = serial_diff(seq, self.recv_next[ch]);
                 if d < 0 {
                     ctx.stats.duplicate_messages += 1;
                     return;
                 }
-                let d = d as usize;
+                let d = d.unsigned_abs() as usize;
                 if d >= MESSAGE_WINDOW {
                     // Beyond the window the sender may use: it will be sent again.
                     ctx.stats.duplicate_messages += 1;
@@ -1073,6 +1094,10 @@ impl Conn {
                     }
                     self.ready(channel, seq, frag, buf, ctx, deliver);
                     // Then everything held that is now in order.
+                    #[expect(
+                        clippy::while_let_loop,
+                        reason = "three nested conditions read clearer as lets"
+                    )]
                     loop {
                         let Some(s) = self.streams.as_deref_mut() else {
                             break;
@@ -1192,7 +1217,6 @@ impl Conn {
             return;
         };
         let reason = match kind {
-            close_kind::APPLICATION => DisconnectReason::Peer { code },
             close_kind::VIOLATION => DisconnectReason::PeerViolation(code),
             close_kind::SHUTDOWN if is_client => DisconnectReason::ServerShutdown,
             _ => DisconnectReason::Peer { code },
@@ -1231,9 +1255,8 @@ impl Conn {
             if pn < front {
                 break;
             }
-            let idx = match self.sent.binary_search_by_key(&pn, |p| p.pn) {
-                Ok(i) => i,
-                Err(_) => continue,
+            let Ok(idx) = self.sent.binary_search_by_key(&pn, |p| p.pn) else {
+                continue;
             };
             let p = self.sent[idx];
             if p.acked {
@@ -1299,7 +1322,7 @@ impl Conn {
         let largest = self.largest_acked;
         if largest == 0 {
             return;
-        };
+        }
         let rtt = self.rtt.smoothed().max(self.rtt.latest());
         let loss_delay = (rtt * TIME_THRESHOLD.0 / TIME_THRESHOLD.1).max(crate::rtt::GRANULARITY);
         let mut lost_bytes = 0u64;
@@ -1413,6 +1436,11 @@ fn streams_of(streams: &mut Option<Box<Streams>>, channels: usize) -> &mut Strea
         s.held = (0..channels).map(|_| VecDeque::new()).collect();
         s
     })
+}
+
+/// `a - b` in 16-bit serial number arithmetic (RFC 1982): negative if `a` is older.
+fn serial_diff(a: u16, b: u16) -> i16 {
+    i16::from_ne_bytes(a.wrapping_sub(b).to_ne_bytes())
 }
 
 /// Writes one reliable message or fragment; false if it does not fit.

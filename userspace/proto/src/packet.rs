@@ -266,6 +266,7 @@ impl<'a> Writer<'a> {
         Some(())
     }
     /// Seals the packet written so far (CRC) and returns its length.
+    #[must_use]
     pub fn finish(self) -> usize {
         seal(&mut self.buf[..self.pos]);
         self.pos
@@ -492,9 +493,9 @@ mod tests {
     proptest! {
         #[test]
         fn expand16_round_trips_within_half_window(base in 0u64..(1 << 40), delta in -32767i64..32767) {
-            let v = base as i64 + delta;
-            prop_assume!(v >= 0);
-            let v = v as u64;
+            let v = base.checked_add_signed(delta);
+            prop_assume!(v.is_some());
+            let v = v.unwrap();
             prop_assert_eq!(expand16(base, v as u16), v);
         }
 

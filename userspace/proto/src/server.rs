@@ -352,7 +352,7 @@ impl Server {
                         .map_or(0, |(t, s)| s + now.saturating_duration_since(t).as_secs());
                     match handshake::verify_token(key, token, unix) {
                         Ok((id, user)) if self.unix_anchor.is_some() => {
-                            client = (Some(id), user.to_vec())
+                            client = (Some(id), user.to_vec());
                         }
                         Ok(_) | Err(TokenError::Expired) => {
                             self.refuse(from, nonce, RejectReason::TokenExpired);

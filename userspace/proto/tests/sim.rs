@@ -1,9 +1,14 @@
 //! Simulation tests of the protocol core through the deterministic network model.
+#![expect(
+    clippy::cast_precision_loss,
+    clippy::cast_sign_loss,
+    reason = "test arithmetic on small counts"
+)]
 
 use std::time::Duration;
 
 use proptest::prelude::*;
-use xrudp_proto::sim::network::{Burst, Model};
+use xrudp_proto::sim::network::Model;
 use xrudp_proto::sim::{Cluster, Pair, SERVER_ADDR, client_addr};
 use xrudp_proto::*;
 
@@ -14,7 +19,7 @@ const SEQUENCED: u8 = 3;
 
 fn connect(p: &mut Pair) -> ConnHandle {
     assert!(
-        p.run_while(Duration::from_secs(10), |c| c.all_connected()),
+        p.run_while(Duration::from_secs(10), Cluster::all_connected),
         "handshake did not complete"
     );
     p.server_events
@@ -180,7 +185,7 @@ fn handshake_completes_under_30_percent_loss() {
             seed,
         );
         assert!(
-            p.run_while(Duration::from_secs(10), |c| c.all_connected()),
+            p.run_while(Duration::from_secs(10), Cluster::all_connected),
             "seed {seed}"
         );
         // And a message gets through.
@@ -526,7 +531,7 @@ fn keepalive_holds_an_idle_connection_and_silence_times_out() {
         2,
     );
     let h = connect(&mut p);
-    p.run_for(Duration::from_secs(60));
+    p.run_for(Duration::from_mins(1));
     assert_eq!(p.client().state(), ClientState::Connected);
     assert!(p.server.stats().keepalives > 10);
     // Cut the link: both ends time out after the idle timeout.

@@ -52,6 +52,7 @@ pub struct Cluster {
 impl Cluster {
     /// A server and `n` clients (each with the same config and a seed derived from `seed`),
     /// connecting at once, all through `model`.
+    #[must_use]
     pub fn new(
         server: ServerConfig,
         client: &ClientConfig,
@@ -63,6 +64,10 @@ impl Cluster {
     }
 
     /// As [`Cluster::new`], with one optional connect token per client.
+    ///
+    /// # Panics
+    /// If a configuration does not validate (a bug in the test that builds it).
+    #[must_use]
     pub fn with_tokens(
         server: ServerConfig,
         client: &ClientConfig,
@@ -264,6 +269,11 @@ impl core::ops::DerefMut for Pair {
 
 impl Pair {
     /// A connecting pair.
+    #[must_use]
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "tests read better passing configs by value"
+    )]
     pub fn new(server: ServerConfig, client: ClientConfig, model: Model, seed: u64) -> Self {
         Self {
             inner: Cluster::new(server, &client, 1, model, seed),
@@ -271,6 +281,11 @@ impl Pair {
     }
 
     /// A connecting pair whose client holds `token`.
+    #[must_use]
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "tests read better passing configs by value"
+    )]
     pub fn with_token(
         server: ServerConfig,
         client: ClientConfig,
