@@ -617,3 +617,39 @@ fn idle_connection_costs_at_most_512_bytes() {
     eprintln!("idle connection: {m} bytes");
     assert!(m <= 512, "{m} bytes");
 }
+
+/// 100,000 connections fit in 64 MiB of server state (table, maps, queues, connections).
+#[test]
+fn hundred_thousand_connections_fit_in_64_mib() {
+    const N: usize = 100_000;
+    let config = ServerConfig {
+        max_connections: N,
+        ..ServerConfig::default()
+    };
+    let now = std::time::Instant::now();
+    let mut server = Server::new(config, 1, now).unwrap();
+    let mut a = [0u8; 1500];
+    let mut b = [0u8; 1500];
+    for i in 0..N {
+        let addr = client_addr(i);
+        let mut client =
+            Client::new(ClientConfig::default(), SERVER_ADDR, i as u64, now, None).unwrap();
+        // Hello -> challenge -> response -> welcome, endpoint to endpoint.
+        for _ in 0..2 {
+            let t = client.poll_transmit(now, &mut a).unwrap();
+            server.handle_datagram(now, addr, &a[..t.len]);
+            let r = server.poll_transmit(now, &mut b).unwrap();
+            assert_eq!(r.dst, addr);
+            client.handle_datagram(now, SERVER_ADDR, &b[..r.len]);
+        }
+        assert_eq!(client.state(), ClientState::Connected, "client {i}");
+    }
+    assert_eq!(server.connection_count(), N);
+    while server.poll_event().is_some() {}
+    let mem = server.memory();
+    eprintln!(
+        "{N} connections: {mem} bytes ({:.1} MiB)",
+        mem as f64 / 1048576.0
+    );
+    assert!(mem <= 64 << 20, "{mem} bytes");
+}

@@ -19,10 +19,23 @@ pub const SERVER_ADDR: SocketAddr = SocketAddr::new(
     7777,
 );
 
-/// The simulated address of client `i`.
+/// The simulated address of client `i` (distinct for up to 2^24 clients).
 #[must_use]
 pub fn client_addr(i: usize) -> SocketAddr {
-    SocketAddr::from(([10, 1, (i >> 8) as u8, i as u8], 5000 + (i % 1000) as u16))
+    SocketAddr::from(([10, 1 + (i >> 16) as u8, (i >> 8) as u8, i as u8], 5000))
+}
+
+/// The client index of a simulated client address.
+#[must_use]
+pub fn client_index(addr: SocketAddr) -> Option<usize> {
+    let std::net::IpAddr::V4(ip) = addr.ip() else {
+        return None;
+    };
+    let [a, b, c, d] = ip.octets();
+    if a != 10 || b == 0 || addr.port() != 5000 {
+        return None;
+    }
+    Some((usize::from(b - 1) << 16) | (usize::from(c) << 8) | usize::from(d))
 }
 
 /// One server and any number of clients on a simulated network.
@@ -181,8 +194,8 @@ impl Cluster {
         while let Some((from, to, data)) = self.network.deliver(now) {
             if to == SERVER_ADDR {
                 self.server.handle_datagram(now, from, &data);
-            } else if let Some(i) = (0..self.clients.len()).find(|&i| client_addr(i) == to) {
-                self.clients[i].handle_datagram(now, from, &data);
+            } else if let Some(c) = client_index(to).and_then(|i| self.clients.get_mut(i)) {
+                c.handle_datagram(now, from, &data);
             }
         }
         if self.server.poll_timeout().is_some_and(|t| t <= now) {
