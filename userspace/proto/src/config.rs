@@ -97,7 +97,7 @@ impl Default for Transport {
     fn default() -> Self {
         Self {
             mtu: 1200,
-            congestion: Algorithm::NewReno,
+            congestion: Algorithm::default(),
             min_rto: Duration::from_millis(50),
             initial_rtt: Duration::from_millis(100),
             max_ack_delay: Duration::from_millis(5),

@@ -649,7 +649,7 @@ fn hundred_thousand_connections_fit_in_64_mib() {
     let mem = server.memory();
     eprintln!(
         "{N} connections: {mem} bytes ({:.1} MiB)",
-        mem as f64 / 1048576.0
+        mem as f64 / 1_048_576.0
     );
     assert!(mem <= 64 << 20, "{mem} bytes");
 }
