@@ -935,6 +935,11 @@ impl Conn {
                     data,
                 } => {
                     eliciting = true;
+                    if !ctx.channels[usize::from(channel)].is_reliable() {
+                        ctx.stats.violations += 1;
+                        self.violate(Violation::BadFragment, ctx.pool);
+                        return;
+                    }
                     // Every fragment but the last fills a packet (over 1100 bytes at the
                     // smallest MTU), so more fragments than this exceed the maximum size.
                     if usize::from(count) > ctx.transport.max_message_size / MIN_FRAGMENT + 1 {
@@ -1421,7 +1426,7 @@ impl Conn {
         let t = if self.sent.iter().any(|p| !p.acked && !p.lost) {
             let backoff = 1u32 << u32::from(self.pto_count).min(MAX_PTO_BACKOFF);
             self.last_eliciting_sent
-                .map(|t| t + self.rtt.pto_base() * backoff)
+                .map(|t| t + self.rtt.pto() * backoff)
         } else {
             None
         };
