@@ -141,6 +141,15 @@ impl Client {
         }
     }
 
+    /// The connection id the server issued (once welcomed).
+    #[must_use]
+    pub fn connection_id(&self) -> Option<u32> {
+        match &self.phase {
+            Phase::Open(c) => Some(c.conn_id),
+            _ => None,
+        }
+    }
+
     /// The server's address.
     #[must_use]
     pub fn server(&self) -> SocketAddr {
