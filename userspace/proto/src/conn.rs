@@ -427,10 +427,7 @@ impl Conn {
                     && self.probes == 0
                     && self.sent.iter().all(|p| p.acked || p.lost)
                     && self.streams.as_ref().is_none_or(|s| {
-                        s.is_quiet()
-                            || (s.msgs.is_empty()
-                                && s.unreliable.is_empty()
-                                && s.retransmit.is_empty())
+                        s.msgs.is_empty() && s.unreliable.is_empty() && s.retransmit.is_empty()
                     })
             }
             State::Closing { .. } => false,

@@ -783,3 +783,48 @@ fn recovers_from_a_two_second_blackhole() {
         );
     }
 }
+
+/// A stale handle never reaches the connection that reuses its slot, and a client that
+/// reconnects from the same address with a fresh handshake replaces its old connection.
+#[test]
+fn stale_handles_and_replaced_connections() {
+    let config = ServerConfig {
+        max_connections: 1,
+        ..ServerConfig::default()
+    };
+    let model = Model {
+        delay: Duration::from_millis(5),
+        ..Model::default()
+    };
+    let mut p = Pair::new(config, ClientConfig::default(), model, 6);
+    let first = connect(&mut p);
+    // The same address starts over (a restarted game client).
+    let now = p.now;
+    p.clients[0] = Client::new(ClientConfig::default(), SERVER_ADDR, 99, now, None).unwrap();
+    assert!(p.run_while(Duration::from_secs(5), Cluster::all_connected));
+    assert!(p.server_events.contains(&ServerEvent::Disconnected {
+        handle: first,
+        reason: DisconnectReason::Replaced
+    }));
+    let second = p
+        .server_events
+        .iter()
+        .filter_map(|e| match e {
+            ServerEvent::Connected { handle, .. } => Some(*handle),
+            _ => None,
+        })
+        .last()
+        .unwrap();
+    assert_ne!(first, second);
+    assert_eq!(first.index(), second.index(), "the one slot is reused");
+    assert_eq!(
+        p.server.send(first, ORDERED, b"stale"),
+        Err(SendError::NotConnected)
+    );
+    assert!(p.server.connection_stats(first).is_none());
+    p.server.disconnect(first, 1); // ignored
+    p.server.send(second, ORDERED, b"fresh").unwrap();
+    p.drive();
+    assert_eq!(client_msgs(&p, ORDERED), vec![b"fresh".to_vec()]);
+    assert_eq!(p.client().state(), ClientState::Connected);
+}
