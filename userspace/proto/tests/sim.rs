@@ -809,11 +809,12 @@ fn stale_handles_and_replaced_connections() {
     let second = p
         .server_events
         .iter()
+        .rev()
         .filter_map(|e| match e {
             ServerEvent::Connected { handle, .. } => Some(*handle),
             _ => None,
         })
-        .last()
+        .next()
         .unwrap();
     assert_ne!(first, second);
     assert_eq!(first.index(), second.index(), "the one slot is reused");
