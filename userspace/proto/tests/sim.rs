@@ -810,11 +810,10 @@ fn stale_handles_and_replaced_connections() {
         .server_events
         .iter()
         .rev()
-        .filter_map(|e| match e {
+        .find_map(|e| match e {
             ServerEvent::Connected { handle, .. } => Some(*handle),
             _ => None,
         })
-        .next()
         .unwrap();
     assert_ne!(first, second);
     assert_eq!(first.index(), second.index(), "the one slot is reused");
