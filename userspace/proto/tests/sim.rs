@@ -828,3 +828,49 @@ fn stale_handles_and_replaced_connections() {
     assert_eq!(client_msgs(&p, ORDERED), vec![b"fresh".to_vec()]);
     assert_eq!(p.client().state(), ClientState::Connected);
 }
+
+/// One ack-eliciting packet is acknowledged by an ack-only packet no later than
+/// `max_ack_delay`; a second one is acknowledged at once; an ack-only packet draws no reply.
+#[test]
+fn acks_are_delayed_at_most_max_ack_delay() {
+    let mut p = Pair::new(
+        ServerConfig::default(),
+        ClientConfig::default(),
+        Model::default(),
+        12,
+    );
+    connect(&mut p);
+    p.run_for(Duration::from_millis(50));
+    let max_ack_delay = ServerConfig::default().transport.max_ack_delay;
+    let (mut a, mut b) = ([0u8; 1500], [0u8; 1500]);
+    let t0 = p.now;
+    p.client_mut().send(ORDERED, b"one").unwrap();
+    let t = p.client_mut().poll_transmit(t0, &mut a).unwrap();
+    p.server.handle_datagram(t0, client_addr(0), &a[..t.len]);
+    assert!(
+        p.server.poll_transmit(t0, &mut b).is_none(),
+        "a lone packet's ack waits"
+    );
+    let due = p.server.poll_timeout().unwrap();
+    assert!(due <= t0 + max_ack_delay);
+    p.server.handle_timeout(due);
+    let ack = p
+        .server
+        .poll_transmit(due, &mut b)
+        .expect("the delayed ack");
+    assert_eq!(b[3], 6);
+    // The ack-only packet is not acknowledged in turn.
+    p.client_mut()
+        .handle_datagram(due, SERVER_ADDR, &b[..ack.len]);
+    assert!(p.client_mut().poll_transmit(due, &mut a).is_none());
+    // Two ack-eliciting packets: acknowledged at once.
+    for m in [&b"two"[..], b"three"] {
+        p.client_mut().send(ORDERED, m).unwrap();
+        let t = p.client_mut().poll_transmit(due, &mut a).unwrap();
+        p.server.handle_datagram(due, client_addr(0), &a[..t.len]);
+    }
+    assert!(
+        p.server.poll_transmit(due, &mut b).is_some(),
+        "the second packet is acked at once"
+    );
+}
