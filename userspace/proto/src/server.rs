@@ -563,10 +563,14 @@ impl Server {
 
     /// Handles timers that expired at or before `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        // Each connection re-arms its timer past `now` when handled; the bound is a guard so
+        // that a connection that did not could never spin this loop (the next call resumes).
+        let mut budget = self.timers.len() + 16;
         while let Some(&Reverse((t, index, generation))) = self.timers.peek() {
-            if t > now {
+            if t > now || budget == 0 {
                 break;
             }
+            budget -= 1;
             self.timers.pop();
             let slot = &mut self.slots[index as usize];
             if slot.generation != generation || slot.scheduled != Some(t) {
