@@ -12,6 +12,7 @@
 //! - [`congestion`], [`rtt`], [`pacing`]: the controllers, RTT estimator and pacer.
 //! - [`sim`]: a deterministic simulated network and the `Pair` test harness.
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod client;
 pub mod config;
