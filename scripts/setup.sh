@@ -66,8 +66,16 @@ install_bpf_linker() {
     --no-default-features --features "llvm-$want"
 }
 
+install_cargo_fuzz() {
+  if ! cargo fuzz --version >/dev/null 2>&1; then
+    log "installing cargo-fuzz (runs the fuzz targets in tests/fuzz: scripts/fuzz.sh)"
+    cargo install cargo-fuzz --locked
+  fi
+}
+
 need_root
 install_apt
 install_rust_src
 install_bpf_linker
+install_cargo_fuzz
 log "toolchain ready: $(rustup run nightly rustc --version), bpf-linker $(bpf-linker --version 2>/dev/null | head -1)"
