@@ -22,10 +22,11 @@ use crate::server::conn_packet;
 
 /// Runs one input.
 pub fn run(data: &[u8]) {
-    run_rig(data);
+    let _ = run_rig(data);
 }
 
 /// Runs one input and returns the rig (for tests of the seeds).
+#[must_use]
 pub fn run_rig(data: &[u8]) -> Rig {
     let mut rig = Rig::new(Instant::now());
     for op in Ops::new(data) {
@@ -171,9 +172,8 @@ impl Rig {
             PacketType::Hello | PacketType::Response => {
                 assert!(t.len >= MIN_HANDSHAKE_LEN, "unpadded {:?}", d.kind);
                 let h = handshake::decode(d.kind, d.body, d.len).expect("decodes");
-                let nonce = match h {
-                    Handshake::Hello { nonce } | Handshake::Response { nonce, .. } => nonce,
-                    _ => unreachable!("decoded as its kind"),
+                let (Handshake::Hello { nonce } | Handshake::Response { nonce, .. }) = h else {
+                    unreachable!("decoded as its kind")
                 };
                 self.last_handshake = Some((nonce, d.kind));
             }

@@ -89,10 +89,11 @@ pub enum Step {
 
 /// Runs one input.
 pub fn run(data: &[u8]) {
-    run_rig(data);
+    let _ = run_rig(data);
 }
 
 /// Runs one input and returns the rig (for tests of the seeds).
+#[must_use]
 pub fn run_rig(data: &[u8]) -> Rig {
     let mut rig = Rig::new(Instant::now());
     let mut rest = data;
@@ -150,11 +151,7 @@ fn next_step(b: &[u8]) -> Option<(Step, &[u8], &[u8])> {
 pub fn encode(step: Step, data: &[u8], out: &mut Vec<u8>) {
     match step {
         Step::ClientSend { channel, len } | Step::ServerSend { channel, len } => {
-            out.push(if matches!(step, Step::ClientSend { .. }) {
-                0
-            } else {
-                1
-            });
+            out.push(u8::from(matches!(step, Step::ServerSend { .. })));
             out.push(channel);
             out.extend(len.to_le_bytes());
         }

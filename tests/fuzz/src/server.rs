@@ -25,10 +25,11 @@ use crate::ops::{Op, Ops};
 
 /// Runs one input.
 pub fn run(data: &[u8]) {
-    run_rig(data);
+    let _ = run_rig(data);
 }
 
 /// Runs one input and returns the rig (for tests of the seeds).
+#[must_use]
 pub fn run_rig(data: &[u8]) -> Rig {
     let mut rig = Rig::new(Instant::now());
     for op in Ops::new(data) {
