@@ -339,3 +339,47 @@ fn a_bad_config_is_refused_before_any_socket() {
         .unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
 }
+
+#[test]
+fn a_large_message_is_fragmented_and_echoed_whole() {
+    let server = EchoServer::start(ServerConfig::default()).unwrap();
+    let mut conn = connect(server.addr());
+    let big: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+    conn.send(1, &big).unwrap();
+    let start = Instant::now();
+    let mut got = None;
+    while got.is_none() && start.elapsed() < DEADLINE {
+        conn.wait(Duration::from_millis(20)).unwrap();
+        if let Some(e) = conn.next_event() {
+            got = Some(e);
+        }
+    }
+    assert_eq!(
+        got,
+        Some(ClientEvent::Message {
+            channel: 1,
+            data: big
+        })
+    );
+    assert!(conn.stats().reassembled > 0);
+}
+
+#[test]
+fn fleet_ids_go_stale_when_their_slot_is_reused() {
+    let mut fleet = Fleet::new().unwrap();
+    let addr = dead_port();
+    let a = fleet.add(addr, ClientConfig::default(), None).unwrap();
+    assert!(fleet.remove(a));
+    let b = fleet.add(addr, ClientConfig::default(), None).unwrap();
+    assert_eq!(a.index(), b.index(), "the slot is reused");
+    assert_ne!(a, b);
+    assert_eq!(fleet.state(a), None);
+    assert_eq!(fleet.state(b), Some(ClientState::Connecting));
+    assert_eq!(
+        fleet.send(a, 0, b"x"),
+        Err(xrudp_client::SendError::NotConnected)
+    );
+    assert_eq!(fleet.ids().collect::<Vec<_>>(), vec![b]);
+    assert_eq!(fleet.len(), 1);
+    assert_eq!(fleet.count(ClientState::Connecting), 1);
+}
