@@ -12,7 +12,14 @@ use std::time::Duration;
 
 use xrudp_client::{ChannelKind, ClientConfig, ClientEvent, Connection, SendError};
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let Some(addr) = std::env::args().nth(1) else {
         eprintln!("usage: chat_client ADDR   (for example 127.0.0.1:7777)");
         std::process::exit(2);
@@ -43,6 +50,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
 
     let mut outbox: Option<String> = None;
+    let mut stdin_open = true;
+    // Rounds of 20 ms to wait for the last lines to be acknowledged after stdin ends.
+    let mut linger = 250;
     loop {
         conn.wait(Duration::from_millis(20))?;
         while let Some(event) = conn.next_event() {
@@ -58,22 +68,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ClientEvent::Connected => {}
             }
         }
-        loop {
+        if !stdin_open {
+            linger -= 1;
+            if (outbox.is_none() && conn.is_quiet()) || linger == 0 {
+                conn.disconnect(0)?;
+                return Ok(());
+            }
+        }
+        while stdin_open || outbox.is_some() {
             let line = match outbox.take() {
                 Some(line) => line,
                 None => match lines.try_recv() {
                     Ok(line) => line,
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => {
-                        // Stdin ended: let the last lines be acknowledged, then leave.
-                        for _ in 0..250 {
-                            if conn.is_quiet() {
-                                break;
-                            }
-                            conn.wait(Duration::from_millis(20))?;
-                        }
-                        conn.disconnect(0)?;
-                        return Ok(());
+                        stdin_open = false;
+                        break;
                     }
                 },
             };

@@ -30,7 +30,7 @@ pub enum ConnectError {
     },
     /// No welcome before the deadline.
     #[error(
-        "no answer from {server} within {waited:?}{}",
+        "no answer from {server} within {waited:.1?}{}",
         if *.refused > 0 {
             format!(" ({} ICMP port-unreachable reports: nothing listens on that port)", .refused)
         } else {

@@ -46,11 +46,16 @@ impl EchoServer {
     /// Binds 127.0.0.1 on an ephemeral port and starts serving with `config` (the server's
     /// Unix time is set, so connect tokens verify).
     pub fn start(config: ServerConfig) -> io::Result<Self> {
+        Self::bind((std::net::Ipv4Addr::LOCALHOST, 0).into(), config)
+    }
+
+    /// Like [`EchoServer::start`], on `addr`.
+    pub fn bind(addr: SocketAddr, config: ServerConfig) -> io::Result<Self> {
         let now = Instant::now();
         let seed = crate::sock::os_seed()?;
         let server = Server::new(config, seed, now)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let socket = UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0))?;
+        let socket = UdpSocket::bind(addr)?;
         let addr = socket.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let shared = Arc::new(Mutex::new(EchoStats::default()));
@@ -82,6 +87,13 @@ impl EchoServer {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Whether the server thread still runs (it stops on an I/O error; [`EchoServer::stop`]
+    /// returns that error).
+    #[must_use]
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
     }
 
     /// Stops the thread; returns what the server saw, or the error that stopped it.
