@@ -49,6 +49,9 @@ pub struct FleetStats {
     pub socket_errors: u64,
     /// Protocol timers fired.
     pub timers_fired: u64,
+    /// Connections given attention by a drive (read, timer, transmit, events): the work
+    /// done, which grows with the connections that had something to do, not with all.
+    pub settled: u64,
     /// Connections added.
     pub added: u64,
     /// Connections removed.
@@ -482,6 +485,7 @@ impl Fleet {
             return;
         };
         entry.dirty = false;
+        self.stats.settled += 1;
         if entry.client.poll_timeout().is_some_and(|t| t <= now) {
             entry.client.handle_timeout(now);
             self.stats.timers_fired += 1;

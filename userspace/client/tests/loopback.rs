@@ -246,6 +246,13 @@ fn fleet_connections_to_no_server_time_out_by_their_timers() {
     assert_eq!(fleet.count(ClientState::Disconnected), 50);
     assert!(fleet.stats().io.refused > 0);
     assert!(fleet.stats().timers_fired >= 50);
+    // Over connections cost nothing per drive.
+    let settled = fleet.stats().settled;
+    for _ in 0..100 {
+        fleet.drive(Duration::ZERO).unwrap();
+    }
+    assert_eq!(fleet.stats().settled, settled);
+    assert_eq!(fleet.poll_event(), None);
 }
 
 #[test]
