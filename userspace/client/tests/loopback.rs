@@ -390,3 +390,33 @@ fn fleet_ids_go_stale_when_their_slot_is_reused() {
     assert_eq!(fleet.len(), 1);
     assert_eq!(fleet.count(ClientState::Connecting), 1);
 }
+
+#[test]
+fn connections_and_fleets_can_move_to_other_threads() {
+    fn is_send<T: Send>() {}
+    is_send::<Connection>();
+    is_send::<Fleet>();
+    is_send::<EchoServer>();
+    let server = EchoServer::start(ServerConfig::default()).unwrap();
+    let addr = server.addr();
+    let echoed = std::thread::spawn(move || {
+        let mut fleet = Fleet::new().unwrap();
+        let id = fleet.add(addr, ClientConfig::default(), None).unwrap();
+        let start = Instant::now();
+        let mut sent = false;
+        while start.elapsed() < DEADLINE {
+            fleet.drive(Duration::from_millis(20)).unwrap();
+            if !sent && fleet.state(id) == Some(ClientState::Connected) {
+                fleet.send(id, 0, b"ping").unwrap();
+                sent = true;
+            }
+            if let Some((_, ClientEvent::Message { data, .. })) = fleet.poll_event() {
+                return data;
+            }
+        }
+        Vec::new()
+    })
+    .join()
+    .unwrap();
+    assert_eq!(echoed, b"ping");
+}
