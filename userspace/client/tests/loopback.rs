@@ -420,3 +420,24 @@ fn connections_and_fleets_can_move_to_other_threads() {
     .unwrap();
     assert_eq!(echoed, b"ping");
 }
+
+#[test]
+fn ipv6_loopback_works_too() {
+    let server = EchoServer::bind("[::1]:0".parse().unwrap(), ServerConfig::default()).unwrap();
+    let mut conn = connect(server.addr());
+    assert!(conn.local_addr().unwrap().is_ipv6());
+    conn.send(0, b"over ipv6").unwrap();
+    let start = Instant::now();
+    let mut got = None;
+    while got.is_none() && start.elapsed() < DEADLINE {
+        conn.wait(Duration::from_millis(20)).unwrap();
+        got = conn.next_event();
+    }
+    assert_eq!(
+        got,
+        Some(ClientEvent::Message {
+            channel: 0,
+            data: b"over ipv6".to_vec()
+        })
+    );
+}
