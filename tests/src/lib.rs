@@ -220,6 +220,12 @@ impl Engine {
         }
     }
 
+    /// The engine's control socket (reachable from any namespace).
+    #[must_use]
+    pub fn control_path(&self) -> PathBuf {
+        self.control.clone()
+    }
+
     /// A snapshot of the engine's figures.
     #[must_use]
     pub fn snapshot(&self) -> Snapshot {

@@ -1,13 +1,14 @@
 //! The `xrudp` command line.
 
-use std::{io::Write, path::PathBuf};
+use std::{io::Write, path::PathBuf, time::Duration};
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
     control::{self, Snapshot},
-    engine, iface,
+    engine::{self, Backend},
+    iface,
     loader::ModeChoice,
     runtime,
     sys::{self, xsk::ZeroCopy},
@@ -41,6 +42,10 @@ pub enum Command {
     Detach(DetachArgs),
     /// Show live figures of running engines (all of them, or one with --iface).
     Stats(StatsArgs),
+    /// Load-test an echo server with N real connections; report msg/s, RTT percentiles,
+    /// loss and retransmissions. Example:
+    /// xrudp bench --server 10.77.0.1:7777 --clients 1000 --rate 20000 --duration 10
+    Bench(crate::bench::BenchArgs),
 }
 
 /// `xrudp attach` options.
@@ -61,9 +66,36 @@ pub struct AttachArgs {
     /// AF_XDP zero-copy: auto uses it where the driver supports it; on fails otherwise.
     #[arg(long = "zero-copy", value_enum, default_value_t = ZeroCopyArg::Auto)]
     pub zero_copy: ZeroCopyArg,
-    /// What the workers do with the traffic.
-    #[arg(long, value_enum, default_value_t = App::Discard)]
+    /// What the workers do with the traffic: `echo` and `relay` speak the RUDP protocol;
+    /// `udp-echo` and `discard` are raw-UDP diagnostics (AF_XDP backend only).
+    #[arg(long, value_enum, default_value_t = App::Echo)]
     pub app: App,
+    /// Data path: AF_XDP (`xdp`), kernel UDP sockets (`socket`), or AF_XDP with a
+    /// fallback to sockets (`auto`, logged with the reason).
+    #[arg(long, value_enum, default_value_t = Backend::Xdp)]
+    pub backend: Backend,
+    /// Socket backend: worker threads (one SO_REUSEPORT socket each); default one per
+    /// active receive queue of the interface.
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Connection slots per worker, preallocated; further clients are refused with
+    /// "server full".
+    #[arg(long = "max-connections", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Close a connection after this many seconds without a packet from it.
+    #[arg(long = "idle-timeout", default_value_t = 10.0)]
+    pub idle_timeout: f64,
+    /// Largest UDP payload sent (1200..=1472).
+    #[arg(long, default_value_t = 1200)]
+    pub mtu: usize,
+    /// Congestion controller: aimd, newreno or cubic (docs/PROTOCOL.md says which is
+    /// the default and why).
+    #[arg(long)]
+    pub congestion: Option<xrudp_proto::Algorithm>,
+    /// Admit only clients with a connect token signed by this key: a file holding 32
+    /// bytes (the game backend that issues tokens holds the same key).
+    #[arg(long = "token-key-file")]
+    pub token_key_file: Option<PathBuf>,
     /// UMEM frames per queue (caps packet-buffer memory: frames × frame size).
     /// Default 2048 × 2048 B = 4 MiB per queue.
     #[arg(long = "umem-frames", default_value_t = 2048)]
@@ -82,6 +114,12 @@ pub struct AttachArgs {
     /// on need_wakeup (near-zero CPU when idle).
     #[arg(long = "busy-poll")]
     pub busy_poll: bool,
+    /// Skip verifying incoming UDP checksums. Frames from a local veth peer with TX
+    /// checksum offload on carry only the pseudo-header sum (the kernel never finishes
+    /// it on veth), so they fail verification: either run
+    /// `ethtool -K <peer-dev> tx off` on the sending end or pass this flag.
+    #[arg(long = "no-udp-checksum-check")]
+    pub no_udp_checksum_check: bool,
 }
 
 /// Zero-copy choice on the command line.
@@ -120,6 +158,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Attach(a) => attach(a),
         Command::Detach(d) => detach(&d),
         Command::Stats(s) => stats(&s),
+        Command::Bench(b) => crate::bench::run(&b),
     }
 }
 
@@ -129,6 +168,7 @@ fn attach(a: AttachArgs) -> anyhow::Result<()> {
         signal_hook::flag::register(sig, std::sync::Arc::clone(&stop))
             .context("installing signal handlers")?;
     }
+    let protocol = protocol_config(&a)?;
     let options = engine::Options {
         iface: a.iface,
         ports: a.port,
@@ -145,8 +185,46 @@ fn attach(a: AttachArgs) -> anyhow::Result<()> {
         ring_size: a.ring_size,
         cores: a.cores,
         busy_poll: a.busy_poll,
+        udp_checksum_check: !a.no_udp_checksum_check,
+        backend: a.backend,
+        workers: a.workers,
+        protocol,
     };
     engine::run(&options, &stop)
+}
+
+fn protocol_config(a: &AttachArgs) -> anyhow::Result<xrudp_proto::ServerConfig> {
+    let mut cfg = xrudp_proto::ServerConfig {
+        max_connections: a.max_connections,
+        ..Default::default()
+    };
+    if !(a.idle_timeout.is_finite() && a.idle_timeout > 0.0 && a.idle_timeout <= 3600.0) {
+        bail!(
+            "--idle-timeout {} is out of range: give seconds in (0, 3600]",
+            a.idle_timeout
+        );
+    }
+    cfg.idle_timeout = Duration::from_secs_f64(a.idle_timeout);
+    cfg.keepalive = cfg.keepalive.min(cfg.idle_timeout / 3);
+    cfg.transport.mtu = a.mtu;
+    if let Some(c) = a.congestion {
+        cfg.transport.congestion = c;
+    }
+    if let Some(path) = &a.token_key_file {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("reading --token-key-file {}", path.display()))?;
+        let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+            anyhow::anyhow!(
+                "--token-key-file {} holds {} bytes; it must hold exactly 32",
+                path.display(),
+                bytes.len()
+            )
+        })?;
+        cfg.token_key = Some(xrudp_proto::TokenKey(key));
+    }
+    cfg.validate()
+        .map_err(|e| anyhow::anyhow!("invalid protocol settings: {e}"))?;
+    Ok(cfg)
 }
 
 fn detach(d: &DetachArgs) -> anyhow::Result<()> {

@@ -31,7 +31,9 @@ pub struct Snapshot {
     pub pid: u32,
     /// Interface name.
     pub iface: String,
-    /// XDP attach mode ("native" or "skb").
+    /// Data path: "xdp" or "socket".
+    pub backend: String,
+    /// XDP attach mode ("native" or "skb"; empty on the socket backend).
     pub xdp_mode: String,
     /// Whether every socket is bound zero-copy.
     pub zero_copy: bool,
@@ -80,6 +82,21 @@ pub struct QueueSnapshot {
     pub xdp_statistics: Option<sys::XdpStatistics>,
     /// Worker CPU time so far, seconds (user + system).
     pub cpu_secs: Option<f64>,
+    /// Frames dropped as not Ethernet/IP/UDP (or a bad IPv4 header checksum).
+    #[serde(default)]
+    pub drop_malformed: u64,
+    /// Datagrams dropped for a bad UDP checksum.
+    #[serde(default)]
+    pub drop_checksum: u64,
+    /// Datagrams that could not be answered (multicast/broadcast ends).
+    #[serde(default)]
+    pub drop_unanswerable: u64,
+    /// Replies dropped because the TX ring stayed full.
+    #[serde(default)]
+    pub drop_tx_full: u64,
+    /// Protocol and application figures (protocol apps only), as last published by
+    /// the worker (at most 100 ms old).
+    pub protocol: Option<crate::service::Figures>,
 }
 
 impl Snapshot {
@@ -90,21 +107,30 @@ impl Snapshot {
     }
 }
 
+fn is_protocol(r: &Running) -> bool {
+    !matches!(
+        r.options.app,
+        crate::worker::App::Discard | crate::worker::App::UdpEcho
+    )
+}
+
 /// Builds a snapshot of a running engine.
 pub fn snapshot(r: &Running) -> Snapshot {
-    let (mode, xdp) = {
-        let prog = r
-            .program
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mode = prog.mode().map_or_else(String::new, |m| m.to_string());
-        let counters = prog.counters().unwrap_or_default();
-        let xdp = Counter::ALL
-            .iter()
-            .zip(counters.iter().copied().chain(std::iter::repeat(0)))
-            .map(|(c, v)| (c.label().to_owned(), v))
-            .collect();
-        (mode, xdp)
+    let (mode, xdp) = match &r.program {
+        Some(program) => {
+            let prog = program
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mode = prog.mode().map_or_else(String::new, |m| m.to_string());
+            let counters = prog.counters().unwrap_or_default();
+            let xdp = Counter::ALL
+                .iter()
+                .zip(counters.iter().copied().chain(std::iter::repeat(0)))
+                .map(|(c, v)| (c.label().to_owned(), v))
+                .collect();
+            (mode, xdp)
+        }
+        None => (String::new(), std::collections::BTreeMap::new()),
     };
     let queues = r
         .queues
@@ -128,6 +154,11 @@ pub fn snapshot(r: &Running) -> Snapshot {
                     .then(|| sys::thread_cpu_ticks(tid))
                     .flatten()
                     .map(|(t, hz)| Duration::from_millis(t * 1000 / hz).as_secs_f64()),
+                drop_malformed: worker::load(&c.drop_malformed),
+                drop_checksum: worker::load(&c.drop_checksum),
+                drop_unanswerable: worker::load(&c.drop_unanswerable),
+                drop_tx_full: worker::load(&c.drop_tx_full),
+                protocol: is_protocol(r).then(|| q.published.read()),
             }
         })
         .collect();
@@ -136,6 +167,10 @@ pub fn snapshot(r: &Running) -> Snapshot {
         schema: SCHEMA_VERSION,
         pid: std::process::id(),
         iface: r.iface.name.clone(),
+        backend: serde_json::to_value(r.backend)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
         xdp_mode: mode,
         zero_copy: r.queues.iter().all(|q| q.zero_copy),
         wakeup: if r.options.busy_poll {

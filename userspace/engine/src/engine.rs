@@ -19,6 +19,7 @@ use crate::{
     iface::Interface,
     loader::{ModeChoice, Program},
     runtime::Claim,
+    service::{Published, Queues, Service},
     sys::{
         self,
         xsk::{Xsk, XskConfig, ZeroCopy},
@@ -26,12 +27,24 @@ use crate::{
     worker::{self, App, Queue},
 };
 
+/// Which data path serves the traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// AF_XDP sockets steered by the XDP program.
+    Xdp,
+    /// Kernel UDP sockets (SO_REUSEPORT, recvmmsg/sendmmsg).
+    Socket,
+    /// AF_XDP, falling back to kernel sockets (with a warning saying why).
+    Auto,
+}
+
 /// Everything `xrudp attach` needs.
 #[derive(Clone, Debug)]
 pub struct Options {
     /// Interface name.
     pub iface: String,
-    /// UDP destination ports to steer.
+    /// UDP destination ports to steer (the socket backend serves the first).
     pub ports: Vec<u16>,
     /// Queues to bind (default: every active queue).
     pub queues: Option<Vec<u32>>,
@@ -51,6 +64,14 @@ pub struct Options {
     pub cores: Option<Vec<usize>>,
     /// Busy-poll instead of sleeping on need_wakeup.
     pub busy_poll: bool,
+    /// Verify incoming UDP checksums (`--no-udp-checksum-check` turns it off).
+    pub udp_checksum_check: bool,
+    /// The data path.
+    pub backend: Backend,
+    /// Socket-backend workers (default: one per active queue of the interface).
+    pub workers: Option<usize>,
+    /// Protocol settings for every worker's server (connection slots are per worker).
+    pub protocol: xrudp_proto::ServerConfig,
 }
 
 /// What the running engine is, for figures and logs.
@@ -58,9 +79,11 @@ pub struct Options {
 pub struct Running {
     /// Interface.
     pub iface: Interface,
-    /// The XDP program (maps read for counters).
-    pub program: Mutex<Program>,
-    /// Per-queue state.
+    /// The backend in use (never `Auto`).
+    pub backend: Backend,
+    /// The XDP program (maps read for counters); `None` on the socket backend.
+    pub program: Option<Mutex<Program>>,
+    /// Per-queue (or per-socket) state.
     pub queues: Vec<Arc<Queue>>,
     /// Options it was started with.
     pub options: Options,
@@ -70,18 +93,176 @@ pub struct Running {
     pub started_unix: u64,
 }
 
+/// A running engine: its workers, control socket and runtime claim.
+#[derive(Debug)]
+pub struct Engine {
+    running: Arc<Running>,
+    handles: Vec<thread::JoinHandle<()>>,
+    control: Option<control::Server>,
+    claim: Option<Claim>,
+    stop: Arc<AtomicBool>,
+    _busy_knobs: Option<crate::busy_poll::IfaceKnobs>,
+}
+
 /// Runs the engine until `stop` is set (by SIGINT/SIGTERM in the binary).
 pub fn run(options: &Options, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
-    validate(options)?;
-    let iface = Interface::lookup(&options.iface)?;
-    let queues = select_queues(&iface, options.queues.as_deref())?;
+    let (engine, _) = Engine::start(options, None, Arc::clone(stop))?;
+    while !stop.load(Relaxed) {
+        thread::park_timeout(std::time::Duration::from_millis(200));
+    }
+    tracing::info!("shutting down");
+    engine.stop();
+    Ok(())
+}
+
+impl Engine {
+    /// Starts the engine. With `embedded = Some(capacity)`, the workers serve embedding
+    /// game code through one pair of bounded queues per worker (returned), whatever
+    /// `options.app` says. Workers stop when `stop` is set or [`Engine::stop`] is called.
+    pub fn start(
+        options: &Options,
+        embedded: Option<usize>,
+        stop: Arc<AtomicBool>,
+    ) -> anyhow::Result<(Self, Vec<Arc<Queues>>)> {
+        validate(options)?;
+        let iface = Interface::lookup(&options.iface)?;
+        match options.backend {
+            Backend::Xdp => start_xdp(options, &iface, embedded, stop),
+            Backend::Socket => start_socket(options, &iface, embedded, stop),
+            Backend::Auto => {
+                let claim_probe = crate::runtime::live_engine(&iface.name).ok().flatten();
+                if let Some(pid) = claim_probe {
+                    bail!(crate::runtime::ClaimError::Busy {
+                        iface: iface.name.clone(),
+                        pid
+                    });
+                }
+                match start_xdp(options, &iface, embedded, Arc::clone(&stop)) {
+                    Ok(e) => Ok(e),
+                    Err(e) => {
+                        tracing::warn!(
+                            iface = %iface.name,
+                            error = %format!("{e:#}"),
+                            "AF_XDP is unavailable; falling back to kernel UDP sockets"
+                        );
+                        start_socket(options, &iface, embedded, stop)
+                    }
+                }
+            }
+        }
+    }
+
+    /// What is running.
+    #[must_use]
+    pub fn running(&self) -> &Arc<Running> {
+        &self.running
+    }
+
+    /// Stops the workers (clients get disconnect notices), the control socket, detaches
+    /// the XDP program and removes the runtime files.
+    pub fn stop(mut self) {
+        self.stop.store(true, Relaxed);
+        for h in self.handles.drain(..) {
+            if h.join().is_err() {
+                tracing::error!("a worker thread panicked");
+            }
+        }
+        if let Some(c) = self.control.take() {
+            c.stop();
+        }
+        // Dropping the last reference to `running` detaches the program (aya owns the
+        // bpf_link); the busy-poll knobs are restored, then the claim goes.
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+        if let Some(c) = self.control.take() {
+            c.stop();
+        }
+        self.claim.take();
+    }
+}
+
+/// A fresh server for one worker.
+fn new_service(
+    options: &Options,
+    app: &WorkerApp,
+    worker: u16,
+    cookie_seed: [u8; 32],
+) -> anyhow::Result<Service> {
+    let mut cfg = options.protocol.clone();
+    cfg.cookie_seed = Some(cookie_seed);
+    let now = Instant::now();
+    let mut server = xrudp_proto::Server::new(cfg, random_u64(), now)
+        .map_err(|e| anyhow::anyhow!("invalid protocol settings: {e}"))?;
+    // Connect tokens carry Unix expiry times; the sans-IO core reads no clock.
+    server.set_unix_time(now, unix_now());
+    let app = match app {
+        WorkerApp::Echo => crate::service::App::Echo,
+        WorkerApp::Relay(shared) => crate::service::App::Relay(Arc::clone(shared)),
+        WorkerApp::Embedded(q) => crate::service::App::Embedded(Arc::clone(q)),
+        WorkerApp::Raw => unreachable_raw(),
+    };
+    Ok(Service::new(server, app, worker))
+}
+
+#[cold]
+fn unreachable_raw() -> crate::service::App {
+    // Raw apps never build a service; the caller branches before. Echo is a safe stand-in.
+    crate::service::App::Echo
+}
+
+/// What one worker runs.
+#[derive(Debug)]
+enum WorkerApp {
+    /// `discard` or `udp-echo`: no protocol.
+    Raw,
+    Echo,
+    Relay(Arc<crate::service::RelayShared>),
+    Embedded(Arc<Queues>),
+}
+
+fn worker_apps(
+    options: &Options,
+    embedded: Option<usize>,
+    n: usize,
+) -> (Vec<WorkerApp>, Vec<Arc<Queues>>) {
+    let mut queues = Vec::new();
+    let relay = Arc::new(crate::service::RelayShared::new(n, 16 * 1024));
+    let apps = (0..n)
+        .map(|_| match (embedded, options.app) {
+            (Some(cap), _) => {
+                let q = Arc::new(Queues::new(cap));
+                queues.push(Arc::clone(&q));
+                WorkerApp::Embedded(q)
+            }
+            (None, App::Echo) => WorkerApp::Echo,
+            (None, App::Relay) => WorkerApp::Relay(Arc::clone(&relay)),
+            (None, App::Discard | App::UdpEcho) => WorkerApp::Raw,
+        })
+        .collect();
+    (apps, queues)
+}
+
+fn start_xdp(
+    options: &Options,
+    iface: &Interface,
+    embedded: Option<usize>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<(Engine, Vec<Arc<Queues>>)> {
+    let queues = select_queues(iface, options.queues.as_deref())?;
     let cores = assign_cores(options.cores.as_deref(), queues.len())?;
     let claim = Claim::acquire(&iface.name)?;
 
     let mut program = Program::load()?;
-    program.configure(&options.ports, options.app.rudp_filter())?;
+    let rudp_filter = embedded.is_some() || options.app.rudp_filter();
+    program.configure(&options.ports, rudp_filter)?;
 
-    // Bind the sockets before attaching, so the first steered frame finds its socket.
     let xsk_cfg = XskConfig {
         frames: options.umem_frames,
         frame_size: options.frame_size,
@@ -102,21 +283,39 @@ pub fn run(options: &Options, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
             ..xsk_cfg
         };
         let xsk = Xsk::open(&iface.name, q, &cfg)
-            .map_err(|e| bind_error(e, &iface, mode, options.zero_copy))?;
+            .map_err(|e| bind_error(e, iface, mode, options.zero_copy))?;
         program.register_socket(q, xsk.fd())?;
         sockets.push((q, xsk));
     }
+    // The knobs are written back when the engine (holding this guard) drops.
+    let busy_knobs = options.busy_poll.then(|| {
+        let mut out = crate::busy_poll::Outcome::default();
+        let knobs = crate::busy_poll::IfaceKnobs::apply(&iface.name, &mut out);
+        for (_, xsk) in &sockets {
+            crate::busy_poll::configure_socket(xsk.fd(), &mut out);
+        }
+        tracing::info!(applied = ?out.applied, "busy polling");
+        for r in &out.refused {
+            tracing::warn!(setting = %r, "busy-poll setting refused; carrying on without it");
+        }
+        knobs
+    });
     let zc = sockets.iter().all(|(_, x)| x.zero_copy());
     tracing::info!(
         iface = %iface.name,
+        backend = "xdp",
         driver = iface.driver.as_deref().unwrap_or("unknown"),
         xdp_mode = %mode,
         zero_copy = zc,
+        bind_mode = if zc { "zero-copy" } else { "copy" },
+        udp_checksum_check = options.udp_checksum_check,
         queues = ?queues,
         cores = ?cores,
         numa_node = ?iface.numa_node,
+        numa = numa_note(iface),
         wakeup = if options.busy_poll { "busy-poll" } else { "need_wakeup" },
         ports = ?options.ports,
+        app = ?options.app,
         "attached"
     );
 
@@ -133,63 +332,212 @@ pub fn run(options: &Options, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
             tid: AtomicI32::new(0),
             socket: dup,
             counters: crossbeam_utils::CachePadded::default(),
+            published: Published::default(),
         }));
     }
     let running = Arc::new(Running {
         iface: iface.clone(),
-        program: Mutex::new(program),
+        backend: Backend::Xdp,
+        program: Some(Mutex::new(program)),
         queues: shared.clone(),
         options: options.clone(),
         started: Instant::now(),
-        started_unix: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
+        started_unix: unix_now(),
     });
     let control = control::Server::start(&claim.paths().control, Arc::clone(&running))?;
 
     let settings = worker::Settings {
         app: options.app,
         busy_poll: options.busy_poll,
+        udp_checksum_check: options.udp_checksum_check,
     };
+    let (apps, api_queues) = worker_apps(options, embedded, sockets.len());
+    let cookie_seed = random_seed();
     let mut handles = Vec::new();
-    for ((_, xsk), q) in sockets.into_iter().zip(shared) {
-        let stop = Arc::clone(stop);
+    for (((_, xsk), q), app) in sockets.into_iter().zip(shared).zip(apps) {
+        let service = match &app {
+            WorkerApp::Raw => None,
+            other => Some(new_service(options, other, q.queue as u16, cookie_seed)?),
+        };
+        let stop = Arc::clone(&stop);
         let name = format!("xrudp-q{}", q.queue);
         let h = thread::Builder::new()
             .name(name)
             .spawn(move || {
-                if let Some(core) = q.core
-                    && !core_affinity::set_for_current(core_affinity::CoreId { id: core })
-                {
-                    tracing::warn!(
-                        queue = q.queue,
-                        core,
-                        "could not pin the worker to its core"
-                    );
-                }
+                pin(q.core, q.queue);
                 let span = tracing::info_span!("worker", queue = q.queue);
                 let _g = span.enter();
-                worker::run(xsk, &q, settings, &stop);
+                match service {
+                    None => worker::run(xsk, &q, settings, &stop),
+                    Some(mut service) => {
+                        crate::xdp_service::run(
+                            xsk,
+                            &q,
+                            settings,
+                            &mut service,
+                            &q.published,
+                            &stop,
+                        );
+                    }
+                }
             })
             .context("spawning a worker thread")?;
         handles.push(h);
     }
+    let engine = Engine {
+        running,
+        handles,
+        control: Some(control),
+        claim: Some(claim),
+        stop,
+        _busy_knobs: busy_knobs,
+    };
+    Ok((engine, api_queues))
+}
 
-    while !stop.load(Relaxed) {
-        thread::park_timeout(std::time::Duration::from_millis(200));
+fn start_socket(
+    options: &Options,
+    iface: &Interface,
+    embedded: Option<usize>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<(Engine, Vec<Arc<Queues>>)> {
+    if matches!(options.app, App::Discard | App::UdpEcho) && embedded.is_none() {
+        bail!(
+            "--app {:?} needs AF_XDP (--backend xdp); the socket backend serves the protocol apps (echo, relay)",
+            options.app
+        );
     }
-    tracing::info!("shutting down");
-    for h in handles {
-        if h.join().is_err() {
-            tracing::error!("a worker thread panicked");
-        }
+    let Some(&port) = options.ports.first() else {
+        bail!("no --port given: name the game's UDP port, e.g. --port 7777");
+    };
+    if options.ports.len() > 1 {
+        tracing::warn!(ports = ?options.ports, "the socket backend serves only the first port");
     }
-    control.stop();
-    // Dropping `running` (the last Arc once the control thread is gone) detaches the
-    // program: aya owns the bpf_link. The claim goes last, removing the runtime files.
-    drop(running);
-    drop(claim);
-    Ok(())
+    let n = options.workers.unwrap_or(iface.rx_queues as usize).max(1);
+    let cores = assign_cores(options.cores.as_deref(), n)?;
+    let claim = Claim::acquire(&iface.name)?;
+    let mut sockets = Vec::with_capacity(n);
+    for _ in 0..n {
+        let s = crate::socket_backend::open(port).with_context(|| {
+            format!("binding UDP port {port} (SO_REUSEPORT): is another program using it? (`ss -ulpn sport = :{port}`)")
+        })?;
+        sockets.push(s);
+    }
+    tracing::info!(
+        iface = %iface.name,
+        backend = "socket",
+        workers = n,
+        cores = ?cores,
+        port,
+        wakeup = if options.busy_poll { "busy-poll" } else { "poll(2)" },
+        app = ?options.app,
+        "serving on kernel UDP sockets"
+    );
+    let mut shared = Vec::with_capacity(n);
+    for (i, (s, core)) in sockets.iter().zip(&cores).enumerate() {
+        let dup: OwnedFd = std::os::fd::AsFd::as_fd(s)
+            .try_clone_to_owned()
+            .context("duplicating a socket")?;
+        shared.push(Arc::new(Queue {
+            queue: i as u32,
+            core: *core,
+            zero_copy: false,
+            umem_frames: 0,
+            tid: AtomicI32::new(0),
+            socket: dup,
+            counters: crossbeam_utils::CachePadded::default(),
+            published: Published::default(),
+        }));
+    }
+    let running = Arc::new(Running {
+        iface: iface.clone(),
+        backend: Backend::Socket,
+        program: None,
+        queues: shared.clone(),
+        options: options.clone(),
+        started: Instant::now(),
+        started_unix: unix_now(),
+    });
+    let control = control::Server::start(&claim.paths().control, Arc::clone(&running))?;
+    let (apps, api_queues) = worker_apps(options, embedded, n);
+    let cookie_seed = random_seed();
+    let busy = options.busy_poll;
+    let mut handles = Vec::new();
+    for ((sock, q), app) in sockets.into_iter().zip(shared).zip(apps) {
+        let mut service = new_service(options, &app, q.queue as u16, cookie_seed)?;
+        let stop = Arc::clone(&stop);
+        let h = thread::Builder::new()
+            .name(format!("xrudp-s{}", q.queue))
+            .spawn(move || {
+                pin(q.core, q.queue);
+                q.tid.store(sys::gettid(), Relaxed);
+                let span = tracing::info_span!("worker", socket = q.queue);
+                let _g = span.enter();
+                crate::socket_backend::run(
+                    &sock,
+                    &mut service,
+                    &q.counters,
+                    &q.published,
+                    busy,
+                    &stop,
+                );
+            })
+            .context("spawning a worker thread")?;
+        handles.push(h);
+    }
+    let engine = Engine {
+        running,
+        handles,
+        control: Some(control),
+        claim: Some(claim),
+        stop,
+        _busy_knobs: None,
+    };
+    Ok((engine, api_queues))
+}
+
+fn pin(core: Option<usize>, queue: u32) {
+    if let Some(core) = core
+        && !core_affinity::set_for_current(core_affinity::CoreId { id: core })
+    {
+        tracing::warn!(queue, core, "could not pin the worker to its core");
+    }
+}
+
+/// NUMA placement: UMEM and worker stacks are first touched by the worker's thread,
+/// pinned to its core, so the kernel's first-touch policy places them on that core's
+/// node. With one node (or none reported) there is nothing to choose.
+fn numa_note(iface: &Interface) -> &'static str {
+    let nodes = std::fs::read_dir("/sys/devices/system/node").map_or(0, |d| {
+        d.filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with("node"))
+            .count()
+    });
+    match (iface.numa_node, nodes) {
+        (_, 0 | 1) => "single node: nothing to place",
+        (None, _) => "device reports no NUMA node: default placement",
+        (Some(_), _) => "workers pinned; memory placed by first touch",
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Random bytes from the kernel (per-worker RNG seeds, the shared cookie secret).
+fn random_seed() -> [u8; 32] {
+    let mut b = [0u8; 32];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut b);
+    }
+    b
+}
+
+fn random_u64() -> u64 {
+    let b = random_seed();
+    u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
 }
 
 fn validate(o: &Options) -> anyhow::Result<()> {
@@ -308,7 +656,8 @@ impl App {
     #[must_use]
     pub fn rudp_filter(self) -> bool {
         match self {
-            Self::Discard => false,
+            Self::Discard | Self::UdpEcho => false,
+            Self::Echo | Self::Relay => true,
         }
     }
 }

@@ -7,16 +7,24 @@
 //! - [`engine`]: `xrudp attach` — load, attach, bind, run workers, tear down;
 //! - [`loader`]: the XDP program and its maps (aya);
 //! - [`iface`]: interface discovery (active queues, NUMA node, driver);
-//! - [`worker`]: the per-queue loop;
+//! - [`worker`]: the per-queue loop (apps `discard` and `udp-echo`);
+//! - [`busy_poll`]: `--busy-poll` socket options and interface knobs, restored on exit;
 //! - [`control`] and [`runtime`]: how a running engine publishes its figures;
 //! - [`sys`]: the only module with `unsafe` — AF_XDP rings, libbpf, raw syscalls.
 #![deny(unsafe_code)]
 
+pub mod api;
+pub mod bench;
+pub mod busy_poll;
 pub mod cli;
 pub mod control;
 pub mod engine;
 pub mod iface;
 pub mod loader;
+pub mod neigh;
 pub mod runtime;
+pub mod service;
+pub mod socket_backend;
 pub mod sys;
 pub mod worker;
+pub mod xdp_service;

@@ -1,5 +1,10 @@
 //! Per-queue worker threads: each owns one AF_XDP socket and its UMEM (shared-nothing),
 //! runs batched RX → application → TX, and publishes its counters for the control thread.
+//!
+//! The loop per iteration: reap completions, top the fill ring up, take up to [`BATCH`]
+//! frames from RX, run the application on each frame in place, put replies on the TX
+//! ring in one burst. Nothing on this path allocates: the batch and TX vectors are sized
+//! once, frames move between them and the pool.
 
 use std::{
     os::fd::OwnedFd,
@@ -11,11 +16,15 @@ use std::{
 };
 
 use crossbeam_utils::CachePadded;
+use xrudp_packet::{Datagram, Kernel, datagram};
 
 use crate::sys::xsk::{Frame, Xsk};
 
 /// Frames taken from the RX ring per batch.
 pub const BATCH: usize = 64;
+
+/// Replies waiting for TX-ring room at most (beyond it they are dropped and counted).
+const TX_BACKLOG: usize = 4 * BATCH;
 
 /// What the workers do with the datagrams they receive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -23,6 +32,13 @@ pub const BATCH: usize = 64;
 pub enum App {
     /// Count and discard every datagram (returns frames straight to the fill ring).
     Discard,
+    /// Echo every valid UDP datagram back to its sender, built in the received frame.
+    UdpEcho,
+    /// The RUDP protocol; every message goes back to its sender on the same channel.
+    Echo,
+    /// The RUDP protocol; clients join rooms (a message `JOIN` + room id, u32 big-endian)
+    /// and every other message is forwarded to the room's other members.
+    Relay,
 }
 
 /// Counters one worker updates and the control thread reads; on their own cache lines
@@ -41,6 +57,14 @@ pub struct Counters {
     pub frames_in_use: AtomicU64,
     /// Highest frames-in-use seen.
     pub frames_high_water: AtomicU64,
+    /// Frames dropped because they did not parse as Ethernet/IP/UDP.
+    pub drop_malformed: AtomicU64,
+    /// Datagrams dropped for a bad UDP checksum.
+    pub drop_checksum: AtomicU64,
+    /// Datagrams that could not be answered (multicast/broadcast ends).
+    pub drop_unanswerable: AtomicU64,
+    /// Replies dropped because the TX ring stayed full.
+    pub drop_tx_full: AtomicU64,
 }
 
 /// What the engine knows of one queue's worker.
@@ -60,6 +84,8 @@ pub struct Queue {
     pub socket: OwnedFd,
     /// Live counters.
     pub counters: CachePadded<Counters>,
+    /// Protocol and application figures (protocol apps only).
+    pub published: crate::service::Published,
 }
 
 /// Worker settings.
@@ -69,41 +95,114 @@ pub struct Settings {
     pub app: App,
     /// Spin instead of sleeping in `poll` when idle.
     pub busy_poll: bool,
+    /// Verify incoming UDP checksums (drop and count failures).
+    pub udp_checksum_check: bool,
+}
+
+/// Per-batch tallies, kept in registers/stack and published once per batch.
+#[derive(Default)]
+struct Tally {
+    rx_bytes: u64,
+    tx_packets: u64,
+    tx_bytes: u64,
+    malformed: u64,
+    checksum: u64,
+    unanswerable: u64,
+    tx_full: u64,
+}
+
+/// Why the echo did not answer a frame.
+#[derive(Clone, Copy)]
+enum Drop {
+    Malformed,
+    Checksum,
+    Unanswerable,
 }
 
 /// The worker loop; returns when `stop` is set.
 pub fn run(mut xsk: Xsk, shared: &Queue, settings: Settings, stop: &AtomicBool) {
     shared.tid.store(crate::sys::gettid(), Relaxed);
+    let kernel = Kernel::detect();
     let mut batch: Vec<Frame> = Vec::with_capacity(BATCH);
+    let mut tx: Vec<Frame> = Vec::with_capacity(TX_BACKLOG + BATCH);
     let c = &shared.counters;
     while !stop.load(Relaxed) {
         xsk.complete();
+        // Frames still on the TX ring need another kick (copy mode sends 32 per call).
+        xsk.kick_tx();
         xsk.refill(0);
+        if !tx.is_empty() {
+            // Replies left over when the TX ring was full last time.
+            let sent = xsk.transmit(&mut tx);
+            c.tx_packets.fetch_add(sent as u64, Relaxed);
+        }
         let n = xsk.recv(&mut batch, BATCH);
         if n == 0 {
-            if !settings.busy_poll {
-                // Sleep until traffic arrives; wake now and then to notice `stop`.
-                let _ = xsk.wait(100);
+            if settings.busy_poll {
+                // poll() with a zero timeout runs the socket's busy-poll loop (it drives
+                // the NAPI context the socket is bound to) and returns at once.
+                let _ = xsk.wait(0);
+            } else {
+                // Sleep until traffic arrives; wake now and then to notice `stop`, and
+                // soon while transmitted frames await completion.
+                let _ = xsk.wait(if xsk.tx_outstanding() > 0 { 1 } else { 100 });
             }
             continue;
         }
-        let mut bytes = 0u64;
+        let mut t = Tally::default();
         match settings.app {
-            App::Discard => {
+            // The protocol apps run in `xdp_service`; this loop serves the raw ones only.
+            App::Discard | App::Echo | App::Relay => {
                 for f in batch.drain(..) {
-                    bytes += f.len() as u64;
+                    t.rx_bytes += f.len() as u64;
                     xsk.release(f);
+                }
+            }
+            App::UdpEcho => {
+                for mut f in batch.drain(..) {
+                    t.rx_bytes += f.len() as u64;
+                    let check = settings.udp_checksum_check;
+                    match xsk.with_buffer(&mut f, |buf, len| echo(buf, len, kernel, check)) {
+                        Ok(()) => {
+                            t.tx_bytes += f.len() as u64;
+                            tx.push(f);
+                        }
+                        Err(why) => {
+                            match why {
+                                Drop::Malformed => t.malformed += 1,
+                                Drop::Checksum => t.checksum += 1,
+                                Drop::Unanswerable => t.unanswerable += 1,
+                            }
+                            xsk.release(f);
+                        }
+                    }
+                }
+                t.tx_packets = xsk.transmit(&mut tx) as u64;
+                if tx.len() > TX_BACKLOG {
+                    let (n, bytes) = shed(&mut xsk, &mut tx, TX_BACKLOG);
+                    t.tx_full += n;
+                    t.tx_bytes -= bytes;
                 }
             }
         }
         c.rx_packets.fetch_add(n as u64, Relaxed);
-        c.rx_bytes.fetch_add(bytes, Relaxed);
+        c.rx_bytes.fetch_add(t.rx_bytes, Relaxed);
+        if t.tx_packets + t.tx_bytes > 0 {
+            c.tx_packets.fetch_add(t.tx_packets, Relaxed);
+            c.tx_bytes.fetch_add(t.tx_bytes, Relaxed);
+        }
+        if t.malformed + t.checksum + t.unanswerable + t.tx_full > 0 {
+            publish_drops(c, &t);
+        }
         c.frames_in_use
             .store(u64::from(xsk.frames_in_use()), Relaxed);
         c.frames_high_water
             .store(u64::from(xsk.high_water()), Relaxed);
     }
     // Let frames in flight drain so the kernel is done with the UMEM before it is freed.
+    for f in tx.drain(..) {
+        xsk.release(f);
+    }
     for _ in 0..100 {
         if xsk.tx_outstanding() == 0 {
             break;
@@ -111,6 +210,49 @@ pub fn run(mut xsk: Xsk, shared: &Queue, settings: Settings, stop: &AtomicBool) 
         xsk.complete();
         std::thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// Answers one received frame in place: parse, verify the UDP checksum (unless told
+/// not to), swap the ends and fill complete checksums. Returns the new frame length.
+#[inline]
+fn echo(buf: &mut [u8], len: usize, kernel: Kernel, check: bool) -> (usize, Result<(), Drop>) {
+    let Some(rx) = buf.get(..len) else {
+        return (len, Err(Drop::Malformed));
+    };
+    let Ok(d) = Datagram::parse(rx) else {
+        return (len, Err(Drop::Malformed));
+    };
+    if check && !d.verify_udp_checksum(kernel) {
+        return (len, Err(Drop::Checksum));
+    }
+    let layout = d.layout();
+    match datagram::reply_in_place(buf, &layout, layout.payload_len(), kernel) {
+        Ok(n) => (n, Ok(())),
+        Err(_) => (len, Err(Drop::Unanswerable)),
+    }
+}
+
+/// Drops the newest replies beyond `keep` (the TX ring has stayed full); returns how
+/// many, and their bytes.
+#[cold]
+fn shed(xsk: &mut Xsk, tx: &mut Vec<Frame>, keep: usize) -> (u64, u64) {
+    let (mut n, mut bytes) = (0, 0);
+    while tx.len() > keep {
+        if let Some(f) = tx.pop() {
+            bytes += f.len() as u64;
+            xsk.release(f);
+            n += 1;
+        }
+    }
+    (n, bytes)
+}
+
+#[cold]
+fn publish_drops(c: &Counters, t: &Tally) {
+    c.drop_malformed.fetch_add(t.malformed, Relaxed);
+    c.drop_checksum.fetch_add(t.checksum, Relaxed);
+    c.drop_unanswerable.fetch_add(t.unanswerable, Relaxed);
+    c.drop_tx_full.fetch_add(t.tx_full, Relaxed);
 }
 
 /// Convenience for counters: a relaxed load.

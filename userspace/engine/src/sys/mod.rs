@@ -5,6 +5,8 @@
 #![allow(unsafe_code)]
 
 pub mod bpf;
+pub mod mmsg;
+pub mod ring;
 pub mod xsk;
 
 use std::{ffi::CString, io, os::fd::AsRawFd as _};
@@ -197,4 +199,27 @@ pub fn thread_cpu_ticks(tid: i32) -> Option<(u64, u64)> {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     Some((utime + stime, u64::try_from(hz).ok().filter(|&h| h > 0)?))
+}
+
+/// Waits until `fd` is readable or `timeout_ms` passes (`poll(2)`); `Ok(true)` if readable.
+pub fn wait_readable(fd: std::os::fd::BorrowedFd<'_>, timeout_ms: i32) -> io::Result<bool> {
+    let mut p = libc::pollfd {
+        fd: std::os::fd::AsRawFd::as_raw_fd(&fd),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call.
+    let rc = unsafe { libc::poll(&raw mut p, 1, timeout_ms) };
+    match rc {
+        0 => Ok(false),
+        r if r > 0 => Ok(true),
+        _ => {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                Ok(false)
+            } else {
+                Err(e)
+            }
+        }
+    }
 }

@@ -9,35 +9,23 @@
 
 use std::{io, num::NonZeroU32, os::fd::RawFd};
 
+use super::ring::{Descriptor, Frames, Rings};
+
 use xsk_rs::{
     CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue, Umem,
     config::{BindFlags, FrameSize, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig},
     socket::Socket,
 };
 
-/// A UMEM frame owned by userspace.
-#[derive(Debug)]
-pub struct Frame {
-    desc: FrameDesc,
-}
+/// A UMEM frame owned by userspace (see [`super::ring::Frame`]).
+pub type Frame = super::ring::Frame<FrameDesc>;
 
-impl Frame {
-    /// Offset of the frame's packet data in the UMEM (unique per frame).
-    #[must_use]
-    pub fn addr(&self) -> usize {
-        self.desc.addr()
+impl Descriptor for FrameDesc {
+    fn addr(&self) -> usize {
+        FrameDesc::addr(self)
     }
-
-    /// Current packet length in bytes.
-    #[must_use]
-    pub fn len(&self) -> usize {
-        self.desc.lengths().data()
-    }
-
-    /// Whether the frame holds no packet bytes.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    fn len(&self) -> usize {
+        self.lengths().data()
     }
 }
 
@@ -113,33 +101,91 @@ impl XskError {
 
 /// One AF_XDP socket with its own UMEM and frame pool.
 pub struct Xsk {
+    // Field order is drop order: the rings (and socket) go before the UMEM they map.
+    frames: Frames<KernelRings>,
     umem: Umem,
+    frame_size: u32,
+    capacity: usize,
+    zero_copy: bool,
+}
+
+/// The kernel's rings of one socket, behind the [`Rings`] seam.
+struct KernelRings {
     fill: FillQueue,
     comp: CompQueue,
     rx: RxQueue,
     tx: TxQueue,
-    /// Frames userspace owns and is not using.
-    pool: Vec<Frame>,
-    /// Scratch descriptors for batched ring operations (capacity = ring size).
-    scratch: Vec<FrameDesc>,
-    frames: u32,
-    frame_size: u32,
-    capacity: usize,
     zero_copy: bool,
     need_wakeup: bool,
-    /// Frames sitting in the TX ring or the kernel's TX path, not yet completed.
-    tx_outstanding: u32,
-    /// Highest number of frames ever out of the pool at once.
-    high_water: u32,
+}
+
+impl std::fmt::Debug for KernelRings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KernelRings").finish_non_exhaustive()
+    }
+}
+
+impl Rings for KernelRings {
+    type Desc = FrameDesc;
+
+    fn fill_room(&mut self, want: u32) -> u32 {
+        self.fill.nb_free(want)
+    }
+
+    unsafe fn fill_produce(&mut self, descs: &[FrameDesc]) -> usize {
+        // SAFETY: the caller hands over frames of this socket's UMEM that userspace owned
+        // and no longer references (the trait's contract).
+        unsafe { self.fill.produce(descs) }
+    }
+
+    fn fill_kick(&mut self) {
+        if self.need_wakeup && self.fill.needs_wakeup() {
+            // A sleeping driver needs a kick to see the new fill entries. Failure only
+            // delays reception until the next kick, so it is not an error here.
+            let _ = self.fill.wakeup(self.rx.fd_mut(), 0);
+        }
+    }
+
+    fn rx_consume(&mut self, out: &mut [FrameDesc]) -> usize {
+        // SAFETY: the descriptors written into `out` are frames the kernel has finished
+        // writing and hands back to userspace; the caller makes each one owned `Frame`.
+        unsafe { self.rx.consume(out) }
+    }
+
+    fn tx_room(&mut self, want: u32) -> u32 {
+        self.tx.nb_free(want)
+    }
+
+    unsafe fn tx_produce(&mut self, descs: &[FrameDesc]) -> usize {
+        // SAFETY: as for `fill_produce`: owned frames of this UMEM, returned through the
+        // completion ring.
+        unsafe { self.tx.produce(descs) }
+    }
+
+    /// Copy-mode TX only progresses inside `sendto()` (TOOLCHAIN.md), and a sleeping
+    /// driver asks for it through need_wakeup.
+    fn tx_kick(&mut self) {
+        if !self.need_wakeup || self.tx.needs_wakeup() || !self.zero_copy {
+            // EAGAIN/EBUSY mean the kernel is still busy with earlier frames; the next
+            // kick picks them up.
+            let _ = self.tx.wakeup();
+        }
+    }
+
+    fn comp_consume(&mut self, out: &mut [FrameDesc]) -> usize {
+        // SAFETY: descriptors from the completion ring are frames the kernel has finished
+        // sending; ownership returns to userspace.
+        unsafe { self.comp.consume(out) }
+    }
 }
 
 impl std::fmt::Debug for Xsk {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Xsk")
-            .field("frames", &self.frames)
+            .field("frames", &self.frames.frames())
             .field("frame_size", &self.frame_size)
             .field("zero_copy", &self.zero_copy)
-            .field("pool", &self.pool.len())
+            .field("in_use", &self.frames.in_use())
             .finish_non_exhaustive()
     }
 }
@@ -195,22 +241,20 @@ impl Xsk {
             // opens one socket per queue, and this UMEM is not shared with another socket.
             match unsafe { Socket::new(sock_cfg, &umem, &name, queue) } {
                 Ok((tx, rx, Some((fill, comp)))) => {
-                    let pool = descs.into_iter().map(|desc| Frame { desc }).collect();
-                    return Ok(Self {
-                        umem,
+                    let rings = KernelRings {
                         fill,
                         comp,
                         rx,
                         tx,
-                        pool,
-                        scratch: vec![FrameDesc::default(); cfg.ring_size as usize],
-                        frames: cfg.frames,
+                        zero_copy: zc,
+                        need_wakeup: cfg.need_wakeup,
+                    };
+                    return Ok(Self {
+                        frames: Frames::new(rings, descs, cfg.ring_size as usize),
+                        umem,
                         frame_size: cfg.frame_size,
                         capacity: umem_cfg.mtu() as usize,
                         zero_copy: zc,
-                        need_wakeup: cfg.need_wakeup,
-                        tx_outstanding: 0,
-                        high_water: 0,
                     });
                 }
                 Ok((_, _, None)) => {
@@ -241,7 +285,7 @@ impl Xsk {
     /// The socket's file descriptor, for the XSKMAP and for `poll`.
     #[must_use]
     pub fn fd(&self) -> RawFd {
-        std::os::fd::AsRawFd::as_raw_fd(self.rx.fd())
+        std::os::fd::AsRawFd::as_raw_fd(self.frames.rings().rx.fd())
     }
 
     /// A duplicate of the socket's descriptor (for reading statistics from another thread).
@@ -261,63 +305,37 @@ impl Xsk {
     /// Frames in the UMEM.
     #[must_use]
     pub fn frames(&self) -> u32 {
-        self.frames
+        self.frames.frames()
     }
 
     /// Frames currently out of the pool (in rings, in the kernel, or held by userspace).
     #[must_use]
     pub fn frames_in_use(&self) -> u32 {
-        self.frames - self.pool.len() as u32
+        self.frames.in_use()
     }
 
     /// Highest [`Xsk::frames_in_use`] seen.
     #[must_use]
     pub fn high_water(&self) -> u32 {
-        self.high_water
+        self.frames.high_water()
     }
 
     /// Frames in the TX path not yet completed.
     #[must_use]
     pub fn tx_outstanding(&self) -> u32 {
-        self.tx_outstanding
+        self.frames.tx_outstanding()
     }
 
     /// Moves as many pool frames into the fill ring as it has room for, keeping
     /// `reserve` frames in the pool for transmissions the worker originates. Returns how
     /// many were given to the kernel.
     pub fn refill(&mut self, reserve: usize) -> usize {
-        let spare = self.pool.len().saturating_sub(reserve);
-        let want = self.fill.nb_free(spare.min(self.scratch.len()) as u32) as usize;
-        let n = want.min(spare);
-        if n == 0 {
-            return 0;
-        }
-        let start = self.pool.len() - n;
-        for (slot, frame) in self.scratch.iter_mut().zip(self.pool.drain(start..)) {
-            *slot = frame.desc;
-        }
-        // SAFETY: the `n` descriptors came out of the pool, so userspace owned them and
-        // no `Frame` for them exists any more: nothing can touch them until the kernel
-        // hands them back through the RX ring. `nb_free` guaranteed room for all `n`.
-        let produced = unsafe { self.fill.produce(&self.scratch[..n]) };
-        debug_assert_eq!(produced, n);
-        self.note_in_use();
-        if self.need_wakeup && self.fill.needs_wakeup() {
-            // A sleeping driver needs a kick to see the new fill entries. Failure only
-            // delays reception until the next kick, so it is not an error here.
-            let _ = self.fill.wakeup(self.rx.fd_mut(), 0);
-        }
-        n
+        self.frames.refill(reserve)
     }
 
     /// Takes up to `max` received frames out of the RX ring into `out`.
     pub fn recv(&mut self, out: &mut Vec<Frame>, max: usize) -> usize {
-        let max = max.min(self.scratch.len());
-        // SAFETY: the descriptors written into `scratch` are frames the kernel has
-        // finished writing and hands back to userspace; each becomes one owned `Frame`.
-        let n = unsafe { self.rx.consume(&mut self.scratch[..max]) };
-        out.extend(self.scratch[..n].iter().map(|&desc| Frame { desc }));
-        n
+        self.frames.recv(out, max)
     }
 
     /// Read access to a frame's packet bytes.
@@ -359,68 +377,37 @@ impl Xsk {
     /// Puts frames on the TX ring (as many as fit) and kicks the kernel. Frames that did
     /// not fit stay in `frames` (front first) for the next call.
     pub fn transmit(&mut self, frames: &mut Vec<Frame>) -> usize {
-        let room = self.tx.nb_free(frames.len().min(self.scratch.len()) as u32) as usize;
-        let n = room.min(frames.len());
-        if n > 0 {
-            for (slot, frame) in self.scratch.iter_mut().zip(frames.drain(..n)) {
-                *slot = frame.desc;
-            }
-            // SAFETY: the frames were owned by userspace and are consumed here; the
-            // kernel returns them through the completion ring. `nb_free` made room.
-            let produced = unsafe { self.tx.produce(&self.scratch[..n]) };
-            debug_assert_eq!(produced, n);
-            self.tx_outstanding += n as u32;
-        }
-        if self.tx_outstanding > 0 {
-            self.kick_tx();
-        }
-        n
-    }
-
-    /// Copy-mode TX only progresses inside `sendto()` (TOOLCHAIN.md), and a sleeping
-    /// driver asks for it through need_wakeup: kick while frames are outstanding.
-    fn kick_tx(&mut self) {
-        if !self.need_wakeup || self.tx.needs_wakeup() || !self.zero_copy {
-            // EAGAIN/EBUSY mean the kernel is still busy with earlier frames; the next
-            // kick picks them up.
-            let _ = self.tx.wakeup();
-        }
+        self.frames.transmit(frames)
     }
 
     /// Reaps the completion ring, returning sent frames to the pool.
     pub fn complete(&mut self) -> usize {
-        // SAFETY: descriptors from the completion ring are frames the kernel has finished
-        // sending; ownership returns to userspace.
-        let n = unsafe { self.comp.consume(&mut self.scratch) };
-        self.pool
-            .extend(self.scratch[..n].iter().map(|&desc| Frame { desc }));
-        self.tx_outstanding = self.tx_outstanding.saturating_sub(n as u32);
-        n
+        self.frames.complete()
+    }
+
+    /// Kicks TX again while frames are outstanding (see [`Frames::kick`]).
+    pub fn kick_tx(&mut self) {
+        self.frames.kick();
     }
 
     /// Returns a frame to the pool.
     pub fn release(&mut self, frame: Frame) {
-        self.pool.push(frame);
+        self.frames.release(frame);
     }
 
     /// Takes a free frame from the pool, to originate a packet.
     pub fn alloc(&mut self) -> Option<Frame> {
-        let f = self.pool.pop();
-        self.note_in_use();
-        f
+        self.frames.alloc()
     }
 
-    /// Sleeps until the RX ring has frames or `timeout_ms` passes (`poll(2)`).
+    /// Sleeps until the RX ring has frames or `timeout_ms` passes (`poll(2)`). With
+    /// busy polling set on the socket, a zero timeout runs one busy-poll round.
     pub fn wait(&mut self, timeout_ms: i32) -> io::Result<bool> {
-        self.rx.poll(timeout_ms)
+        self.frames.rings_mut().rx.poll(timeout_ms)
     }
 
     /// The kernel's `XDP_STATISTICS` for this socket.
     pub fn statistics(&self) -> io::Result<xsk_rs::socket::XdpStatistics> {
-        self.rx.fd().xdp_statistics()
-    }
-
-    fn note_in_use(&mut self) {
-        self.high_water = self.high_water.max(self.frames_in_use());
+        self.frames.rings().rx.fd().xdp_statistics()
     }
 }

@@ -1,0 +1,202 @@
+//! Embedding the engine in game-server code.
+//!
+//! ```no_run
+//! use xrudp::api::{Event, GameServer, ServerOptions};
+//! # fn main() -> anyhow::Result<()> {
+//! let server = GameServer::start(&ServerOptions::new("eth0", 7777))?;
+//! loop {
+//!     while let Some(ev) = server.poll_event() {
+//!         match ev {
+//!             Event::Message { conn, channel, data } => { let _ = server.send(conn, channel, data); }
+//!             Event::Connected { .. } | Event::Disconnected { .. } => {}
+//!         }
+//!     }
+//!     // ... simulate a tick, then fan out the state with server.broadcast(..)
+//! #   break;
+//! }
+//! server.shutdown();
+//! # Ok(()) }
+//! ```
+//!
+//! Each engine worker owns its connections (shared-nothing); the game thread talks to
+//! every worker through a pair of bounded lock-free queues. Workers never wait for the
+//! game: when its event queue is full they leave messages inside the protocol (counted
+//! as backpressure, and the senders' receive windows fill), and a full command queue is
+//! reported to the caller as [`Backpressure`], with the message handed back.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed},
+};
+
+pub use crate::service::{ConnId, Event};
+use crate::{
+    control::{self, Snapshot},
+    engine::{Backend, Engine, Options},
+    loader::ModeChoice,
+    service::{Command, Queues},
+    sys::xsk::ZeroCopy,
+    worker::App,
+};
+
+/// How to start an embedded server.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// Engine options (interface, port, backend, protocol settings, ...).
+    pub engine: Options,
+    /// Capacity of each worker's event and command queues.
+    pub queue_capacity: usize,
+}
+
+impl ServerOptions {
+    /// Defaults for serving `port` on `iface`: AF_XDP with a fallback to kernel sockets.
+    #[must_use]
+    pub fn new(iface: &str, port: u16) -> Self {
+        Self {
+            engine: Options {
+                iface: iface.to_owned(),
+                ports: vec![port],
+                queues: None,
+                mode: ModeChoice::Auto,
+                zero_copy: ZeroCopy::Auto,
+                app: App::Echo,
+                umem_frames: 2048,
+                frame_size: 2048,
+                ring_size: 1024,
+                cores: None,
+                busy_poll: false,
+                udp_checksum_check: true,
+                backend: Backend::Auto,
+                workers: None,
+                protocol: xrudp_proto::ServerConfig::default(),
+            },
+            queue_capacity: 4096,
+        }
+    }
+}
+
+/// The command queue of a connection's worker is full: retry after a tick. The message
+/// is handed back untouched.
+#[derive(Debug, thiserror::Error)]
+#[error("the engine worker's command queue is full (backpressure); retry later")]
+pub struct Backpressure(pub Option<Vec<u8>>);
+
+/// A running server embedded in game code.
+#[derive(Debug)]
+pub struct GameServer {
+    engine: Option<Engine>,
+    queues: Vec<Arc<Queues>>,
+    next: AtomicUsize,
+    refused: AtomicUsize,
+}
+
+impl GameServer {
+    /// Starts the engine with one event/command queue pair per worker.
+    pub fn start(options: &ServerOptions) -> anyhow::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (engine, queues) = Engine::start(&options.engine, Some(options.queue_capacity), stop)?;
+        Ok(Self {
+            engine: Some(engine),
+            queues,
+            next: AtomicUsize::new(0),
+            refused: AtomicUsize::new(0),
+        })
+    }
+
+    /// The next event from any worker (round-robin), or `None` if none is waiting.
+    pub fn poll_event(&self) -> Option<Event> {
+        let n = self.queues.len();
+        let start = self.next.fetch_add(1, Relaxed);
+        (0..n).find_map(|i| self.queues[(start + i) % n].events.pop())
+    }
+
+    /// Sends `data` to one connection.
+    pub fn send(&self, conn: ConnId, channel: u8, data: Vec<u8>) -> Result<(), Backpressure> {
+        let q = self.worker(conn)?;
+        q.commands
+            .push(Command::Send {
+                handle: conn.handle,
+                channel,
+                data,
+            })
+            .map_err(|c| {
+                self.refused.fetch_add(1, Relaxed);
+                match c {
+                    Command::Send { data, .. } => Backpressure(Some(data)),
+                    _ => Backpressure(None),
+                }
+            })
+    }
+
+    /// Sends the same bytes to many connections (a state update's fan-out): one shared
+    /// copy, one command per worker involved.
+    pub fn broadcast(
+        &self,
+        conns: &[ConnId],
+        channel: u8,
+        data: &[u8],
+    ) -> Result<(), Backpressure> {
+        let data: Arc<[u8]> = Arc::from(data);
+        for (w, q) in self.queues.iter().enumerate() {
+            let handles: Arc<[_]> = conns
+                .iter()
+                .filter(|c| usize::from(c.worker) == w)
+                .map(|c| c.handle)
+                .collect();
+            if handles.is_empty() {
+                continue;
+            }
+            if q.commands
+                .push(Command::Broadcast {
+                    handles,
+                    channel,
+                    data: Arc::clone(&data),
+                })
+                .is_err()
+            {
+                self.refused.fetch_add(1, Relaxed);
+                return Err(Backpressure(None));
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes a connection; the client sees `code`.
+    pub fn disconnect(&self, conn: ConnId, code: u16) -> Result<(), Backpressure> {
+        let q = self.worker(conn)?;
+        q.commands
+            .push(Command::Disconnect {
+                handle: conn.handle,
+                code,
+            })
+            .map_err(|_| {
+                self.refused.fetch_add(1, Relaxed);
+                Backpressure(None)
+            })
+    }
+
+    /// Commands refused so far because a worker's queue was full.
+    #[must_use]
+    pub fn refused_commands(&self) -> usize {
+        self.refused.load(Relaxed)
+    }
+
+    /// The engine's figures, as `xrudp stats` shows them.
+    #[must_use]
+    pub fn stats(&self) -> Option<Snapshot> {
+        self.engine.as_ref().map(|e| control::snapshot(e.running()))
+    }
+
+    /// Stops the engine: clients get a shutdown notice, the XDP program is detached.
+    pub fn shutdown(mut self) {
+        if let Some(e) = self.engine.take() {
+            e.stop();
+        }
+    }
+
+    fn worker(&self, conn: ConnId) -> Result<&Arc<Queues>, Backpressure> {
+        self.queues
+            .get(usize::from(conn.worker))
+            .ok_or(Backpressure(None))
+    }
+}

@@ -1,0 +1,424 @@
+//! One load-generator thread: a [`Fleet`] of real protocol connections, an open-loop send
+//! schedule round-robin over them, and histograms of round-trip and connect times.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use xrudp_client::{ClientConfig, ClientEvent, DisconnectReason, Fleet, FleetId, SendError};
+
+use super::payload::Stamp;
+use super::schedule::Schedule;
+
+/// Highest value the histograms hold, ns (larger values are clamped to it).
+pub const HIST_MAX_NS: u64 = 60_000_000_000;
+
+/// A histogram of nanoseconds, 3 significant digits.
+///
+/// # Panics
+///
+/// Never: its bounds are constant and valid.
+#[must_use]
+pub fn histogram() -> Histogram<u64> {
+    // INVARIANT: the bounds are constant and valid (1 <= low, high >= 2 * low, sigfig <= 5).
+    Histogram::new_with_bounds(1, HIST_MAX_NS, 3).expect("valid histogram bounds")
+}
+
+/// How a thread waits between sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Wait {
+    /// Never sleep: poll the sockets in a loop. Sends leave on time and echoes are
+    /// timestamped when they arrive; the thread's core is busy the whole run.
+    Spin,
+    /// Sleep in epoll until the next send or an echo. epoll's millisecond timeout makes
+    /// sends up to 1 ms late (which the open-loop figures then show); for CPU figures.
+    Sleep,
+}
+
+/// What one thread does.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The thread's number (carried in every message).
+    pub thread: u16,
+    /// The server.
+    pub server: SocketAddr,
+    /// Connections this thread opens.
+    pub clients: usize,
+    /// Its share of the message rate, messages per second.
+    pub rate: u64,
+    /// Message size, bytes (at least the stamp).
+    pub size: usize,
+    /// Channel index to send on.
+    pub channel: u8,
+    /// How long the schedule runs.
+    pub duration: Duration,
+    /// How long to wait for the last echoes after the schedule ends.
+    pub drain: Duration,
+    /// Local addresses to open connections from, round-robin (port 0: ephemeral).
+    pub locals: Vec<IpAddr>,
+    /// Connections handshaking at once, at most.
+    pub connect_window: usize,
+    /// Give up on connections not admitted by then.
+    pub connect_timeout: Duration,
+    /// The core to pin the thread to.
+    pub core: Option<usize>,
+    /// How to wait.
+    pub wait: Wait,
+    /// Client configuration.
+    pub config: ClientConfig,
+}
+
+/// Figures the main thread reads while the run goes on.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Connections admitted.
+    pub connected: AtomicU64,
+    /// Messages handed to the protocol.
+    pub sent: AtomicU64,
+    /// Distinct messages echoed.
+    pub echoed: AtomicU64,
+}
+
+/// The start line every thread waits for.
+#[derive(Debug, Default)]
+pub struct Start {
+    /// Threads done connecting (successfully or not).
+    pub ready: AtomicUsize,
+    /// When the schedules start; set once every thread is ready.
+    pub t0: OnceLock<Instant>,
+}
+
+/// One thread's outcome.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Round-trip times, ns, from scheduled send to echo.
+    pub rtt: Histogram<u64>,
+    /// Connect times, ns, from the first handshake packet to admission.
+    pub connect: Histogram<u64>,
+    /// Connections admitted.
+    pub connected: u64,
+    /// Connections refused, timed out or failed during the handshake.
+    pub connect_failed: u64,
+    /// The first reason a connection failed to open, if any did.
+    pub connect_failure: Option<String>,
+    /// Messages in the schedule.
+    pub scheduled: u64,
+    /// Messages the protocol took.
+    pub sent: u64,
+    /// Messages refused by a full send queue (backpressure): never sent.
+    pub send_refused: u64,
+    /// Messages due on a connection that had closed: never sent.
+    pub not_connected: u64,
+    /// Distinct messages echoed.
+    pub echoed: u64,
+    /// Echoes of a message already echoed.
+    pub duplicates: u64,
+    /// Messages that were not this thread's (bad stamp or another thread's).
+    pub foreign: u64,
+    /// Connections that closed during the run.
+    pub closed_during_run: u64,
+    /// The first reason a connection closed during the run.
+    pub close_reason: Option<String>,
+    /// Data packets that carried a retransmission, summed over the connections.
+    pub retransmitted_packets: u64,
+    /// Datagrams the connections produced.
+    pub packets_out: u64,
+    /// The fleet's socket I/O errors.
+    pub socket_errors: u64,
+    /// Datagrams the kernel refused to take.
+    pub send_dropped: u64,
+    /// The thread's own CPU time over the schedule and drain, ns.
+    pub cpu_ns: u64,
+    /// With [`Wait::Spin`], the gaps between the thread's loop iterations over the
+    /// schedule: it spins on the clock like the probe, so on its core it is the probe
+    /// (a `SCHED_IDLE` probe there would only measure this thread).
+    pub loop_gaps: Option<super::probe::Gaps>,
+}
+
+/// Runs one thread's plan: connect, mark ready, wait for `t0`, send on schedule, drain,
+/// disconnect.
+///
+/// # Panics
+///
+/// If `plan.size` is below [`super::payload::HEADER_LEN`] (the caller checks it).
+#[expect(
+    clippy::too_many_lines,
+    reason = "the thread's phases (connect, wait, schedule, drain, close) read best in order"
+)]
+pub fn run(plan: &Plan, start: &Start, progress: &Progress) -> io::Result<Outcome> {
+    let mut ready_guard = ReadyGuard(Some(&start.ready));
+    if let Some(core) = plan.core {
+        core_affinity::set_for_current(core_affinity::CoreId { id: core });
+    }
+    let mut fleet = Fleet::new()?;
+    let mut out = Outcome {
+        rtt: histogram(),
+        connect: histogram(),
+        connected: 0,
+        connect_failed: 0,
+        connect_failure: None,
+        scheduled: 0,
+        sent: 0,
+        send_refused: 0,
+        not_connected: 0,
+        echoed: 0,
+        duplicates: 0,
+        foreign: 0,
+        closed_during_run: 0,
+        close_reason: None,
+        retransmitted_packets: 0,
+        packets_out: 0,
+        socket_errors: 0,
+        send_dropped: 0,
+        cpu_ns: 0,
+        loop_gaps: None,
+    };
+    let ids = connect_all(plan, &mut fleet, &mut out, progress)?;
+    ready_guard.release();
+
+    // Keep the connections served until every thread is ready.
+    let t0 = loop {
+        if let Some(&t0) = start.t0.get() {
+            break t0;
+        }
+        fleet.drive(Duration::from_millis(1))?;
+        while let Some((id, event)) = fleet.poll_event() {
+            note_event(&mut fleet, id, event, None, plan, &mut out);
+        }
+    };
+
+    let schedule = Schedule::new(
+        if ids.is_empty() { 0 } else { plan.rate },
+        nanos(plan.duration),
+    );
+    out.scheduled = schedule.total();
+    let mut seen = vec![0u64; usize::try_from(schedule.total().div_ceil(64)).unwrap_or(0)];
+    let mut buf = vec![0u8; plan.size];
+    let mut next = 0u64;
+    let mut rr = 0usize;
+    let end = t0 + plan.duration;
+    let drain_end = end + plan.drain;
+    let cpu_before = super::host::thread_cpu_ns();
+    let mut gaps = super::probe::Recorder::new(plan.core.unwrap_or(usize::MAX));
+    loop {
+        let now = Instant::now();
+        if now >= t0 && now < end {
+            gaps.tick(now);
+        }
+        if now >= t0 {
+            let due = schedule.due(nanos(now - t0));
+            while next < due {
+                let stamp = Stamp {
+                    thread: plan.thread,
+                    seq: next,
+                    scheduled_ns: schedule.scheduled_ns(next),
+                };
+                // INVARIANT: `buf` holds at least a stamp (checked when the plan was made).
+                stamp.encode(&mut buf).expect("message holds a stamp");
+                let id = ids[rr];
+                rr = if rr + 1 == ids.len() { 0 } else { rr + 1 };
+                match fleet.send(id, plan.channel, &buf) {
+                    Ok(()) => out.sent += 1,
+                    Err(SendError::QueueFull) => out.send_refused += 1,
+                    Err(_) => out.not_connected += 1,
+                }
+                next += 1;
+            }
+        }
+        let done_sending = next >= schedule.total() && now >= end;
+        if done_sending && (out.echoed >= out.sent || now >= drain_end) {
+            break;
+        }
+        let wait = match plan.wait {
+            Wait::Spin => Duration::ZERO,
+            Wait::Sleep if next < schedule.total() => {
+                let at = t0 + Duration::from_nanos(schedule.scheduled_ns(next));
+                at.saturating_duration_since(now)
+            }
+            Wait::Sleep => (if done_sending { drain_end } else { end })
+                .saturating_duration_since(now)
+                .min(Duration::from_millis(10)),
+        };
+        fleet.drive(wait)?;
+        while let Some((id, event)) = fleet.poll_event() {
+            note_event(&mut fleet, id, event, Some((t0, &mut seen)), plan, &mut out);
+        }
+        progress.sent.store(out.sent, Ordering::Relaxed);
+        progress.echoed.store(out.echoed, Ordering::Relaxed);
+    }
+    if plan.wait == Wait::Spin {
+        out.loop_gaps = Some(super::probe::Gaps {
+            source: "load-loop",
+            ..gaps.finish(plan.core.is_some())
+        });
+    }
+    out.cpu_ns = super::host::thread_cpu_ns()
+        .zip(cpu_before)
+        .map_or(0, |(a, b)| a.saturating_sub(b));
+    for &id in &ids {
+        if let Some(c) = fleet.connection_counters(id) {
+            out.retransmitted_packets += c.retransmitted_packets;
+            out.packets_out += c.packets_out;
+        }
+    }
+    let io = fleet.stats();
+    out.socket_errors = io.socket_errors;
+    out.send_dropped = io.io.send_dropped;
+
+    // Close gracefully so the server frees the slots before the next run.
+    for &id in &ids {
+        fleet.disconnect(id, 0);
+    }
+    let close_end = Instant::now() + Duration::from_millis(500);
+    while fleet.count(xrudp_client::ClientState::Disconnected) < fleet.len()
+        && Instant::now() < close_end
+    {
+        fleet.drive(Duration::from_millis(5))?;
+        while fleet.poll_event().is_some() {}
+    }
+    Ok(out)
+}
+
+/// Opens the plan's connections, at most `connect_window` handshaking at once; returns
+/// the admitted ones.
+fn connect_all(
+    plan: &Plan,
+    fleet: &mut Fleet,
+    out: &mut Outcome,
+    progress: &Progress,
+) -> io::Result<Vec<FleetId>> {
+    let mut ids = Vec::with_capacity(plan.clients);
+    let mut added_at: Vec<Instant> = Vec::with_capacity(plan.clients);
+    let mut admitted: Vec<bool> = Vec::with_capacity(plan.clients);
+    let mut added = 0usize;
+    let mut handshaking = 0usize;
+    let deadline = Instant::now() + plan.connect_timeout;
+    let window = plan.connect_window.max(1);
+    while ids.len() + (out.connect_failed as usize) < plan.clients {
+        while added < plan.clients && handshaking < window {
+            let local = SocketAddr::new(plan.locals[added % plan.locals.len()], 0);
+            let id = fleet.add_from(local, plan.server, plan.config.clone(), None)?;
+            if added_at.len() <= id.index() {
+                added_at.resize(id.index() + 1, Instant::now());
+                admitted.resize(id.index() + 1, false);
+            }
+            added_at[id.index()] = Instant::now();
+            added += 1;
+            handshaking += 1;
+        }
+        if Instant::now() >= deadline {
+            let left = plan.clients - ids.len() - out.connect_failed as usize;
+            out.connect_failed += left as u64;
+            out.connect_failure.get_or_insert_with(|| {
+                format!("{left} not admitted within {:?}", plan.connect_timeout)
+            });
+            // Stop the stragglers so they send nothing more.
+            let live: Vec<FleetId> = fleet.ids().filter(|id| !admitted[id.index()]).collect();
+            for id in live {
+                fleet.remove(id);
+            }
+            break;
+        }
+        fleet.drive(Duration::from_millis(1))?;
+        let now = Instant::now();
+        while let Some((id, event)) = fleet.poll_event() {
+            match event {
+                ClientEvent::Connected => {
+                    let took = now.saturating_duration_since(added_at[id.index()]);
+                    out.connect.saturating_record(nanos(took).max(1));
+                    ids.push(id);
+                    admitted[id.index()] = true;
+                    handshaking -= 1;
+                    progress.connected.fetch_add(1, Ordering::Relaxed);
+                }
+                ClientEvent::Disconnected { reason } => {
+                    if admitted[id.index()] {
+                        // Its slot may be reused by a later connection.
+                        admitted[id.index()] = false;
+                        ids.retain(|&x| x != id);
+                        out.closed_during_run += 1;
+                        out.close_reason.get_or_insert_with(|| describe(reason));
+                    } else {
+                        handshaking -= 1;
+                        out.connect_failed += 1;
+                        out.connect_failure.get_or_insert_with(|| describe(reason));
+                    }
+                    fleet.remove(id);
+                }
+                ClientEvent::Message { data, .. } => fleet.recycle(id, data),
+            }
+        }
+    }
+    out.connected = ids.len() as u64;
+    Ok(ids)
+}
+
+/// Accounts one event after the connect phase; `run` carries `(t0, seen bits)` once the
+/// schedule has started.
+fn note_event(
+    fleet: &mut Fleet,
+    id: FleetId,
+    event: ClientEvent,
+    run: Option<(Instant, &mut Vec<u64>)>,
+    plan: &Plan,
+    out: &mut Outcome,
+) {
+    match event {
+        ClientEvent::Message { data, .. } => {
+            match (Stamp::decode(&data), run) {
+                (Some(s), Some((t0, seen))) if s.thread == plan.thread => {
+                    let word = usize::try_from(s.seq / 64).unwrap_or(usize::MAX);
+                    let bit = 1u64 << (s.seq % 64);
+                    match seen.get_mut(word) {
+                        Some(w) if *w & bit != 0 => out.duplicates += 1,
+                        Some(w) => {
+                            *w |= bit;
+                            out.echoed += 1;
+                            let now = nanos(Instant::now().saturating_duration_since(t0));
+                            out.rtt
+                                .saturating_record(now.saturating_sub(s.scheduled_ns).max(1));
+                        }
+                        None => out.foreign += 1,
+                    }
+                }
+                _ => out.foreign += 1,
+            }
+            fleet.recycle(id, data);
+        }
+        ClientEvent::Disconnected { reason } => {
+            out.closed_during_run += 1;
+            out.close_reason.get_or_insert_with(|| describe(reason));
+        }
+        ClientEvent::Connected => {}
+    }
+}
+
+fn describe(reason: DisconnectReason) -> String {
+    format!("{reason:?}")
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Marks the thread ready when dropped, so a thread that fails while connecting does not
+/// leave the others waiting for it.
+struct ReadyGuard<'a>(Option<&'a AtomicUsize>);
+
+impl ReadyGuard<'_> {
+    fn release(&mut self) {
+        if let Some(r) = self.0.take() {
+            r.fetch_add(1, Ordering::Release);
+        }
+    }
+}
+
+impl Drop for ReadyGuard<'_> {
+    fn drop(&mut self) {
+        self.release();
+    }
+}

@@ -1,0 +1,467 @@
+//! `xrudp bench`: the load generator.
+//!
+//! N real protocol connections (an [`xrudp_client::Fleet`] per thread) send to an echo
+//! server on an open-loop schedule: message `k` of a thread is due at `t0 + k / rate`
+//! and its round-trip time is measured from that scheduled time to its echo, so a stall
+//! anywhere shows in the figures (no coordinated omission). Round-trip and connect times
+//! go into hdrhistograms; after the schedule a drain period waits for the last echoes,
+//! and what never came back is the loss.
+//!
+//! Beside the latency figures it reports a spinning probe's gaps on each core (the VM's
+//! noise floor — see [`probe`]), each core's busy/softirq/steal share, the load threads'
+//! CPU per message and, given the server's pid, the server's CPU per message and RSS.
+//!
+//! - [`schedule`]: the open-loop due-count arithmetic;
+//! - [`payload`]: the stamp each message carries;
+//! - [`loadgen`]: one load thread;
+//! - [`probe`], [`host`]: the noise-floor probe and procfs figures;
+//! - [`report`], [`plot`]: the summary, its JSON, and the percentile plot (SVG).
+#![expect(
+    clippy::cast_precision_loss,
+    reason = "counts and nanoseconds become f64 only for figures shown to people (rates, \
+              ratios, µs); they stay far below 2^52"
+)]
+
+pub mod host;
+pub mod loadgen;
+pub mod payload;
+pub mod plot;
+pub mod probe;
+pub mod report;
+pub mod schedule;
+
+use std::io::{IsTerminal as _, Write as _};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use xrudp_client::ClientConfig;
+
+use self::loadgen::{Plan, Progress, Start, Wait};
+use self::report::{Messages, Percentiles, Report, ServerFigures, Settings, ratio};
+
+/// `xrudp bench` options.
+///
+/// Example (against `xrudp attach --app echo` on 10.77.0.1:7777):
+/// xrudp bench --server 10.77.0.1:7777 --clients 1000 --rate 20000 --size 64 --duration 10 --plot rtt.svg
+#[derive(Clone, Debug, Args)]
+pub struct BenchArgs {
+    /// The echo server, ADDR:PORT.
+    #[arg(long)]
+    pub server: SocketAddr,
+    /// Connections to open (spread over the threads).
+    #[arg(long, default_value_t = 1)]
+    pub clients: usize,
+    /// Messages per second offered, all connections together (0: connect and stay idle).
+    #[arg(long, default_value_t = 1000)]
+    pub rate: u64,
+    /// Message size in bytes (at least 18: the stamp each message carries).
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Length of the send schedule in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Channel index to send on (server default: 0 reliable-ordered, 1 reliable-unordered,
+    /// 2 unreliable, 3 unreliable-sequenced).
+    #[arg(long, default_value_t = 0)]
+    pub channel: u8,
+    /// Load threads, each with its own share of the connections and of the rate.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Cores to pin the load threads to (round-robin), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub cores: Option<Vec<usize>>,
+    /// Local addresses to connect from, round-robin, comma-separated (one address has
+    /// about 28,000 ephemeral ports: use several for more connections).
+    #[arg(long, value_delimiter = ',')]
+    pub local: Option<Vec<IpAddr>>,
+    /// How the load threads wait between sends: spin (exact timing, a busy core) or
+    /// sleep (epoll; sends up to 1 ms late, for CPU figures).
+    #[arg(long, value_enum, default_value_t = Wait::Spin)]
+    pub wait: Wait,
+    /// Seconds to wait for the last echoes after the schedule.
+    #[arg(long, default_value_t = 2.0)]
+    pub drain: f64,
+    /// Handshakes in flight per thread, at most.
+    #[arg(long = "connect-window", default_value_t = 256)]
+    pub connect_window: usize,
+    /// Seconds to wait for every connection to be admitted.
+    #[arg(long = "connect-timeout", default_value_t = 60.0)]
+    pub connect_timeout: f64,
+    /// Don't run the noise-floor probe (one SCHED_IDLE spinning thread per core).
+    #[arg(long = "no-probe")]
+    pub no_probe: bool,
+    /// The server's pid: report its CPU time per message and its RSS.
+    #[arg(long = "server-pid")]
+    pub server_pid: Option<u32>,
+    /// Print one JSON object instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+    /// Write a latency-by-percentile plot (SVG) to this file.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+}
+
+/// Runs `xrudp bench`: prints the summary (or JSON) on stdout, a progress line on stderr
+/// when it is a terminal, and writes the plot if asked.
+pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    let (report, rtt) = measure(args, std::io::stderr().is_terminal())?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer(&mut out, &report).context("writing JSON")?;
+        writeln!(out).context("writing to stdout")?;
+    } else {
+        write!(out, "{}", report.text()).context("writing to stdout")?;
+    }
+    if let Some(path) = &args.plot {
+        let title = format!(
+            "{} clients, {} msg/s, {} B → {}: p50 {:.0} µs, p99 {:.0} µs",
+            args.clients, args.rate, args.size, args.server, report.rtt_us.p50, report.rtt_us.p99
+        );
+        std::fs::write(path, plot::svg(&rtt, &title))
+            .with_context(|| format!("writing the plot to {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Runs the load and returns the report and the merged round-trip histogram (ns).
+#[expect(
+    clippy::too_many_lines,
+    reason = "the run's phases (start, connect, schedule, join, merge) read best in order"
+)]
+pub fn measure(
+    args: &BenchArgs,
+    show_progress: bool,
+) -> anyhow::Result<(Report, hdrhistogram::Histogram<u64>)> {
+    let plans = plans(args)?;
+    let threads = plans.len();
+    let start = Arc::new(Start::default());
+    let progress: Arc<Vec<Progress>> =
+        Arc::new((0..threads).map(|_| Progress::default()).collect());
+    let mut handles = Vec::with_capacity(threads);
+    for (i, plan) in plans.into_iter().enumerate() {
+        let start = Arc::clone(&start);
+        let progress = Arc::clone(&progress);
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("bench-{i}"))
+                .spawn(move || loadgen::run(&plan, &start, &progress[i]))
+                .context("spawning a load thread")?,
+        );
+    }
+
+    // Connect phase.
+    let connect_started = Instant::now();
+    while start.ready.load(Ordering::Acquire) < threads {
+        std::thread::sleep(Duration::from_millis(50));
+        if show_progress {
+            let c: u64 = progress
+                .iter()
+                .map(|p| p.connected.load(Ordering::Relaxed))
+                .sum();
+            eprint!(
+                "\rconnecting: {c}/{} admitted ({:.1} s)   ",
+                args.clients,
+                connect_started.elapsed().as_secs_f64()
+            );
+        }
+    }
+
+    // The schedule.
+    let probe = if args.no_probe {
+        None
+    } else {
+        // A core with a spinning, pinned load thread is measured by that thread's loop;
+        // a SCHED_IDLE probe there would starve.
+        let spun: Vec<usize> = match (&args.cores, args.wait) {
+            (Some(c), Wait::Spin) => c.iter().copied().take(threads).collect(),
+            _ => Vec::new(),
+        };
+        let cores: Vec<usize> = core_affinity::get_core_ids()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c.id)
+            .filter(|c| !spun.contains(c))
+            .collect();
+        Some(probe::Probe::start(&cores).context("starting the probe threads")?)
+    };
+    let duration = Duration::from_secs_f64(args.duration);
+    let t0 = Instant::now() + Duration::from_millis(20);
+    std::thread::sleep(t0.saturating_duration_since(Instant::now()));
+    let cpu_before = host::cpu_ticks();
+    let server_cpu_before = args.server_pid.and_then(host::process_cpu_ns);
+    // Only this thread sets t0, once, so this cannot find it set.
+    let _ = start.t0.set(t0);
+    let end = t0 + duration;
+    let mut last = (Instant::now(), 0u64);
+    while Instant::now() < end {
+        std::thread::sleep(
+            Duration::from_millis(200).min(end.saturating_duration_since(Instant::now())),
+        );
+        if show_progress {
+            let sent: u64 = progress
+                .iter()
+                .map(|p| p.sent.load(Ordering::Relaxed))
+                .sum();
+            let echoed: u64 = progress
+                .iter()
+                .map(|p| p.echoed.load(Ordering::Relaxed))
+                .sum();
+            let now = Instant::now();
+            let rate = (echoed - last.1.min(echoed)) as f64 / (now - last.0).as_secs_f64();
+            last = (now, echoed);
+            eprint!(
+                "\r{:5.1}/{:.0} s  sent {sent}  echoed {echoed}  {rate:.0} msg/s   ",
+                now.saturating_duration_since(t0).as_secs_f64(),
+                args.duration
+            );
+        }
+    }
+    let cpu_after = host::cpu_ticks();
+    let server_cpu_after = args.server_pid.and_then(host::process_cpu_ns);
+    let server_rss = args.server_pid.and_then(host::rss);
+    let mut gaps = probe.map(probe::Probe::finish).unwrap_or_default();
+    if show_progress {
+        eprint!("\rdraining…                                              \r");
+    }
+
+    let mut outcomes = Vec::with_capacity(threads);
+    for h in handles {
+        match h.join() {
+            Ok(r) => outcomes.push(r.context("a load thread failed")?),
+            Err(_) => bail!("a load thread panicked"),
+        }
+    }
+    if show_progress {
+        eprint!("\r{:60}\r", "");
+    }
+
+    let mut rtt = loadgen::histogram();
+    let mut connect = loadgen::histogram();
+    let mut m = Messages::default();
+    let (mut connected, mut connect_failed, mut closed) = (0, 0, 0);
+    let (mut retrans, mut packets_out, mut socket_errors, mut send_dropped, mut cpu_ns) =
+        (0, 0, 0, 0, 0);
+    let mut connect_failure = None;
+    let mut close_reason = None;
+    for o in outcomes {
+        rtt.add(&o.rtt).context("merging histograms")?;
+        connect.add(&o.connect).context("merging histograms")?;
+        m.scheduled += o.scheduled;
+        m.sent += o.sent;
+        m.send_refused += o.send_refused;
+        m.not_connected += o.not_connected;
+        m.echoed += o.echoed;
+        m.duplicates += o.duplicates;
+        m.foreign += o.foreign;
+        connected += o.connected;
+        connect_failed += o.connect_failed;
+        closed += o.closed_during_run;
+        retrans += o.retransmitted_packets;
+        packets_out += o.packets_out;
+        socket_errors += o.socket_errors;
+        send_dropped += o.send_dropped;
+        cpu_ns += o.cpu_ns;
+        gaps.extend(o.loop_gaps);
+        connect_failure = connect_failure.or(o.connect_failure);
+        close_reason = close_reason.or(o.close_reason);
+    }
+    gaps.sort_by_key(|g| g.core);
+    if connected == 0 {
+        bail!(
+            "no connection to {} was admitted ({}); check that `xrudp attach --app echo` serves that address and port",
+            args.server,
+            connect_failure.as_deref().unwrap_or("no reason given")
+        );
+    }
+    m.lost = m.scheduled.saturating_sub(m.echoed);
+    m.loss_ratio = ratio(m.lost as f64, m.scheduled as f64);
+    let secs = duration.as_secs_f64();
+    let server = args.server_pid.map(|pid| {
+        let cpu = server_cpu_after
+            .zip(server_cpu_before)
+            .map_or(0, |(a, b)| a.saturating_sub(b));
+        ServerFigures {
+            pid,
+            cpu_ns: cpu,
+            cpu_ns_per_msg: ratio(cpu as f64, m.echoed as f64),
+            rss_bytes: server_rss.map_or(0, |r| r.0),
+            hwm_bytes: server_rss.map_or(0, |r| r.1),
+        }
+    });
+    let report = Report {
+        settings: Settings {
+            server: args.server.to_string(),
+            clients: args.clients,
+            threads,
+            rate: args.rate,
+            size: args.size,
+            channel: args.channel,
+            duration_secs: secs,
+            wait: args.wait,
+        },
+        connected,
+        connect_failed,
+        connect_failure,
+        connect_us: Percentiles::of(&connect),
+        closed_during_run: closed,
+        close_reason,
+        offered_msg_per_s: ratio(m.scheduled as f64, secs),
+        achieved_msg_per_s: ratio(m.echoed as f64, secs),
+        messages: m,
+        rtt_us: Percentiles::of(&rtt),
+        retransmitted_packets: retrans,
+        packets_out,
+        retransmission_ratio: ratio(retrans as f64, packets_out as f64),
+        socket_errors,
+        send_dropped,
+        loadgen_cpu_ns_per_msg: 0.0,
+        cpu: host::shares(&cpu_before, &cpu_after),
+        probe: gaps,
+        server,
+    };
+    let echoed = report.messages.echoed;
+    Ok((
+        Report {
+            loadgen_cpu_ns_per_msg: ratio(cpu_ns as f64, echoed as f64),
+            ..report
+        },
+        rtt,
+    ))
+}
+
+/// Splits the work over the threads and checks the arguments.
+fn plans(args: &BenchArgs) -> anyhow::Result<Vec<Plan>> {
+    if args.size < payload::HEADER_LEN {
+        bail!(
+            "--size {} is below {} bytes, the stamp every message carries",
+            args.size,
+            payload::HEADER_LEN
+        );
+    }
+    if args.clients == 0 {
+        bail!("--clients must be at least 1");
+    }
+    if !(args.duration.is_finite() && args.duration > 0.0 && args.duration <= 86_400.0) {
+        bail!("--duration must be between 0 and 86400 seconds");
+    }
+    for (name, v) in [
+        ("--drain", args.drain),
+        ("--connect-timeout", args.connect_timeout),
+    ] {
+        if !(v.is_finite() && (0.0..=3600.0).contains(&v)) {
+            bail!("{name} must be between 0 and 3600 seconds");
+        }
+    }
+    let threads = args
+        .threads
+        .clamp(1, args.clients)
+        .min(usize::from(u16::MAX));
+    let locals = match &args.local {
+        Some(l) if !l.is_empty() => l.clone(),
+        _ => vec![match args.server {
+            SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        }],
+    };
+    let cores = args.cores.clone().unwrap_or_default();
+    Ok((0..threads)
+        .map(|i| Plan {
+            // `threads` is at most u16::MAX.
+            thread: i as u16,
+            server: args.server,
+            clients: schedule::split(args.clients as u64, threads, i) as usize,
+            rate: schedule::split(args.rate, threads, i),
+            size: args.size,
+            channel: args.channel,
+            duration: Duration::from_secs_f64(args.duration),
+            drain: Duration::from_secs_f64(args.drain),
+            locals: locals.clone(),
+            connect_window: args.connect_window,
+            connect_timeout: Duration::from_secs_f64(args.connect_timeout),
+            core: (!cores.is_empty()).then(|| cores[i % cores.len()]),
+            wait: args.wait,
+            config: ClientConfig::default(),
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xrudp_client::testing::EchoServer;
+
+    fn args(server: SocketAddr) -> BenchArgs {
+        BenchArgs {
+            server,
+            clients: 20,
+            rate: 2000,
+            size: 64,
+            duration: 2.0,
+            channel: 0,
+            threads: 2,
+            cores: None,
+            local: None,
+            wait: Wait::Sleep,
+            drain: 5.0,
+            connect_window: 8,
+            connect_timeout: 30.0,
+            no_probe: true,
+            server_pid: Some(std::process::id()),
+            json: false,
+            plot: None,
+        }
+    }
+
+    #[test]
+    fn reliable_echo_run_accounts_for_every_message() {
+        let server = EchoServer::start(xrudp_proto::ServerConfig::default()).unwrap();
+        let (report, rtt) = measure(&args(server.addr()), false).unwrap();
+        let m = &report.messages;
+        assert_eq!(report.connected, 20);
+        assert_eq!(report.connect_failed, 0);
+        assert_eq!(report.connect_us.count, 20);
+        assert_eq!(m.scheduled, 4000, "2 s at 2,000 msg/s");
+        assert_eq!(m.sent, m.scheduled);
+        assert_eq!(
+            m.echoed, m.sent,
+            "reliable channel: every message comes back"
+        );
+        assert_eq!((m.lost, m.duplicates, m.foreign), (0, 0, 0));
+        assert_eq!(rtt.len(), 4000);
+        assert_eq!(report.rtt_us.count, 4000);
+        assert!(report.packets_out >= 4000);
+        assert!(report.server.as_ref().is_some_and(|s| s.rss_bytes > 0));
+        let stats = server.stop().unwrap();
+        assert_eq!(stats.messages, 4000, "the server saw each message once");
+        assert_eq!(stats.connected, 20);
+        // The text and JSON forms carry the figures.
+        assert!(report.text().contains("4000 echoed"));
+        let v: serde_json::Value = serde_json::to_value(&report).unwrap();
+        assert_eq!(v["messages"]["echoed"], 4000);
+        assert_eq!(v["settings"]["wait"], "sleep");
+    }
+
+    #[test]
+    fn bad_arguments_are_refused_before_connecting() {
+        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let mut a = args(addr);
+        a.size = 17;
+        assert!(plans(&a).unwrap_err().to_string().contains("--size 17"));
+        let mut a = args(addr);
+        a.duration = 0.0;
+        assert!(plans(&a).is_err());
+        let mut a = args(addr);
+        a.clients = 3;
+        a.threads = 8;
+        a.rate = 1001;
+        let p = plans(&a).unwrap();
+        assert_eq!(p.len(), 3, "no more threads than clients");
+        assert_eq!(p.iter().map(|p| p.rate).sum::<u64>(), 1001);
+        assert_eq!(p.iter().map(|p| p.clients).sum::<usize>(), 3);
+    }
+}

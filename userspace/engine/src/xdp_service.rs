@@ -1,0 +1,263 @@
+//! The protocol on an AF_XDP worker: RX burst → validate → protocol → application →
+//! TX burst, all in the queue's UMEM.
+//!
+//! Received frames are parsed in place (`xrudp_packet::Datagram`), their UDP checksum
+//! verified, the sender's link-layer route learnt, and the UDP payload handed to the
+//! [`Service`] straight from the frame; the frame then goes back to the fill ring.
+//! Datagrams the protocol sends are written by `poll_transmit` directly into a free
+//! frame's payload area, headers are built in front of them toward the learnt route
+//! (`xrudp_packet::datagram::build`), and the frames go out in one TX burst.
+//!
+//! The payload offset depends on the route (VLAN tag, IPv4 or IPv6), which is known only
+//! once `poll_transmit` names the destination, so the worker writes at the header length
+//! it used last and moves the payload only when a datagram's route differs — never for a
+//! homogeneous population of peers.
+
+use std::{
+    net::SocketAddr,
+    sync::atomic::{AtomicBool, Ordering::Relaxed},
+    time::{Duration, Instant},
+};
+
+use xrudp_packet::{Datagram, Kernel, datagram};
+
+use crate::{
+    neigh,
+    service::{Published, Service},
+    sys::xsk::{Frame, Xsk},
+    worker::{BATCH, Queue, Settings},
+};
+
+/// Frames the fill ring never gets, so the worker can always originate datagrams.
+pub const TX_RESERVE: usize = 256;
+
+/// Why a received frame did not reach the protocol, or a datagram did not leave.
+#[derive(Default)]
+struct Tally {
+    rx_bytes: u64,
+    tx_packets: u64,
+    tx_bytes: u64,
+    malformed: u64,
+    checksum: u64,
+    no_route: u64,
+    no_frame: u64,
+}
+
+/// Runs the protocol worker until `stop` is set; then sends the shutdown notices
+/// (disconnects) and returns.
+pub fn run(
+    mut xsk: Xsk,
+    shared: &Queue,
+    settings: Settings,
+    service: &mut Service,
+    published: &Published,
+    stop: &AtomicBool,
+) {
+    shared.tid.store(crate::sys::gettid(), Relaxed);
+    let kernel = Kernel::detect();
+    let mut routes = neigh::Table::new(2 * service.server().config().max_connections + 1024);
+    let mut batch: Vec<Frame> = Vec::with_capacity(BATCH);
+    let mut tx: Vec<Frame> = Vec::with_capacity(BATCH);
+    let mut header_guess = 42; // Ethernet + IPv4 + UDP
+    let mut last_publish = Instant::now();
+    let mut stopping_rounds = 0u32;
+    let c = &shared.counters;
+    loop {
+        let stopping = stop.load(Relaxed);
+        xsk.complete();
+        xsk.refill(TX_RESERVE);
+        let n = xsk.recv(&mut batch, BATCH);
+        let now = Instant::now();
+        let mut t = Tally::default();
+        for f in batch.drain(..) {
+            t.rx_bytes += f.len() as u64;
+            match Datagram::parse(xsk.data(&f)) {
+                Err(_) => t.malformed += 1,
+                Ok(d) if settings.udp_checksum_check && !d.verify_udp_checksum(kernel) => {
+                    t.checksum += 1
+                }
+                Ok(d) => {
+                    let from = peer_key(d.src());
+                    routes.learn(from, d.route());
+                    service.handle_datagram(now, from, d.payload());
+                }
+            }
+            xsk.release(f);
+        }
+        if stopping && stopping_rounds == 0 {
+            service.shutdown();
+        }
+        service.handle_timeout(now);
+        service.run(now);
+        transmit(
+            &mut xsk,
+            service,
+            &routes,
+            &mut tx,
+            &mut header_guess,
+            kernel,
+            now,
+            &mut t,
+        );
+        c.rx_packets.fetch_add(n as u64, Relaxed);
+        c.rx_bytes.fetch_add(t.rx_bytes, Relaxed);
+        c.tx_packets.fetch_add(t.tx_packets, Relaxed);
+        c.tx_bytes.fetch_add(t.tx_bytes, Relaxed);
+        if t.malformed + t.checksum + t.no_route + t.no_frame > 0 {
+            publish_drops(c, &t);
+        }
+        c.frames_in_use
+            .store(u64::from(xsk.frames_in_use()), Relaxed);
+        c.frames_high_water
+            .store(u64::from(xsk.high_water()), Relaxed);
+        if now.duration_since(last_publish) >= Duration::from_millis(100) {
+            published.publish(service);
+            last_publish = now;
+        }
+        if stopping {
+            // A few rounds let the redundant disconnect notices out, then leave.
+            stopping_rounds += 1;
+            if stopping_rounds > 3 {
+                published.publish(service);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        if n == 0 && tx.is_empty() {
+            if settings.busy_poll {
+                let _ = xsk.wait(0);
+            } else {
+                let wait = service.poll_timeout().map_or(100, |d| {
+                    d.saturating_duration_since(now).as_millis().clamp(0, 100) as i32
+                });
+                if wait > 0 {
+                    let _ = xsk.wait(wait);
+                }
+            }
+        }
+    }
+    for f in tx.drain(..) {
+        xsk.release(f);
+    }
+    for _ in 0..100 {
+        if xsk.tx_outstanding() == 0 {
+            break;
+        }
+        xsk.complete();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Builds every datagram the protocol has to send into free frames and bursts them out.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the worker's per-round state, passed down once per round"
+)]
+fn transmit(
+    xsk: &mut Xsk,
+    service: &mut Service,
+    routes: &neigh::Table,
+    tx: &mut Vec<Frame>,
+    header_guess: &mut usize,
+    kernel: Kernel,
+    now: Instant,
+    t: &mut Tally,
+) {
+    loop {
+        if tx.len() >= BATCH {
+            t.tx_packets += xsk.transmit(tx) as u64;
+            if tx.len() >= BATCH {
+                // The TX ring is full: leave the rest of the protocol's output queued in
+                // the protocol (it is not lost) until the ring drains.
+                break;
+            }
+        }
+        let Some(mut f) = xsk.alloc() else {
+            t.no_frame += 1;
+            break;
+        };
+        let outcome = xsk.with_buffer(&mut f, |buf, _| {
+            build_one(buf, service, routes, header_guess, kernel, now)
+        });
+        match outcome {
+            Built::Nothing => {
+                xsk.release(f);
+                break;
+            }
+            Built::Frame => {
+                t.tx_bytes += f.len() as u64;
+                tx.push(f);
+            }
+            Built::NoRoute => {
+                t.no_route += 1;
+                xsk.release(f);
+            }
+        }
+    }
+    if !tx.is_empty() {
+        t.tx_packets += xsk.transmit(tx) as u64;
+    }
+}
+
+enum Built {
+    Nothing,
+    Frame,
+    NoRoute,
+}
+
+fn build_one(
+    buf: &mut [u8],
+    service: &mut Service,
+    routes: &neigh::Table,
+    header_guess: &mut usize,
+    kernel: Kernel,
+    now: Instant,
+) -> (usize, Built) {
+    let at = (*header_guess).min(buf.len());
+    let Some(tr) = service.poll_transmit(now, &mut buf[at..]) else {
+        return (0, Built::Nothing);
+    };
+    let Some(mut route) = routes.lookup(tr.dst) else {
+        return (0, Built::NoRoute);
+    };
+    // Keep the flow label the peer used; the key itself is without it.
+    route.peer = route_peer(route.peer, tr.dst);
+    let need = route.header_len();
+    if need != at {
+        if need + tr.len > buf.len() {
+            return (0, Built::NoRoute);
+        }
+        buf.copy_within(at..at + tr.len, need);
+        *header_guess = need;
+    }
+    match datagram::build(buf, &route, tr.len, kernel) {
+        Ok(len) => (len, Built::Frame),
+        Err(_) => (0, Built::NoRoute),
+    }
+}
+
+/// The protocol's view of a peer: its address and port, without the IPv6 flow label
+/// (which a peer may change per packet).
+fn peer_key(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(mut v6) => {
+            v6.set_flowinfo(0);
+            v6.set_scope_id(0);
+            SocketAddr::V6(v6)
+        }
+        v4 @ SocketAddr::V4(_) => v4,
+    }
+}
+
+fn route_peer(learnt: SocketAddr, dst: SocketAddr) -> SocketAddr {
+    if peer_key(learnt) == dst { learnt } else { dst }
+}
+
+#[cold]
+fn publish_drops(c: &crate::worker::Counters, t: &Tally) {
+    c.drop_malformed.fetch_add(t.malformed, Relaxed);
+    c.drop_checksum.fetch_add(t.checksum, Relaxed);
+    c.drop_unanswerable.fetch_add(t.no_route, Relaxed);
+    c.drop_tx_full.fetch_add(t.no_frame, Relaxed);
+}
