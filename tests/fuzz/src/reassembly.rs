@@ -7,7 +7,9 @@
 //! Invariants: no panic; both ends' `memory()` stays under a bound set by configuration;
 //! until a direction sees a forged or resealed packet, every message it delivers on the
 //! reliable channels is whole and unaltered, delivered at most once, and in order on the
-//! ordered channel.
+//! ordered channel. Liveness: at the end of the input the network turns faithful; if
+//! nothing was forged either way and the connection is still open once both ends are quiet,
+//! every message either end queued has been delivered.
 //!
 //! Input: a sequence of steps, each a tag byte and its operands (see [`Step`]).
 
@@ -102,6 +104,7 @@ pub fn run_rig(data: &[u8]) -> Rig {
         rest = tail;
     }
     rig.apply(Step::Events, &[]);
+    rig.settle();
     rig
 }
 
@@ -189,6 +192,8 @@ struct Receiver {
     seen: [HashSet<u32>; 2],
     last_ordered: Option<u32>,
     count: usize,
+    /// Ids queued towards this receiver, per channel.
+    sent: [HashSet<u32>; 2],
 }
 
 impl Receiver {
@@ -293,13 +298,20 @@ impl Rig {
             Step::ClientSend { channel, len } | Step::ServerSend { channel, len } => {
                 let ch = channel % 2;
                 let m = crate::message(self.next_id, 8 + usize::from(len) % (MAX_MESSAGE - 8));
-                let ok = if matches!(step, Step::ClientSend { .. }) {
+                let to_server = matches!(step, Step::ClientSend { .. });
+                let ok = if to_server {
                     self.client.send(ch, &m).is_ok()
                 } else {
                     let handle = self.server_handle;
                     handle.is_some_and(|h| self.server.send(h, ch, &m).is_ok())
                 };
                 if ok {
+                    let rx = if to_server {
+                        &mut self.at_server
+                    } else {
+                        &mut self.at_client
+                    };
+                    rx.sent[usize::from(ch)].insert(self.next_id);
                     self.next_id += 1;
                 }
             }
@@ -352,6 +364,60 @@ impl Rig {
             Step::Events => self.events(),
         }
         self.check();
+    }
+
+    /// Runs a faithful network until both ends are quiet (or a bounded number of rounds),
+    /// then checks that everything queued was delivered, unless a packet was forged or the
+    /// connection ended.
+    pub fn settle(&mut self) {
+        let addrs = crate::addrs();
+        for _ in 0..4000 {
+            self.transmit();
+            let moved = !self.to_server.is_empty() || !self.to_client.is_empty();
+            while let Some(d) = self.to_server.pop_front() {
+                self.server.handle_datagram(self.now, addrs[0], &d);
+            }
+            while let Some(d) = self.to_client.pop_front() {
+                self.client.handle_datagram(self.now, addrs[3], &d);
+            }
+            self.events();
+            self.check();
+            if moved {
+                continue;
+            }
+            if self.client.is_quiet() && !self.server.has_pending() {
+                break;
+            }
+            // Nothing in flight: jump to the next timer.
+            let next = [self.client.poll_timeout(), self.server.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
+            let Some(next) = next else { break };
+            self.now = self.now.max(next);
+            self.server.handle_timeout(self.now);
+            self.client.handle_timeout(self.now);
+        }
+        let open = self.client.state() == ClientState::Connected && self.server_handle.is_some();
+        if self.at_server.forged || self.at_client.forged || !open {
+            return;
+        }
+        assert!(
+            self.client.is_quiet() && !self.server.has_pending(),
+            "a faithful network did not drain both ends: client {:?}, server {:?}",
+            self.client.connection_stats(),
+            self.server_handle
+                .and_then(|h| self.server.connection_stats(h)),
+        );
+        for (rx, name) in [(&self.at_server, "server"), (&self.at_client, "client")] {
+            for ch in 0..2 {
+                let missing: Vec<_> = rx.sent[ch].difference(&rx.seen[ch]).collect();
+                assert!(
+                    missing.is_empty(),
+                    "the {name} never received messages {missing:?} on channel {ch}"
+                );
+            }
+        }
     }
 
     fn transmit(&mut self) {
