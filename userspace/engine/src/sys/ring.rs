@@ -14,6 +14,10 @@ pub trait Descriptor: Copy + Default + std::fmt::Debug {
     fn addr(&self) -> usize;
     /// Packet length in bytes.
     fn len(&self) -> usize;
+    /// Whether the packet is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// The four AF_XDP rings as the frame logic sees them.
@@ -81,6 +85,11 @@ pub struct Frames<R: Rings> {
     pool: Vec<Frame<R::Desc>>,
     /// Scratch descriptors for batched ring operations (length = ring size).
     scratch: Vec<R::Desc>,
+    /// Frames in the UMEM.
+    #[expect(
+        clippy::struct_field_names,
+        reason = "the UMEM's frame count: `frames` is the plain name"
+    )]
     frames: u32,
     /// Frames on the TX ring or in the kernel's TX path, not yet completed.
     tx_outstanding: u32,
@@ -406,7 +415,9 @@ mod tests {
         let mut all = BTreeSet::new();
         let mut add = |a: usize| assert!(all.insert(a), "frame {a} is in two places");
         f.pool.iter().for_each(|x| add(x.addr()));
-        held.iter().for_each(|x| add(x.addr()));
+        for x in held {
+            add(x.addr());
+        }
         for r in [&m.fill, &m.rx, &m.tx, &m.comp] {
             for k in 0..r.used() {
                 add(r.slots[(r.cons.wrapping_add(k) & r.mask()) as usize].addr);
