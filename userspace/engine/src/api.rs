@@ -69,6 +69,7 @@ impl ServerOptions {
                 backend: Backend::Auto,
                 workers: None,
                 protocol: xrudp_proto::ServerConfig::default(),
+                hello_rate: 5000,
             },
             queue_capacity: 4096,
         }

@@ -1,12 +1,11 @@
 //! The `xrudp` command line.
 
-use std::{io::Write, path::PathBuf, time::Duration};
+use std::{path::PathBuf, time::Duration};
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
-    control::{self, Snapshot},
     engine::{self, Backend},
     iface,
     loader::ModeChoice,
@@ -96,6 +95,10 @@ pub struct AttachArgs {
     /// bytes (the game backend that issues tokens holds the same key).
     #[arg(long = "token-key-file")]
     pub token_key_file: Option<PathBuf>,
+    /// First hellos each worker answers per second; a flood beyond it (spoofed
+    /// handshakes) is shed and counted, so established players keep the CPU. 0: no limit.
+    #[arg(long = "hello-rate", default_value_t = 5000)]
+    pub hello_rate: u32,
     /// UMEM frames per queue (caps packet-buffer memory: frames × frame size).
     /// Default 2048 × 2048 B = 4 MiB per queue.
     #[arg(long = "umem-frames", default_value_t = 2048)]
@@ -120,6 +123,10 @@ pub struct AttachArgs {
     /// `ethtool -K <peer-dev> tx off` on the sending end or pass this flag.
     #[arg(long = "no-udp-checksum-check")]
     pub no_udp_checksum_check: bool,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (off by default; bind it to
+    /// loopback, e.g. 127.0.0.1:9187, unless a firewall guards it).
+    #[arg(long = "metrics-addr", value_name = "ADDR:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Zero-copy choice on the command line.
@@ -147,9 +154,13 @@ pub struct StatsArgs {
     /// Only the engine on this interface.
     #[arg(long, short = 'i')]
     pub iface: Option<String>,
-    /// Print JSON (schema in docs/STATS.md) instead of a table.
+    /// Print JSON (schema in docs/stats.schema.json) instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Refresh every SECS seconds (redrawn in place on a terminal; with --json, one
+    /// document per line) until interrupted. Without it, rates cover one second.
+    #[arg(long, value_name = "SECS")]
+    pub watch: Option<f64>,
 }
 
 /// Runs the parsed command line.
@@ -189,8 +200,9 @@ fn attach(a: AttachArgs) -> anyhow::Result<()> {
         backend: a.backend,
         workers: a.workers,
         protocol,
+        hello_rate: a.hello_rate,
     };
-    engine::run(&options, &stop)
+    engine::serve(&options, &stop, a.metrics_addr)
 }
 
 fn protocol_config(a: &AttachArgs) -> anyhow::Result<xrudp_proto::ServerConfig> {
@@ -259,100 +271,5 @@ fn detach(d: &DetachArgs) -> anyhow::Result<()> {
 }
 
 fn stats(s: &StatsArgs) -> anyhow::Result<()> {
-    let engines: Vec<(String, String, PathBuf)> = runtime::all_engines()
-        .into_iter()
-        .filter(|(_, i, _)| s.iface.as_ref().is_none_or(|want| want == i))
-        .collect();
-    if engines.is_empty() {
-        match &s.iface {
-            Some(i) => bail!(
-                "no running xrudp engine on {i} (start one with `xrudp attach --iface {i} --port PORT`)"
-            ),
-            None => bail!(
-                "no running xrudp engine found under {}",
-                runtime::base_dir().display()
-            ),
-        }
-    }
-    let mut snaps = Vec::new();
-    for (ns, i, path) in &engines {
-        match control::query(path) {
-            Ok(snap) => snaps.push((ns.clone(), snap)),
-            Err(e) => tracing::warn!(iface = %i, netns = %ns, error = %e, "engine did not answer"),
-        }
-    }
-    if snaps.is_empty() {
-        bail!(
-            "no running xrudp engine answered (stale runtime files under {}?)",
-            runtime::base_dir().display()
-        );
-    }
-    let mut out = std::io::stdout().lock();
-    let written = if s.json {
-        let v: Vec<&Snapshot> = snaps.iter().map(|(_, s)| s).collect();
-        serde_json::to_writer_pretty(&mut out, &v)
-            .map_err(std::io::Error::other)
-            .and_then(|()| writeln!(out))
-    } else {
-        snaps
-            .iter()
-            .try_for_each(|(ns, snap)| print_table(&mut out, ns, snap))
-    };
-    match written {
-        // A closed pipe (`xrudp stats | head`) is the reader's choice, not an error.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        r => r.context("writing to stdout"),
-    }
-}
-
-fn print_table(out: &mut impl Write, ns: &str, s: &Snapshot) -> std::io::Result<()> {
-    writeln!(
-        out,
-        "{} ({ns}) pid {} · xdp {} · {} · {} · app {} · ports {:?} · up {:.0}s",
-        s.iface,
-        s.pid,
-        s.xdp_mode,
-        if s.zero_copy { "zero-copy" } else { "copy" },
-        s.wakeup,
-        s.app,
-        s.ports,
-        s.uptime_secs
-    )?;
-    let xdp: Vec<String> = xrudp_common::maps::Counter::ALL
-        .iter()
-        .filter_map(|c| {
-            s.xdp_counter(c.label())
-                .filter(|&v| v > 0)
-                .map(|v| format!("{}={v}", c.label()))
-        })
-        .collect();
-    writeln!(
-        out,
-        "  xdp: {}",
-        if xdp.is_empty() {
-            "no traffic yet".into()
-        } else {
-            xdp.join(" ")
-        }
-    )?;
-    writeln!(
-        out,
-        "  {:>5} {:>5} {:>12} {:>14} {:>12} {:>14} {:>11}",
-        "queue", "core", "rx_pkts", "rx_bytes", "tx_pkts", "tx_bytes", "umem_used"
-    )?;
-    for q in &s.queues {
-        writeln!(
-            out,
-            "  {:>5} {:>5} {:>12} {:>14} {:>12} {:>14} {:>6}/{:<5}",
-            q.queue,
-            q.core.map_or_else(|| "-".into(), |c| c.to_string()),
-            q.rx_packets,
-            q.rx_bytes,
-            q.tx_packets,
-            q.tx_bytes,
-            q.frames_in_use,
-            q.umem_frames
-        )?;
-    }
-    Ok(())
+    crate::stats::run(s.iface.as_deref(), s.json, s.watch)
 }

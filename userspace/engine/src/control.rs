@@ -53,6 +53,15 @@ pub struct Snapshot {
     pub xdp: std::collections::BTreeMap<String, u64>,
     /// Per-queue figures.
     pub queues: Vec<QueueSnapshot>,
+    /// Resident set size of the engine process, bytes (`VmRSS` in /proc/self/status).
+    #[serde(default)]
+    pub rss_bytes: Option<u64>,
+    /// Checksum SIMD level the workers use ("avx2", "sse4.1" or "scalar").
+    #[serde(default)]
+    pub simd_level: String,
+    /// Entries per AF_XDP ring (0 on the socket backend).
+    #[serde(default)]
+    pub ring_size: u32,
 }
 
 /// One queue's figures.
@@ -97,6 +106,12 @@ pub struct QueueSnapshot {
     /// Protocol and application figures (protocol apps only), as last published by
     /// the worker (at most 100 ms old).
     pub protocol: Option<crate::service::Figures>,
+    /// Descriptors on the fill ring as last published (AF_XDP protocol workers only).
+    #[serde(default)]
+    pub fill_ring_level: Option<u64>,
+    /// Processing latency RX to TX since start (protocol workers; none before traffic).
+    #[serde(default)]
+    pub latency: Option<crate::stats::latency::Summary>,
 }
 
 impl Snapshot {
@@ -159,6 +174,9 @@ pub fn snapshot(r: &Running) -> Snapshot {
                 drop_unanswerable: worker::load(&c.drop_unanswerable),
                 drop_tx_full: worker::load(&c.drop_tx_full),
                 protocol: is_protocol(r).then(|| q.published.read()),
+                fill_ring_level: (r.backend == crate::engine::Backend::Xdp && is_protocol(r))
+                    .then(|| worker::load(&c.fill_level)),
+                latency: c.latency.summary(),
             }
         })
         .collect();
@@ -189,6 +207,13 @@ pub fn snapshot(r: &Running) -> Snapshot {
         taken_at_us: u64::try_from(up.as_micros()).unwrap_or(u64::MAX),
         xdp,
         queues,
+        rss_bytes: crate::stats::rss_bytes(),
+        simd_level: xrudp_packet::Kernel::detect().level().name().to_owned(),
+        ring_size: if r.backend == crate::engine::Backend::Xdp {
+            r.options.ring_size
+        } else {
+            0
+        },
     }
 }
 

@@ -72,6 +72,9 @@ pub struct Options {
     pub workers: Option<usize>,
     /// Protocol settings for every worker's server (connection slots are per worker).
     pub protocol: xrudp_proto::ServerConfig,
+    /// First hellos each worker answers per second; past it they are shed and counted
+    /// (0: unlimited).
+    pub hello_rate: u32,
 }
 
 /// What the running engine is, for figures and logs.
@@ -106,11 +109,33 @@ pub struct Engine {
 
 /// Runs the engine until `stop` is set (by SIGINT/SIGTERM in the binary).
 pub fn run(options: &Options, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
+    serve(options, stop, None)
+}
+
+/// [`run`], also serving Prometheus metrics at `http://<metrics>/metrics` when given
+/// (`xrudp attach --metrics-addr`).
+pub fn serve(
+    options: &Options,
+    stop: &Arc<AtomicBool>,
+    metrics: Option<std::net::SocketAddr>,
+) -> anyhow::Result<()> {
     let (engine, _) = Engine::start(options, None, Arc::clone(stop))?;
+    let exporter = match metrics {
+        Some(addr) => Some(
+            crate::stats::prometheus::Server::start(addr, Arc::clone(engine.running()))
+                .with_context(|| {
+                    format!("binding --metrics-addr {addr}: is the port free? (`ss -tlpn sport = :{}`)", addr.port())
+                })?,
+        ),
+        None => None,
+    };
     while !stop.load(Relaxed) {
         thread::park_timeout(std::time::Duration::from_millis(200));
     }
     tracing::info!("shutting down");
+    if let Some(e) = exporter {
+        e.stop();
+    }
     engine.stop();
     Ok(())
 }
@@ -208,7 +233,9 @@ fn new_service(
         WorkerApp::Embedded(q) => crate::service::App::Embedded(Arc::clone(q)),
         WorkerApp::Raw => unreachable_raw(),
     };
-    Ok(Service::new(server, app, worker))
+    let mut service = Service::new(server, app, worker);
+    service.set_hello_budget(options.hello_rate);
+    Ok(service)
 }
 
 #[cold]

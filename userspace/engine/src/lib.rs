@@ -10,6 +10,7 @@
 //! - [`worker`]: the per-queue loop (apps `discard` and `udp-echo`);
 //! - [`busy_poll`]: `--busy-poll` socket options and interface knobs, restored on exit;
 //! - [`control`] and [`runtime`]: how a running engine publishes its figures;
+//! - [`stats`]: `xrudp stats` (rates, table, JSON) and the Prometheus endpoint;
 //! - [`sys`]: the only module with `unsafe` — AF_XDP rings, libbpf, raw syscalls.
 #![deny(unsafe_code)]
 
@@ -25,6 +26,7 @@ pub mod neigh;
 pub mod runtime;
 pub mod service;
 pub mod socket_backend;
+pub mod stats;
 pub mod sys;
 pub mod worker;
 pub mod xdp_service;

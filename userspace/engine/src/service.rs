@@ -188,6 +188,45 @@ pub struct AppCounters {
     pub sends_refused: u64,
     /// Relay: messages forwarded to room members.
     pub relayed: u64,
+    /// First hellos dropped because the worker's hello budget was spent.
+    pub hellos_shed: u64,
+}
+
+/// A token bucket over time passed in: `rate` tokens per second, bursts up to one
+/// second's worth.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    rate: u32,
+    tokens: f64,
+    last: Option<Instant>,
+}
+
+impl Bucket {
+    fn new(rate: u32) -> Self {
+        Self {
+            rate,
+            tokens: f64::from(rate),
+            last: None,
+        }
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        if self.rate == 0 {
+            return true;
+        }
+        let cap = f64::from(self.rate);
+        if let Some(last) = self.last {
+            self.tokens =
+                (self.tokens + now.saturating_duration_since(last).as_secs_f64() * cap).min(cap);
+        }
+        self.last = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// One worker's protocol endpoint and application.
@@ -208,6 +247,8 @@ pub struct Service {
     live: Vec<Option<ConnHandle>>,
     /// An event taken from the protocol that the application queue had no room for.
     held: Option<Event>,
+    /// Budget of first hellos answered per second.
+    hellos: Bucket,
     /// Connections whose deferred sends failed again this round (scratch, reused).
     blocked: Vec<ConnHandle>,
     counters: AppCounters,
@@ -251,6 +292,7 @@ impl Service {
             room_of: vec![None; slots],
             live: vec![None; slots],
             held: None,
+            hellos: Bucket::new(0),
             blocked: Vec::with_capacity(64),
             counters: AppCounters::default(),
         }
@@ -270,7 +312,21 @@ impl Service {
 
     /// Feeds one received datagram's UDP payload.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, payload: &[u8]) {
+        // A first hello costs a CRC over 1,200 bytes and a keyed MAC, and anyone can
+        // send one from any address: past the budget they are shed before the
+        // protocol sees them, so a spoofed-hello flood cannot starve established players.
+        if payload.get(3) == Some(&(xrudp_common::rudp::PacketType::Hello as u8))
+            && !self.hellos.take(now)
+        {
+            self.counters.hellos_shed += 1;
+            return;
+        }
         self.server.handle_datagram(now, from, payload);
+    }
+
+    /// Limits the first hellos this worker answers to `per_second` (0: unlimited).
+    pub fn set_hello_budget(&mut self, per_second: u32) {
+        self.hellos = Bucket::new(per_second);
     }
 
     /// Fires protocol timers that are due.
@@ -701,6 +757,8 @@ pub struct Figures {
     pub relayed: u64,
     /// Relay: members of rooms on this worker.
     pub relay_members: u64,
+    /// First hellos shed by the hello budget (`--hello-rate`).
+    pub hellos_shed: u64,
     /// Smoothed RTT of the connections, microseconds: (p50, p99), when any are connected.
     pub rtt_us: Option<(u64, u64)>,
     /// Congestion windows of the connections, bytes: (min, median, max).
@@ -754,6 +812,7 @@ impl Published {
         f.backpressure_rounds = service.counters.backpressure_rounds;
         f.sends_deferred = service.counters.sends_deferred;
         f.relayed = service.counters.relayed;
+        f.hellos_shed = service.counters.hellos_shed;
         f.relay_members = service.room_of.iter().flatten().count() as u64;
         f.memory = service.server.memory() as u64;
         let (rtts, cwnds) = &mut *scratch;

@@ -52,6 +52,7 @@ pub fn run(
     let mut rx = Batch::new();
     let mut tx = Batch::new();
     let mut last_publish = Instant::now();
+    let mut latency = crate::stats::latency::Recorder::default();
     loop {
         let stopping = stop.load(Relaxed);
         let n = match mmsg::recv_batch(sock.as_fd(), &mut rx) {
@@ -79,8 +80,13 @@ pub fn run(
         service.handle_timeout(now);
         service.run(now);
         flush(sock, service, &mut tx, counters, now);
+        if n > 0 {
+            // recvmmsg to sendmmsg for this batch, counted once per datagram.
+            latency.record(now.elapsed(), n as u64);
+        }
         if now.duration_since(last_publish) >= Duration::from_millis(100) {
             published.publish(service);
+            latency.flush(&counters.latency);
             last_publish = now;
         }
         if stopping {

@@ -65,6 +65,11 @@ pub struct Counters {
     pub drop_unanswerable: AtomicU64,
     /// Replies dropped because the TX ring stayed full.
     pub drop_tx_full: AtomicU64,
+    /// Descriptors on the fill ring (frames the kernel can receive into), as of the
+    /// last publication (AF_XDP only).
+    pub fill_level: AtomicU64,
+    /// Processing latency, RX to TX, merged in by the worker every publication.
+    pub latency: crate::stats::latency::Shared,
 }
 
 /// What the engine knows of one queue's worker.

@@ -62,6 +62,7 @@ pub fn run(
     let mut last_publish = Instant::now();
     let mut stopping_rounds = 0u32;
     let c = &shared.counters;
+    let mut latency = crate::stats::latency::Recorder::default();
     loop {
         let stopping = stop.load(Relaxed);
         xsk.complete();
@@ -99,6 +100,10 @@ pub fn run(
             now,
             &mut t,
         );
+        if n > 0 {
+            // RX to TX for this batch, counted once per packet (docs/STATS.md).
+            latency.record(now.elapsed(), n as u64);
+        }
         c.rx_packets.fetch_add(n as u64, Relaxed);
         c.rx_bytes.fetch_add(t.rx_bytes, Relaxed);
         c.tx_packets.fetch_add(t.tx_packets, Relaxed);
@@ -112,6 +117,8 @@ pub fn run(
             .store(u64::from(xsk.high_water()), Relaxed);
         if now.duration_since(last_publish) >= Duration::from_millis(100) {
             published.publish(service);
+            latency.flush(&c.latency);
+            c.fill_level.store(u64::from(xsk.fill_level()), Relaxed);
             last_publish = now;
         }
         if stopping {

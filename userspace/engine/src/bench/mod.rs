@@ -92,7 +92,8 @@ pub struct BenchArgs {
     /// Seconds to wait for every connection to be admitted.
     #[arg(long = "connect-timeout", default_value_t = 60.0)]
     pub connect_timeout: f64,
-    /// Don't run the noise-floor probe (one SCHED_IDLE spinning thread per core).
+    /// Don't run the noise-floor probe (one SCHED_IDLE spinning thread per core). Its
+    /// spinning counts as busy CPU time, so measure CPU shares with this flag.
     #[arg(long = "no-probe")]
     pub no_probe: bool,
     /// The server's pid: report its CPU time per message and its RSS.

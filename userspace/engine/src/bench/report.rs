@@ -144,7 +144,8 @@ pub struct Report {
     pub send_dropped: u64,
     /// The load threads' CPU time per echoed message, ns.
     pub loadgen_cpu_ns_per_msg: f64,
-    /// Each core's busy, softirq and steal share over the schedule.
+    /// Each core's busy, softirq and steal share over the schedule. The probe's
+    /// `SCHED_IDLE` spinning counts as busy: use `--no-probe` for these figures.
     pub cpu: Vec<CpuShare>,
     /// The noise-floor probe's gaps per core.
     pub probe: Vec<Gaps>,

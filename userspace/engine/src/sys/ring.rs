@@ -140,6 +140,12 @@ impl<R: Rings> Frames<R> {
         self.high_water
     }
 
+    /// Entries per ring (the bound of one batched ring operation).
+    #[must_use]
+    pub fn ring_size(&self) -> u32 {
+        self.scratch.len() as u32
+    }
+
     /// Frames in the TX path not yet completed.
     #[must_use]
     pub fn tx_outstanding(&self) -> u32 {

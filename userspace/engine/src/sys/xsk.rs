@@ -320,6 +320,12 @@ impl Xsk {
         self.frames.high_water()
     }
 
+    /// Descriptors on the fill ring right now (frames the kernel can receive into).
+    pub fn fill_level(&mut self) -> u32 {
+        let size = self.frames.ring_size();
+        size.saturating_sub(self.frames.rings_mut().fill.nb_free_exact())
+    }
+
     /// Frames in the TX path not yet completed.
     #[must_use]
     pub fn tx_outstanding(&self) -> u32 {

@@ -1,0 +1,376 @@
+//! Bad configuration and faults: every mistake gets one clear message, a non-zero exit
+//! and nothing left attached; signals and interface changes never hang the engine.
+
+use std::{
+    net::SocketAddr,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use nix::sys::signal::Signal;
+use xrudp_client::{Fleet, FleetId};
+use xrudp_proto::{ClientConfig, ClientEvent, DisconnectReason};
+use xrudp_tests::{Engine, Topology, xrudp_bin};
+
+/// Runs `xrudp attach <args>` in the server namespace; returns (exit code, stderr).
+fn attach(t: &Topology, args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &t.ns_srv])
+        .arg(xrudp_bin())
+        .arg("attach")
+        .args(args)
+        .output()
+        .expect("running xrudp attach");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn assert_refused(t: &Topology, args: &[&str], says: &str) {
+    let (code, err) = attach(t, args);
+    assert!(
+        matches!(code, Some(c) if c != 0),
+        "{args:?} must fail, got {code:?}: {err}"
+    );
+    assert!(
+        err.contains(says),
+        "{args:?}: the message should say {says:?}, got:\n{err}"
+    );
+    let errors = err.lines().filter(|l| l.starts_with("error:")).count();
+    assert!(errors <= 1, "{args:?}: one message, not {errors}:\n{err}");
+    assert_eq!(t.srv_xdp_prog(), 0, "{args:?}: nothing may stay attached");
+    let claim = xrudp::runtime::base_dir()
+        .join(format!("net-{}", xrudp_tests::netns_inode(&t.ns_srv)))
+        .join(format!("{}.lock", t.if_srv));
+    assert!(
+        !claim.exists(),
+        "{args:?}: the runtime claim {} was left behind",
+        claim.display()
+    );
+}
+
+#[test]
+fn bad_configuration_is_refused_clearly() {
+    let t = Topology::new(1, false);
+    let i = t.if_srv.as_str();
+    assert_refused(
+        &t,
+        &["--iface", "nosuch0", "--port", "7777"],
+        "no network interface named \"nosuch0\"",
+    );
+    assert_refused(
+        &t,
+        &["--iface", i, "--port", "0"],
+        "--port 0 is not a usable port",
+    );
+    assert_refused(
+        &t,
+        &["--iface", i, "--port", "7777", "--cores", "97"],
+        "core 97 is not available",
+    );
+    assert_refused(
+        &t,
+        &["--iface", i, "--port", "7777", "--cores", "x"],
+        "invalid value 'x'",
+    );
+    assert_refused(
+        &t,
+        &["--iface", i, "--port", "7777", "--queues", "3"],
+        "queue 3 does not exist",
+    );
+    assert_refused(
+        &t,
+        &["--iface", i, "--port", "7777", "--zero-copy", "on"],
+        "--zero-copy auto",
+    );
+    assert_refused(
+        &t,
+        &["--iface", i, "--port", "7777", "--frame-size", "1000"],
+        "--frame-size 1000 is not supported",
+    );
+    assert_refused(
+        &t,
+        &["--iface", i, "--port", "7777", "--mtu", "9000"],
+        "invalid protocol settings",
+    );
+    assert_refused(
+        &t,
+        &[
+            "--iface",
+            i,
+            "--port",
+            "7777",
+            "--app",
+            "udp-echo",
+            "--backend",
+            "socket",
+        ],
+        "needs AF_XDP",
+    );
+    // An interface without native XDP: the loopback device of the server namespace.
+    let (code, err) = attach(&t, &["--iface", "lo", "--port", "7777", "--mode", "native"]);
+    assert_ne!(code, Some(0), "native XDP on loopback must fail: {err}");
+    assert!(
+        err.contains("--mode skb"),
+        "the message should suggest --mode skb:\n{err}"
+    );
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "{err}"
+    );
+}
+
+#[test]
+fn without_privileges_the_message_says_what_is_needed() {
+    let t = Topology::new(1, false);
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &t.ns_srv,
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(xrudp_bin())
+        .args(["attach", "--iface", &t.if_srv, "--port", "7777"])
+        .output()
+        .expect("running xrudp as nobody");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "an unprivileged attach must fail: {err}"
+    );
+    assert!(
+        err.contains("root") || err.contains("CAP_"),
+        "the message should say root/capabilities are needed:\n{err}"
+    );
+    assert_eq!(t.srv_xdp_prog(), 0);
+}
+
+fn connect_fleet(server: SocketAddr, n: usize) -> (Fleet, Vec<FleetId>) {
+    let mut fleet = Fleet::new().expect("fleet");
+    let ids: Vec<FleetId> = (0..n)
+        .map(|_| {
+            fleet
+                .add(server, ClientConfig::default(), None)
+                .expect("add")
+        })
+        .collect();
+    let mut connected = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while connected < n && Instant::now() < deadline {
+        fleet.drive(Duration::from_millis(5)).expect("drive");
+        while let Some((_, ev)) = fleet.poll_event() {
+            connected += usize::from(matches!(ev, ClientEvent::Connected));
+        }
+    }
+    assert_eq!(connected, n, "clients connect");
+    (fleet, ids)
+}
+
+fn sigterm_tells_clients(backend: &str) {
+    let t = Topology::new(1, true);
+    let mut engine = Engine::start(&t, &["--port", "7777", "--backend", backend]);
+    let server: SocketAddr = format!("{}:7777", t.ip_srv).parse().expect("addr");
+    let ns = t.ns_cli.clone();
+    let clients = std::thread::spawn(move || {
+        Topology::in_ns(&ns, move || {
+            let (mut fleet, ids) = connect_fleet(server, 20);
+            let mut notified = 0;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while notified < ids.len() && Instant::now() < deadline {
+                fleet.drive(Duration::from_millis(5)).expect("drive");
+                while let Some((_, ev)) = fleet.poll_event() {
+                    if let ClientEvent::Disconnected { reason } = ev {
+                        assert_eq!(
+                            reason,
+                            DisconnectReason::ServerShutdown,
+                            "clients learn the server shut down"
+                        );
+                        notified += 1;
+                    }
+                }
+            }
+            notified
+        })
+    });
+    // Wait until the engine counts them, then stop it.
+    let snap = engine.wait_for(Duration::from_secs(30), |s| {
+        s.queues
+            .iter()
+            .filter_map(|q| q.protocol.as_ref())
+            .map(|f| f.connections)
+            .sum::<u64>()
+            == 20
+    });
+    assert_eq!(
+        snap.queues
+            .iter()
+            .filter_map(|q| q.protocol.as_ref())
+            .map(|f| f.connections)
+            .sum::<u64>(),
+        20
+    );
+    let status = engine.signal_and_wait(Signal::SIGTERM);
+    assert!(
+        status.success(),
+        "{backend}: SIGTERM → exit 0, got {status}\n{}",
+        engine.log_text()
+    );
+    assert_eq!(
+        clients.join().expect("clients"),
+        20,
+        "{backend}: every client got the shutdown notice"
+    );
+    assert_eq!(t.srv_xdp_prog(), 0);
+}
+
+#[test]
+fn sigterm_sends_disconnect_notices_and_exits_zero_xdp() {
+    sigterm_tells_clients("xdp");
+}
+
+#[test]
+fn sigterm_sends_disconnect_notices_and_exits_zero_socket() {
+    sigterm_tells_clients("socket");
+}
+
+#[test]
+fn sigkill_under_load_then_restart_serves_new_connections() {
+    let t = Topology::new(1, true);
+    let mut engine = Engine::start(&t, &["--port", "7777"]);
+    let server: SocketAddr = format!("{}:7777", t.ip_srv).parse().expect("addr");
+    // Load: clients streaming reliable messages while the engine is killed.
+    let ns = t.ns_cli.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = std::sync::Arc::clone(&stop);
+    let load = std::thread::spawn(move || {
+        Topology::in_ns(&ns, move || {
+            let (mut fleet, ids) = connect_fleet(server, 50);
+            let mut sent = 0u64;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !stop2.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+                for id in &ids {
+                    if fleet.send(*id, 0, b"load").is_ok() {
+                        sent += 1;
+                    }
+                }
+                fleet.drive(Duration::from_millis(2)).expect("drive");
+                while fleet.poll_event().is_some() {}
+            }
+            sent
+        })
+    });
+    let _ = engine.wait_for(Duration::from_secs(10), |s| {
+        s.queues.iter().map(|q| q.rx_packets).sum::<u64>() > 500
+    });
+    let status = engine.signal_and_wait(Signal::SIGKILL);
+    assert!(!status.success());
+    let mut attached = t.srv_xdp_prog();
+    for _ in 0..200 {
+        if attached == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+        attached = t.srv_xdp_prog();
+    }
+    assert_eq!(attached, 0, "the XDP program went with the killed engine");
+    let restarted = Instant::now();
+    let again = Engine::start(&t, &["--port", "7777"]);
+    let ready = restarted.elapsed();
+    let first = Topology::in_ns(&t.ns_cli.clone(), move || {
+        let t0 = Instant::now();
+        let _ = connect_fleet(server, 1);
+        t0.elapsed()
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(load.join().expect("load thread") > 0);
+    eprintln!("restart: engine ready in {ready:?}; a new client connected {first:?} after that");
+    drop(again);
+}
+
+#[test]
+fn interface_down_and_up_while_attached_never_hangs() {
+    let t = Topology::new(1, true);
+    let mut engine = Engine::start(&t, &["--port", "7777"]);
+    let server: SocketAddr = format!("{}:7777", t.ip_srv).parse().expect("addr");
+    for state in ["down", "up"] {
+        let out = Topology::exec(&t.ns_srv, &["ip", "link", "set", &t.if_srv, state]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The engine still answers its control socket and serves after the link returns.
+    let n = Topology::in_ns(&t.ns_cli.clone(), move || {
+        let (_fleet, ids) = connect_fleet(server, 5);
+        ids.len()
+    });
+    assert_eq!(n, 5, "clients connect after the interface came back");
+    let status = engine.signal_and_wait(Signal::SIGTERM);
+    assert!(status.success(), "{}", engine.log_text());
+}
+
+#[test]
+fn tiny_umem_under_load_counts_drops_and_recovers() {
+    let t = Topology::new(1, true);
+    let engine = Engine::start(
+        &t,
+        &[
+            "--port",
+            "7777",
+            "--app",
+            "udp-echo",
+            "--umem-frames",
+            "128",
+            "--ring-size",
+            "64",
+        ],
+    );
+    let dst: SocketAddr = format!("{}:7777", t.ip_srv).parse().expect("addr");
+    // A burst far larger than the UMEM, unpaced, from several sockets.
+    for _ in 0..4 {
+        xrudp_tests::send_udp(&t.ns_cli, dst, 20_000, 64, 0, Duration::ZERO).expect("burst");
+    }
+    let snap = engine.snapshot();
+    let q = &snap.queues[0];
+    let st = q.xdp_statistics.expect("XDP_STATISTICS");
+    let redirected = snap.xdp_counter("redirected").unwrap_or(0);
+    let lost_in_kernel = st.rx_dropped + st.rx_ring_full + st.rx_fill_ring_empty_descs;
+    assert!(
+        lost_in_kernel > 0 || q.rx_packets < redirected,
+        "a 128-frame UMEM cannot absorb an 80,000-datagram burst: {st:?}"
+    );
+    // Recovery: a paced load is echoed in full once the burst is over.
+    let echoed = Topology::in_ns(&t.ns_cli.clone(), move || {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut buf = [0u8; 2048];
+        let mut ok = 0;
+        for i in 0..500u32 {
+            s.send_to(&i.to_be_bytes(), dst).expect("send");
+            // One in flight at a time: nothing can overflow.
+            loop {
+                match s.recv(&mut buf) {
+                    Ok(4) if buf[..4] == i.to_be_bytes() => {
+                        ok += 1;
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(e) => panic!("echo {i} not answered after the burst: {e}"),
+                }
+            }
+        }
+        ok
+    });
+    assert_eq!(echoed, 500, "full recovery after the burst");
+    let after = engine.snapshot();
+    assert!(after.queues[0].frames_in_use <= 128);
+}

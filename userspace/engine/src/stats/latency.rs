@@ -1,0 +1,239 @@
+//! Processing latency inside a worker: per batch, the time from taking the batch off
+//! the RX ring (or out of `recvmmsg`) to handing the replies to TX, recorded once per
+//! batch and weighted by the batch's packet count (every packet of a batch is counted
+//! with the batch's latency).
+//!
+//! The worker records into its own [`Recorder`] (no lock, no allocation: the histogram's
+//! bounds are fixed and auto-resize is off) and merges it into the queue's [`Shared`]
+//! histogram every publication (100 ms) with a `try_lock`, so the reader can never stall
+//! the worker: a round the reader holds the lock is simply merged the next time.
+
+use std::{
+    sync::{Mutex, PoisonError},
+    time::Duration,
+};
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+/// Lowest latency the histogram tells apart, nanoseconds.
+const LOWEST_NS: u64 = 1;
+/// Highest latency recorded, nanoseconds (larger values are clamped to it).
+const HIGHEST_NS: u64 = 10_000_000_000;
+/// Significant decimal digits kept.
+const SIGFIG: u8 = 3;
+
+/// Upper bounds of the Prometheus histogram buckets, seconds (`+Inf` is implied).
+pub const BUCKETS_SECONDS: [f64; 16] = [
+    1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2,
+    1e-1, 1.0,
+];
+
+fn histogram() -> Histogram<u64> {
+    // INVARIANT: constant bounds that hdrhistogram accepts (1 <= low, high >= 2 * low,
+    // sigfig <= 5); a failure here is a programming error caught by the unit tests.
+    let mut h =
+        Histogram::new_with_bounds(LOWEST_NS, HIGHEST_NS, SIGFIG).expect("valid histogram bounds");
+    h.auto(false);
+    h
+}
+
+/// A worker's own histogram, merged into [`Shared`] by [`Recorder::flush`].
+#[derive(Debug)]
+pub struct Recorder {
+    local: Histogram<u64>,
+    sum_ns: u64,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self {
+            local: histogram(),
+            sum_ns: 0,
+        }
+    }
+}
+
+impl Recorder {
+    /// Records one batch of `packets` packets that took `elapsed` from RX to TX.
+    #[inline]
+    pub fn record(&mut self, elapsed: Duration, packets: u64) {
+        if packets == 0 {
+            return;
+        }
+        let ns = u64::try_from(elapsed.as_nanos())
+            .unwrap_or(HIGHEST_NS)
+            .clamp(LOWEST_NS, HIGHEST_NS);
+        self.local.saturating_record_n(ns, packets);
+        self.sum_ns = self.sum_ns.saturating_add(ns.saturating_mul(packets));
+    }
+
+    /// Merges what was recorded since the last flush into `shared`, unless the reader
+    /// holds it right now (then it stays here for the next flush). Allocates nothing:
+    /// both histograms have the same bounds.
+    pub fn flush(&mut self, shared: &Shared) {
+        if self.local.is_empty() {
+            return;
+        }
+        let Ok(mut s) = shared.inner.try_lock() else {
+            return;
+        };
+        if s.hist.add(&self.local).is_ok() {
+            s.sum_ns = s.sum_ns.saturating_add(self.sum_ns);
+            self.local.reset();
+            self.sum_ns = 0;
+        }
+    }
+}
+
+/// One queue's processing-latency histogram since the engine started.
+#[derive(Debug)]
+pub struct Shared {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    hist: Histogram<u64>,
+    sum_ns: u64,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Self {
+            inner: Mutex::new(Inner {
+                hist: histogram(),
+                sum_ns: 0,
+            }),
+        }
+    }
+}
+
+impl Shared {
+    /// Percentiles and buckets of everything recorded so far; `None` before the first
+    /// batch.
+    #[must_use]
+    pub fn summary(&self) -> Option<Summary> {
+        let s = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let h = &s.hist;
+        if h.is_empty() {
+            return None;
+        }
+        let buckets = BUCKETS_SECONDS
+            .iter()
+            .map(|&le| {
+                // Seconds to whole nanoseconds; the bounds are exact decimal fractions.
+                #[expect(
+                    clippy::cast_possible_truncation,
+                    clippy::cast_sign_loss,
+                    reason = "positive constants of at most 1e9"
+                )]
+                let le_ns = (le * 1e9).round() as u64;
+                Bucket {
+                    le_seconds: le,
+                    count: h.count_between(0, le_ns),
+                }
+            })
+            .collect();
+        Some(Summary {
+            count: h.len(),
+            sum_ns: s.sum_ns,
+            p50_ns: h.value_at_quantile(0.5),
+            p99_ns: h.value_at_quantile(0.99),
+            p999_ns: h.value_at_quantile(0.999),
+            max_ns: h.max(),
+            buckets,
+        })
+    }
+}
+
+/// Processing latency of one queue, since the engine started (packet-weighted).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Summary {
+    /// Packets recorded.
+    pub count: u64,
+    /// Sum of the recorded latencies, nanoseconds.
+    pub sum_ns: u64,
+    /// Median, nanoseconds.
+    pub p50_ns: u64,
+    /// 99th percentile, nanoseconds.
+    pub p99_ns: u64,
+    /// 99.9th percentile, nanoseconds.
+    pub p999_ns: u64,
+    /// Highest recorded, nanoseconds.
+    pub max_ns: u64,
+    /// Cumulative counts at [`BUCKETS_SECONDS`] (values at most `le_seconds`, to the
+    /// histogram's 3-digit precision).
+    pub buckets: Vec<Bucket>,
+}
+
+/// One cumulative histogram bucket.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Bucket {
+    /// Upper bound, seconds.
+    pub le_seconds: f64,
+    /// Packets whose latency was at most `le_seconds`.
+    pub count: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_are_weighted_by_packets_and_flushed_once() {
+        let shared = Shared::default();
+        assert!(shared.summary().is_none());
+        let mut r = Recorder::default();
+        r.record(Duration::from_micros(2), 63);
+        r.record(Duration::from_millis(3), 1);
+        r.flush(&shared);
+        // A second flush with nothing new adds nothing.
+        r.flush(&shared);
+        let s = shared.summary().expect("recorded");
+        assert_eq!(s.count, 64);
+        assert_eq!(s.sum_ns, 63 * 2_000 + 3_000_000);
+        assert!((1_990..=2_010).contains(&s.p50_ns), "{}", s.p50_ns);
+        assert!(
+            (2_990_000..=3_010_000).contains(&s.p999_ns),
+            "{}",
+            s.p999_ns
+        );
+        let at = |le: f64| {
+            s.buckets
+                .iter()
+                .find(|b| (b.le_seconds - le).abs() < 1e-12)
+                .map(|b| b.count)
+        };
+        assert_eq!(at(1e-6), Some(0));
+        assert_eq!(at(2.5e-6), Some(63));
+        assert_eq!(at(2.5e-3), Some(63));
+        assert_eq!(at(5e-3), Some(64));
+    }
+
+    #[test]
+    fn flush_skips_while_the_reader_holds_the_lock() {
+        let shared = Shared::default();
+        let mut r = Recorder::default();
+        r.record(Duration::from_micros(5), 10);
+        {
+            let _held = shared.inner.lock().expect("lock");
+            r.flush(&shared);
+        }
+        assert!(shared.summary().is_none());
+        r.flush(&shared);
+        assert_eq!(shared.summary().map(|s| s.count), Some(10));
+    }
+
+    #[test]
+    fn huge_latencies_are_clamped_not_lost() {
+        let shared = Shared::default();
+        let mut r = Recorder::default();
+        r.record(Duration::from_secs(3600), 2);
+        r.record(Duration::ZERO, 1);
+        r.flush(&shared);
+        let s = shared.summary().expect("recorded");
+        assert_eq!(s.count, 3);
+        assert!(s.max_ns >= HIGHEST_NS - HIGHEST_NS / 1000);
+    }
+}

@@ -1,0 +1,542 @@
+//! Prometheus text exposition (format 0.0.4) of a [`Snapshot`], and the small HTTP
+//! server `xrudp attach --metrics-addr ADDR:PORT` runs in its own thread: `GET /metrics`
+//! builds a fresh snapshot per scrape; nothing else is served.
+#![expect(
+    clippy::cast_precision_loss,
+    reason = "the exposition format's values are floats; counters far below 2^52 stay exact"
+)]
+
+use std::{
+    fmt::Write as _,
+    io::{self, Read as _, Write as _},
+    net::{SocketAddr, TcpListener, TcpStream},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering::Relaxed},
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use xrudp_common::maps::Counter;
+
+use crate::{control::Snapshot, engine::Running, service::Figures};
+
+/// The exposition's content type.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Renders `s` in the Prometheus text format. Counters end in `_total`, times are in
+/// seconds and sizes in bytes; per-queue series carry a `queue` label, and every series
+/// an `iface` label.
+#[must_use]
+pub fn render(s: &Snapshot) -> String {
+    let mut m = Metrics {
+        out: String::with_capacity(16 * 1024),
+        iface: escape(&s.iface),
+    };
+    m.family(
+        "xrudp_info",
+        "gauge",
+        "Engine settings, as labels; always 1.",
+    );
+    m.sample_raw(
+        "xrudp_info",
+        &format!(
+            "backend=\"{}\",xdp_mode=\"{}\",zero_copy=\"{}\",wakeup=\"{}\",simd=\"{}\",app=\"{}\"",
+            escape(&s.backend),
+            escape(&s.xdp_mode),
+            s.zero_copy,
+            escape(&s.wakeup),
+            escape(&s.simd_level),
+            escape(&s.app)
+        ),
+        1.0,
+    );
+    m.gauge(
+        "xrudp_uptime_seconds",
+        "Seconds since the engine started.",
+        &[(None, s.uptime_secs)],
+    );
+    m.gauge(
+        "xrudp_start_time_seconds",
+        "Engine start, seconds since the Unix epoch.",
+        &[(None, s.started_unix as f64)],
+    );
+    if let Some(rss) = s.rss_bytes {
+        m.gauge(
+            "xrudp_process_resident_memory_bytes",
+            "Resident set size of the engine process.",
+            &[(None, rss as f64)],
+        );
+    }
+    if !s.xdp.is_empty() {
+        m.family(
+            "xrudp_xdp_program_packets_total",
+            "counter",
+            "XDP program verdicts and drop reasons, summed over CPUs.",
+        );
+        for c in Counter::ALL {
+            if let Some(v) = s.xdp_counter(c.label()) {
+                m.sample_raw(
+                    "xrudp_xdp_program_packets_total",
+                    &format!("counter=\"{}\"", c.label()),
+                    v as f64,
+                );
+            }
+        }
+    }
+    let q = |f: &dyn Fn(&crate::control::QueueSnapshot) -> Option<f64>| -> Vec<(Option<u32>, f64)> {
+        s.queues
+            .iter()
+            .filter_map(|x| f(x).map(|v| (Some(x.queue), v)))
+            .collect()
+    };
+    m.counter(
+        "xrudp_rx_packets_total",
+        "Datagrams taken off the RX ring (or recvmmsg) by the workers.",
+        &q(&|x| Some(x.rx_packets as f64)),
+    );
+    m.counter(
+        "xrudp_rx_bytes_total",
+        "Bytes of the frames received by the workers.",
+        &q(&|x| Some(x.rx_bytes as f64)),
+    );
+    m.counter(
+        "xrudp_tx_packets_total",
+        "Datagrams handed to TX by the workers.",
+        &q(&|x| Some(x.tx_packets as f64)),
+    );
+    m.counter(
+        "xrudp_tx_bytes_total",
+        "Bytes of the frames handed to TX.",
+        &q(&|x| Some(x.tx_bytes as f64)),
+    );
+    m.family(
+        "xrudp_worker_drops_total",
+        "counter",
+        "Datagrams the workers dropped, by reason.",
+    );
+    for x in &s.queues {
+        for (reason, v) in [
+            ("malformed", x.drop_malformed),
+            ("udp_checksum", x.drop_checksum),
+            ("unanswerable", x.drop_unanswerable),
+            ("tx_full", x.drop_tx_full),
+        ] {
+            m.sample_raw(
+                "xrudp_worker_drops_total",
+                &format!("queue=\"{}\",reason=\"{reason}\"", x.queue),
+                v as f64,
+            );
+        }
+    }
+    m.counter(
+        "xrudp_worker_cpu_seconds_total",
+        "CPU time of the worker thread (user + system).",
+        &q(&|x| x.cpu_secs),
+    );
+    m.gauge(
+        "xrudp_umem_frames",
+        "UMEM frames of the queue.",
+        &q(&|x| Some(f64::from(x.umem_frames))),
+    );
+    m.gauge(
+        "xrudp_umem_frames_in_use",
+        "UMEM frames out of the pool (rings, kernel, worker).",
+        &q(&|x| Some(x.frames_in_use as f64)),
+    );
+    m.gauge(
+        "xrudp_umem_frames_high_water",
+        "Highest UMEM frames in use since start.",
+        &q(&|x| Some(x.frames_high_water as f64)),
+    );
+    m.gauge(
+        "xrudp_fill_ring_descriptors",
+        "Descriptors on the fill ring.",
+        &q(&|x| x.fill_ring_level.map(|v| v as f64)),
+    );
+    let stat = |f: fn(&crate::sys::XdpStatistics) -> u64| {
+        q(&move |x: &crate::control::QueueSnapshot| {
+            x.xdp_statistics.as_ref().map(|st| f(st) as f64)
+        })
+    };
+    m.counter(
+        "xrudp_xsk_rx_dropped_total",
+        "XDP_STATISTICS rx_dropped: dropped for reasons other than invalid descriptors.",
+        &stat(|x| x.rx_dropped),
+    );
+    m.counter(
+        "xrudp_xsk_rx_invalid_descs_total",
+        "XDP_STATISTICS rx_invalid_descs.",
+        &stat(|x| x.rx_invalid_descs),
+    );
+    m.counter(
+        "xrudp_xsk_tx_invalid_descs_total",
+        "XDP_STATISTICS tx_invalid_descs.",
+        &stat(|x| x.tx_invalid_descs),
+    );
+    m.counter(
+        "xrudp_xsk_rx_ring_full_total",
+        "XDP_STATISTICS rx_ring_full: dropped because the RX ring was full.",
+        &stat(|x| x.rx_ring_full),
+    );
+    m.counter(
+        "xrudp_xsk_rx_fill_ring_empty_total",
+        "XDP_STATISTICS rx_fill_ring_empty_descs.",
+        &stat(|x| x.rx_fill_ring_empty_descs),
+    );
+    m.counter(
+        "xrudp_xsk_tx_ring_empty_total",
+        "XDP_STATISTICS tx_ring_empty_descs.",
+        &stat(|x| x.tx_ring_empty_descs),
+    );
+
+    let p = |f: fn(&Figures) -> u64| {
+        q(&move |x: &crate::control::QueueSnapshot| x.protocol.as_ref().map(|pr| f(pr) as f64))
+    };
+    if s.queues.iter().any(|x| x.protocol.is_some()) {
+        m.gauge(
+            "xrudp_connections",
+            "Established connections.",
+            &p(|f| f.connections),
+        );
+        m.counter(
+            "xrudp_connections_accepted_total",
+            "Connections admitted.",
+            &p(|f| f.accepted),
+        );
+        m.counter(
+            "xrudp_handshakes_total",
+            "Hellos answered with a stateless cookie.",
+            &p(|f| f.handshakes),
+        );
+        m.counter(
+            "xrudp_bad_cookies_total",
+            "Responses with a forged, stale or misaddressed cookie.",
+            &p(|f| f.bad_cookies),
+        );
+        m.counter(
+            "xrudp_connections_timed_out_total",
+            "Connections closed by the idle timeout.",
+            &p(|f| f.timed_out),
+        );
+        m.counter(
+            "xrudp_protocol_violations_total",
+            "Connections closed for protocol violations.",
+            &p(|f| f.violations),
+        );
+        m.family(
+            "xrudp_connections_rejected_total",
+            "counter",
+            "Admissions refused, by reason.",
+        );
+        for x in &s.queues {
+            if let Some(f) = &x.protocol {
+                for (reason, v) in &f.rejected {
+                    m.sample_raw(
+                        "xrudp_connections_rejected_total",
+                        &format!("queue=\"{}\",reason=\"{}\"", x.queue, escape(reason)),
+                        *v as f64,
+                    );
+                }
+            }
+        }
+        m.counter(
+            "xrudp_protocol_packets_received_total",
+            "Protocol packets received and accepted.",
+            &p(|f| f.packets_in),
+        );
+        m.counter(
+            "xrudp_protocol_packets_sent_total",
+            "Protocol packets sent.",
+            &p(|f| f.packets_out),
+        );
+        m.counter(
+            "xrudp_retransmitted_packets_total",
+            "Packets sent again after being declared lost.",
+            &p(|f| f.retransmitted_packets),
+        );
+        m.counter(
+            "xrudp_lost_packets_total",
+            "Packets declared lost (acks or timeouts).",
+            &p(|f| f.lost_packets),
+        );
+        m.counter(
+            "xrudp_messages_received_total",
+            "Messages delivered to the application.",
+            &p(|f| f.messages_in),
+        );
+        m.counter(
+            "xrudp_messages_sent_total",
+            "Messages queued by the application.",
+            &p(|f| f.messages_out),
+        );
+        m.counter(
+            "xrudp_crc_failures_total",
+            "Datagrams dropped for a bad CRC32C.",
+            &p(|f| f.crc_failures),
+        );
+        m.counter(
+            "xrudp_decode_errors_total",
+            "Undecodable datagrams (CRC failures included).",
+            &p(|f| f.decode_errors),
+        );
+        m.gauge(
+            "xrudp_connection_memory_bytes",
+            "Bytes of protocol state held by the connection table.",
+            &p(|f| f.memory),
+        );
+        m.family(
+            "xrudp_rtt_seconds",
+            "gauge",
+            "Smoothed RTT over the worker's connections, by quantile.",
+        );
+        for x in &s.queues {
+            if let Some((p50, p99)) = x.protocol.as_ref().and_then(|f| f.rtt_us) {
+                for (qt, v) in [("0.5", p50), ("0.99", p99)] {
+                    m.sample_raw(
+                        "xrudp_rtt_seconds",
+                        &format!("queue=\"{}\",quantile=\"{qt}\"", x.queue),
+                        v as f64 / 1e6,
+                    );
+                }
+            }
+        }
+        m.family(
+            "xrudp_congestion_window_bytes",
+            "gauge",
+            "Congestion windows over the worker's connections: min, median, max.",
+        );
+        for x in &s.queues {
+            if let Some((lo, mid, hi)) = x.protocol.as_ref().and_then(|f| f.cwnd) {
+                for (st, v) in [("min", lo), ("median", mid), ("max", hi)] {
+                    m.sample_raw(
+                        "xrudp_congestion_window_bytes",
+                        &format!("queue=\"{}\",stat=\"{st}\"", x.queue),
+                        v as f64,
+                    );
+                }
+            }
+        }
+    }
+    if s.queues.iter().any(|x| x.latency.is_some()) {
+        let name = "xrudp_processing_latency_seconds";
+        m.family(
+            name,
+            "histogram",
+            "Worker processing latency from RX to TX, per batch, weighted by the batch's packets.",
+        );
+        for x in &s.queues {
+            let Some(l) = &x.latency else { continue };
+            for b in &l.buckets {
+                m.sample_raw(
+                    &format!("{name}_bucket"),
+                    &format!("queue=\"{}\",le=\"{}\"", x.queue, b.le_seconds),
+                    b.count as f64,
+                );
+            }
+            m.sample_raw(
+                &format!("{name}_bucket"),
+                &format!("queue=\"{}\",le=\"+Inf\"", x.queue),
+                l.count as f64,
+            );
+            m.sample_raw(
+                &format!("{name}_sum"),
+                &format!("queue=\"{}\"", x.queue),
+                l.sum_ns as f64 / 1e9,
+            );
+            m.sample_raw(
+                &format!("{name}_count"),
+                &format!("queue=\"{}\"", x.queue),
+                l.count as f64,
+            );
+        }
+    }
+    m.out
+}
+
+struct Metrics {
+    out: String,
+    iface: String,
+}
+
+impl Metrics {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    }
+
+    fn sample_raw(&mut self, name: &str, labels: &str, v: f64) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let _ = writeln!(
+            self.out,
+            "{name}{{iface=\"{}\"{sep}{labels}}} {v}",
+            self.iface
+        );
+    }
+
+    fn series(&mut self, name: &str, kind: &str, help: &str, values: &[(Option<u32>, f64)]) {
+        if values.is_empty() {
+            return;
+        }
+        self.family(name, kind, help);
+        for (queue, v) in values {
+            let labels = queue.map_or_else(String::new, |q| format!("queue=\"{q}\""));
+            self.sample_raw(name, &labels, *v);
+        }
+    }
+
+    fn counter(&mut self, name: &str, help: &str, values: &[(Option<u32>, f64)]) {
+        self.series(name, "counter", help, values);
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, values: &[(Option<u32>, f64)]) {
+        self.series(name, "gauge", help, values);
+    }
+}
+
+/// Escapes a label value (backslash, double quote, newline).
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The metrics endpoint's serving thread.
+#[derive(Debug)]
+pub struct Server {
+    stop: Arc<AtomicBool>,
+    addr: SocketAddr,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds `addr` and serves `GET /metrics` from snapshots of `running` until
+    /// [`Server::stop`] (or drop).
+    pub fn start(addr: SocketAddr, running: Arc<Running>) -> io::Result<Self> {
+        let listener = TcpListener::bind(addr)?;
+        let addr = listener.local_addr()?;
+        listener.set_nonblocking(true)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = Arc::clone(&stop);
+        let handle = std::thread::Builder::new()
+            .name("xrudp-metrics".into())
+            .spawn(move || {
+                while !s2.load(Relaxed) {
+                    match listener.accept() {
+                        Ok((conn, _)) => {
+                            if let Err(e) = serve(conn, &running) {
+                                tracing::debug!(error = %e, "metrics request failed");
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "metrics accept failed");
+                            std::thread::sleep(Duration::from_millis(200));
+                        }
+                    }
+                }
+            })?;
+        tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+        Ok(Self {
+            stop,
+            addr,
+            handle: Some(handle),
+        })
+    }
+
+    /// The bound address (the port is chosen by the kernel when 0 was given).
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops serving.
+    pub fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+/// Answers one connection: reads the request head (at most 8 KiB, 2 s), answers
+/// `GET /metrics` with the exposition, anything else with 404 or 405.
+fn serve(mut conn: TcpStream, running: &Running) -> io::Result<()> {
+    conn.set_nonblocking(false)?;
+    conn.set_read_timeout(Some(Duration::from_secs(2)))?;
+    conn.set_write_timeout(Some(Duration::from_secs(2)))?;
+    let mut head = [0u8; 8192];
+    let mut len = 0;
+    while len < head.len() {
+        let n = conn.read(&mut head[len..])?;
+        if n == 0 {
+            break;
+        }
+        len += n;
+        if head[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    let (status, body) = match request_target(&head[..len]) {
+        Some(("GET", path)) if path == "/metrics" || path.starts_with("/metrics?") => {
+            let snap = crate::control::snapshot(running);
+            ("200 OK", render(&snap))
+        }
+        Some(("GET", _)) => ("404 Not Found", "only /metrics is served\n".to_owned()),
+        Some(_) => ("405 Method Not Allowed", "only GET is served\n".to_owned()),
+        None => ("400 Bad Request", "malformed request\n".to_owned()),
+    };
+    write!(
+        conn,
+        "HTTP/1.1 {status}\r\nContent-Type: {CONTENT_TYPE}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
+    conn.write_all(body.as_bytes())?;
+    conn.flush()
+}
+
+/// The method and target of an HTTP/1.x request line.
+fn request_target(head: &[u8]) -> Option<(&str, &str)> {
+    let line_end = head.windows(2).position(|w| w == b"\r\n")?;
+    let line = std::str::from_utf8(&head[..line_end]).ok()?;
+    let mut parts = line.split(' ');
+    let method = parts.next()?;
+    let target = parts.next()?;
+    let version = parts.next()?;
+    (version.starts_with("HTTP/1.") && parts.next().is_none()).then_some((method, target))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_lines_parse_or_are_refused() {
+        assert_eq!(
+            request_target(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Some(("GET", "/metrics"))
+        );
+        assert_eq!(request_target(b"GET /metrics\r\n\r\n"), None);
+        assert_eq!(request_target(b"GET /metrics HTTP/1.1"), None);
+        assert_eq!(request_target(b"\xff\xfe / HTTP/1.1\r\n"), None);
+        assert_eq!(request_target(b"GET  /metrics HTTP/1.1\r\n"), None);
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}
