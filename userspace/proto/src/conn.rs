@@ -226,6 +226,12 @@ struct Streams {
 }
 
 impl Streams {
+    /// The message id logged at absolute index `i`, if still in the log.
+    fn logged(&self, i: u64) -> Option<u64> {
+        let k = usize::try_from(i.checked_sub(self.log_base)?).ok()?;
+        self.log.get(k).copied()
+    }
+
     fn is_quiet(&self) -> bool {
         self.msgs.is_empty()
             && self.unreliable.is_empty()
@@ -640,6 +646,17 @@ impl Conn {
     fn compact(&mut self) {
         if self.streams.as_ref().is_some_and(|s| s.is_quiet()) {
             self.streams = None;
+            // The frame log's index space goes with the streams, and the next `Streams`
+            // starts again at 0, as does every packet sent while there are none. The
+            // packets still on record (pings, or lost packets kept for a late ack) carry
+            // no frames, since the log is empty, but their `log` still points into the old
+            // space: left there, `trim` would take the oldest for the start of the live
+            // log and discard the new log's first entries, so the messages they name
+            // could never be acknowledged nor retransmitted. Move them to the new origin.
+            for p in &mut self.sent {
+                debug_assert_eq!(p.frames, 0, "a quiet log names no frames");
+                p.log = 0;
+            }
         }
         if self.sent.is_empty() && self.sent.capacity() > 1 {
             // Room for the one keepalive ping an idle connection has in flight.
@@ -657,7 +674,9 @@ impl Conn {
             return;
         };
         for i in p.log..p.log + u64::from(p.frames) {
-            let Some(&id) = s.log.get((i - s.log_base) as usize) else {
+            // Checked like the others: a packet's log index below the live log's start
+            // (entries already trimmed) names nothing to retransmit.
+            let Some(id) = s.logged(i) else {
                 continue;
             };
             if let Some(m) = id
@@ -820,6 +839,11 @@ impl Conn {
             if probe {
                 self.probes -= 1;
             }
+            // `trim` relies on the log indices of the packets on record never decreasing.
+            debug_assert!(
+                self.sent.back().is_none_or(|p| p.log <= log_start),
+                "frame log index went backwards"
+            );
             self.sent.push_back(SentPacket {
                 pn,
                 time: now,
@@ -1298,10 +1322,7 @@ impl Conn {
             return;
         };
         for i in p.log..p.log + u64::from(p.frames) {
-            let Some(&id) = i
-                .checked_sub(s.log_base)
-                .and_then(|k| s.log.get(k as usize))
-            else {
+            let Some(id) = s.logged(i) else {
                 continue;
             };
             if let Some(m) = id
@@ -1369,10 +1390,7 @@ impl Conn {
             return;
         };
         for i in p.log..p.log + u64::from(p.frames) {
-            let Some(&id) = i
-                .checked_sub(s.log_base)
-                .and_then(|k| s.log.get(k as usize))
-            else {
+            let Some(id) = s.logged(i) else {
                 continue;
             };
             if let Some(m) = id
