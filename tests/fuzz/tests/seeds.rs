@@ -111,3 +111,16 @@ fn sessions_reach_connections_and_messages() {
     let rig = xrudp_fuzz::reassembly::run_rig(&seed("reassembly", "hostile"));
     assert_eq!(rig.delivered().0, 1);
 }
+
+/// Committed regression seeds (minimised inputs of fixed bugs, `seeds/<target>/regression-*`)
+/// still reach the state that exposed their bug, not just pass the harness.
+#[test]
+fn regression_seeds_reach_their_bug() {
+    // Reassembly: a message the server sends after a keepalive interval of idleness, while
+    // its keepalive ping is in flight (a proto bug left it unacknowledged forever). The
+    // harness's liveness check asserts the server drains; here, that all three arrive.
+    let input = fs::read(seeds_dir().join("reassembly/regression-idle-then-send-never-acked"))
+        .expect("committed regression seed");
+    let rig = xrudp_fuzz::reassembly::run_rig(&input);
+    assert_eq!(rig.delivered(), (1, 2));
+}
