@@ -133,9 +133,9 @@ pub struct Outcome {
     pub send_dropped: u64,
     /// The thread's own CPU time over the schedule and drain, ns.
     pub cpu_ns: u64,
-    /// With [`Wait::Spin`], the gaps between the thread's loop iterations over the
-    /// schedule: it spins on the clock like the probe, so on its core it is the probe
-    /// (a `SCHED_IDLE` probe there would only measure this thread).
+    /// With [`Wait::Spin`] and a pinned thread, the gaps between the thread's loop
+    /// iterations over the schedule: it spins on the clock like the probe, so on its core
+    /// it is the probe (a `SCHED_IDLE` probe there would only measure this thread).
     pub loop_gaps: Option<super::probe::Gaps>,
 }
 
@@ -250,7 +250,8 @@ pub fn run(plan: &Plan, start: &Start, progress: &Progress) -> io::Result<Outcom
         progress.sent.store(out.sent, Ordering::Relaxed);
         progress.echoed.store(out.echoed, Ordering::Relaxed);
     }
-    if plan.wait == Wait::Spin {
+    // Only a pinned thread's loop speaks for one core.
+    if plan.wait == Wait::Spin && plan.core.is_some() {
         out.loop_gaps = Some(super::probe::Gaps {
             source: "load-loop",
             ..gaps.finish(plan.core.is_some())
