@@ -2,6 +2,10 @@
 //! topologies (scripts/netns.sh), the engine as a child process, crafted frames.
 //!
 //! Privileged tests never skip: without root they fail with a message saying so.
+#![expect(
+    clippy::missing_panics_doc,
+    reason = "test helpers fail the test by panicking, with a message saying why"
+)]
 
 pub mod frames;
 

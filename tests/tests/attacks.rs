@@ -47,8 +47,8 @@ struct PhaseStats {
 /// and expects its reliable echoes exactly once, in order. Runs until `stop`.
 fn honest_players(
     server: SocketAddr,
-    phase: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
+    phase: &AtomicUsize,
+    stop: &AtomicBool,
 ) -> (Vec<PhaseStats>, Vec<String>) {
     let mut fleet = Fleet::new().expect("fleet");
     let ids: Vec<FleetId> = (0..HONEST)
@@ -113,7 +113,7 @@ fn honest_players(
                     }
                 }
                 ClientEvent::Disconnected { reason } => {
-                    errors.push(format!("player {c} lost its connection: {reason:?}"))
+                    errors.push(format!("player {c} lost its connection: {reason:?}"));
                 }
                 _ => {}
             }
@@ -194,6 +194,9 @@ fn hello_bytes(server: SocketAddr) -> Vec<u8> {
     buf
 }
 
+/// One attack: runs until the given instant, returns how many datagrams it sent.
+type Attack = Box<dyn FnOnce(Instant) -> u64 + Send>;
+
 /// Runs `attack` for one phase in the client namespace; returns how many datagrams it sent.
 fn run_attack(ns: &str, attack: impl FnOnce(Instant) -> u64 + Send + 'static) -> u64 {
     let until = Instant::now() + PHASE;
@@ -216,7 +219,7 @@ fn honest_players_keep_playing_through_every_attack() {
     let players = {
         let (ns, phase, stop) = (t.ns_cli.clone(), Arc::clone(&phase), Arc::clone(&stop));
         std::thread::spawn(move || {
-            Topology::in_ns(&ns, move || honest_players(server, phase, stop))
+            Topology::in_ns(&ns, move || honest_players(server, &phase, &stop))
         })
     };
     let _ = engine.wait_for(Duration::from_secs(30), |s| {
@@ -226,7 +229,7 @@ fn honest_players_keep_playing_through_every_attack() {
     // Phase 0: baseline.
     std::thread::sleep(PHASE);
     let mut before = engine.snapshot();
-    let attacks: Vec<(&str, Box<dyn FnOnce(Instant) -> u64 + Send>)> = vec![
+    let attacks: Vec<(&str, Attack)> = vec![
         (
             "junk",
             Box::new(move |until| {

@@ -74,7 +74,8 @@ fn echoes(sock: &UdpSocket, dst: SocketAddr, count: usize) -> usize {
     while i < count {
         let n = 32.min(count - i);
         for k in 0..n {
-            sock.send_to(&payload[..1 + (i + k) * 37 % 1472], dst).expect("send");
+            sock.send_to(&payload[..=(i + k) * 37 % 1472], dst)
+                .expect("send");
         }
         for _ in 0..n {
             if sock.recv_from(&mut buf).is_ok() {
@@ -87,10 +88,15 @@ fn echoes(sock: &UdpSocket, dst: SocketAddr, count: usize) -> usize {
 }
 
 fn worker_tid(name: &str) -> Option<i32> {
-    std::fs::read_dir("/proc/self/task").ok()?.flatten().find_map(|e| {
-        let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
-        (comm.trim() == name).then(|| e.file_name().to_str()?.parse().ok()).flatten()
-    })
+    std::fs::read_dir("/proc/self/task")
+        .ok()?
+        .flatten()
+        .find_map(|e| {
+            let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+            (comm.trim() == name)
+                .then(|| e.file_name().to_str()?.parse().ok())
+                .flatten()
+        })
 }
 
 #[test]
@@ -128,7 +134,11 @@ fn worker_allocates_nothing_per_packet() {
         if let Some(tid) = worker_tid("xrudp-q0") {
             break tid;
         }
-        assert!(!engine.is_finished(), "the engine stopped: {:?}", engine.join());
+        assert!(
+            !engine.is_finished(),
+            "the engine stopped: {:?}",
+            engine.join()
+        );
         assert!(Instant::now() < deadline, "no worker thread within 30 s");
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -136,7 +146,8 @@ fn worker_allocates_nothing_per_packet() {
     let dst: SocketAddr = format!("{}:{PORT}", t.ip_srv).parse().expect("addr");
     let (warm, counted, allocs) = Topology::in_ns(&t.ns_cli, move || {
         let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
-        s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
         let warm = echoes(&s, dst, 10_000);
         ALLOCS.store(0, Relaxed);
         WATCHED.store(tid, Relaxed);
@@ -145,8 +156,14 @@ fn worker_allocates_nothing_per_packet() {
         (warm, counted, ALLOCS.load(Relaxed))
     });
     stop.store(true, Relaxed);
-    engine.join().expect("engine thread").expect("engine ran cleanly");
+    engine
+        .join()
+        .expect("engine thread")
+        .expect("engine ran cleanly");
     assert_eq!(warm, 10_000, "warm-up echoes");
     assert_eq!(counted, 100_000, "counted echoes");
-    assert_eq!(allocs, 0, "the worker allocated {allocs} times during 100,000 echoes");
+    assert_eq!(
+        allocs, 0,
+        "the worker allocated {allocs} times during 100,000 echoes"
+    );
 }

@@ -475,7 +475,7 @@ fn on_relay(
             None => errors.push(format!("client {me}: malformed {data:?}")),
         },
         ClientEvent::Disconnected { reason } => {
-            errors.push(format!("client {me} disconnected: {reason:?}"))
+            errors.push(format!("client {me} disconnected: {reason:?}"));
         }
         _ => {}
     }

@@ -128,8 +128,8 @@ fn steered_port_reaches_af_xdp_and_the_kernel_keeps_the_rest() {
 #[test]
 fn second_attach_names_the_running_engine() {
     let t = Topology::new(1, false);
-    let _first = Engine::start(&t, &["--port", "7777"]);
-    let first_pid = _first.snapshot().pid;
+    let first = Engine::start(&t, &["--port", "7777"]);
+    let first_pid = first.snapshot().pid;
     let err = Engine::try_start(&t, &["--port", "7777"]).expect_err("a second attach must fail");
     assert!(err.0.contains("exited with exit status: 1"), "{err:?}");
     assert!(

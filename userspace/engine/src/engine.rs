@@ -124,7 +124,10 @@ pub fn serve(
         Some(addr) => Some(
             crate::stats::prometheus::Server::start(addr, Arc::clone(engine.running()))
                 .with_context(|| {
-                    format!("binding --metrics-addr {addr}: is the port free? (`ss -tlpn sport = :{}`)", addr.port())
+                    format!(
+                        "binding --metrics-addr {addr}: is the port free? (`ss -tlpn sport = :{}`)",
+                        addr.port()
+                    )
                 })?,
         ),
         None => None,

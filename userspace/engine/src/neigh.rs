@@ -95,12 +95,14 @@ fn index(hasher: &std::hash::RandomState, peer: SocketAddr, mask: usize) -> usiz
 mod tests {
     use super::*;
 
-    fn path(n: u8) -> Path {
-        Path {
-            peer_mac: [n; 6],
-            local_mac: [0xaa; 6],
+    fn path(n: u8) -> Route {
+        Route {
+            local_mac: xrudp_packet::ethernet::Address([0xaa; 6]),
+            peer_mac: xrudp_packet::ethernet::Address([n; 6]),
             vlan: None,
             local: "198.18.0.1:7777".parse().unwrap(),
+            peer: "198.18.0.2:1000".parse().unwrap(),
+            dscp: 0,
         }
     }
 

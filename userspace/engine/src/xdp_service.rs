@@ -75,7 +75,7 @@ pub fn run(
             match Datagram::parse(xsk.data(&f)) {
                 Err(_) => t.malformed += 1,
                 Ok(d) if settings.udp_checksum_check && !d.verify_udp_checksum(kernel) => {
-                    t.checksum += 1
+                    t.checksum += 1;
                 }
                 Ok(d) => {
                     let from = peer_key(d.src());
