@@ -14,12 +14,7 @@ pub mod latency;
 pub mod prometheus;
 pub mod table;
 
-use std::{
-    collections::BTreeMap,
-    io::IsTerminal as _,
-    path::PathBuf,
-    time::Duration,
-};
+use std::{collections::BTreeMap, io::IsTerminal as _, path::PathBuf, time::Duration};
 
 use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
@@ -552,7 +547,10 @@ mod tests {
     #[test]
     fn rates_and_totals_from_two_snapshots() {
         let a = snap(1_000_000, vec![queue(0, 100, 10, 1.0), queue(1, 0, 0, 2.0)]);
-        let b = snap(3_000_000, vec![queue(0, 500, 210, 1.5), queue(1, 40, 40, 2.0)]);
+        let b = snap(
+            3_000_000,
+            vec![queue(0, 500, 210, 1.5), queue(1, 40, 40, 2.0)],
+        );
         let r = Report::new("net-1", Some(&a), b.clone());
         assert_eq!(r.interval_secs, Some(2.0));
         let q0 = r.queue_rates[0].rates.as_ref().expect("rates");
@@ -576,7 +574,10 @@ mod tests {
         // The same figures again: every rate is zero.
         let c = snap(4_000_000, b.queues.clone());
         let idle = Report::new("net-1", Some(&b), c);
-        assert_eq!(idle.rates.map(|x| (x.rx_packets, x.messages_in)), Some((0.0, 0.0)));
+        assert_eq!(
+            idle.rates.map(|x| (x.rx_packets, x.messages_in)),
+            Some((0.0, 0.0))
+        );
     }
 
     #[test]
