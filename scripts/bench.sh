@@ -54,7 +54,24 @@ if [ "$QUICK" -eq 1 ]; then DUR=3; MEM_SIZES="1000 10000"; else DUR=5; MEM_SIZES
 RATES="25000 50000 100000 150000 200000 250000 300000 400000"
 CONFIGS="xdp xdp-busy socket"
 
-eval "$(bash scripts/netns.sh up --queues 1 --no-tx-csum)"
+# The topology, as scripts/netns.sh builds it (one queue, TX checksum offload off on the
+# client end) but under its own names: other suites' `netns.sh down --all` must not take
+# it away in the middle of a run.
+XR_ID="$(printf '%04x%04x' $((RANDOM)) $$ | cut -c1-8)"
+XR_NS_SRV="xrbench-$XR_ID-srv"; XR_NS_CLI="xrbench-$XR_ID-cli"
+XR_IF_SRV="bs$XR_ID"; XR_IF_CLI="bc$XR_ID"; XR_IP_SRV=198.18.0.1
+trap 'ip netns del "$XR_NS_SRV" 2>/dev/null || true; ip netns del "$XR_NS_CLI" 2>/dev/null || true' EXIT INT TERM
+ip netns add "$XR_NS_SRV"
+ip netns add "$XR_NS_CLI"
+ip link add "$XR_IF_SRV" numrxqueues 1 numtxqueues 1 netns "$XR_NS_SRV" type veth \
+  peer name "$XR_IF_CLI" numrxqueues 1 numtxqueues 1 netns "$XR_NS_CLI"
+ip -n "$XR_NS_SRV" link set lo up
+ip -n "$XR_NS_CLI" link set lo up
+ip -n "$XR_NS_SRV" addr add 198.18.0.1/24 dev "$XR_IF_SRV"
+ip -n "$XR_NS_CLI" addr add 198.18.0.2/24 dev "$XR_IF_CLI"
+ip -n "$XR_NS_SRV" link set "$XR_IF_SRV" up
+ip -n "$XR_NS_CLI" link set "$XR_IF_CLI" up
+ip netns exec "$XR_NS_CLI" ethtool -K "$XR_IF_CLI" tx off >/dev/null
 # Extra client addresses: one address has ~28k ephemeral ports; 100,000 clients need four.
 for i in $(seq 10 17); do ip -n "$XR_NS_CLI" addr add "198.18.0.$i/24" dev "$XR_IF_CLI"; done
 LOCALS=$(seq -s, -f '198.18.0.%g' 10 17)
@@ -66,7 +83,11 @@ stop_engine() {
     ENGINE_PID=
   fi
 }
-cleanup() { stop_engine; bash scripts/netns.sh down "$XR_ID"; }
+cleanup() {
+  stop_engine
+  ip netns del "$XR_NS_SRV" 2>/dev/null || true
+  ip netns del "$XR_NS_CLI" 2>/dev/null || true
+}
 trap cleanup EXIT INT TERM
 
 # background: each core's busy share over 2 s with nothing of this suite running (other
@@ -278,7 +299,7 @@ w(f"Written by `scripts/bench.sh` on {datetime.datetime.now(datetime.timezone.ut
   + (" (**--quick smoke run: one pair, short runs; not the figures of record**)." if quick == "1" else "."))
 w("")
 w(f"- Machine: {machine}.")
-w("- Topology: a veth pair between two fresh namespaces (`scripts/netns.sh up --queues 1 --no-tx-csum`), "
+w("- Topology: a veth pair between two fresh namespaces (as `scripts/netns.sh up --queues 1 --no-tx-csum` builds it), "
   "the engine (`xrudp attach --app echo`) pinned to core 1 in one, the load generator (`xrudp bench`) pinned to core 0 in the other. "
   "AF_XDP on veth binds in copy mode (no zero-copy on veth).")
 w(f"- Server configurations, run interleaved (xdp, xdp --busy-poll, socket, then again), {pairs} round(s); "
