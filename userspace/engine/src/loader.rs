@@ -95,11 +95,12 @@ const PROGRAM: &str = "xrudp";
 impl Program {
     /// Loads the embedded object into the kernel (verifier included); nothing is attached yet.
     pub fn load() -> Result<Self, LoadError> {
-        let mut ebpf = Ebpf::load(aya::include_bytes_aligned!(concat!(
-            env!("OUT_DIR"),
-            "/xrudp"
-        )))
-        .map_err(LoadError::Load)?;
+        // No kernel BTF: the program uses no CO-RE relocations, and parsing
+        // /sys/kernel/btf/vmlinux would cost the engine tens of MiB of RSS for nothing.
+        let mut ebpf = aya::EbpfLoader::new()
+            .btf(None)
+            .load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xrudp")))
+            .map_err(LoadError::Load)?;
         let prog: &mut Xdp = program_mut(&mut ebpf)?;
         prog.load().map_err(LoadError::Program)?;
         Ok(Self { ebpf, mode: None })
