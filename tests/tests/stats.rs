@@ -4,6 +4,10 @@
 //! parses with a Prometheus text-format parser and carries the same totals, and with no
 //! engine `xrudp stats` fails with a clear message. Run serially as root:
 //! `cargo test -p xrudp-tests --test stats -- --test-threads=1`.
+#![expect(
+    clippy::float_cmp,
+    reason = "rates of unchanged counters are exactly 0.0, and exposition values of integer counters are exact"
+)]
 
 use std::{
     io::{Read as _, Write as _},
@@ -25,7 +29,7 @@ const RELIABLE: u8 = 0;
 
 /// What the client side did.
 #[derive(Debug, Default)]
-struct Sent {
+struct Traffic {
     connected: usize,
     sent: u64,
     echoed: u64,
@@ -34,8 +38,8 @@ struct Sent {
 
 /// `CLIENTS` connections each send `ROUNDS` reliable messages (one round every 20 ms),
 /// wait for every echo, then disconnect.
-fn traffic(server: SocketAddr) -> Sent {
-    let mut s = Sent::default();
+fn traffic(server: SocketAddr) -> Traffic {
+    let mut s = Traffic::default();
     let mut fleet = Fleet::new().expect("fleet");
     let ids: Vec<FleetId> = (0..CLIENTS)
         .map(|_| {
@@ -148,6 +152,10 @@ fn stats_json(iface: &str) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("xrudp stats --json prints JSON")
 }
 
+#[expect(
+    clippy::many_single_char_names,
+    reason = "t(opology), r(eport), p(rotocol): short names for the figures under test"
+)]
 fn counters_match_traffic(backend: &str) {
     let t = Topology::new(1, true);
     let engine = Engine::start(

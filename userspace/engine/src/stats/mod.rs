@@ -545,6 +545,10 @@ mod tests {
     }
 
     #[test]
+    #[expect(
+        clippy::many_single_char_names,
+        reason = "snapshots a, b, c in time order"
+    )]
     fn rates_and_totals_from_two_snapshots() {
         let a = snap(1_000_000, vec![queue(0, 100, 10, 1.0), queue(1, 0, 0, 2.0)]);
         let b = snap(

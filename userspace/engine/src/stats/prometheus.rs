@@ -29,6 +29,10 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// seconds and sizes in bytes; per-queue series carry a `queue` label, and every series
 /// an `iface` label.
 #[must_use]
+#[expect(
+    clippy::many_single_char_names,
+    reason = "s(napshot), t(otals), r(eport), q(ueue): the figures' usual short names"
+)]
 pub fn render(s: &Snapshot) -> String {
     let mut m = Metrics {
         out: String::with_capacity(16 * 1024),

@@ -7,6 +7,10 @@ use xrudp_common::maps::Counter;
 use super::{Rates, Report};
 
 /// Writes one engine's table.
+#[expect(
+    clippy::many_single_char_names,
+    reason = "s(napshot), t(otals), r(eport), q(ueue): the figures' usual short names"
+)]
 pub fn render(out: &mut impl Write, r: &Report) -> io::Result<()> {
     let s = &r.snapshot;
     let t = &r.totals;
