@@ -106,10 +106,10 @@ pub struct QueueSnapshot {
     /// Protocol and application figures (protocol apps only), as last published by
     /// the worker (at most 100 ms old).
     pub protocol: Option<crate::service::Figures>,
-    /// Descriptors on the fill ring as last published (AF_XDP protocol workers only).
+    /// Descriptors on the fill ring as last published (AF_XDP workers only).
     #[serde(default)]
     pub fill_ring_level: Option<u64>,
-    /// Processing latency RX to TX since start (protocol workers; none before traffic).
+    /// Processing latency RX to TX since start (none before traffic).
     #[serde(default)]
     pub latency: Option<crate::stats::latency::Summary>,
 }
@@ -174,7 +174,7 @@ pub fn snapshot(r: &Running) -> Snapshot {
                 drop_unanswerable: worker::load(&c.drop_unanswerable),
                 drop_tx_full: worker::load(&c.drop_tx_full),
                 protocol: is_protocol(r).then(|| q.published.read()),
-                fill_ring_level: (r.backend == crate::engine::Backend::Xdp && is_protocol(r))
+                fill_ring_level: (r.backend == crate::engine::Backend::Xdp)
                     .then(|| worker::load(&c.fill_level)),
                 latency: c.latency.summary(),
             }

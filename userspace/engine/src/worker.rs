@@ -131,6 +131,8 @@ pub fn run(mut xsk: Xsk, shared: &Queue, settings: Settings, stop: &AtomicBool) 
     let mut batch: Vec<Frame> = Vec::with_capacity(BATCH);
     let mut tx: Vec<Frame> = Vec::with_capacity(TX_BACKLOG + BATCH);
     let c = &shared.counters;
+    let mut latency = crate::stats::latency::Recorder::default();
+    let mut last_publish = std::time::Instant::now();
     while !stop.load(Relaxed) {
         xsk.complete();
         // Frames still on the TX ring need another kick (copy mode sends 32 per call).
@@ -142,6 +144,12 @@ pub fn run(mut xsk: Xsk, shared: &Queue, settings: Settings, stop: &AtomicBool) 
             c.tx_packets.fetch_add(sent as u64, Relaxed);
         }
         let n = xsk.recv(&mut batch, BATCH);
+        let rx_at = std::time::Instant::now();
+        if rx_at.duration_since(last_publish) >= Duration::from_millis(100) {
+            latency.flush(&c.latency);
+            c.fill_level.store(u64::from(xsk.fill_level()), Relaxed);
+            last_publish = rx_at;
+        }
         if n == 0 {
             if settings.busy_poll {
                 // poll() with a zero timeout runs the socket's busy-poll loop (it drives
@@ -190,6 +198,8 @@ pub fn run(mut xsk: Xsk, shared: &Queue, settings: Settings, stop: &AtomicBool) 
                 }
             }
         }
+        // RX to TX for this batch, counted once per packet (docs/STATS.md).
+        latency.record(rx_at.elapsed(), n as u64);
         c.rx_packets.fetch_add(n as u64, Relaxed);
         c.rx_bytes.fetch_add(t.rx_bytes, Relaxed);
         if t.tx_packets + t.tx_bytes > 0 {
