@@ -272,6 +272,30 @@ fn counters_match_traffic(backend: &str) {
     );
     assert_eq!(r.rates.as_ref().map(|x| x.messages_in), Some(0.0));
 
+    // `--watch` with --json prints one valid document per line, each with rates.
+    let mut watch = Command::new(xrudp_bin())
+        .args(["stats", "--iface", &t.if_srv, "--json", "--watch", "0.2"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("running xrudp stats --watch");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(
+        watch.stdout.take().expect("piped stdout"),
+    ));
+    for _ in 0..3 {
+        let line = lines.next().expect("a line per refresh").expect("readable");
+        let doc: serde_json::Value =
+            serde_json::from_str(&line).expect("one JSON document per line");
+        let problems: Vec<String> = validator.iter_errors(&doc).map(|e| e.to_string()).collect();
+        assert!(
+            problems.is_empty(),
+            "--watch schema violations: {problems:?}"
+        );
+        let reports: Vec<Report> = serde_json::from_value(doc).expect("Reports");
+        assert!(reports[0].rates.is_some(), "every refresh has rates");
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+
     // The Prometheus scrape parses and carries the same totals.
     let resp = scrape(&t.ns_srv);
     let (head, body) = resp.split_once("\r\n\r\n").expect("an HTTP response");
