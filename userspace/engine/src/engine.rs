@@ -286,7 +286,7 @@ fn start_xdp(
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<(Engine, Vec<Arc<Queues>>)> {
     let queues = select_queues(iface, options.queues.as_deref())?;
-    let cores = assign_cores(options.cores.as_deref(), queues.len())?;
+    let cores = assign_cores(options.cores.as_deref(), queues.len(), iface.numa_node)?;
     let claim = Claim::acquire(&iface.name)?;
 
     let mut program = Program::load()?;
@@ -302,6 +302,15 @@ fn start_xdp(
     };
     // Native XDP first decides which zero-copy attempts make sense: SKB mode is copy only.
     let mode = program.attach(&iface.name, options.mode)?;
+    // NUMA: the UMEM's pages are pinned, and so placed, by the thread that registers
+    // it. On a multi-node machine this thread moves to the first worker core (chosen on
+    // the NIC's node) before creating the UMEMs, so they land on the NIC's node.
+    if numa_nodes() > 1
+        && iface.numa_node.is_some()
+        && let Some(Some(core)) = cores.first()
+    {
+        pin(Some(*core), u32::MAX);
+    }
     let mut sockets = Vec::with_capacity(queues.len());
     for &q in &queues {
         let cfg = XskConfig {
@@ -444,7 +453,7 @@ fn start_socket(
         tracing::warn!(ports = ?options.ports, "the socket backend serves only the first port");
     }
     let n = options.workers.unwrap_or(iface.rx_queues as usize).max(1);
-    let cores = assign_cores(options.cores.as_deref(), n)?;
+    let cores = assign_cores(options.cores.as_deref(), n, iface.numa_node)?;
     let claim = Claim::acquire(&iface.name)?;
     let mut sockets = Vec::with_capacity(n);
     for _ in 0..n {
@@ -534,20 +543,46 @@ fn pin(core: Option<usize>, queue: u32) {
     }
 }
 
-/// NUMA placement: UMEM and worker stacks are first touched by the worker's thread,
-/// pinned to its core, so the kernel's first-touch policy places them on that core's
-/// node. With one node (or none reported) there is nothing to choose.
+/// NUMA placement, as logged: with several nodes and a NIC that reports its node, the
+/// workers run on that node's cores and the UMEMs are registered from one of them (so
+/// their pinned pages land there); worker stacks are first touched by the pinned
+/// workers. With one node, or a NIC that reports none, there is nothing to choose.
 fn numa_note(iface: &Interface) -> &'static str {
-    let nodes = std::fs::read_dir("/sys/devices/system/node").map_or(0, |d| {
-        d.filter_map(Result::ok)
-            .filter(|e| e.file_name().to_string_lossy().starts_with("node"))
-            .count()
-    });
-    match (iface.numa_node, nodes) {
+    match (iface.numa_node, numa_nodes()) {
         (_, 0 | 1) => "single node: nothing to place",
         (None, _) => "device reports no NUMA node: default placement",
-        (Some(_), _) => "workers pinned; memory placed by first touch",
+        (Some(_), _) => "workers and UMEM on the NIC's node",
     }
+}
+
+fn numa_nodes() -> usize {
+    std::fs::read_dir("/sys/devices/system/node").map_or(0, |d| {
+        d.filter_map(Result::ok)
+            .filter(|e| {
+                let n = e.file_name();
+                let n = n.to_string_lossy();
+                n.len() > 4 && n.starts_with("node") && n[4..].chars().all(|c| c.is_ascii_digit())
+            })
+            .count()
+    })
+}
+
+/// The CPUs of NUMA node `node` (`/sys/devices/system/node/nodeN/cpulist`, e.g. "0-3,8-11").
+fn node_cpus(node: u32) -> Vec<usize> {
+    let Ok(list) = std::fs::read_to_string(format!("/sys/devices/system/node/node{node}/cpulist"))
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for part in list.trim().split(',').filter(|p| !p.is_empty()) {
+        let mut ends = part.splitn(2, '-').map(|x| x.trim().parse::<usize>());
+        match (ends.next(), ends.next()) {
+            (Some(Ok(a)), None) => out.push(a),
+            (Some(Ok(a)), Some(Ok(b))) if a <= b => out.extend(a..=b),
+            _ => {}
+        }
+    }
+    out
 }
 
 fn unix_now() -> u64 {
@@ -630,8 +665,12 @@ fn select_queues(iface: &Interface, wanted: Option<&[u32]>) -> anyhow::Result<Ve
 
 /// Cores for `n` workers: the `--cores` list (one per queue), or by default the
 /// available cores except core 0 when there is more than one, round-robin.
-fn assign_cores(list: Option<&[usize]>, n: usize) -> anyhow::Result<Vec<Option<usize>>> {
-    let available: Vec<usize> = core_affinity::get_core_ids()
+fn assign_cores(
+    list: Option<&[usize]>,
+    n: usize,
+    numa: Option<u32>,
+) -> anyhow::Result<Vec<Option<usize>>> {
+    let mut available: Vec<usize> = core_affinity::get_core_ids()
         .unwrap_or_default()
         .into_iter()
         .map(|c| c.id)
@@ -647,6 +686,18 @@ fn assign_cores(list: Option<&[usize]>, n: usize) -> anyhow::Result<Vec<Option<u
             bail!("--cores: core {c} is not available to this process (available: {available:?})");
         }
         return Ok(list.iter().copied().map(Some).collect());
+    }
+    // Prefer the cores of the NIC's NUMA node, when the system has several nodes.
+    if let Some(node) = numa.filter(|_| numa_nodes() > 1) {
+        let local = node_cpus(node);
+        let on_node: Vec<usize> = available
+            .iter()
+            .copied()
+            .filter(|c| local.contains(c))
+            .collect();
+        if !on_node.is_empty() {
+            available = on_node;
+        }
     }
     let pool: Vec<usize> = if available.len() > 1 {
         available.iter().copied().filter(|&c| c != 0).collect()

@@ -28,7 +28,8 @@ use crate::{
     worker::{BATCH, Queue, Settings},
 };
 
-/// Frames the fill ring never gets, so the worker can always originate datagrams.
+/// Frames the fill ring never gets, so the worker can always originate datagrams: at
+/// most this many, and at most a quarter of the UMEM (a small UMEM must still receive).
 pub const TX_RESERVE: usize = 256;
 
 /// Why a received frame did not reach the protocol, or a datagram did not leave.
@@ -59,6 +60,7 @@ pub fn run(
     let mut batch: Vec<Frame> = Vec::with_capacity(BATCH);
     let mut tx: Vec<Frame> = Vec::with_capacity(BATCH);
     let mut header_guess = 42; // Ethernet + IPv4 + UDP
+    let reserve = TX_RESERVE.min(xsk.frames() as usize / 4);
     let mut last_publish = Instant::now();
     let mut stopping_rounds = 0u32;
     let c = &shared.counters;
@@ -66,7 +68,7 @@ pub fn run(
     loop {
         let stopping = stop.load(Relaxed);
         xsk.complete();
-        xsk.refill(TX_RESERVE);
+        xsk.refill(reserve);
         let n = xsk.recv(&mut batch, BATCH);
         let now = Instant::now();
         let mut t = Tally::default();
