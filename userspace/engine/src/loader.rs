@@ -99,7 +99,10 @@ impl Program {
         // /sys/kernel/btf/vmlinux would cost the engine tens of MiB of RSS for nothing.
         let mut ebpf = aya::EbpfLoader::new()
             .btf(None)
-            .load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xrudp")))
+            .load(aya::include_bytes_aligned!(concat!(
+                env!("OUT_DIR"),
+                "/xrudp"
+            )))
             .map_err(LoadError::Load)?;
         let prog: &mut Xdp = program_mut(&mut ebpf)?;
         prog.load().map_err(LoadError::Program)?;
