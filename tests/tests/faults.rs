@@ -423,7 +423,7 @@ fn full_tx_ring_is_backpressure_not_loss() {
                         got += 1;
                     }
                     ClientEvent::Disconnected { reason } => {
-                        errors.push(format!("disconnected: {reason:?}"))
+                        errors.push(format!("disconnected: {reason:?}"));
                     }
                     _ => {}
                 }

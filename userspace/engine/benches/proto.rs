@@ -109,6 +109,8 @@ impl Pair {
             if !moved {
                 return;
             }
+            // Each exchange of datagrams takes a simulated hop, so RTT samples are 2×HOP.
+            self.now += HOP;
         }
     }
 
