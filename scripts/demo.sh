@@ -6,12 +6,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
-cargo build --release --locked -p xrudp
-BIN=target/release/xrudp
+# PROFILE=dev skips the (slower) optimised build.
+if [ "${PROFILE:-release}" = dev ]; then
+  cargo build --locked -p xrudp
+  BIN=target/debug/xrudp
+else
+  cargo build --release --locked -p xrudp
+  BIN=target/release/xrudp
+fi
 PORT=${PORT:-7777}
-COUNT=${COUNT:-20000}
+CLIENTS=${CLIENTS:-200}
+RATE=${RATE:-10000}
+SECONDS_OF_LOAD=${SECONDS_OF_LOAD:-5}
 
-eval "$(bash scripts/netns.sh up --queues 2)"
+# TX checksum offload off on the client end: the engine verifies UDP checksums.
+eval "$(bash scripts/netns.sh up --queues 2 --no-tx-csum)"
 ENGINE_PID=
 cleanup() {
   [ -n "$ENGINE_PID" ] && kill -TERM "$ENGINE_PID" 2>/dev/null && wait "$ENGINE_PID" 2>/dev/null || true
@@ -19,25 +28,19 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-echo "==> xrudp attach --iface $XR_IF_SRV --port $PORT   (in namespace $XR_NS_SRV)"
-ip netns exec "$XR_NS_SRV" "$BIN" attach --iface "$XR_IF_SRV" --port "$PORT" --app "${APP:-discard}" &
+echo "==> xrudp attach --iface $XR_IF_SRV --port $PORT   (RUDP echo app, in namespace $XR_NS_SRV)"
+ip netns exec "$XR_NS_SRV" "$BIN" attach --iface "$XR_IF_SRV" --port "$PORT" --app "${APP:-echo}" &
 ENGINE_PID=$!
 for _ in $(seq 100); do
   ip netns exec "$XR_NS_SRV" "$BIN" stats --iface "$XR_IF_SRV" >/dev/null 2>&1 && break
   sleep 0.1
 done
 
-echo "==> sending $COUNT UDP datagrams to $XR_IP_SRV:$PORT from $XR_NS_CLI"
-ip netns exec "$XR_NS_CLI" python3 - "$XR_IP_SRV" "$PORT" "$COUNT" <<'PY'
-import socket, sys, time
-host, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-payload = b"XR\x01\x06" + b"\x00" * 60
-for i in range(count):
-    s.sendto(payload, (host, port))
-    if i % 256 == 255:
-        time.sleep(0.001)
-PY
-sleep 0.5
-echo "==> xrudp stats --iface $XR_IF_SRV"
+echo "==> xrudp bench: $CLIENTS RUDP clients, $RATE msg/s for $SECONDS_OF_LOAD s, from $XR_NS_CLI"
+ip netns exec "$XR_NS_CLI" "$BIN" bench --server "$XR_IP_SRV:$PORT" --clients "$CLIENTS" \
+  --rate "$RATE" --size 64 --duration "$SECONDS_OF_LOAD" &
+LOAD_PID=$!
+sleep $((SECONDS_OF_LOAD / 2 + 1))
+echo "==> xrudp stats --iface $XR_IF_SRV   (under load)"
 ip netns exec "$XR_NS_SRV" "$BIN" stats --iface "$XR_IF_SRV"
+wait "$LOAD_PID"
