@@ -161,21 +161,7 @@ impl Recorder {
     }
 }
 
-/// Moves the calling thread to `SCHED_IDLE` (sched(7)): it runs only when the core has
-/// nothing else to do and is preempted at once when something wakes.
-#[expect(
-    unsafe_code,
-    reason = "sched_setscheduler has no safe std wrapper; the sys module (owned elsewhere) \
-              should take this over"
-)]
+/// Moves the calling thread to `SCHED_IDLE` (sched(7)); see [`crate::sys::set_thread_idle`].
 fn set_idle_policy() -> std::io::Result<()> {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: pid 0 is the calling thread; `param` is a valid, initialised sched_param
-    // that outlives the call, and SCHED_IDLE requires priority 0.
-    let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &raw const param) };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    crate::sys::set_thread_idle()
 }
