@@ -34,20 +34,22 @@ fn table_through_bpf_prog_test_run() {
     let (failures, rows) = Topology::in_ns(&t.ns_srv, move || {
         let mut failures = Vec::new();
         let mut rows = 0;
+        // One program and one socket for both filter settings: the kernel releases an
+        // AF_XDP socket asynchronously, so binding the queue again at once can see EBUSY.
+        let mut prog = Program::load().expect("loading the XDP program");
+        let cfg = XskConfig {
+            frames: 256,
+            frame_size: 2048,
+            ring_size: 64,
+            zero_copy: ZeroCopy::Off,
+            need_wakeup: true,
+        };
+        let xsk = Xsk::open(&iface, 0, &cfg).expect("binding an AF_XDP socket on queue 0");
+        prog.register_socket(0, xsk.fd())
+            .expect("filling XSKMAP slot 0");
         for filter in [true, false] {
-            let mut prog = Program::load().expect("loading the XDP program");
             prog.configure(&[frames::PORT], filter)
                 .expect("configuring maps");
-            let cfg = XskConfig {
-                frames: 256,
-                frame_size: 2048,
-                ring_size: 64,
-                zero_copy: ZeroCopy::Off,
-                need_wakeup: true,
-            };
-            let xsk = Xsk::open(&iface, 0, &cfg).expect("binding an AF_XDP socket on queue 0");
-            prog.register_socket(0, xsk.fd())
-                .expect("filling XSKMAP slot 0");
             for c in frames::table()
                 .into_iter()
                 .filter(|c| c.rudp_filter == filter)
@@ -78,8 +80,8 @@ fn table_through_bpf_prog_test_run() {
                     ));
                 }
             }
-            drop(xsk);
         }
+        drop(xsk);
         (failures, rows)
     });
     assert_eq!(rows, frames::table().len(), "every row ran in the kernel");

@@ -321,7 +321,7 @@ fn start_xdp(
             },
             ..xsk_cfg
         };
-        let xsk = Xsk::open(&iface.name, q, &cfg)
+        let xsk = open_xsk(&iface.name, q, &cfg)
             .map_err(|e| bind_error(e, iface, mode, options.zero_copy))?;
         program.register_socket(q, xsk.fd())?;
         sockets.push((q, xsk));
@@ -533,6 +533,21 @@ fn start_socket(
         _busy_knobs: None,
     };
     Ok((engine, api_queues))
+}
+
+/// Binds a queue's socket, retrying EBUSY for up to two seconds: the kernel releases a
+/// previous AF_XDP socket on the queue asynchronously (an engine restarted right after a
+/// crash, or a quick stop and start), and the queue frees itself shortly after.
+fn open_xsk(iface: &str, queue: u32, cfg: &XskConfig) -> Result<Xsk, sys::xsk::XskError> {
+    let deadline = Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match Xsk::open(iface, queue, cfg) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
 }
 
 fn pin(core: Option<usize>, queue: u32) {
