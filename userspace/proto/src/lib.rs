@@ -10,6 +10,7 @@
 //! - [`conn`]: acks, channels, fragmentation, loss recovery, congestion, timers.
 //! - [`server`] / [`client`]: the endpoints.
 //! - [`congestion`], [`rtt`], [`pacing`]: the controllers, RTT estimator and pacer.
+//! - [`timer`]: the server's timing wheel (O(1) per connection timer change).
 //! - [`sim`]: a deterministic simulated network and the `Pair` test harness.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -26,6 +27,7 @@ pub mod rtt;
 pub mod server;
 pub mod sim;
 pub mod stats;
+pub mod timer;
 
 pub use client::{Client, ClientEvent, ClientState};
 pub use config::{ChannelKind, ClientConfig, ConfigError, ServerConfig, Transport};

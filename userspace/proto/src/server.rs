@@ -1,8 +1,7 @@
 //! The server endpoint: one per worker, a preallocated connection table, stateless
 //! handshake replies, and the connections' timers and transmit queue.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -17,10 +16,14 @@ use crate::packet::{Datagram, DecodeError, MAX_CHANNELS};
 use crate::pool::BufPool;
 use crate::rtt::RttEstimator;
 use crate::stats::Counters;
+use crate::timer::Wheel;
 
 /// Handshake replies queued at most; more are dropped (and counted) rather than queued, so a
 /// hello flood costs bounded memory.
 pub const MAX_PENDING_REPLIES: usize = 1024;
+
+/// Passes `handle_timeout` makes at most over timers that expire again within `now`.
+const MAX_TIMER_ROUNDS: usize = 4;
 
 /// Largest handshake reply.
 const REPLY_LEN: usize = 64;
@@ -115,7 +118,6 @@ struct Slot {
     nonce: u64,
     welcome: bool,
     ready: bool,
-    scheduled: Option<Instant>,
     initial_seq: u16,
 }
 
@@ -136,7 +138,9 @@ pub struct Server {
     by_addr: HashMap<SocketAddr, u32>,
     replies: VecDeque<Reply>,
     ready: VecDeque<u32>,
-    timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
+    timers: Wheel,
+    /// Scratch for the indices `handle_timeout` expires (capacity `max_connections`).
+    due: Vec<u32>,
     events: VecDeque<ServerEvent>,
     pool: BufPool,
     stats: Counters,
@@ -170,7 +174,8 @@ impl Server {
             by_addr: HashMap::with_capacity(n),
             replies: VecDeque::with_capacity(MAX_PENDING_REPLIES),
             ready: VecDeque::with_capacity(n),
-            timers: BinaryHeap::with_capacity(2 * n),
+            timers: Wheel::new(n, now),
+            due: Vec::with_capacity(n),
             events: VecDeque::new(),
             pool: BufPool::default(),
             stats: Counters::default(),
@@ -237,14 +242,15 @@ impl Server {
             + self.by_addr.capacity() * (size_of::<SocketAddr>() + 4 + 1)
             + self.replies.capacity() * size_of::<Reply>()
             + self.ready.capacity() * 4
-            + self.timers.capacity() * size_of::<Reverse<(Instant, u32, u32)>>()
+            + self.timers.memory()
+            + self.due.capacity() * 4
     }
 
-    /// Bytes one idle connection costs: its table slot plus heap state.
+    /// Bytes one idle connection costs: its table slot and timer node plus heap state.
     #[must_use]
     pub fn connection_memory(&self, handle: ConnHandle) -> Option<usize> {
         let c = self.conn(handle)?;
-        Some(size_of::<Slot>() + c.memory() - size_of::<Conn>())
+        Some(size_of::<Slot>() + Wheel::node_bytes() + c.memory() - size_of::<Conn>())
     }
 
     fn conn(&self, handle: ConnHandle) -> Option<&Conn> {
@@ -423,7 +429,6 @@ impl Server {
         slot.nonce = nonce;
         slot.welcome = true;
         slot.initial_seq = initial_seq;
-        slot.scheduled = None;
         self.by_addr.insert(from, index);
         self.stats.accepted += 1;
         self.events.push_back(ServerEvent::Connected {
@@ -532,7 +537,7 @@ impl Server {
             generation: slot.generation,
         };
         slot.welcome = false;
-        slot.scheduled = None;
+        self.timers.cancel(index);
         if self.by_addr.get(&c.peer) == Some(&index) {
             self.by_addr.remove(&c.peer);
         }
@@ -550,53 +555,54 @@ impl Server {
         }
     }
 
+    /// Sets the connection's one timer to its earliest deadline (O(1)).
     fn reschedule(&mut self, index: u32) {
-        let slot = &mut self.slots[index as usize];
-        let Some(t) = slot.conn.as_ref().and_then(Conn::poll_timeout) else {
-            return;
-        };
-        if slot.scheduled.is_none_or(|s| t < s) {
-            slot.scheduled = Some(t);
-            self.timers.push(Reverse((t, index, slot.generation)));
+        let slot = &self.slots[index as usize];
+        match slot.conn.as_ref().and_then(Conn::poll_timeout) {
+            Some(t) => self.timers.schedule(index, t),
+            None => {
+                self.timers.cancel(index);
+            }
         }
     }
 
-    /// Handles timers that expired at or before `now`.
+    /// Handles timers that expired at or before `now`, in deadline order (ties in
+    /// connection-index order).
     pub fn handle_timeout(&mut self, now: Instant) {
+        let mut due = std::mem::take(&mut self.due);
         // Each connection re-arms its timer past `now` when handled; the bound is a guard so
         // that a connection that did not could never spin this loop (the next call resumes).
-        let mut budget = self.timers.len() + 16;
-        while let Some(&Reverse((t, index, generation))) = self.timers.peek() {
-            if t > now || budget == 0 {
+        for _ in 0..MAX_TIMER_ROUNDS {
+            due.clear();
+            self.timers.expire(now, &mut due);
+            if due.is_empty() {
                 break;
             }
-            budget -= 1;
-            self.timers.pop();
-            let slot = &mut self.slots[index as usize];
-            if slot.generation != generation || slot.scheduled != Some(t) {
-                continue;
+            for &index in &due {
+                let Some(conn) = self.slots[index as usize].conn.as_mut() else {
+                    continue;
+                };
+                let mut ctx = Ctx {
+                    channels: &self.config.channels,
+                    transport: &self.config.transport,
+                    idle_timeout: self.config.idle_timeout,
+                    keepalive: self.config.keepalive,
+                    pool: &mut self.pool,
+                    stats: &mut self.stats,
+                };
+                conn.handle_timeout(now, &mut ctx);
+                self.after(index);
             }
-            slot.scheduled = None;
-            let Some(conn) = slot.conn.as_mut() else {
-                continue;
-            };
-            let mut ctx = Ctx {
-                channels: &self.config.channels,
-                transport: &self.config.transport,
-                idle_timeout: self.config.idle_timeout,
-                keepalive: self.config.keepalive,
-                pool: &mut self.pool,
-                stats: &mut self.stats,
-            };
-            conn.handle_timeout(now, &mut ctx);
-            self.after(index);
         }
+        due.clear();
+        self.due = due;
     }
 
-    /// The next time `handle_timeout` should be called (may be early; never late).
+    /// The next time `handle_timeout` should be called: the earliest connection deadline,
+    /// exactly.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.peek().map(|r| r.0.0)
+        self.timers.next_deadline()
     }
 
     /// Writes the next datagram to send into `out` (at least `mtu` bytes; a UMEM frame's
