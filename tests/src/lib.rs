@@ -1,5 +1,6 @@
 //! Shared helpers for the integration tests: privileged-test guard, network namespace
-//! topologies (scripts/netns.sh), the engine as a child process, crafted frames.
+//! topologies (scripts/netns.sh), the engine as a child process, fleets of RUDP clients
+//! and their message tags, the engine's protocol figures, crafted frames.
 //!
 //! Privileged tests never skip: without root they fail with a message saying so.
 #![expect(
@@ -10,8 +11,10 @@
 pub mod frames;
 
 use std::{
+    collections::{HashMap, HashSet},
     fs::File,
     io,
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     thread,
@@ -24,6 +27,8 @@ use nix::{
     unistd::Pid,
 };
 use xrudp::control::{self, Snapshot};
+use xrudp_client::{Fleet, FleetId};
+use xrudp_proto::{ClientConfig, ClientEvent};
 
 /// Fails the test loudly unless it runs as root: these tests create namespaces, load
 /// XDP programs and bind AF_XDP sockets. They are never skipped, in CI or elsewhere.
@@ -138,6 +143,14 @@ impl Topology {
             .args(args)
             .output()
             .expect("running ip netns exec")
+    }
+
+    /// The server's IPv4 address with `port`.
+    #[must_use]
+    pub fn srv_addr(&self, port: u16) -> SocketAddr {
+        format!("{}:{port}", self.ip_srv)
+            .parse()
+            .expect("netns.sh printed an IPv4 address")
     }
 
     /// The XDP program id attached to the server interface (0 if none).
@@ -330,4 +343,143 @@ pub fn send_udp(
         }
         Ok(sent)
     })
+}
+
+/// Clients of one server in a [`Fleet`], as [`connect_fleet`] left them.
+#[derive(Debug)]
+pub struct Clients {
+    /// The fleet; its clients go on running after [`connect_fleet`] returns.
+    pub fleet: Fleet,
+    /// Every client added, in the order added.
+    pub ids: Vec<FleetId>,
+    /// Time from the start of [`connect_fleet`] to each `Connected` event, in arrival order.
+    pub connect_times: Vec<Duration>,
+    /// Every other event seen while connecting; a refusal arrives as `Disconnected`.
+    pub others: Vec<(FleetId, ClientEvent)>,
+}
+
+impl Clients {
+    /// How many `Connected` events came.
+    #[must_use]
+    pub fn connected(&self) -> usize {
+        self.connect_times.len()
+    }
+
+    /// Each client's position in [`Clients::ids`].
+    #[must_use]
+    pub fn index(&self) -> HashMap<FleetId, usize> {
+        self.ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (*id, i))
+            .collect()
+    }
+}
+
+/// The end-to-end tests' connect-and-wait loop: adds `n` clients of `server` (default
+/// configuration) to a new fleet, then drives it until every client has either connected
+/// or been disconnected (refused, timed out), or until `timeout` has passed. Asserts
+/// nothing: the caller compares [`Clients::connected`] and [`Clients::others`] with what
+/// it expects. Call it in the client namespace ([`Topology::in_ns`]).
+#[must_use]
+pub fn connect_fleet(server: SocketAddr, n: usize, timeout: Duration) -> Clients {
+    let start = Instant::now();
+    let mut fleet = Fleet::new().expect("creating a client fleet");
+    let ids: Vec<FleetId> = (0..n)
+        .map(|_| {
+            fleet
+                .add(server, ClientConfig::default(), None)
+                .expect("adding a client to the fleet")
+        })
+        .collect();
+    let mut connect_times = Vec::with_capacity(n);
+    let mut others = Vec::new();
+    let mut settled = HashSet::with_capacity(n);
+    let deadline = start + timeout;
+    while settled.len() < n && Instant::now() < deadline {
+        fleet
+            .drive(Duration::from_millis(5))
+            .expect("driving the fleet");
+        while let Some((id, ev)) = fleet.poll_event() {
+            match ev {
+                ClientEvent::Connected => {
+                    connect_times.push(start.elapsed());
+                    settled.insert(id);
+                }
+                ClientEvent::Disconnected { .. } => {
+                    settled.insert(id);
+                    others.push((id, ev));
+                }
+                ClientEvent::Message { .. } => others.push((id, ev)),
+            }
+        }
+    }
+    Clients {
+        fleet,
+        ids,
+        connect_times,
+        others,
+    }
+}
+
+/// Drives `fleet`, handing each event to `on`, until `on` returns true (then true) or
+/// `deadline` has passed (then false). Drives at least once.
+pub fn drive_until(
+    fleet: &mut Fleet,
+    deadline: Instant,
+    mut on: impl FnMut(FleetId, ClientEvent) -> bool,
+) -> bool {
+    loop {
+        fleet
+            .drive(Duration::from_millis(5))
+            .expect("driving the fleet");
+        while let Some((id, ev)) = fleet.poll_event() {
+            if on(id, ev) {
+                return true;
+            }
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+    }
+}
+
+/// The 8-byte message the end-to-end tests send: sender index and sequence number, both
+/// big-endian `u32`s, so that an echo or a relayed copy says whose it is and which.
+#[must_use]
+pub fn tagged(client: u32, seq: u32) -> [u8; 8] {
+    let mut m = [0u8; 8];
+    m[..4].copy_from_slice(&client.to_be_bytes());
+    m[4..].copy_from_slice(&seq.to_be_bytes());
+    m
+}
+
+/// The (sender, sequence number) of a [`tagged`] message; `None` unless it is 8 bytes.
+#[must_use]
+pub fn untag(d: &[u8]) -> Option<(u32, u32)> {
+    let d: &[u8; 8] = d.try_into().ok()?;
+    let (client, seq) = d.split_at(4);
+    Some((
+        u32::from_be_bytes(client.try_into().ok()?),
+        u32::from_be_bytes(seq.try_into().ok()?),
+    ))
+}
+
+/// Sum of one protocol figure over the engine's queues (queues without the protocol
+/// count nothing).
+pub fn protocol_sum(s: &Snapshot, f: impl Fn(&xrudp::service::Figures) -> u64) -> u64 {
+    s.queues
+        .iter()
+        .filter_map(|q| q.protocol.as_ref())
+        .map(f)
+        .sum()
+}
+
+/// The `p`th percentile (nearest rank) of `v`, sorting it; 0 when it is empty.
+pub fn percentile(v: &mut [u64], p: usize) -> u64 {
+    v.sort_unstable();
+    if v.is_empty() {
+        return 0;
+    }
+    v[((p * v.len()).div_ceil(100)).clamp(1, v.len()) - 1]
 }

@@ -19,22 +19,16 @@ use std::{
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use xrudp::control::Snapshot;
-use xrudp_client::{Fleet, FleetId};
+use xrudp_client::Fleet;
 use xrudp_packet::{Kernel, Route, datagram, ethernet::Address};
 use xrudp_proto::{Client, ClientConfig, ClientEvent};
-use xrudp_tests::{Engine, Topology};
+use xrudp_tests::{
+    Clients, Engine, Topology, connect_fleet, percentile, protocol_sum, tagged, untag,
+};
 
 const PORT: u16 = 7777;
 const HONEST: usize = 100;
 const PHASE: Duration = Duration::from_secs(3);
-
-fn figures(s: &Snapshot, f: impl Fn(&xrudp::service::Figures) -> u64) -> u64 {
-    s.queues
-        .iter()
-        .filter_map(|q| q.protocol.as_ref())
-        .map(f)
-        .sum()
-}
 
 /// Per-phase results of the honest clients.
 #[derive(Debug, Default, Clone)]
@@ -50,25 +44,11 @@ fn honest_players(
     phase: &AtomicUsize,
     stop: &AtomicBool,
 ) -> (Vec<PhaseStats>, Vec<String>) {
-    let mut fleet = Fleet::new().expect("fleet");
-    let ids: Vec<FleetId> = (0..HONEST)
-        .map(|_| {
-            fleet
-                .add(server, ClientConfig::default(), None)
-                .expect("add")
-        })
-        .collect();
-    let index: HashMap<FleetId, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    let c = connect_fleet(server, HONEST, Duration::from_secs(30));
+    assert_eq!(c.connected(), HONEST, "honest players connect");
+    let index = c.index();
+    let Clients { mut fleet, ids, .. } = c;
     let mut errors = Vec::new();
-    let mut connected = 0;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while connected < HONEST && Instant::now() < deadline {
-        fleet.drive(Duration::from_millis(5)).expect("drive");
-        while let Some((_, ev)) = fleet.poll_event() {
-            connected += usize::from(matches!(ev, ClientEvent::Connected));
-        }
-    }
-    assert_eq!(connected, HONEST, "honest players connect");
     let mut stats: Vec<PhaseStats> = vec![PhaseStats::default(); 16];
     let mut next_send = vec![0u32; HONEST];
     let mut next_recv = vec![0u32; HONEST];
@@ -85,9 +65,7 @@ fn honest_players(
             let p = phase.load(Relaxed);
             for (c, id) in ids.iter().enumerate() {
                 let seq = next_send[c];
-                let mut m = [0u8; 8];
-                m[..4].copy_from_slice(&(c as u32).to_be_bytes());
-                m[4..].copy_from_slice(&seq.to_be_bytes());
+                let m = tagged(c as u32, seq);
                 if fleet.send(*id, 0, &m).is_ok() {
                     next_send[c] += 1;
                     sent_at.insert((c, seq), (Instant::now(), p));
@@ -103,7 +81,10 @@ fn honest_players(
             let c = index[&id];
             match ev {
                 ClientEvent::Message { channel: 0, data } => {
-                    let seq = u32::from_be_bytes([data[4], data[5], data[6], data[7]]);
+                    let Some((_, seq)) = untag(&data) else {
+                        errors.push(format!("player {c}: malformed echo {data:?}"));
+                        continue;
+                    };
                     if seq != next_recv[c] {
                         errors.push(format!("player {c}: echo {seq}, expected {}", next_recv[c]));
                     }
@@ -131,14 +112,6 @@ fn honest_players(
         ));
     }
     (stats, errors)
-}
-
-fn pct(v: &mut [u64], p: usize) -> u64 {
-    v.sort_unstable();
-    if v.is_empty() {
-        return 0;
-    }
-    v[((p * v.len()).div_ceil(100)).clamp(1, v.len()) - 1]
 }
 
 /// A raw IPv4 socket that sends hand-built UDP datagrams from any source address.
@@ -210,7 +183,7 @@ fn honest_players_keep_playing_through_every_attack() {
         &t,
         &["--port", &PORT.to_string(), "--max-connections", "200"],
     );
-    let server: SocketAddr = format!("{}:{PORT}", t.ip_srv).parse().expect("addr");
+    let server = t.srv_addr(PORT);
     let SocketAddr::V4(server4) = server else {
         unreachable!()
     };
@@ -223,7 +196,7 @@ fn honest_players_keep_playing_through_every_attack() {
         })
     };
     let _ = engine.wait_for(Duration::from_secs(30), |s| {
-        figures(s, |f| f.connections) == HONEST as u64
+        protocol_sum(s, |f| f.connections) == HONEST as u64
     });
     let mut report: Vec<(&str, u64, Snapshot, Snapshot)> = Vec::new();
     // Phase 0: baseline.
@@ -377,14 +350,14 @@ fn honest_players_keep_playing_through_every_attack() {
     );
 
     let mut base = stats[0].rtt_us.clone();
-    let (b50, b99) = (pct(&mut base, 50), pct(&mut base, 99));
+    let (b50, b99) = (percentile(&mut base, 50), percentile(&mut base, 99));
     eprintln!(
         "baseline: {} reliable messages, RTT p50 {b50} us p99 {b99} us",
         stats[0].sent
     );
     for (i, (name, sent, b, a)) in report.iter().enumerate() {
         let rtt = &mut stats[i + 1].rtt_us;
-        let (p50, p99) = (pct(rtt, 50), pct(rtt, 99));
+        let (p50, p99) = (percentile(rtt, 50), percentile(rtt, 99));
         let d = |f: &dyn Fn(&Snapshot) -> u64| f(a).saturating_sub(f(b));
         let xdp_drops: Vec<String> = a
             .xdp
@@ -401,13 +374,13 @@ fn honest_players_keep_playing_through_every_attack() {
             xdp_drops.join(" "),
             d(&|s| s.queues.iter().map(|q| q.drop_checksum).sum()),
             d(&|s| s.queues.iter().map(|q| q.drop_malformed).sum()),
-            d(&|s| figures(s, |f| f.decode_errors)),
-            d(&|s| figures(s, |f| f.crc_failures)),
-            d(&|s| figures(s, |f| f.handshakes)),
-            d(&|s| figures(s, |f| f.hellos_shed)),
-            d(&|s| figures(s, |f| f.bad_cookies)),
-            d(&|s| figures(s, |f| f.rejected.get("server_full").copied().unwrap_or(0))),
-            d(&|s| figures(s, |f| f.unknown_connection)),
+            d(&|s| protocol_sum(s, |f| f.decode_errors)),
+            d(&|s| protocol_sum(s, |f| f.crc_failures)),
+            d(&|s| protocol_sum(s, |f| f.handshakes)),
+            d(&|s| protocol_sum(s, |f| f.hellos_shed)),
+            d(&|s| protocol_sum(s, |f| f.bad_cookies)),
+            d(&|s| protocol_sum(s, |f| f.rejected.get("server_full").copied().unwrap_or(0))),
+            d(&|s| protocol_sum(s, |f| f.unknown_connection)),
         );
         assert!(*sent > 0, "{name}: the attack sent nothing");
         assert!(
@@ -418,22 +391,22 @@ fn honest_players_keep_playing_through_every_attack() {
     // Spoofed hellos created no state: only honest players and the slot grabbers hold slots.
     let last = &report.last().expect("phases").3;
     assert!(
-        figures(last, |f| f.connections) <= 200,
+        protocol_sum(last, |f| f.connections) <= 200,
         "never more than --max-connections"
     );
     let spoof = &report[2];
     assert!(
-        figures(&spoof.3, |f| f.handshakes) > figures(&spoof.2, |f| f.handshakes),
+        protocol_sum(&spoof.3, |f| f.handshakes) > protocol_sum(&spoof.2, |f| f.handshakes),
         "spoofed hellos were answered statelessly"
     );
     assert_eq!(
-        figures(&spoof.3, |f| f.connections),
+        protocol_sum(&spoof.3, |f| f.connections),
         HONEST as u64,
         "no state for unproven addresses"
     );
     let grab = &report[4];
     assert!(
-        figures(&grab.3, |f| f
+        protocol_sum(&grab.3, |f| f
             .rejected
             .get("server_full")
             .copied()
@@ -452,7 +425,7 @@ fn honest_players_keep_playing_through_every_attack() {
                 .iter()
                 .map(|q| q.drop_checksum + q.drop_malformed)
                 .sum::<u64>()
-            + figures(s, |f| f.decode_errors)
+            + protocol_sum(s, |f| f.decode_errors)
     };
     assert!(
         drops(&malformed.3) - drops(&malformed.2) > 0,
@@ -465,7 +438,7 @@ fn honest_players_keep_playing_through_every_attack() {
 fn spoofed_hellos_are_not_amplified() {
     let t = Topology::new(1, true);
     let engine = Engine::start(&t, &["--port", &PORT.to_string()]);
-    let server: SocketAddr = format!("{}:{PORT}", t.ip_srv).parse().expect("addr");
+    let server = t.srv_addr(PORT);
     let SocketAddr::V4(server4) = server else {
         unreachable!()
     };
@@ -483,7 +456,7 @@ fn spoofed_hellos_are_not_amplified() {
         n
     });
     let after = engine.wait_for(Duration::from_secs(10), |s| {
-        figures(s, |f| f.handshakes) - figures(&before, |f| f.handshakes) >= sent
+        protocol_sum(s, |f| f.handshakes) - protocol_sum(&before, |f| f.handshakes) >= sent
     });
     let rx: u64 = after.queues.iter().map(|q| q.rx_bytes).sum::<u64>()
         - before.queues.iter().map(|q| q.rx_bytes).sum::<u64>();
@@ -494,12 +467,12 @@ fn spoofed_hellos_are_not_amplified() {
         tx as f64 / rx.max(1) as f64
     );
     assert_eq!(
-        figures(&after, |f| f.handshakes) - figures(&before, |f| f.handshakes),
+        protocol_sum(&after, |f| f.handshakes) - protocol_sum(&before, |f| f.handshakes),
         sent,
         "each hello got one stateless answer"
     );
     assert_eq!(
-        figures(&after, |f| f.connections),
+        protocol_sum(&after, |f| f.connections),
         0,
         "no state for spoofed addresses"
     );

@@ -9,9 +9,11 @@ use std::{
 };
 
 use xrudp::control::Snapshot;
-use xrudp_client::{Fleet, FleetId};
-use xrudp_proto::{ClientConfig, ClientEvent, DisconnectReason, RejectReason};
-use xrudp_tests::{Engine, Topology};
+use xrudp_client::FleetId;
+use xrudp_proto::{ClientEvent, DisconnectReason, RejectReason};
+use xrudp_tests::{
+    Clients, Engine, Topology, connect_fleet, drive_until, percentile, protocol_sum, tagged, untag,
+};
 
 const PORT: u16 = 7777;
 const RELIABLE: u8 = 0;
@@ -31,39 +33,6 @@ fn raise_fd_limit() {
     }
 }
 
-fn server_addr(t: &Topology) -> SocketAddr {
-    format!("{}:{PORT}", t.ip_srv).parse().expect("address")
-}
-
-fn protocol_sum(s: &Snapshot, f: impl Fn(&xrudp::service::Figures) -> u64) -> u64 {
-    s.queues
-        .iter()
-        .filter_map(|q| q.protocol.as_ref())
-        .map(f)
-        .sum()
-}
-
-/// Drives `fleet` until `done` or the deadline; returns false on the deadline.
-fn drive_until(
-    fleet: &mut Fleet,
-    deadline: Instant,
-    mut on: impl FnMut(FleetId, ClientEvent) -> bool,
-) -> bool {
-    loop {
-        fleet
-            .drive(Duration::from_millis(5))
-            .expect("driving the fleet");
-        while let Some((id, ev)) = fleet.poll_event() {
-            if on(id, ev) {
-                return true;
-            }
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-    }
-}
-
 /// What one client thread saw.
 #[derive(Debug, Default)]
 struct EchoReport {
@@ -79,33 +48,24 @@ struct EchoReport {
 /// unreliable messages to the echo app and checks what comes back.
 fn echo_clients(server: SocketAddr, clients: usize, n: u32) -> EchoReport {
     let mut r = EchoReport::default();
-    let mut fleet = Fleet::new().expect("fleet");
-    let start = Instant::now();
-    let ids: Vec<FleetId> = (0..clients)
-        .map(|_| {
-            fleet
-                .add(server, ClientConfig::default(), None)
-                .expect("add client")
-        })
-        .collect();
-    let index: HashMap<FleetId, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut connected = vec![false; clients];
-    drive_until(&mut fleet, deadline, |id, ev| {
-        match ev {
-            ClientEvent::Connected => {
-                connected[index[&id]] = true;
-                r.connected += 1;
-                r.connect_us.push(start.elapsed().as_micros() as u64);
-            }
-            ClientEvent::Disconnected { reason } => r.errors.push(format!(
+    let c = connect_fleet(server, clients, Duration::from_secs(60));
+    let index = c.index();
+    let Clients {
+        mut fleet,
+        ids,
+        connect_times,
+        others,
+    } = c;
+    r.connected = connect_times.len();
+    r.connect_us = connect_times.iter().map(|d| d.as_micros() as u64).collect();
+    for (id, ev) in others {
+        if let ClientEvent::Disconnected { reason } = ev {
+            r.errors.push(format!(
                 "client {} disconnected while connecting: {reason:?}",
                 index[&id]
-            )),
-            ClientEvent::Message { .. } => {}
+            ));
         }
-        r.connected == clients
-    });
+    }
     if r.connected < clients {
         r.errors.push(format!(
             "{} of {clients} connected within 60 s",
@@ -126,7 +86,7 @@ fn echo_clients(server: SocketAddr, clients: usize, n: u32) -> EchoReport {
     };
     for seq in 0..n {
         for (c, id) in ids.iter().enumerate() {
-            let msg = encode(c as u32, seq);
+            let msg = tagged(c as u32, seq);
             st.sent_at.insert((c, seq), Instant::now());
             if let Err(e) = fleet.send(*id, RELIABLE, &msg) {
                 r.errors
@@ -183,7 +143,7 @@ impl EchoState<'_> {
         let c = self.index[&id];
         match ev {
             ClientEvent::Message { channel, data } => {
-                let Some((who, seq)) = decode(&data) else {
+                let Some((who, seq)) = untag(&data) else {
                     r.errors
                         .push(format!("client {c}: malformed echo {data:?}"));
                     return;
@@ -224,29 +184,6 @@ impl EchoState<'_> {
     }
 }
 
-fn encode(client: u32, seq: u32) -> [u8; 8] {
-    let mut m = [0u8; 8];
-    m[..4].copy_from_slice(&client.to_be_bytes());
-    m[4..].copy_from_slice(&seq.to_be_bytes());
-    m
-}
-
-fn decode(d: &[u8]) -> Option<(u32, u32)> {
-    let d: [u8; 8] = d.try_into().ok()?;
-    Some((
-        u32::from_be_bytes(d[..4].try_into().ok()?),
-        u32::from_be_bytes(d[4..].try_into().ok()?),
-    ))
-}
-
-fn pct(v: &mut [u64], p: usize) -> u64 {
-    v.sort_unstable();
-    if v.is_empty() {
-        return 0;
-    }
-    v[((p * v.len()).div_ceil(100)).clamp(1, v.len()) - 1]
-}
-
 fn thousand_clients_echo(backend: &str) {
     raise_fd_limit();
     let t = Topology::new(2, true);
@@ -261,7 +198,7 @@ fn thousand_clients_echo(backend: &str) {
             backend,
         ],
     );
-    let server = server_addr(&t);
+    let server = t.srv_addr(PORT);
     let threads = 4;
     let per = 250;
     let n = 5;
@@ -298,10 +235,10 @@ fn thousand_clients_echo(backend: &str) {
         .collect();
     eprintln!(
         "[{backend}] 1000 clients: handshake p50 {} us p99 {} us (from fleet start); echo RTT p50 {} us p99 {} us; unreliable back {unreliable}/{}",
-        pct(&mut connect, 50),
-        pct(&mut connect, 99),
-        pct(&mut rtt, 50),
-        pct(&mut rtt, 99),
+        percentile(&mut connect, 50),
+        percentile(&mut connect, 99),
+        percentile(&mut rtt, 50),
+        percentile(&mut rtt, 99),
         threads * per * n as usize
     );
     let snap = engine.wait_for(Duration::from_secs(20), |s| {
@@ -340,38 +277,18 @@ fn relay_rooms(backend: &str) {
             backend,
         ],
     );
-    let server = server_addr(&t);
+    let server = t.srv_addr(PORT);
     let rooms = 6u32;
     let size = 8usize;
     let n = 20u32;
     let control = engine.control_path();
     let members = u64::from(rooms) * size as u64;
     let (fleet, ids, index) = Topology::in_ns(&t.ns_cli.clone(), move || {
-        let mut fleet = Fleet::new().expect("fleet");
         let total = rooms as usize * size;
-        let ids: Vec<FleetId> = (0..total)
-            .map(|_| {
-                fleet
-                    .add(server, ClientConfig::default(), None)
-                    .expect("add")
-            })
-            .collect();
-        let index: HashMap<FleetId, usize> =
-            ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
-        let mut connected = 0;
-        assert!(
-            drive_until(
-                &mut fleet,
-                Instant::now() + Duration::from_secs(60),
-                |_, ev| {
-                    if matches!(ev, ClientEvent::Connected) {
-                        connected += 1;
-                    }
-                    connected == total
-                }
-            ),
-            "relay clients did not all connect"
-        );
+        let c = connect_fleet(server, total, Duration::from_secs(60));
+        assert_eq!(c.connected(), total, "relay clients did not all connect");
+        let index = c.index();
+        let Clients { mut fleet, ids, .. } = c;
         for (i, id) in ids.iter().enumerate() {
             let mut join = b"JOIN".to_vec();
             join.extend_from_slice(&((i / size) as u32).to_be_bytes());
@@ -401,7 +318,7 @@ fn relay_rooms(backend: &str) {
         for seq in 0..n {
             for (i, id) in ids.iter().enumerate() {
                 fleet
-                    .send(*id, RELIABLE, &encode(i as u32, seq))
+                    .send(*id, RELIABLE, &tagged(i as u32, seq))
                     .expect("send");
             }
             let _ = drive_until(
@@ -455,7 +372,7 @@ fn on_relay(
         ClientEvent::Message {
             channel: RELIABLE,
             data,
-        } => match decode(&data) {
+        } => match untag(&data) {
             Some((from, seq)) => {
                 let from = from as usize;
                 if from / size != me / size || from == me {
@@ -508,32 +425,24 @@ fn idle_timeout_and_max_connections(backend: &str) {
             "1",
         ],
     );
-    let server = server_addr(&t);
+    let server = t.srv_addr(PORT);
     // Six clients for four slots: four connect, two are refused as server full.
     let (connected, full) = Topology::in_ns(&t.ns_cli.clone(), move || {
-        let mut fleet = Fleet::new().expect("fleet");
-        for _ in 0..6 {
-            fleet
-                .add(server, ClientConfig::default(), None)
-                .expect("add");
-        }
-        let (mut connected, mut full) = (0, 0);
-        drive_until(
-            &mut fleet,
-            Instant::now() + Duration::from_secs(30),
-            |_, ev| {
-                match ev {
-                    ClientEvent::Connected => connected += 1,
+        let c = connect_fleet(server, 6, Duration::from_secs(30));
+        let full = c
+            .others
+            .iter()
+            .filter(|(_, ev)| {
+                matches!(
+                    ev,
                     ClientEvent::Disconnected {
                         reason: DisconnectReason::Rejected(RejectReason::ServerFull),
-                    } => full += 1,
-                    _ => {}
-                }
-                connected + full == 6
-            },
-        );
+                    }
+                )
+            })
+            .count();
         // Vanish without a goodbye: the fleet (and its sockets) is dropped here.
-        (connected, full)
+        (c.connected(), full)
     });
     assert_eq!(
         (connected, full),
@@ -560,24 +469,7 @@ fn idle_timeout_and_max_connections(backend: &str) {
     assert_eq!(protocol_sum(&snap, |f| f.timed_out), 4);
     // ...which new clients reuse.
     let again = Topology::in_ns(&t.ns_cli.clone(), move || {
-        let mut fleet = Fleet::new().expect("fleet");
-        for _ in 0..4 {
-            fleet
-                .add(server, ClientConfig::default(), None)
-                .expect("add");
-        }
-        let mut connected = 0;
-        drive_until(
-            &mut fleet,
-            Instant::now() + Duration::from_secs(30),
-            |_, ev| {
-                if matches!(ev, ClientEvent::Connected) {
-                    connected += 1;
-                }
-                connected == 4
-            },
-        );
-        connected
+        connect_fleet(server, 4, Duration::from_secs(30)).connected()
     });
     assert_eq!(again, 4, "{backend}: freed slots are reused");
 }
@@ -635,7 +527,7 @@ fn app_falls_behind(backend: xrudp::engine::Backend) {
                     data,
                 } = ev
                 {
-                    let Some((who, seq)) = decode(&data) else {
+                    let Some((who, seq)) = untag(&data) else {
                         continue;
                     };
                     let e = next.entry(who).or_insert(0);
@@ -664,33 +556,19 @@ fn app_falls_behind(backend: xrudp::engine::Backend) {
         })
     });
     std::thread::sleep(Duration::from_millis(500)); // the engine binds its sockets
-    let server = server_addr(&t);
+    let server = t.srv_addr(PORT);
     let echoed = Topology::in_ns(&t.ns_cli.clone(), move || {
-        let mut fleet = Fleet::new().expect("fleet");
-        let ids: Vec<FleetId> = (0..clients)
-            .map(|_| {
-                fleet
-                    .add(server, ClientConfig::default(), None)
-                    .expect("add")
-            })
-            .collect();
-        let mut connected = 0;
-        drive_until(
-            &mut fleet,
-            Instant::now() + Duration::from_secs(30),
-            |_, ev| {
-                connected += usize::from(matches!(ev, ClientEvent::Connected));
-                connected == clients
-            },
-        );
+        let c = connect_fleet(server, clients, Duration::from_secs(30));
         assert_eq!(
-            connected, clients,
+            c.connected(),
+            clients,
             "clients connect while the game thread sleeps"
         );
+        let Clients { mut fleet, ids, .. } = c;
         for seq in 0..n {
             for (i, id) in ids.iter().enumerate() {
                 fleet
-                    .send(*id, RELIABLE, &encode(i as u32, seq))
+                    .send(*id, RELIABLE, &tagged(i as u32, seq))
                     .expect("send");
             }
             drive_until(
@@ -722,12 +600,7 @@ fn app_falls_behind(backend: xrudp::engine::Backend) {
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(got, want, "the game received every reliable message");
     assert_eq!(echoed, want, "every echo reached its client");
-    let backpressure: u64 = stats
-        .queues
-        .iter()
-        .filter_map(|q| q.protocol.as_ref())
-        .map(|f| f.backpressure_rounds)
-        .sum();
+    let backpressure = protocol_sum(&stats, |f| f.backpressure_rounds);
     assert!(
         backpressure > 0,
         "backpressure was reported while the game slept"

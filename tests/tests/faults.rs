@@ -8,9 +8,8 @@ use std::{
 };
 
 use nix::sys::signal::Signal;
-use xrudp_client::{Fleet, FleetId};
-use xrudp_proto::{ClientConfig, ClientEvent, DisconnectReason};
-use xrudp_tests::{Engine, Topology, xrudp_bin};
+use xrudp_proto::{ClientEvent, DisconnectReason};
+use xrudp_tests::{Clients, Engine, Topology, connect_fleet, drive_until, protocol_sum, xrudp_bin};
 
 /// Runs `xrudp attach <args>` in the server namespace; returns (exit code, stderr).
 fn attach(t: &Topology, args: &[&str]) -> (Option<i32>, String) {
@@ -152,70 +151,42 @@ fn without_privileges_the_message_says_what_is_needed() {
     assert_eq!(t.srv_xdp_prog(), 0);
 }
 
-fn connect_fleet(server: SocketAddr, n: usize) -> (Fleet, Vec<FleetId>) {
-    let mut fleet = Fleet::new().expect("fleet");
-    let ids: Vec<FleetId> = (0..n)
-        .map(|_| {
-            fleet
-                .add(server, ClientConfig::default(), None)
-                .expect("add")
-        })
-        .collect();
-    let mut connected = 0;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while connected < n && Instant::now() < deadline {
-        fleet.drive(Duration::from_millis(5)).expect("drive");
-        while let Some((_, ev)) = fleet.poll_event() {
-            connected += usize::from(matches!(ev, ClientEvent::Connected));
-        }
-    }
-    assert_eq!(connected, n, "clients connect");
-    (fleet, ids)
+/// `n` connected clients of `server` (the test fails unless all connect within 30 s).
+fn connect_all(server: SocketAddr, n: usize) -> Clients {
+    let c = connect_fleet(server, n, Duration::from_secs(30));
+    assert_eq!(c.connected(), n, "clients connect");
+    c
 }
 
 fn sigterm_tells_clients(backend: &str) {
     let t = Topology::new(1, true);
     let mut engine = Engine::start(&t, &["--port", "7777", "--backend", backend]);
-    let server: SocketAddr = format!("{}:7777", t.ip_srv).parse().expect("addr");
+    let server = t.srv_addr(7777);
     let ns = t.ns_cli.clone();
     let clients = std::thread::spawn(move || {
         Topology::in_ns(&ns, move || {
-            let (mut fleet, ids) = connect_fleet(server, 20);
+            let Clients { mut fleet, ids, .. } = connect_all(server, 20);
             let mut notified = 0;
             let deadline = Instant::now() + Duration::from_secs(30);
-            while notified < ids.len() && Instant::now() < deadline {
-                fleet.drive(Duration::from_millis(5)).expect("drive");
-                while let Some((_, ev)) = fleet.poll_event() {
-                    if let ClientEvent::Disconnected { reason } = ev {
-                        assert_eq!(
-                            reason,
-                            DisconnectReason::ServerShutdown,
-                            "clients learn the server shut down"
-                        );
-                        notified += 1;
-                    }
+            drive_until(&mut fleet, deadline, |_, ev| {
+                if let ClientEvent::Disconnected { reason } = ev {
+                    assert_eq!(
+                        reason,
+                        DisconnectReason::ServerShutdown,
+                        "clients learn the server shut down"
+                    );
+                    notified += 1;
                 }
-            }
+                notified == ids.len()
+            });
             notified
         })
     });
     // Wait until the engine counts them, then stop it.
     let snap = engine.wait_for(Duration::from_secs(30), |s| {
-        s.queues
-            .iter()
-            .filter_map(|q| q.protocol.as_ref())
-            .map(|f| f.connections)
-            .sum::<u64>()
-            == 20
+        protocol_sum(s, |f| f.connections) == 20
     });
-    assert_eq!(
-        snap.queues
-            .iter()
-            .filter_map(|q| q.protocol.as_ref())
-            .map(|f| f.connections)
-            .sum::<u64>(),
-        20
-    );
+    assert_eq!(protocol_sum(&snap, |f| f.connections), 20);
     let status = engine.signal_and_wait(Signal::SIGTERM);
     assert!(
         status.success(),
@@ -244,14 +215,14 @@ fn sigterm_sends_disconnect_notices_and_exits_zero_socket() {
 fn sigkill_under_load_then_restart_serves_new_connections() {
     let t = Topology::new(1, true);
     let mut engine = Engine::start(&t, &["--port", "7777"]);
-    let server: SocketAddr = format!("{}:7777", t.ip_srv).parse().expect("addr");
+    let server = t.srv_addr(7777);
     // Load: clients streaming reliable messages while the engine is killed.
     let ns = t.ns_cli.clone();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop2 = std::sync::Arc::clone(&stop);
     let load = std::thread::spawn(move || {
         Topology::in_ns(&ns, move || {
-            let (mut fleet, ids) = connect_fleet(server, 50);
+            let Clients { mut fleet, ids, .. } = connect_all(server, 50);
             let mut sent = 0u64;
             let deadline = Instant::now() + Duration::from_secs(30);
             while !stop2.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
@@ -285,7 +256,7 @@ fn sigkill_under_load_then_restart_serves_new_connections() {
     let ready = restarted.elapsed();
     let first = Topology::in_ns(&t.ns_cli.clone(), move || {
         let t0 = Instant::now();
-        let _ = connect_fleet(server, 1);
+        let _ = connect_all(server, 1);
         t0.elapsed()
     });
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -298,7 +269,7 @@ fn sigkill_under_load_then_restart_serves_new_connections() {
 fn interface_down_and_up_while_attached_never_hangs() {
     let t = Topology::new(1, true);
     let mut engine = Engine::start(&t, &["--port", "7777"]);
-    let server: SocketAddr = format!("{}:7777", t.ip_srv).parse().expect("addr");
+    let server = t.srv_addr(7777);
     for state in ["down", "up"] {
         let out = Topology::exec(&t.ns_srv, &["ip", "link", "set", &t.if_srv, state]);
         assert!(
@@ -308,10 +279,7 @@ fn interface_down_and_up_while_attached_never_hangs() {
         );
     }
     // The engine still answers its control socket and serves after the link returns.
-    let n = Topology::in_ns(&t.ns_cli.clone(), move || {
-        let (_fleet, ids) = connect_fleet(server, 5);
-        ids.len()
-    });
+    let n = Topology::in_ns(&t.ns_cli.clone(), move || connect_all(server, 5).ids.len());
     assert_eq!(n, 5, "clients connect after the interface came back");
     let status = engine.signal_and_wait(Signal::SIGTERM);
     assert!(status.success(), "{}", engine.log_text());
@@ -333,7 +301,7 @@ fn tiny_umem_under_load_counts_drops_and_recovers() {
             "64",
         ],
     );
-    let dst: SocketAddr = format!("{}:7777", t.ip_srv).parse().expect("addr");
+    let dst = t.srv_addr(7777);
     // A burst far larger than the UMEM, unpaced, from several sockets.
     for _ in 0..4 {
         xrudp_tests::send_udp(&t.ns_cli, dst, 20_000, 64, 0, Duration::ZERO).expect("burst");
@@ -400,13 +368,13 @@ fn full_tx_ring_is_backpressure_not_loss() {
             "256",
         ],
     );
-    let server: SocketAddr = format!("{}:7777", t.ip_srv).parse().expect("addr");
+    let server = t.srv_addr(7777);
     let clients = 50usize;
     let n = 100u32;
     let (got, errors) = Topology::in_ns(&t.ns_cli.clone(), move || {
-        let (mut fleet, ids) = connect_fleet(server, clients);
-        let index: std::collections::HashMap<FleetId, usize> =
-            ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        let c = connect_all(server, clients);
+        let index = c.index();
+        let Clients { mut fleet, ids, .. } = c;
         // The whole burst at once: 5,000 messages against 64 TX slots.
         for seq in 0..n {
             for id in &ids {
@@ -417,26 +385,24 @@ fn full_tx_ring_is_backpressure_not_loss() {
         let mut got = 0usize;
         let mut errors = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(60);
-        while got < clients * n as usize && Instant::now() < deadline {
-            fleet.drive(Duration::from_millis(5)).expect("drive");
-            while let Some((id, ev)) = fleet.poll_event() {
-                match ev {
-                    ClientEvent::Message { channel: 0, data } => {
-                        let c = index[&id];
-                        let seq = u32::from_be_bytes(data[..4].try_into().expect("4 bytes"));
-                        if seq != next[c] {
-                            errors.push(format!("client {c}: {seq}, expected {}", next[c]));
-                        }
-                        next[c] = seq + 1;
-                        got += 1;
+        drive_until(&mut fleet, deadline, |id, ev| {
+            match ev {
+                ClientEvent::Message { channel: 0, data } => {
+                    let c = index[&id];
+                    let seq = u32::from_be_bytes(data[..4].try_into().expect("4 bytes"));
+                    if seq != next[c] {
+                        errors.push(format!("client {c}: {seq}, expected {}", next[c]));
                     }
-                    ClientEvent::Disconnected { reason } => {
-                        errors.push(format!("disconnected: {reason:?}"));
-                    }
-                    _ => {}
+                    next[c] = seq + 1;
+                    got += 1;
                 }
+                ClientEvent::Disconnected { reason } => {
+                    errors.push(format!("disconnected: {reason:?}"));
+                }
+                ClientEvent::Message { .. } | ClientEvent::Connected => {}
             }
-        }
+            got == clients * n as usize
+        });
         (got, errors)
     });
     assert!(errors.is_empty(), "{:?}", &errors[..errors.len().min(10)]);

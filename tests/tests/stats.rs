@@ -17,9 +17,8 @@ use std::{
 };
 
 use xrudp::{control::Snapshot, stats::Report};
-use xrudp_client::{Fleet, FleetId};
-use xrudp_proto::{ClientConfig, ClientEvent};
-use xrudp_tests::{Engine, Topology, repo_root, xrudp_bin};
+use xrudp_proto::ClientEvent;
+use xrudp_tests::{Clients, Engine, Topology, connect_fleet, drive_until, repo_root, xrudp_bin};
 
 const PORT: u16 = 7777;
 const METRICS: &str = "127.0.0.1:9187";
@@ -40,23 +39,15 @@ struct Traffic {
 /// wait for every echo, then disconnect.
 fn traffic(server: SocketAddr) -> Traffic {
     let mut s = Traffic::default();
-    let mut fleet = Fleet::new().expect("fleet");
-    let ids: Vec<FleetId> = (0..CLIENTS)
-        .map(|_| {
-            fleet
-                .add(server, ClientConfig::default(), None)
-                .expect("add client")
-        })
-        .collect();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while s.connected < CLIENTS && Instant::now() < deadline {
-        fleet.drive(Duration::from_millis(5)).expect("drive");
-        while let Some((_, ev)) = fleet.poll_event() {
-            match ev {
-                ClientEvent::Connected => s.connected += 1,
-                other => s.errors.push(format!("while connecting: {other:?}")),
-            }
-        }
+    let Clients {
+        mut fleet,
+        ids,
+        connect_times,
+        others,
+    } = connect_fleet(server, CLIENTS, Duration::from_secs(30));
+    s.connected = connect_times.len();
+    for (_, other) in others {
+        s.errors.push(format!("while connecting: {other:?}"));
     }
     if s.connected < CLIENTS {
         s.errors
@@ -72,33 +63,28 @@ fn traffic(server: SocketAddr) -> Traffic {
             }
         }
         let until = Instant::now() + Duration::from_millis(20);
-        while Instant::now() < until {
-            fleet.drive(Duration::from_millis(5)).expect("drive");
-            while let Some((_, ev)) = fleet.poll_event() {
-                match ev {
-                    ClientEvent::Message { .. } => s.echoed += 1,
-                    other => s.errors.push(format!("during traffic: {other:?}")),
-                }
+        drive_until(&mut fleet, until, |_, ev| {
+            match ev {
+                ClientEvent::Message { .. } => s.echoed += 1,
+                other => s.errors.push(format!("during traffic: {other:?}")),
             }
-        }
+            false
+        });
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while s.echoed < want && Instant::now() < deadline {
-        fleet.drive(Duration::from_millis(5)).expect("drive");
-        while let Some((_, ev)) = fleet.poll_event() {
+    if s.echoed < want {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        drive_until(&mut fleet, deadline, |_, ev| {
             if let ClientEvent::Message { .. } = ev {
                 s.echoed += 1;
             }
-        }
+            s.echoed >= want
+        });
     }
     for id in &ids {
         fleet.disconnect(*id, 0);
     }
     let until = Instant::now() + Duration::from_millis(500);
-    while Instant::now() < until {
-        fleet.drive(Duration::from_millis(5)).expect("drive");
-        while fleet.poll_event().is_some() {}
-    }
+    drive_until(&mut fleet, until, |_, _| false);
     s
 }
 
@@ -169,7 +155,7 @@ fn counters_match_traffic(backend: &str) {
             METRICS,
         ],
     );
-    let server: SocketAddr = format!("{}:{PORT}", t.ip_srv).parse().expect("address");
+    let server = t.srv_addr(PORT);
     let ns = t.ns_cli.clone();
     let clients = std::thread::spawn(move || Topology::in_ns(&ns, move || traffic(server)));
 
