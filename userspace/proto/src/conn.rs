@@ -15,7 +15,7 @@ use crate::packet::{
     self, ACK_DELAY_UNIT_US, ACK_FRAME_LEN, Ack, DATA_PREFIX_LEN, DecodeError, FRAGMENT_OVERHEAD,
     Frame, Frames, MAX_CHANNELS, MESSAGE_OVERHEAD, Reader, Writer, expand16,
 };
-use crate::pool::BufPool;
+use crate::pool::{BufPool, Parts};
 use crate::rtt::RttEstimator;
 use crate::stats::Counters;
 
@@ -203,7 +203,9 @@ struct Reassembly {
     channel: u8,
     base: u16,
     count: u16,
-    parts: Vec<(u16, Vec<u8>)>,
+    /// Bytes of the parts so far.
+    bytes: usize,
+    parts: Parts,
 }
 
 /// State that exists only while messages are queued, in flight, or held: allocated on
@@ -491,9 +493,7 @@ impl Conn {
                 pool.put(h.data);
             }
             for r in s.reasm {
-                for (_, p) in r.parts {
-                    pool.put(p);
-                }
+                pool.put_parts(r.parts);
             }
         }
         self.sent = VecDeque::new();
@@ -554,7 +554,7 @@ impl Conn {
             self.send_seq[ch] = seq0.wrapping_add(count as u16);
             let s = streams_of(&mut self.streams, nch);
             if count == 1 {
-                let mut buf = ctx.pool.get();
+                let mut buf = ctx.pool.get(data.len());
                 buf.extend_from_slice(data);
                 s.msgs.push_back(OutMsg {
                     data: buf,
@@ -567,7 +567,7 @@ impl Conn {
                 });
             } else {
                 for (i, chunk) in data.chunks(frag_size).enumerate() {
-                    let mut buf = ctx.pool.get();
+                    let mut buf = ctx.pool.get(chunk.len());
                     buf.extend_from_slice(chunk);
                     s.msgs.push_back(OutMsg {
                         data: buf,
@@ -583,7 +583,7 @@ impl Conn {
         } else {
             let seq = self.send_seq[ch];
             self.send_seq[ch] = seq.wrapping_add(1);
-            let mut buf = ctx.pool.get();
+            let mut buf = ctx.pool.get(data.len());
             buf.extend_from_slice(data);
             streams_of(&mut self.streams, nch)
                 .unreliable
@@ -1037,7 +1037,7 @@ impl Conn {
         let kind = ctx.channels[ch];
         match kind {
             ChannelKind::Unreliable => {
-                let mut buf = ctx.pool.get();
+                let mut buf = ctx.pool.get(data.len());
                 buf.extend_from_slice(data);
                 self.deliver(channel, buf, ctx, deliver);
             }
@@ -1049,7 +1049,7 @@ impl Conn {
                     return;
                 }
                 self.recv_next[ch] = seq.wrapping_add(1);
-                let mut buf = ctx.pool.get();
+                let mut buf = ctx.pool.get(data.len());
                 buf.extend_from_slice(data);
                 self.deliver(channel, buf, ctx, deliver);
             }
@@ -1085,7 +1085,7 @@ impl Conn {
                                 delivered: true,
                             });
                         } else {
-                            let mut buf = ctx.pool.get();
+                            let mut buf = ctx.pool.get(data.len());
                             buf.extend_from_slice(data);
                             self.recv_used += buf.len() as u32;
                             held[d] = Some(Held {
@@ -1097,7 +1097,7 @@ impl Conn {
                     }
                 }
                 if unordered {
-                    let mut buf = ctx.pool.get();
+                    let mut buf = ctx.pool.get(data.len());
                     buf.extend_from_slice(data);
                     self.ready(channel, seq, frag, buf, ctx, deliver);
                     // Advance past the contiguous run of delivered markers.
@@ -1110,7 +1110,7 @@ impl Conn {
                         self.recv_next[ch] = self.recv_next[ch].wrapping_add(1);
                     }
                 } else if d == 0 {
-                    let mut buf = ctx.pool.get();
+                    let mut buf = ctx.pool.get(data.len());
                     buf.extend_from_slice(data);
                     self.recv_next[ch] = seq.wrapping_add(1);
                     if let Some(s) = self.streams.as_deref_mut()
@@ -1189,12 +1189,14 @@ impl Conn {
                 channel,
                 base,
                 count,
-                parts: Vec::with_capacity(usize::from(count)),
+                bytes: 0,
+                parts: ctx.pool.parts(usize::from(count)),
             });
             s.reasm.len() - 1
         };
         s.reasm[i].parts.push((index, buf));
-        let total: usize = s.reasm[i].parts.iter().map(|p| p.1.len()).sum();
+        s.reasm[i].bytes += len as usize;
+        let total = s.reasm[i].bytes;
         self.recv_used += len;
         if total > ctx.transport.max_message_size {
             ctx.stats.violations += 1;
@@ -1209,11 +1211,11 @@ impl Conn {
         }
         let mut r = s.reasm.swap_remove(i);
         r.parts.sort_unstable_by_key(|p| p.0);
-        let mut whole = Vec::with_capacity(total);
-        for (_, p) in r.parts {
-            whole.extend_from_slice(&p);
-            ctx.pool.put(p);
+        let mut whole = ctx.pool.get(total);
+        for (_, p) in &r.parts {
+            whole.extend_from_slice(p);
         }
+        ctx.pool.put_parts(r.parts);
         self.recv_used -= total as u32;
         ctx.stats.reassembled += 1;
         self.deliver(channel, whole, ctx, deliver);

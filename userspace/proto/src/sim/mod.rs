@@ -197,6 +197,7 @@ impl Cluster {
             } else if let Some(c) = client_index(to).and_then(|i| self.clients.get_mut(i)) {
                 c.handle_datagram(now, from, &data);
             }
+            self.network.recycle(data);
         }
         if self.server.poll_timeout().is_some_and(|t| t <= now) {
             self.server.handle_timeout(now);
