@@ -12,13 +12,12 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use xrudp_common::rudp::{HEADER_LEN, PacketType};
+use xrudp_common::rudp::PacketType;
 use xrudp_proto::handshake::{self, Handshake, Welcome};
-use xrudp_proto::packet::{self, COOKIE_LEN, Datagram, MAX_CHANNELS, MIN_HANDSHAKE_LEN};
+use xrudp_proto::packet::{COOKIE_LEN, Datagram, MAX_CHANNELS, MIN_HANDSHAKE_LEN};
 use xrudp_proto::{Client, ClientEvent, ClientState};
 
-use crate::ops::{Op, Ops};
-use crate::server::conn_packet;
+use crate::ops::Endpoint;
 
 /// Runs one input.
 pub fn run(data: &[u8]) {
@@ -28,12 +27,7 @@ pub fn run(data: &[u8]) {
 /// Runs one input and returns the rig (for tests of the seeds).
 #[must_use]
 pub fn run_rig(data: &[u8]) -> Rig {
-    let mut rig = Rig::new(Instant::now());
-    for op in Ops::new(data) {
-        rig.apply(&op);
-    }
-    rig.finish();
-    rig
+    Rig::new(Instant::now()).run(data)
 }
 
 /// A client under test and what the harness has observed of it.
@@ -82,66 +76,11 @@ impl Rig {
             sent: None,
         }
     }
+}
 
-    /// Applies one op and checks the invariants.
-    pub fn apply(&mut self, op: &Op) {
-        match op {
-            Op::Raw { from, bytes } => self.deliver(*from, bytes),
-            Op::Sealed { from, bytes } => {
-                let mut b = bytes.clone();
-                if b.len() >= HEADER_LEN {
-                    packet::seal(&mut b);
-                }
-                self.deliver(*from, &b);
-            }
-            Op::Conn { from, kind, body } => {
-                let kind = if kind % 2 == 0 {
-                    PacketType::Data
-                } else {
-                    PacketType::Disconnect
-                };
-                let b = conn_packet(kind, self.conn_id, body);
-                self.deliver(*from, &b);
-            }
-            Op::Advance { ms } => {
-                self.now += Duration::from_millis(u64::from(*ms));
-                self.client.handle_timeout(self.now);
-            }
-            Op::Transmit { max } => {
-                for _ in 0..=*max {
-                    if !self.transmit() {
-                        break;
-                    }
-                }
-            }
-            Op::Events => self.events(),
-            Op::Respond { from, seq, extra } => {
-                let Some((nonce, kind)) = self.last_handshake else {
-                    return;
-                };
-                let h = if kind == PacketType::Hello {
-                    let mut cookie = [0; COOKIE_LEN];
-                    let n = extra.len().min(COOKIE_LEN);
-                    cookie[..n].copy_from_slice(&extra[..n]);
-                    Handshake::Challenge { nonce, cookie }
-                } else {
-                    Handshake::Welcome(welcome(nonce, *seq, extra))
-                };
-                let mut buf = [0u8; 256];
-                // INVARIANT: a challenge or welcome is under 100 bytes.
-                let n = handshake::encode(&mut buf, conn_id_of(extra), &h).expect("fits");
-                self.deliver(*from, &buf[..n]);
-            }
-            Op::Send { channel, len, .. } => {
-                let ch = channel % MAX_CHANNELS as u8;
-                let m = crate::message(u32::from(*len), usize::from(*len));
-                let _ = self.client.send(ch, &m);
-            }
-            Op::Close { code, .. } => self.client.disconnect(*code),
-        }
-        self.check();
-    }
-
+/// The ops as the client target reads them: address 0 is the server, the others are
+/// strangers; `Send` and `Close` ignore `from` (the client has one connection).
+impl Endpoint for Rig {
     fn deliver(&mut self, from: u8, bytes: &[u8]) {
         let i = usize::from(from) % 4;
         let before = self.client.state();
@@ -159,8 +98,44 @@ impl Rig {
         }
     }
 
-    /// Polls one datagram and checks it; false when there was none.
-    pub fn transmit(&mut self) -> bool {
+    fn conn_id(&self, _from: u8) -> u32 {
+        self.conn_id
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+        self.client.handle_timeout(self.now);
+    }
+
+    fn respond(&mut self, from: u8, seq: u16, extra: &[u8]) {
+        let Some((nonce, kind)) = self.last_handshake else {
+            return;
+        };
+        let h = if kind == PacketType::Hello {
+            let mut cookie = [0; COOKIE_LEN];
+            let n = extra.len().min(COOKIE_LEN);
+            cookie[..n].copy_from_slice(&extra[..n]);
+            Handshake::Challenge { nonce, cookie }
+        } else {
+            Handshake::Welcome(welcome(nonce, seq, extra))
+        };
+        let mut buf = [0u8; 256];
+        // INVARIANT: a challenge or welcome is under 100 bytes.
+        let n = handshake::encode(&mut buf, conn_id_of(extra), &h).expect("fits");
+        self.deliver(from, &buf[..n]);
+    }
+
+    fn send(&mut self, _from: u8, channel: u8, len: u16) {
+        let ch = channel % MAX_CHANNELS as u8;
+        let m = crate::message(u32::from(len), usize::from(len));
+        let _ = self.client.send(ch, &m);
+    }
+
+    fn close(&mut self, _from: u8, code: u16) {
+        self.client.disconnect(code);
+    }
+
+    fn transmit(&mut self) -> bool {
         let Some(t) = self.client.poll_transmit(self.now, &mut self.out) else {
             return false;
         };
@@ -189,8 +164,8 @@ impl Rig {
         true
     }
 
-    /// Drains events, checking their order.
-    pub fn events(&mut self) {
+    /// Checks the order of the events.
+    fn events(&mut self) {
         while let Some(e) = self.client.poll_event() {
             match e {
                 ClientEvent::Connected => {
@@ -211,6 +186,7 @@ impl Rig {
         }
     }
 
+    /// A disconnected client stays so; its connection's memory stays under the bound.
     fn check(&self) {
         if self.disconnected {
             assert_eq!(self.client.state(), ClientState::Disconnected);
@@ -220,16 +196,6 @@ impl Rig {
             let bound = crate::memory_bound_per_connection();
             assert!(s.memory <= bound, "client memory {} > {bound}", s.memory);
         }
-    }
-
-    /// Drains what is left.
-    pub fn finish(&mut self) {
-        for _ in 0..4096 {
-            if !self.transmit() {
-                break;
-            }
-        }
-        self.events();
     }
 }
 

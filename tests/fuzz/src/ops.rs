@@ -1,9 +1,16 @@
-//! The byte format of the endpoint targets' inputs: a sequence of [`Op`]s.
+//! The endpoint targets' inputs, a sequence of [`Op`]s, and the one driver that applies
+//! them to an endpoint rig ([`Endpoint`]: the server target's and the client target's).
 //!
-//! One tag byte chooses the op (`tag % Op::KINDS`), then its fields follow: single bytes,
-//! little-endian `u16`s, and byte strings as a `u16` length (clipped to what is left and to
-//! [`MAX_BYTES`]) followed by the bytes. Decoding never fails: a truncated op ends the input.
-//! Encoding is the inverse, so seed inputs are written from real exchanges.
+//! Byte format: one tag byte chooses the op (`tag % Op::KINDS`), then its fields follow:
+//! single bytes, little-endian `u16`s, and byte strings as a `u16` length (clipped to what
+//! is left and to [`MAX_BYTES`]) followed by the bytes. Decoding never fails: a truncated
+//! op ends the input. Encoding is the inverse, so seed inputs are written from real
+//! exchanges.
+
+use std::time::Duration;
+
+use xrudp_common::rudp::{HEADER_LEN, PacketType};
+use xrudp_proto::packet::{self, Writer};
 
 /// Longest byte string an op carries (bigger than any datagram the endpoints accept).
 pub const MAX_BYTES: usize = 2048;
@@ -205,6 +212,103 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     let n = b.len().min(MAX_BYTES);
     out.extend((n as u16).to_le_bytes());
     out.extend(&b[..n]);
+}
+
+/// An endpoint under test, as an endpoint target drives it: one call per op. The op
+/// dispatch, the invariant check after each op, a whole input's run and the final drain
+/// are written once, in the provided methods.
+pub trait Endpoint: Sized {
+    /// Delivers `bytes` as a datagram from address `from` (an index into [`crate::addrs`]).
+    fn deliver(&mut self, from: u8, bytes: &[u8]);
+    /// The connection id the endpoint gave the peer at `from` (0 if none yet).
+    fn conn_id(&self, from: u8) -> u32;
+    /// Lets `by` pass, then calls `handle_timeout`.
+    fn advance(&mut self, by: Duration);
+    /// Polls one datagram and checks it; false when there was none.
+    fn transmit(&mut self) -> bool;
+    /// Drains the endpoint's events, checking them.
+    fn events(&mut self);
+    /// [`Op::Respond`]: answers the endpoint's last handshake packet as the peer at `from`.
+    fn respond(&mut self, from: u8, seq: u16, extra: &[u8]);
+    /// [`Op::Send`]: queues a message of `len` bytes on `channel` (to the peer at `from`).
+    fn send(&mut self, from: u8, channel: u8, len: u16);
+    /// [`Op::Close`]: closes (the connection of the peer at `from`) with `code`.
+    fn close(&mut self, from: u8, code: u16);
+    /// Checks the invariants that hold after every op.
+    fn check(&self);
+    /// Checks the invariants that hold once everything has been drained.
+    fn check_end(&self) {}
+
+    /// Runs a whole input on `self`, then [`Endpoint::finish`]es.
+    #[must_use]
+    fn run(mut self, data: &[u8]) -> Self {
+        for op in Ops::new(data) {
+            self.apply(&op);
+        }
+        self.finish();
+        self
+    }
+
+    /// Applies one op and checks the invariants.
+    fn apply(&mut self, op: &Op) {
+        match op {
+            Op::Raw { from, bytes } => self.deliver(*from, bytes),
+            Op::Sealed { from, bytes } => {
+                let mut b = bytes.clone();
+                if b.len() >= HEADER_LEN {
+                    packet::seal(&mut b);
+                }
+                self.deliver(*from, &b);
+            }
+            Op::Conn { from, kind, body } => {
+                let kind = if kind % 2 == 0 {
+                    PacketType::Data
+                } else {
+                    PacketType::Disconnect
+                };
+                let b = conn_packet(kind, self.conn_id(*from), body);
+                self.deliver(*from, &b);
+            }
+            Op::Advance { ms } => self.advance(Duration::from_millis(u64::from(*ms))),
+            Op::Transmit { max } => {
+                for _ in 0..=*max {
+                    if !self.transmit() {
+                        break;
+                    }
+                }
+            }
+            Op::Events => self.events(),
+            Op::Respond { from, seq, extra } => self.respond(*from, *seq, extra),
+            Op::Send { from, channel, len } => self.send(*from, *channel, *len),
+            Op::Close { from, code } => self.close(*from, *code),
+        }
+        self.check();
+    }
+
+    /// Drains what is left (datagrams, then events) and checks the end-of-input invariants.
+    fn finish(&mut self) {
+        for _ in 0..4096 {
+            if !self.transmit() {
+                break;
+            }
+        }
+        self.events();
+        self.check_end();
+    }
+}
+
+/// A `Data` or `Disconnect` datagram with `conn_id` and `body`, sealed.
+#[must_use]
+pub fn conn_packet(kind: PacketType, conn_id: u32, body: &[u8]) -> Vec<u8> {
+    let mut b = vec![0u8; HEADER_LEN + body.len()];
+    let mut w = Writer::new(&mut b);
+    // INVARIANT: the buffer is sized for the header and body.
+    w.header(kind, conn_id).expect("fits");
+    w.bytes(body).expect("fits");
+    let n = w.finish();
+    b.truncate(n);
+    packet::seal(&mut b);
+    b
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use xrudp_common::rudp::PacketType;
 use xrudp_proto::packet::{self, Datagram, FRAGMENT_OVERHEAD, Writer, frame};
 use xrudp_proto::{Client, ClientEvent, ClientState, ConnHandle, Server, ServerEvent};
 
-use crate::server::conn_packet;
+use crate::ops::conn_packet;
 
 /// Packets held in flight per direction, at most (the oldest is dropped beyond it).
 const MAX_IN_FLIGHT: usize = 512;

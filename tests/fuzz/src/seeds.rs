@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use xrudp_proto::{Client, ClientState};
 
-use crate::ops::Op;
+use crate::ops::{Endpoint, Op};
 use crate::reassembly::{self, Step};
 use crate::{client, server, steer};
 

@@ -16,12 +16,12 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use xrudp_common::rudp::{HEADER_LEN, PacketType};
+use xrudp_common::rudp::PacketType;
 use xrudp_proto::handshake::{self, Handshake};
-use xrudp_proto::packet::{self, COOKIE_LEN, Datagram, MAX_TOKEN_LEN, Writer};
+use xrudp_proto::packet::{COOKIE_LEN, Datagram, MAX_TOKEN_LEN};
 use xrudp_proto::{ConnHandle, Server, ServerEvent};
 
-use crate::ops::{Op, Ops};
+use crate::ops::Endpoint;
 
 /// Runs one input.
 pub fn run(data: &[u8]) {
@@ -31,12 +31,7 @@ pub fn run(data: &[u8]) {
 /// Runs one input and returns the rig (for tests of the seeds).
 #[must_use]
 pub fn run_rig(data: &[u8]) -> Rig {
-    let mut rig = Rig::new(Instant::now());
-    for op in Ops::new(data) {
-        rig.apply(&op);
-    }
-    rig.finish();
-    rig
+    Rig::new(Instant::now()).run(data)
 }
 
 /// A server under test and what the harness has observed of it.
@@ -83,81 +78,57 @@ impl Rig {
             sent: None,
         }
     }
+}
 
-    /// Applies one op and checks the invariants.
-    pub fn apply(&mut self, op: &Op) {
-        match op {
-            Op::Raw { from, bytes } => self.deliver(*from, bytes),
-            Op::Sealed { from, bytes } => {
-                let mut b = bytes.clone();
-                if b.len() >= HEADER_LEN {
-                    packet::seal(&mut b);
-                }
-                self.deliver(*from, &b);
-            }
-            Op::Conn { from, kind, body } => {
-                let i = usize::from(*from) % 4;
-                let kind = if kind % 2 == 0 {
-                    PacketType::Data
-                } else {
-                    PacketType::Disconnect
-                };
-                let b = conn_packet(kind, self.conn_id[i], body);
-                self.deliver(*from, &b);
-            }
-            Op::Advance { ms } => {
-                self.now += Duration::from_millis(u64::from(*ms));
-                self.server.handle_timeout(self.now);
-            }
-            Op::Transmit { max } => {
-                for _ in 0..=*max {
-                    if !self.transmit() {
-                        break;
-                    }
-                }
-            }
-            Op::Events => self.events(),
-            Op::Respond { from, seq, extra } => {
-                let i = usize::from(*from) % 4;
-                let Some((nonce, cookie)) = self.challenge[i] else {
-                    return;
-                };
-                let mut buf = [0u8; 2048];
-                let token = &extra[..extra.len().min(MAX_TOKEN_LEN)];
-                let h = Handshake::Response {
-                    nonce,
-                    cookie,
-                    initial_seq: *seq,
-                    token,
-                };
-                // INVARIANT: 2048 bytes hold a padded response with the largest token.
-                let n = handshake::encode(&mut buf, 0, &h).expect("fits");
-                self.deliver(*from, &buf[..n]);
-            }
-            Op::Send { from, channel, len } => {
-                if let Some(h) = self.handles[usize::from(*from) % 4] {
-                    let ch = channel % self.server.config().channels.len() as u8;
-                    let m = crate::message(u32::from(*len), usize::from(*len));
-                    let _ = self.server.send(h, ch, &m);
-                }
-            }
-            Op::Close { from, code } => {
-                if let Some(h) = self.handles[usize::from(*from) % 4] {
-                    self.server.disconnect(h, *code);
-                }
-            }
-        }
-        self.check();
-    }
-
+/// The ops as the server target reads them: `from` picks one of four peer addresses.
+impl Endpoint for Rig {
     fn deliver(&mut self, from: u8, bytes: &[u8]) {
         let i = usize::from(from) % 4;
         self.bytes_in[i] += bytes.len() as u64;
         self.server.handle_datagram(self.now, self.addrs[i], bytes);
     }
 
-    /// Polls one datagram and checks it; false when there was none.
-    pub fn transmit(&mut self) -> bool {
+    fn conn_id(&self, from: u8) -> u32 {
+        self.conn_id[usize::from(from) % 4]
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+        self.server.handle_timeout(self.now);
+    }
+
+    fn respond(&mut self, from: u8, seq: u16, extra: &[u8]) {
+        let Some((nonce, cookie)) = self.challenge[usize::from(from) % 4] else {
+            return;
+        };
+        let mut buf = [0u8; 2048];
+        let token = &extra[..extra.len().min(MAX_TOKEN_LEN)];
+        let h = Handshake::Response {
+            nonce,
+            cookie,
+            initial_seq: seq,
+            token,
+        };
+        // INVARIANT: 2048 bytes hold a padded response with the largest token.
+        let n = handshake::encode(&mut buf, 0, &h).expect("fits");
+        self.deliver(from, &buf[..n]);
+    }
+
+    fn send(&mut self, from: u8, channel: u8, len: u16) {
+        if let Some(h) = self.handles[usize::from(from) % 4] {
+            let ch = channel % self.server.config().channels.len() as u8;
+            let m = crate::message(u32::from(len), usize::from(len));
+            let _ = self.server.send(h, ch, &m);
+        }
+    }
+
+    fn close(&mut self, from: u8, code: u16) {
+        if let Some(h) = self.handles[usize::from(from) % 4] {
+            self.server.disconnect(h, code);
+        }
+    }
+
+    fn transmit(&mut self) -> bool {
         let Some(t) = self.server.poll_transmit(self.now, &mut self.out) else {
             return false;
         };
@@ -201,8 +172,8 @@ impl Rig {
         true
     }
 
-    /// Drains events, recording admissions.
-    pub fn events(&mut self) {
+    /// Records admissions.
+    fn events(&mut self) {
         while let Some(e) = self.server.poll_event() {
             match e {
                 ServerEvent::Connected { handle, addr, .. } => {
@@ -222,6 +193,7 @@ impl Rig {
         }
     }
 
+    /// Connections within `max_connections`, memory within the configured bound.
     fn check(&self) {
         let max = self.server.config().max_connections;
         assert!(self.server.connection_count() <= max);
@@ -233,14 +205,8 @@ impl Rig {
         );
     }
 
-    /// Drains what is left and checks the end-of-input invariants.
-    pub fn finish(&mut self) {
-        for _ in 0..4096 {
-            if !self.transmit() {
-                break;
-            }
-        }
-        self.events();
+    /// Connection packets went only to admitted addresses.
+    fn check_end(&self) {
         for i in 0..4 {
             assert!(
                 !self.conn_out[i] || self.connected[i],
@@ -249,18 +215,4 @@ impl Rig {
             );
         }
     }
-}
-
-/// A `Data` or `Disconnect` datagram with `conn_id` and `body`, sealed.
-#[must_use]
-pub fn conn_packet(kind: PacketType, conn_id: u32, body: &[u8]) -> Vec<u8> {
-    let mut b = vec![0u8; HEADER_LEN + body.len()];
-    let mut w = Writer::new(&mut b);
-    // INVARIANT: the buffer is sized for the header and body.
-    w.header(kind, conn_id).expect("fits");
-    w.bytes(body).expect("fits");
-    let n = w.finish();
-    b.truncate(n);
-    packet::seal(&mut b);
-    b
 }
