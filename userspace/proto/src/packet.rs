@@ -5,6 +5,7 @@
 //! buffer (a UMEM frame on the engine's fast path) and never allocates.
 
 use xrudp_common::rudp::{self, HEADER_LEN, PacketType};
+use xrudp_packet::crc::rudp_crc;
 
 /// Minimum datagram length of `Hello` and `Response`: the client pads them so that every
 /// reply of the server to an unvalidated address is smaller than what it received
@@ -102,21 +103,10 @@ impl From<rudp::HeaderError> for DecodeError {
     }
 }
 
-/// The CRC32C (Castagnoli) of a datagram with its CRC field taken as zero.
-#[must_use]
-pub fn crc_of(datagram: &[u8]) -> u32 {
-    let end = datagram.len().min(rudp::CRC_OFFSET);
-    let crc = crc32c::crc32c(&datagram[..end]);
-    if datagram.len() < rudp::CONN_ID_OFFSET {
-        return crc;
-    }
-    let crc = crc32c::crc32c_append(crc, &[0; 4]);
-    crc32c::crc32c_append(crc, &datagram[rudp::CONN_ID_OFFSET..])
-}
-
-/// Fills in the CRC field of a finished datagram.
+/// Fills in the CRC field of a finished datagram (CRC32C with the field taken as zero,
+/// [`rudp_crc`]).
 pub fn seal(datagram: &mut [u8]) {
-    let crc = crc_of(datagram);
+    let crc = rudp_crc(datagram);
     datagram[rudp::CRC_OFFSET..rudp::CONN_ID_OFFSET].copy_from_slice(&crc.to_be_bytes());
 }
 
@@ -139,7 +129,7 @@ impl<'a> Datagram<'a> {
     /// Checks header and CRC. A foreign-version `Hello` passes with its version reported.
     pub fn parse(data: &'a [u8]) -> Result<Self, DecodeError> {
         let header = rudp::Header::new_checked(data)?;
-        if header.crc() != crc_of(data) {
+        if header.crc() != rudp_crc(data) {
             return Err(DecodeError::BadCrc);
         }
         let kind = PacketType::from_u8(header.kind()).ok_or(DecodeError::BadType)?;
