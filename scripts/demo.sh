@@ -20,7 +20,7 @@ RATE=${RATE:-10000}
 SECONDS_OF_LOAD=${SECONDS_OF_LOAD:-5}
 
 # TX checksum offload off on the client end: the engine verifies UDP checksums.
-eval "$(bash scripts/netns.sh up --queues 2 --no-tx-csum)"
+eval "$(bash scripts/netns.sh up --queues 2 --no-tx-csum --owner $$)"
 ENGINE_PID=
 cleanup() {
   [ -n "$ENGINE_PID" ] && kill -TERM "$ENGINE_PID" 2>/dev/null && wait "$ENGINE_PID" 2>/dev/null || true

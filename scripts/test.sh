@@ -17,7 +17,8 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
-# Leftovers from an interrupted earlier run must not collide with this one.
+# Leftovers from an interrupted earlier run must not collide with this one. Only
+# topologies whose owner has exited go: a suite running beside this one keeps its own.
 bash scripts/netns.sh down --all
 
 step "format"

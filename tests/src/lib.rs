@@ -66,7 +66,8 @@ pub fn xrudp_bin() -> PathBuf {
     bin
 }
 
-/// Two fresh namespaces joined by a veth pair (scripts/netns.sh); removed on drop.
+/// Two fresh namespaces joined by a veth pair (scripts/netns.sh), owned by this test
+/// process; removed on drop (or, if the process dies first, by `netns.sh down --all`).
 #[derive(Debug)]
 pub struct Topology {
     /// Topology id.
@@ -95,6 +96,9 @@ impl Topology {
         require_root();
         let mut cmd = Command::new(repo_root().join("scripts/netns.sh"));
         cmd.args(["up", "--queues", &queues.to_string()]);
+        // This test process owns the topology: while it runs, another suite's
+        // `netns.sh down --all` leaves the namespaces alone; after a crash it removes them.
+        cmd.args(["--owner", &std::process::id().to_string()]);
         if tx_csum_off {
             cmd.arg("--no-tx-csum");
         }
