@@ -168,6 +168,21 @@ impl Topology {
                 .prog_id
         })
     }
+
+    /// Polls [`Topology::srv_xdp_prog`] until no program is attached to the server
+    /// interface or `timeout` has passed; returns the last id seen (0: detached). A killed
+    /// engine's bpf_link closes with the process, a moment after it exits.
+    #[must_use]
+    pub fn srv_xdp_detached_within(&self, timeout: Duration) -> u32 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let id = self.srv_xdp_prog();
+            if id == 0 || Instant::now() > deadline {
+                return id;
+            }
+            thread::sleep(Duration::from_millis(25));
+        }
+    }
 }
 
 impl Drop for Topology {

@@ -242,14 +242,7 @@ fn sigkill_under_load_then_restart_serves_new_connections() {
     });
     let status = engine.signal_and_wait(Signal::SIGKILL);
     assert!(!status.success());
-    let mut attached = t.srv_xdp_prog();
-    for _ in 0..200 {
-        if attached == 0 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-        attached = t.srv_xdp_prog();
-    }
+    let attached = t.srv_xdp_detached_within(Duration::from_secs(5));
     assert_eq!(attached, 0, "the XDP program went with the killed engine");
     let restarted = Instant::now();
     let again = Engine::start(&t, &["--port", "7777"]);

@@ -46,9 +46,9 @@ fn steered_port_reaches_af_xdp_and_the_kernel_keeps_the_rest() {
 
     let n4 = 2_000;
     let n6 = 500;
-    let dst4: SocketAddr = format!("{}:{PORT}", t.ip_srv).parse().expect("addr");
+    let dst4 = t.srv_addr(PORT);
     let dst6: SocketAddr = format!("[{}]:{PORT}", t.ip6_srv).parse().expect("addr");
-    let dst_other: SocketAddr = format!("{}:{OTHER}", t.ip_srv).parse().expect("addr");
+    let dst_other = t.srv_addr(OTHER);
     assert_eq!(
         send_udp(&t.ns_cli, dst4, n4, 200, 64, Duration::from_millis(2)).expect("send v4"),
         n4
@@ -147,17 +147,10 @@ fn sigkill_leaves_nothing_attached_and_a_fresh_attach_succeeds() {
     let status = engine.signal_and_wait(Signal::SIGKILL);
     assert!(!status.success());
     // The bpf_link closes with the process; give the kernel a moment to release it.
-    let mut attached = t.srv_xdp_prog();
-    for _ in 0..100 {
-        if attached == 0 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-        attached = t.srv_xdp_prog();
-    }
+    let attached = t.srv_xdp_detached_within(Duration::from_secs(5));
     assert_eq!(attached, 0, "SIGKILL left program {attached} attached");
     let again = Engine::start(&t, &["--port", "7777", "--app", "discard"]);
-    let dst: SocketAddr = format!("{}:7777", t.ip_srv).parse().expect("addr");
+    let dst = t.srv_addr(7777);
     send_udp(&t.ns_cli, dst, 100, 64, 50, Duration::from_millis(2)).expect("send");
     let snap = again.wait_for(Duration::from_secs(10), |s| {
         s.xdp_counter("redirected") == Some(100)

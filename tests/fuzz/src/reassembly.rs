@@ -266,15 +266,10 @@ impl Rig {
             server_baseline,
             out: vec![0; 2048],
         };
+        // Hello, challenge, response, welcome: one leg per round.
         for _ in 0..8 {
             rig.transmit();
-            while let Some(d) = rig.to_server.pop_front() {
-                rig.server.handle_datagram(rig.now, addrs[0], &d);
-            }
-            rig.transmit();
-            while let Some(d) = rig.to_client.pop_front() {
-                rig.client.handle_datagram(rig.now, addrs[3], &d);
-            }
+            rig.deliver_all();
         }
         assert_eq!(
             rig.client.state(),
@@ -370,16 +365,9 @@ impl Rig {
     /// then checks that everything queued was delivered, unless a packet was forged or the
     /// connection ended.
     pub fn settle(&mut self) {
-        let addrs = crate::addrs();
         for _ in 0..4000 {
             self.transmit();
-            let moved = !self.to_server.is_empty() || !self.to_client.is_empty();
-            while let Some(d) = self.to_server.pop_front() {
-                self.server.handle_datagram(self.now, addrs[0], &d);
-            }
-            while let Some(d) = self.to_client.pop_front() {
-                self.client.handle_datagram(self.now, addrs[3], &d);
-            }
+            let moved = self.deliver_all();
             self.events();
             self.check();
             if moved {
@@ -418,6 +406,19 @@ impl Rig {
                 );
             }
         }
+    }
+
+    /// Delivers everything in flight, both ways, in order; false when nothing was.
+    fn deliver_all(&mut self) -> bool {
+        let addrs = crate::addrs();
+        let moved = !self.to_server.is_empty() || !self.to_client.is_empty();
+        while let Some(d) = self.to_server.pop_front() {
+            self.server.handle_datagram(self.now, addrs[0], &d);
+        }
+        while let Some(d) = self.to_client.pop_front() {
+            self.client.handle_datagram(self.now, addrs[3], &d);
+        }
+        moved
     }
 
     fn transmit(&mut self) {
