@@ -20,7 +20,7 @@ use xrudp_common::maps::Counter;
 use crate::{engine::Running, sys, worker};
 
 /// Version of the snapshot schema (docs/STATS.md).
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Everything `xrudp stats` shows, as measured at one instant.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -62,6 +62,43 @@ pub struct Snapshot {
     /// Entries per AF_XDP ring (0 on the socket backend).
     #[serde(default)]
     pub ring_size: u32,
+    /// Figures over all queues that cannot be summed from the per-queue ones.
+    #[serde(default)]
+    pub merged: Option<Merged>,
+}
+
+/// Percentiles over every queue at once: the queues' latency histograms merged, and the
+/// RTTs and congestion windows of every connection of every worker.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Merged {
+    /// Processing latency of every packet of every queue.
+    pub latency: Option<crate::stats::latency::Summary>,
+    /// Smoothed RTT over all connections, microseconds: (p50, p99).
+    pub rtt_us: Option<(u64, u64)>,
+    /// Congestion windows over all connections, bytes: (min, median, max).
+    pub cwnd: Option<(u64, u64, u64)>,
+}
+
+/// Merges what the queues publish into [`Merged`] (on the control thread).
+fn merged(r: &Running) -> Merged {
+    let latency = crate::stats::latency::merged(r.queues.iter().map(|q| &q.counters.latency));
+    let (mut rtts, mut cwnds) = (Vec::new(), Vec::new());
+    if is_protocol(r) {
+        for q in &r.queues {
+            q.published.samples(&mut rtts, &mut cwnds);
+        }
+    }
+    rtts.sort_unstable();
+    cwnds.sort_unstable();
+    let pct = crate::service::percentile;
+    Merged {
+        latency,
+        rtt_us: pct(&rtts, 50).zip(pct(&rtts, 99)),
+        cwnd: match (cwnds.first(), pct(&cwnds, 50), cwnds.last()) {
+            (Some(&lo), Some(mid), Some(&hi)) => Some((lo, mid, hi)),
+            _ => None,
+        },
+    }
 }
 
 /// One queue's figures.
@@ -214,6 +251,7 @@ pub fn snapshot(r: &Running) -> Snapshot {
         } else {
             0
         },
+        merged: Some(merged(r)),
     }
 }
 

@@ -833,6 +833,18 @@ impl Published {
         };
     }
 
+    /// Appends the connections' smoothed RTTs (µs) and congestion windows (bytes) as of
+    /// the last publication, for percentiles over several workers. Holding the lock
+    /// makes the worker skip one publication, never wait.
+    pub fn samples(&self, rtts: &mut Vec<u64>, cwnds: &mut Vec<u64>) {
+        let s = self
+            .scratch
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        rtts.extend_from_slice(&s.0);
+        cwnds.extend_from_slice(&s.1);
+    }
+
     /// The last published figures.
     #[must_use]
     pub fn read(&self) -> Figures {
@@ -844,7 +856,7 @@ impl Published {
 }
 
 /// The `p`th percentile of sorted values (nearest rank).
-fn percentile(sorted: &[u64], p: usize) -> Option<u64> {
+pub(crate) fn percentile(sorted: &[u64], p: usize) -> Option<u64> {
     if sorted.is_empty() {
         return None;
     }

@@ -115,36 +115,56 @@ impl Shared {
     #[must_use]
     pub fn summary(&self) -> Option<Summary> {
         let s = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        let h = &s.hist;
-        if h.is_empty() {
-            return None;
-        }
-        let buckets = BUCKETS_SECONDS
-            .iter()
-            .map(|&le| {
-                // Seconds to whole nanoseconds; the bounds are exact decimal fractions.
-                #[expect(
-                    clippy::cast_possible_truncation,
-                    clippy::cast_sign_loss,
-                    reason = "positive constants of at most 1e9"
-                )]
-                let le_ns = (le * 1e9).round() as u64;
-                Bucket {
-                    le_seconds: le,
-                    count: h.count_between(0, le_ns),
-                }
-            })
-            .collect();
-        Some(Summary {
-            count: h.len(),
-            sum_ns: s.sum_ns,
-            p50_ns: h.value_at_quantile(0.5),
-            p99_ns: h.value_at_quantile(0.99),
-            p999_ns: h.value_at_quantile(0.999),
-            max_ns: h.max(),
-            buckets,
-        })
+        summarize(&s.hist, s.sum_ns)
     }
+}
+
+/// One summary over several queues' histograms, merged bucket by bucket (so its
+/// percentiles are those of every packet of every queue, not the worst queue's); `None`
+/// before the first batch. Locks one queue at a time, on the reader's thread.
+#[must_use]
+pub fn merged<'a>(queues: impl IntoIterator<Item = &'a Shared>) -> Option<Summary> {
+    let mut all = histogram();
+    let mut sum_ns = 0u64;
+    for q in queues {
+        let s = q.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        // Same bounds on both sides: adding cannot fail.
+        if all.add(&s.hist).is_ok() {
+            sum_ns = sum_ns.saturating_add(s.sum_ns);
+        }
+    }
+    summarize(&all, sum_ns)
+}
+
+fn summarize(h: &Histogram<u64>, sum_ns: u64) -> Option<Summary> {
+    if h.is_empty() {
+        return None;
+    }
+    let buckets = BUCKETS_SECONDS
+        .iter()
+        .map(|&le| {
+            // Seconds to whole nanoseconds; the bounds are exact decimal fractions.
+            #[expect(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                reason = "positive constants of at most 1e9"
+            )]
+            let le_ns = (le * 1e9).round() as u64;
+            Bucket {
+                le_seconds: le,
+                count: h.count_between(0, le_ns),
+            }
+        })
+        .collect();
+    Some(Summary {
+        count: h.len(),
+        sum_ns,
+        p50_ns: h.value_at_quantile(0.5),
+        p99_ns: h.value_at_quantile(0.99),
+        p999_ns: h.value_at_quantile(0.999),
+        max_ns: h.max(),
+        buckets,
+    })
 }
 
 /// Processing latency of one queue, since the engine started (packet-weighted).
@@ -223,6 +243,32 @@ mod tests {
         assert!(shared.summary().is_none());
         r.flush(&shared);
         assert_eq!(shared.summary().map(|s| s.count), Some(10));
+    }
+
+    #[test]
+    fn merged_percentiles_cover_every_queue_not_the_worst_one() {
+        // Queue 0: 990 fast packets; queue 1: 10 slow ones. The worst queue's median is
+        // slow, the merged median (1,000 packets) is fast and its p99.9 is slow.
+        let (q0, q1) = (Shared::default(), Shared::default());
+        let (mut r0, mut r1) = (Recorder::default(), Recorder::default());
+        r0.record(Duration::from_micros(10), 990);
+        r1.record(Duration::from_millis(2), 10);
+        r0.flush(&q0);
+        r1.flush(&q1);
+        assert!(merged([]).is_none());
+        let m = merged([&q0, &q1]).expect("recorded");
+        assert_eq!(m.count, 1_000);
+        assert_eq!(m.sum_ns, 990 * 10_000 + 10 * 2_000_000);
+        assert!((9_990..=10_010).contains(&m.p50_ns), "{}", m.p50_ns);
+        assert!((9_990..=10_010).contains(&m.p99_ns), "{}", m.p99_ns);
+        assert!(
+            (1_990_000..=2_010_000).contains(&m.p999_ns),
+            "{}",
+            m.p999_ns
+        );
+        assert_eq!(m.buckets.last().map(|b| b.count), Some(1_000));
+        let worst = q1.summary().expect("recorded");
+        assert!(worst.p50_ns > 1_000_000);
     }
 
     #[test]

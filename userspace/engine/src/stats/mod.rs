@@ -83,7 +83,7 @@ pub struct Totals {
     pub cpu_secs: Option<f64>,
     /// Protocol figures (protocol apps only).
     pub protocol: Option<ProtocolTotals>,
-    /// Processing latency (the highest queue's percentiles; the summed count).
+    /// Processing latency over every queue's packets (merged histograms).
     pub latency: Option<LatencyTotals>,
 }
 
@@ -126,13 +126,13 @@ pub struct ProtocolTotals {
     pub crc_failures: u64,
     /// Undecodable datagrams (CRC failures included).
     pub decode_errors: u64,
-    /// Highest worker RTT median, microseconds.
+    /// Median smoothed RTT over all connections, microseconds.
     pub rtt_p50_us: Option<u64>,
-    /// Highest worker RTT 99th percentile, microseconds.
+    /// 99th percentile smoothed RTT over all connections, microseconds.
     pub rtt_p99_us: Option<u64>,
     /// Smallest congestion window, bytes.
     pub cwnd_min: Option<u64>,
-    /// Median of the workers' median congestion windows, bytes.
+    /// Median congestion window over all connections, bytes.
     pub cwnd_median: Option<u64>,
     /// Largest congestion window, bytes.
     pub cwnd_max: Option<u64>,
@@ -145,11 +145,11 @@ pub struct ProtocolTotals {
 pub struct LatencyTotals {
     /// Packets recorded.
     pub count: u64,
-    /// Highest queue median, nanoseconds.
+    /// Median over all queues' packets, nanoseconds.
     pub p50_ns: u64,
-    /// Highest queue 99th percentile, nanoseconds.
+    /// 99th percentile over all queues' packets, nanoseconds.
     pub p99_ns: u64,
-    /// Highest queue 99.9th percentile, nanoseconds.
+    /// 99.9th percentile over all queues' packets, nanoseconds.
     pub p999_ns: u64,
 }
 
@@ -325,6 +325,22 @@ pub fn totals(s: &Snapshot) -> Totals {
         cwnd_medians.sort_unstable();
         p.cwnd_median = cwnd_medians.get(cwnd_medians.len() / 2).copied();
         p.rejected_total = p.rejected.values().sum();
+    }
+    // Percentiles over every queue at once, as the engine publishes them; the per-queue
+    // maxima above stand in only for a snapshot without them.
+    if let Some(m) = &s.merged {
+        if let (Some(l), Some(lt)) = (&m.latency, &mut t.latency) {
+            lt.p50_ns = l.p50_ns;
+            lt.p99_ns = l.p99_ns;
+            lt.p999_ns = l.p999_ns;
+        }
+        if let Some(p) = &mut protocol {
+            p.rtt_p50_us = m.rtt_us.map(|r| r.0);
+            p.rtt_p99_us = m.rtt_us.map(|r| r.1);
+            if let Some((lo, mid, hi)) = m.cwnd {
+                (p.cwnd_min, p.cwnd_median, p.cwnd_max) = (Some(lo), Some(mid), Some(hi));
+            }
+        }
     }
     t.protocol = protocol;
     t
@@ -541,7 +557,46 @@ mod tests {
             rss_bytes: Some(1 << 20),
             simd_level: "scalar".into(),
             ring_size: 1024,
+            merged: None,
         }
+    }
+
+    #[test]
+    fn merged_percentiles_replace_the_worst_queue_figures() {
+        let mut a = snap(1_000_000, vec![queue(0, 100, 10, 1.0), queue(1, 0, 0, 2.0)]);
+        for q in &mut a.queues {
+            q.latency = Some(crate::stats::latency::Summary {
+                count: 10,
+                sum_ns: 1_000,
+                p50_ns: 100 * u64::from(q.queue + 1),
+                p99_ns: 900,
+                p999_ns: 990,
+                max_ns: 999,
+                buckets: Vec::new(),
+            });
+        }
+        let worst = totals(&a);
+        assert_eq!(
+            worst.latency.as_ref().map(|l| (l.count, l.p50_ns)),
+            Some((20, 200))
+        );
+        a.merged = Some(control::Merged {
+            latency: a.queues[0].latency.clone(),
+            rtt_us: Some((55, 66)),
+            cwnd: Some((1, 2, 3)),
+        });
+        let t = totals(&a);
+        let l = t.latency.expect("latency");
+        assert_eq!(
+            (l.count, l.p50_ns, l.p99_ns, l.p999_ns),
+            (20, 100, 900, 990)
+        );
+        let p = t.protocol.expect("protocol");
+        assert_eq!((p.rtt_p50_us, p.rtt_p99_us), (Some(55), Some(66)));
+        assert_eq!(
+            (p.cwnd_min, p.cwnd_median, p.cwnd_max),
+            (Some(1), Some(2), Some(3))
+        );
     }
 
     #[test]
