@@ -41,7 +41,7 @@ pub fn rudp_payload(kind: PacketType, extra: usize) -> Vec<u8> {
     p
 }
 
-/// Builder for Ethernet / [VLAN] / IPv4|IPv6 / UDP|other frames.
+/// Builder for Ethernet / optional VLAN tag / IPv4|IPv6 / UDP|other frames.
 #[derive(Clone, Debug)]
 pub struct FrameSpec {
     /// One 802.1Q tag with this VLAN id.
