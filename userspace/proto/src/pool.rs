@@ -79,6 +79,22 @@ impl BufPool {
         self.free[c].push(buf);
     }
 
+    /// Allocates `per_class` free buffers in every class of at most `max_size` bytes
+    /// (within each class's budget), so that bursts after startup find buffers ready.
+    pub fn prefill(&mut self, per_class: usize, max_size: usize) {
+        for (c, &size) in CLASSES.iter().enumerate() {
+            if size > max_size {
+                break;
+            }
+            let n = per_class.min((CLASS_BUDGET - self.bytes[c]) / size);
+            self.free[c].reserve(n);
+            for _ in 0..n {
+                self.free[c].push(Vec::with_capacity(size));
+            }
+            self.bytes[c] += n * size;
+        }
+    }
+
     /// Buffers currently free, all classes.
     #[must_use]
     pub fn len(&self) -> usize {
@@ -159,6 +175,17 @@ mod tests {
         let s = pool.get(1);
         assert_eq!(s.as_ptr(), ps);
         assert!(pool.is_empty());
+    }
+
+    #[test]
+    fn prefill_fills_the_small_classes_within_budget() {
+        let mut pool = BufPool::default();
+        pool.prefill(100, 2048);
+        assert_eq!(pool.class_lens(), [100, 100, 100, 100, 0, 0, 0, 0]);
+        assert_eq!(pool.free_bytes(), 100 * (64 + 256 + 1024 + 2048));
+        pool.prefill(1_000, 4096);
+        assert_eq!(pool.class_lens()[4], CLASS_BUDGET / 4096);
+        assert_eq!(pool.get(1500).capacity(), 2048);
     }
 
     #[test]

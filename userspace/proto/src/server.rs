@@ -690,6 +690,20 @@ impl Server {
         self.pool.put(buf);
     }
 
+    /// Preallocates `per_class` free message buffers in each pool size class up to 2 KiB
+    /// (one MTU), so that bursts after startup — a large batch after a stall, a slow
+    /// client's unacknowledged messages — take buffers instead of allocating. Call once,
+    /// before serving; 256 costs about 850 KiB.
+    pub fn prefill_pool(&mut self, per_class: usize) {
+        self.pool.prefill(per_class, 2048);
+    }
+
+    /// The message buffer pool (figures: buffers free per class).
+    #[must_use]
+    pub fn pool(&self) -> &BufPool {
+        &self.pool
+    }
+
     /// Queues a message to a connection.
     pub fn send(&mut self, handle: ConnHandle, channel: u8, data: &[u8]) -> Result<(), SendError> {
         let slot = self
