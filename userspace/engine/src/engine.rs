@@ -216,6 +216,11 @@ impl Drop for Engine {
     }
 }
 
+/// Free message buffers each worker's protocol pool starts with, per size class up to
+/// 2 KiB (about 850 KiB per worker): bursts after startup (a large batch after a stall,
+/// a slow client's unacknowledged echoes) take these instead of allocating on the worker.
+const POOL_PREFILL: usize = 256;
+
 /// A fresh server for one worker.
 fn new_service(
     options: &Options,
@@ -230,6 +235,7 @@ fn new_service(
         .map_err(|e| anyhow::anyhow!("invalid protocol settings: {e}"))?;
     // Connect tokens carry Unix expiry times; the sans-IO core reads no clock.
     server.set_unix_time(now, unix_now());
+    server.prefill_pool(POOL_PREFILL);
     let app = match app {
         WorkerApp::Echo => crate::service::App::Echo,
         WorkerApp::Relay(shared) => crate::service::App::Relay(Arc::clone(shared)),

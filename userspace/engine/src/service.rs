@@ -818,6 +818,10 @@ impl Published {
         let (rtts, cwnds) = &mut *scratch;
         rtts.clear();
         cwnds.clear();
+        // Room for every connection slot, taken at the first publication (which the
+        // worker makes before serving), so no later one allocates as connections come.
+        rtts.reserve(service.live.len());
+        cwnds.reserve(service.live.len());
         for h in service.live.iter().flatten() {
             if let Some(cs) = service.server.connection_stats(*h) {
                 rtts.push(u64::try_from(cs.rtt.as_micros()).unwrap_or(u64::MAX));

@@ -51,6 +51,9 @@ pub fn run(
 ) {
     let mut rx = Batch::new();
     let mut tx = Batch::new();
+    // The first publication allocates once (reject-reason names, room for every slot):
+    // make it before serving, not under traffic.
+    published.publish(service);
     let mut last_publish = Instant::now();
     let mut latency = crate::stats::latency::Recorder::default();
     loop {

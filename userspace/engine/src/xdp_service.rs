@@ -61,6 +61,9 @@ pub fn run(
     let mut tx: Vec<Frame> = Vec::with_capacity(BATCH);
     let mut header_guess = 42; // Ethernet + IPv4 + UDP
     let reserve = TX_RESERVE.min(xsk.frames() as usize / 4);
+    // The first publication allocates once (reject-reason names, room for every slot):
+    // make it before serving, not under traffic.
+    published.publish(service);
     let mut last_publish = Instant::now();
     let mut stopping_rounds = 0u32;
     let c = &shared.counters;
