@@ -1,0 +1,315 @@
+//! The RUDP echo path allocates nothing in steady state, on both backends: the engine
+//! runs `--app echo` in this process (inside the server namespace) under a counting global
+//! allocator; four `xrudp-client` connections (a `Fleet`, in the client namespace) connect,
+//! warm up with 20,000 echoes, then send 24,000 more — reliable-ordered and unreliable,
+//! 8 to 1,100 bytes, each client keeping at most 8 reliable and 4 unreliable in flight —
+//! while every allocation made on the worker thread is counted. Every reliable echo must
+//! come back, in order, and the count must be 0.
+//!
+//! The worker is identified by its kernel thread id (found by its name, `xrudp-q0` on the
+//! AF_XDP backend, `xrudp-s0` on the socket backend, under /proc/self/task), so the
+//! control thread, the clients and the main engine thread are not counted.
+
+use std::{
+    alloc::{GlobalAlloc, Layout, System},
+    fs::File,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::Relaxed},
+    },
+    time::{Duration, Instant},
+};
+
+use nix::sched::{CloneFlags, setns};
+use xrudp_client::{ClientConfig, ClientEvent, ClientState, Fleet, FleetId};
+use xrudp_tests::Topology;
+
+/// Counts allocations (alloc, zeroed alloc, realloc) made by the thread whose kernel tid
+/// is in [`WATCHED`].
+struct Counting;
+
+static WATCHED: AtomicI32 = AtomicI32::new(0);
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+/// Sizes of the first counted allocations, to tell what allocated in a failure message.
+static SIZES: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
+
+fn note(size: usize) {
+    let watched = WATCHED.load(Relaxed);
+    // SAFETY: gettid has no preconditions and does not allocate.
+    if watched != 0 && unsafe { libc::gettid() } == watched {
+        let n = ALLOCS.fetch_add(1, Relaxed);
+        if let Some(s) = SIZES.get(n as usize) {
+            s.store(size as u64, Relaxed);
+        }
+        counted(size);
+    }
+}
+
+/// A counted allocation: a function of its own, for a debugger's breakpoint.
+#[inline(never)]
+fn counted(size: usize) {
+    std::hint::black_box(size);
+}
+
+// SAFETY: every method forwards to the system allocator unchanged; counting touches only
+// atomics.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note(layout.size());
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note(layout.size());
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note(new_size);
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const PORT: u16 = 7777;
+const CLIENTS: usize = 4;
+const WARMUP: usize = 20_000;
+const COUNTED: usize = 24_000;
+/// Reliable messages each client keeps in flight (echo not yet back).
+const WINDOW: usize = 8;
+/// Unreliable messages each client keeps in flight; one whose echo is not back within
+/// [`UNRELIABLE_GIVE_UP`] no longer counts (unreliable echoes may be lost).
+const UNRELIABLE_WINDOW: usize = 4;
+const UNRELIABLE_GIVE_UP: Duration = Duration::from_millis(50);
+/// The default channels: 0 is reliable-ordered, 2 unreliable.
+const RELIABLE: u8 = 0;
+const UNRELIABLE: u8 = 2;
+
+/// What one phase of echoes achieved.
+#[derive(Debug)]
+struct Phase {
+    reliable_sent: usize,
+    reliable_back: usize,
+    unreliable_sent: usize,
+    unreliable_back: usize,
+    out_of_order: usize,
+}
+
+/// The message a client sends: its index, a sequence number and padding to `len`.
+fn message(buf: &mut [u8; 1_100], client: usize, seq: u32, len: usize) -> &[u8] {
+    buf[..4].copy_from_slice(&(client as u32).to_be_bytes());
+    buf[4..8].copy_from_slice(&seq.to_be_bytes());
+    &buf[..len.max(8)]
+}
+
+/// Sends `total` messages over the clients (every third unreliable), keeping at most
+/// `WINDOW` reliable and `UNRELIABLE_WINDOW` unreliable ones in flight per client, until
+/// every reliable echo is back or 60 s pass.
+///
+/// The windows bound what the server holds per connection (queued and unacknowledged
+/// messages, their buffers), whatever the timing: a stall of this VM can delay echoes but
+/// not make the server hold more, so steady state is reached in the warm-up.
+fn echoes(fleet: &mut Fleet, ids: &[FleetId], total: usize) -> Phase {
+    let mut p = Phase {
+        reliable_sent: 0,
+        reliable_back: 0,
+        unreliable_sent: 0,
+        unreliable_back: 0,
+        out_of_order: 0,
+    };
+    let mut next_seq = [0u32; CLIENTS];
+    let mut expect_seq = [0u32; CLIENTS];
+    let mut in_flight = [0usize; CLIENTS];
+    let mut unreliable_out: [std::collections::VecDeque<Instant>; CLIENTS] =
+        std::array::from_fn(|_| std::collections::VecDeque::new());
+    let mut buf = [0x5au8; 1_100];
+    let mut sent = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (sent < total || p.reliable_back < p.reliable_sent) && Instant::now() < deadline {
+        let now = Instant::now();
+        for (c, &id) in ids.iter().enumerate() {
+            while unreliable_out[c]
+                .front()
+                .is_some_and(|&t| now.duration_since(t) > UNRELIABLE_GIVE_UP)
+            {
+                unreliable_out[c].pop_front();
+            }
+            while sent < total && in_flight[c] < WINDOW {
+                let len = 8 + (sent * 97) % 1_092;
+                if sent % 3 == 2 {
+                    if unreliable_out[c].len() >= UNRELIABLE_WINDOW {
+                        break;
+                    }
+                    let m = message(&mut buf, c, u32::MAX, len);
+                    if fleet.send(id, UNRELIABLE, m).is_err() {
+                        break;
+                    }
+                    unreliable_out[c].push_back(now);
+                    p.unreliable_sent += 1;
+                } else {
+                    let m = message(&mut buf, c, next_seq[c], len);
+                    if fleet.send(id, RELIABLE, m).is_err() {
+                        break;
+                    }
+                    next_seq[c] += 1;
+                    in_flight[c] += 1;
+                    p.reliable_sent += 1;
+                }
+                sent += 1;
+            }
+        }
+        fleet.drive(Duration::from_millis(2)).expect("drive");
+        while let Some((id, ev)) = fleet.poll_event() {
+            match ev {
+                ClientEvent::Message { channel, data } => {
+                    let c = ids.iter().position(|&i| i == id).expect("our client");
+                    if channel == RELIABLE {
+                        let seq = u32::from_be_bytes([data[4], data[5], data[6], data[7]]);
+                        if seq != expect_seq[c] {
+                            p.out_of_order += 1;
+                        }
+                        expect_seq[c] = seq.wrapping_add(1);
+                        in_flight[c] -= 1;
+                        p.reliable_back += 1;
+                    } else {
+                        unreliable_out[c].pop_front();
+                        p.unreliable_back += 1;
+                    }
+                    fleet.recycle(id, data);
+                }
+                other => panic!("unexpected event {other:?}"),
+            }
+        }
+    }
+    p
+}
+
+fn worker_tid(name: &str) -> Option<i32> {
+    std::fs::read_dir("/proc/self/task")
+        .ok()?
+        .flatten()
+        .find_map(|e| {
+            let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+            (comm.trim() == name)
+                .then(|| e.file_name().to_str()?.parse().ok())
+                .flatten()
+        })
+}
+
+fn echo_allocates_nothing(backend: xrudp::engine::Backend, worker: &'static str) {
+    let t = Topology::new(1, true);
+    let options = xrudp::engine::Options {
+        iface: t.if_srv.clone(),
+        ports: vec![PORT],
+        queues: None,
+        mode: xrudp::loader::ModeChoice::Native,
+        zero_copy: xrudp::sys::xsk::ZeroCopy::Auto,
+        app: xrudp::worker::App::Echo,
+        umem_frames: 4096,
+        frame_size: 2048,
+        ring_size: 1024,
+        cores: None,
+        busy_poll: false,
+        udp_checksum_check: true,
+        backend,
+        workers: Some(1),
+        protocol: xrudp_proto::ServerConfig::default(),
+        hello_rate: 0,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let ns = format!("/var/run/netns/{}", t.ns_srv);
+    let stop2 = Arc::clone(&stop);
+    let engine = std::thread::spawn(move || {
+        let f = File::open(&ns).expect("server namespace");
+        setns(&f, CloneFlags::CLONE_NEWNET).expect("setns");
+        xrudp::engine::run(&options, &stop2)
+    });
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let tid = loop {
+        if let Some(tid) = worker_tid(worker) {
+            break tid;
+        }
+        assert!(
+            !engine.is_finished(),
+            "the engine stopped: {:?}",
+            engine.join()
+        );
+        assert!(Instant::now() < deadline, "no worker thread within 30 s");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+
+    let dst: SocketAddr = t.srv_addr(PORT);
+    let (warm, counted, allocs) = Topology::in_ns(&t.ns_cli, move || {
+        let mut fleet = Fleet::new().expect("fleet");
+        let ids: Vec<FleetId> = (0..CLIENTS)
+            .map(|_| {
+                fleet
+                    .add(dst, ClientConfig::default(), None)
+                    .expect("add client")
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while fleet.count(ClientState::Connected) < CLIENTS && Instant::now() < deadline {
+            fleet.drive(Duration::from_millis(5)).expect("drive");
+            while let Some((_, ev)) = fleet.poll_event() {
+                assert!(
+                    matches!(ev, ClientEvent::Connected),
+                    "while connecting: {ev:?}"
+                );
+            }
+        }
+        assert_eq!(
+            fleet.count(ClientState::Connected),
+            CLIENTS,
+            "clients connected"
+        );
+        let warm = echoes(&mut fleet, &ids, WARMUP);
+        ALLOCS.store(0, Relaxed);
+        WATCHED.store(tid, Relaxed);
+        let counted = echoes(&mut fleet, &ids, COUNTED);
+        WATCHED.store(0, Relaxed);
+        (warm, counted, ALLOCS.load(Relaxed))
+    });
+    stop.store(true, Relaxed);
+    engine
+        .join()
+        .expect("engine thread")
+        .expect("engine ran cleanly");
+    eprintln!("{worker}: warm-up {warm:?}");
+    eprintln!("{worker}: counted {counted:?}; worker allocations: {allocs}");
+    for p in [&warm, &counted] {
+        assert_eq!(p.reliable_back, p.reliable_sent, "every reliable echo back");
+        assert_eq!(p.out_of_order, 0, "reliable echoes in order");
+    }
+    assert_eq!(
+        counted.reliable_sent + counted.unreliable_sent,
+        COUNTED,
+        "counted messages sent"
+    );
+    let sizes: Vec<u64> = SIZES.iter().map(|s| s.load(Relaxed)).collect();
+    assert_eq!(
+        allocs, 0,
+        "the {worker} worker allocated {allocs} times during {COUNTED} echoes \
+         (sizes of the first: {sizes:?})"
+    );
+}
+
+#[test]
+fn xdp_echo_allocates_nothing_per_message() {
+    echo_allocates_nothing(xrudp::engine::Backend::Xdp, "xrudp-q0");
+}
+
+#[test]
+fn socket_echo_allocates_nothing_per_message() {
+    echo_allocates_nothing(xrudp::engine::Backend::Socket, "xrudp-s0");
+}
