@@ -31,6 +31,10 @@ install_rust_src() {
     log "adding rust-src to the nightly toolchain (needed for -Z build-std=core)"
     rustup component add rust-src --toolchain nightly
   fi
+  if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^miri'; then
+    log "adding miri to the nightly toolchain (runs the AF_XDP ring logic under the interpreter)"
+    rustup component add miri --toolchain nightly
+  fi
 }
 
 llvm_major_of_nightly() {

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command: from a fresh machine (root, Debian bookworm) to a full test run.
 # Installs what is missing, then: fmt check, clippy -D warnings (host crates, and the
-# eBPF crate for bpfel), build, unit tests, privileged integration tests (serial: they
-# create namespaces and attach XDP), and short fuzz runs when the fuzz targets exist.
+# eBPF crate for bpfel), build, unit tests, the ring logic under miri, privileged
+# integration tests (serial: they create namespaces and attach XDP), and short fuzz runs
+# when the fuzz targets exist.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,6 +38,10 @@ t_build=$(date +%s)
 
 step "unit and simulation tests"
 cargo test --locked --workspace --exclude xrudp-tests --exclude xrudp-ebpf
+
+step "AF_XDP ring and frame-pool logic under miri"
+cargo +nightly miri setup >/dev/null
+cargo +nightly miri test --locked -p xrudp --lib sys::ring
 
 step "privileged integration tests (serial)"
 cargo test --locked -p xrudp-tests -- --test-threads=1

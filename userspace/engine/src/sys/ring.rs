@@ -542,12 +542,14 @@ mod tests {
     /// cursor wraps, and every frame stays accounted for.
     #[test]
     fn echo_loop_wraps_the_cursors() {
+        // Miri interprets every step: fewer laps there still wrap every cursor.
+        const ROUNDS: u32 = if cfg!(miri) { 40 } else { 5_000 };
         for start in [0, u32::MAX - 5, u32::MAX - 64, u32::MAX] {
             let mut f = frames(64, 16, start);
             let mut batch = Vec::with_capacity(16);
             let mut rng = 0x9e37_79b9_u32;
             let mut echoed = 0u64;
-            for round in 0..5_000u32 {
+            for round in 0..ROUNDS {
                 rng ^= rng << 13;
                 rng ^= rng >> 17;
                 rng ^= rng << 5;
@@ -565,7 +567,10 @@ mod tests {
                 assert!(batch.capacity() == 16, "no growth");
             }
             assert!(f.rings.fill.prod.wrapping_sub(start) > 0);
-            assert!(echoed > 10_000, "the loop moved traffic ({echoed})");
+            assert!(
+                echoed > 2 * u64::from(ROUNDS),
+                "the loop moved traffic ({echoed})"
+            );
             if start > u32::MAX - 100 {
                 assert!(f.rings.rx.prod < start, "the RX producer cursor wrapped");
             }
