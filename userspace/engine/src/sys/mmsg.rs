@@ -112,19 +112,27 @@ impl Batch {
         }
     }
 
-    fn prepare(&mut self, count: usize, recv: bool) {
+    /// Points the first `count` headers at the buffers; `named`: with the peer address
+    /// (receiving, or sending on an unconnected socket), else without (a connected
+    /// socket then uses its cached route instead of a lookup per datagram).
+    fn prepare(&mut self, count: usize, recv: bool, named: bool) {
         for i in 0..count {
             self.iov[i] = libc::iovec {
                 iov_base: self.bufs[i].as_mut_ptr().cast(),
                 iov_len: if recv { BUF } else { self.lens[i] },
             };
             let h = &mut self.hdrs[i];
-            h.msg_hdr.msg_name = (&raw mut self.addrs[i]).cast();
-            h.msg_hdr.msg_namelen = if recv {
-                size_of::<libc::sockaddr_storage>() as libc::socklen_t
+            if named {
+                h.msg_hdr.msg_name = (&raw mut self.addrs[i]).cast();
+                h.msg_hdr.msg_namelen = if recv {
+                    size_of::<libc::sockaddr_storage>() as libc::socklen_t
+                } else {
+                    addr_len(&self.addrs[i])
+                };
             } else {
-                addr_len(&self.addrs[i])
-            };
+                h.msg_hdr.msg_name = std::ptr::null_mut();
+                h.msg_hdr.msg_namelen = 0;
+            }
             h.msg_hdr.msg_iov = &raw mut self.iov[i];
             h.msg_hdr.msg_iovlen = 1;
             h.msg_hdr.msg_control = std::ptr::null_mut();
@@ -137,7 +145,7 @@ impl Batch {
 
 /// Receives up to [`BATCH`] datagrams without blocking; `Ok(0)` when none are waiting.
 pub fn recv_batch(fd: BorrowedFd<'_>, batch: &mut Batch) -> io::Result<usize> {
-    batch.prepare(BATCH, true);
+    batch.prepare(BATCH, true, true);
     // SAFETY: every header points at a live buffer, address and iovec of `batch`, sized
     // as declared; the kernel writes at most that much into each.
     let n = unsafe {
@@ -169,13 +177,25 @@ pub fn recv_batch(fd: BorrowedFd<'_>, batch: &mut Batch) -> io::Result<usize> {
 /// Sends the queued datagrams, as many as the kernel takes in one call, and removes
 /// them from the front of the batch. Returns how many were sent.
 pub fn send_batch(fd: BorrowedFd<'_>, batch: &mut Batch) -> io::Result<usize> {
+    send(fd, batch, true)
+}
+
+/// Like [`send_batch`] on a connected socket: the datagrams go to its peer (their
+/// queued addresses are ignored), and the kernel routes with the socket's cached route
+/// rather than looking the route up for every datagram.
+pub fn send_batch_connected(fd: BorrowedFd<'_>, batch: &mut Batch) -> io::Result<usize> {
+    send(fd, batch, false)
+}
+
+fn send(fd: BorrowedFd<'_>, batch: &mut Batch, named: bool) -> io::Result<usize> {
     let count = batch.len;
     if count == 0 {
         return Ok(0);
     }
-    batch.prepare(count, false);
+    batch.prepare(count, false, named);
     // SAFETY: the first `count` headers point at live buffers of `batch` holding
-    // `lens[i]` bytes each, and at initialised addresses of the declared length.
+    // `lens[i]` bytes each, and at initialised addresses of the declared length (or at
+    // no address, length 0).
     let n = unsafe {
         libc::sendmmsg(
             fd.as_raw_fd(),
@@ -307,5 +327,35 @@ mod tests {
             }
         }
         assert_eq!(got, (0..10u8).map(|i| vec![i, i, i]).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn connected_batch_goes_to_the_peer_whatever_address_is_queued() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let decoy = UdpSocket::bind("127.0.0.1:0").unwrap();
+        a.connect(b.local_addr().unwrap()).unwrap();
+        let mut out = Batch::new();
+        for i in 0..5u8 {
+            out.next_buf().unwrap()[0] = i;
+            out.commit(1, decoy.local_addr().unwrap());
+        }
+        let mut sent = 0;
+        while !out.is_empty() {
+            sent += send_batch_connected(a.as_fd(), &mut out).unwrap();
+        }
+        assert_eq!(sent, 5);
+        b.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut buf = [0u8; 16];
+        for i in 0..5u8 {
+            let (n, from) = b.recv_from(&mut buf).unwrap();
+            assert_eq!((&buf[..n], from), (&[i][..], a.local_addr().unwrap()));
+        }
+        decoy.set_nonblocking(true).unwrap();
+        assert!(
+            decoy.recv_from(&mut buf).is_err(),
+            "nothing goes to the queued address"
+        );
     }
 }

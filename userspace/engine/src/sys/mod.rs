@@ -5,6 +5,7 @@
 #![allow(unsafe_code)]
 
 pub mod bpf;
+pub mod epoll;
 pub mod mmsg;
 pub mod ring;
 pub mod xsk;

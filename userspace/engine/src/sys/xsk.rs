@@ -326,6 +326,13 @@ impl Xsk {
         size.saturating_sub(self.frames.rings_mut().fill.nb_free_exact())
     }
 
+    /// Descriptors on the TX ring that the kernel has not taken yet (copy mode takes
+    /// them only inside a kick, at most 32 per kick).
+    pub fn tx_ring_level(&mut self) -> u32 {
+        let size = self.frames.ring_size();
+        size.saturating_sub(self.frames.rings_mut().tx.nb_free_exact())
+    }
+
     /// Frames in the TX path not yet completed.
     #[must_use]
     pub fn tx_outstanding(&self) -> u32 {
