@@ -43,7 +43,7 @@ pub enum Command {
     Stats(StatsArgs),
     /// Load-test an echo server with N real connections; report msg/s, RTT percentiles,
     /// loss and retransmissions. Example:
-    /// xrudp bench --server 10.77.0.1:7777 --clients 1000 --rate 20000 --duration 10
+    /// xrudp bench --server 198.18.0.1:7777 --clients 1000 --rate 20000 --duration 10
     Bench(crate::bench::BenchArgs),
 }
 

@@ -1,4 +1,5 @@
-//! One load-generator thread: a [`Fleet`] of real protocol connections, an open-loop send
+//! One load-generator thread: real protocol connections over a batched [`Transport`]
+//! ([`super::socket_io::Sockets`] or [`super::xdp_io::Rings`]), an open-loop send
 //! schedule round-robin over them, and histograms of round-trip and connect times.
 
 use std::io;
@@ -8,7 +9,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use xrudp_client::{ClientConfig, ClientEvent, DisconnectReason, Fleet, FleetId, SendError};
+use xrudp_proto::{ClientConfig, ClientEvent, ClientState, DisconnectReason, SendError};
+
+use super::conns::{Conns, Transport};
 
 use super::payload::Stamp;
 use super::schedule::Schedule;
@@ -127,10 +130,16 @@ pub struct Outcome {
     pub retransmitted_packets: u64,
     /// Datagrams the connections produced.
     pub packets_out: u64,
-    /// The fleet's socket I/O errors.
+    /// The transport's I/O errors.
     pub socket_errors: u64,
-    /// Datagrams the kernel refused to take.
+    /// Datagrams the kernel refused to take (or found no frame or ring room for).
     pub send_dropped: u64,
+    /// Received datagrams dropped by the transport (malformed, bad checksum, unknown port).
+    pub rx_dropped: u64,
+    /// Datagrams sent and received by the transport.
+    pub datagrams: u64,
+    /// Syscalls the transport made to move them (send, receive and wait calls).
+    pub syscalls: u64,
     /// The thread's own CPU time over the schedule and drain, ns.
     pub cpu_ns: u64,
     /// With [`Wait::Spin`] and a pinned thread, the gaps between the thread's loop
@@ -139,7 +148,8 @@ pub struct Outcome {
     pub loop_gaps: Option<super::probe::Gaps>,
 }
 
-/// Runs one thread's plan: connect, mark ready, wait for `t0`, send on schedule, drain,
+/// Runs one thread's plan over the transport `transport` makes (in the thread, which
+/// then owns it): connect, mark ready, wait for `t0`, send on schedule, drain,
 /// disconnect.
 ///
 /// # Panics
@@ -149,12 +159,21 @@ pub struct Outcome {
     clippy::too_many_lines,
     reason = "the thread's phases (connect, wait, schedule, drain, close) read best in order"
 )]
-pub fn run(plan: &Plan, start: &Start, progress: &Progress) -> io::Result<Outcome> {
+pub fn run<T: Transport>(
+    plan: &Plan,
+    transport: impl FnOnce() -> io::Result<T>,
+    start: &Start,
+    progress: &Progress,
+) -> io::Result<Outcome> {
     let mut ready_guard = ReadyGuard(Some(&start.ready));
     if let Some(core) = plan.core {
         core_affinity::set_for_current(core_affinity::CoreId { id: core });
     }
-    let mut fleet = Fleet::new()?;
+    let transport = transport()?;
+    let mut fleet = Conns::new(
+        transport,
+        super::conns::random_seed() ^ u64::from(plan.thread),
+    );
     let mut out = Outcome {
         rtt: histogram(),
         connect: histogram(),
@@ -174,6 +193,9 @@ pub fn run(plan: &Plan, start: &Start, progress: &Progress) -> io::Result<Outcom
         packets_out: 0,
         socket_errors: 0,
         send_dropped: 0,
+        rx_dropped: 0,
+        datagrams: 0,
+        syscalls: 0,
         cpu_ns: 0,
         loop_gaps: None,
     };
@@ -185,7 +207,7 @@ pub fn run(plan: &Plan, start: &Start, progress: &Progress) -> io::Result<Outcom
         if let Some(&t0) = start.t0.get() {
             break t0;
         }
-        fleet.drive(Duration::from_millis(1))?;
+        fleet.drive(Duration::from_millis(1));
         while let Some((id, event)) = fleet.poll_event() {
             note_event(&mut fleet, id, event, None, plan, &mut out);
         }
@@ -243,7 +265,7 @@ pub fn run(plan: &Plan, start: &Start, progress: &Progress) -> io::Result<Outcom
                 .saturating_duration_since(now)
                 .min(Duration::from_millis(10)),
         };
-        fleet.drive(wait)?;
+        fleet.drive(wait);
         while let Some((id, event)) = fleet.poll_event() {
             note_event(&mut fleet, id, event, Some((t0, &mut seen)), plan, &mut out);
         }
@@ -261,24 +283,25 @@ pub fn run(plan: &Plan, start: &Start, progress: &Progress) -> io::Result<Outcom
         .zip(cpu_before)
         .map_or(0, |(a, b)| a.saturating_sub(b));
     for &id in &ids {
-        if let Some(c) = fleet.connection_counters(id) {
+        if let Some(c) = fleet.counters(id) {
             out.retransmitted_packets += c.retransmitted_packets;
             out.packets_out += c.packets_out;
         }
     }
-    let io = fleet.stats();
-    out.socket_errors = io.socket_errors;
-    out.send_dropped = io.io.send_dropped;
+    let io = fleet.io();
+    out.socket_errors = io.errors;
+    out.send_dropped = io.send_dropped;
+    out.rx_dropped = io.rx_dropped;
+    out.datagrams = io.sent + io.received;
+    out.syscalls = io.send_calls + io.recv_calls;
 
     // Close gracefully so the server frees the slots before the next run.
     for &id in &ids {
         fleet.disconnect(id, 0);
     }
     let close_end = Instant::now() + Duration::from_millis(500);
-    while fleet.count(xrudp_client::ClientState::Disconnected) < fleet.len()
-        && Instant::now() < close_end
-    {
-        fleet.drive(Duration::from_millis(5))?;
+    while fleet.count(ClientState::Disconnected) < fleet.len() && Instant::now() < close_end {
+        fleet.drive(Duration::from_millis(5));
         while fleet.poll_event().is_some() {}
     }
     Ok(out)
@@ -286,12 +309,12 @@ pub fn run(plan: &Plan, start: &Start, progress: &Progress) -> io::Result<Outcom
 
 /// Opens the plan's connections, at most `connect_window` handshaking at once; returns
 /// the admitted ones.
-fn connect_all(
+fn connect_all<T: Transport>(
     plan: &Plan,
-    fleet: &mut Fleet,
+    fleet: &mut Conns<T>,
     out: &mut Outcome,
     progress: &Progress,
-) -> io::Result<Vec<FleetId>> {
+) -> io::Result<Vec<usize>> {
     let mut ids = Vec::with_capacity(plan.clients);
     let mut added_at: Vec<Instant> = Vec::with_capacity(plan.clients);
     let mut admitted: Vec<bool> = Vec::with_capacity(plan.clients);
@@ -301,13 +324,13 @@ fn connect_all(
     let window = plan.connect_window.max(1);
     while ids.len() + (out.connect_failed as usize) < plan.clients {
         while added < plan.clients && handshaking < window {
-            let local = SocketAddr::new(plan.locals[added % plan.locals.len()], 0);
-            let id = fleet.add_from(local, plan.server, plan.config.clone(), None)?;
-            if added_at.len() <= id.index() {
-                added_at.resize(id.index() + 1, Instant::now());
-                admitted.resize(id.index() + 1, false);
+            let local = plan.locals[added % plan.locals.len()];
+            let id = fleet.add(local, plan.server, plan.config.clone())?;
+            if added_at.len() <= id {
+                added_at.resize(id + 1, Instant::now());
+                admitted.resize(id + 1, false);
             }
-            added_at[id.index()] = Instant::now();
+            added_at[id] = Instant::now();
             added += 1;
             handshaking += 1;
         }
@@ -318,28 +341,28 @@ fn connect_all(
                 format!("{left} not admitted within {:?}", plan.connect_timeout)
             });
             // Stop the stragglers so they send nothing more.
-            let live: Vec<FleetId> = fleet.ids().filter(|id| !admitted[id.index()]).collect();
+            let live: Vec<usize> = fleet.live().filter(|&id| !admitted[id]).collect();
             for id in live {
                 fleet.remove(id);
             }
             break;
         }
-        fleet.drive(Duration::from_millis(1))?;
+        fleet.drive(Duration::from_millis(1));
         let now = Instant::now();
         while let Some((id, event)) = fleet.poll_event() {
             match event {
                 ClientEvent::Connected => {
-                    let took = now.saturating_duration_since(added_at[id.index()]);
+                    let took = now.saturating_duration_since(added_at[id]);
                     out.connect.saturating_record(nanos(took).max(1));
                     ids.push(id);
-                    admitted[id.index()] = true;
+                    admitted[id] = true;
                     handshaking -= 1;
                     progress.connected.fetch_add(1, Ordering::Relaxed);
                 }
                 ClientEvent::Disconnected { reason } => {
-                    if admitted[id.index()] {
+                    if admitted[id] {
                         // Its slot may be reused by a later connection.
-                        admitted[id.index()] = false;
+                        admitted[id] = false;
                         ids.retain(|&x| x != id);
                         out.closed_during_run += 1;
                         out.close_reason.get_or_insert_with(|| describe(reason));
@@ -360,9 +383,9 @@ fn connect_all(
 
 /// Accounts one event after the connect phase; `run` carries `(t0, seen bits)` once the
 /// schedule has started.
-fn note_event(
-    fleet: &mut Fleet,
-    id: FleetId,
+fn note_event<T: Transport>(
+    fleet: &mut Conns<T>,
+    id: usize,
     event: ClientEvent,
     run: Option<(Instant, &mut Vec<u64>)>,
     plan: &Plan,

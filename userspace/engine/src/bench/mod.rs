@@ -1,7 +1,9 @@
 //! `xrudp bench`: the load generator.
 //!
-//! N real protocol connections (an [`xrudp_client::Fleet`] per thread) send to an echo
-//! server on an open-loop schedule: message `k` of a thread is due at `t0 + k / rate`
+//! N real protocol connections ([`conns::Conns`] of [`xrudp_proto::Client`]s per thread,
+//! over a batched transport: kernel sockets with `recvmmsg`/`sendmmsg`, or AF_XDP on the
+//! client end of the link with `--backend xdp`) send to an echo server on an open-loop
+//! schedule: message `k` of a thread is due at `t0 + k / rate`
 //! and its round-trip time is measured from that scheduled time to its echo, so a stall
 //! anywhere shows in the figures (no coordinated omission). Round-trip and connect times
 //! go into hdrhistograms; after the schedule a drain period waits for the last echoes,
@@ -13,7 +15,8 @@
 //!
 //! - [`schedule`]: the open-loop due-count arithmetic;
 //! - [`payload`]: the stamp each message carries;
-//! - [`loadgen`]: one load thread;
+//! - [`loadgen`]: one load thread; [`conns`]: its connections and timers;
+//! - [`socket_io`], [`xdp_io`]: the two load backends;
 //! - [`probe`], [`host`]: the noise-floor probe and procfs figures;
 //! - [`report`], [`plot`]: the summary, its JSON, and the percentile plot (SVG).
 #![expect(
@@ -22,6 +25,7 @@
               ratios, µs); they stay far below 2^52"
 )]
 
+pub mod conns;
 pub mod host;
 pub mod loadgen;
 pub mod payload;
@@ -29,6 +33,8 @@ pub mod plot;
 pub mod probe;
 pub mod report;
 pub mod schedule;
+pub mod socket_io;
+pub mod xdp_io;
 
 use std::io::{IsTerminal as _, Write as _};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -46,8 +52,11 @@ use self::report::{Messages, Percentiles, Report, ServerFigures, Settings, ratio
 
 /// `xrudp bench` options.
 ///
-/// Example (against `xrudp attach --app echo` on 10.77.0.1:7777):
-/// xrudp bench --server 10.77.0.1:7777 --clients 1000 --rate 20000 --size 64 --duration 10 --plot rtt.svg
+/// Example (against `xrudp attach --app echo` on 198.18.0.1:7777):
+/// xrudp bench --server 198.18.0.1:7777 --clients 1000 --rate 20000 --size 64 --duration 10 --plot rtt.svg
+///
+/// Through AF_XDP on the client end of the link (root, IPv4 only):
+/// xrudp bench --backend xdp --iface veth-cli --server 198.18.0.1:7777 --clients 1000 --rate 20000
 #[derive(Clone, Debug, Args)]
 pub struct BenchArgs {
     /// The echo server, ADDR:PORT.
@@ -99,12 +108,37 @@ pub struct BenchArgs {
     /// The server's pid: report its CPU time per message and its RSS.
     #[arg(long = "server-pid")]
     pub server_pid: Option<u32>,
+    /// How the load moves its datagrams. socket: one kernel UDP socket per connection,
+    /// drained with recvmmsg and flushed with one sendmmsg per socket per round. xdp:
+    /// AF_XDP on --iface (the client end of the link; root; IPv4 servers on the same
+    /// link only), one socket per thread on queues 0..threads, every connection on its
+    /// own local port from --xdp-ports.
+    #[arg(long, value_enum, default_value_t = Backend::Socket)]
+    pub backend: Backend,
+    /// With --backend xdp: the interface toward the server.
+    #[arg(long)]
+    pub iface: Option<String>,
+    /// With --backend xdp: the first local UDP port; connection k uses BASE+k. The XDP
+    /// program steers the whole range to the load generator, so keep it free of other
+    /// UDP sockets in this namespace.
+    #[arg(long = "xdp-ports", default_value_t = 20000)]
+    pub xdp_ports: u16,
     /// Print one JSON object instead of the summary.
     #[arg(long)]
     pub json: bool,
     /// Write a latency-by-percentile plot (SVG) to this file.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+}
+
+/// How the load generator moves its datagrams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Kernel UDP sockets, batched with recvmmsg/sendmmsg.
+    Socket,
+    /// AF_XDP on the client end of the link.
+    Xdp,
 }
 
 /// Runs `xrudp bench`: prints the summary (or JSON) on stdout, a progress line on stderr
@@ -140,6 +174,15 @@ pub fn measure(
 ) -> anyhow::Result<(Report, hdrhistogram::Histogram<u64>)> {
     let plans = plans(args)?;
     let threads = plans.len();
+    // Dropping the attachment detaches the XDP program: it lives until `measure` returns.
+    let (_attachment, mut rings) = match (args.backend, &args.iface) {
+        (Backend::Xdp, Some(iface)) => {
+            let clients: Vec<usize> = plans.iter().map(|p| p.clients).collect();
+            let (a, r) = xdp_io::attach(iface, args.server, args.xdp_ports, &clients)?;
+            (Some(a), r.into_iter().map(Some).collect())
+        }
+        _ => (None, Vec::new()),
+    };
     let start = Arc::new(Start::default());
     let progress: Arc<Vec<Progress>> =
         Arc::new((0..threads).map(|_| Progress::default()).collect());
@@ -147,12 +190,13 @@ pub fn measure(
     for (i, plan) in plans.into_iter().enumerate() {
         let start = Arc::clone(&start);
         let progress = Arc::clone(&progress);
-        handles.push(
-            std::thread::Builder::new()
-                .name(format!("bench-{i}"))
-                .spawn(move || loadgen::run(&plan, &start, &progress[i]))
-                .context("spawning a load thread")?,
-        );
+        let builder = std::thread::Builder::new().name(format!("bench-{i}"));
+        let spawned = match rings.get_mut(i).and_then(Option::take) {
+            Some(r) => builder.spawn(move || loadgen::run(&plan, || Ok(r), &start, &progress[i])),
+            None => builder
+                .spawn(move || loadgen::run(&plan, socket_io::Sockets::new, &start, &progress[i])),
+        };
+        handles.push(spawned.context("spawning a load thread")?);
     }
 
     // Connect phase.
@@ -247,6 +291,7 @@ pub fn measure(
     let (mut connected, mut connect_failed, mut closed) = (0, 0, 0);
     let (mut retrans, mut packets_out, mut socket_errors, mut send_dropped, mut cpu_ns) =
         (0, 0, 0, 0, 0);
+    let (mut rx_dropped, mut datagrams, mut syscalls) = (0, 0, 0);
     let mut connect_failure = None;
     let mut close_reason = None;
     for o in outcomes {
@@ -266,6 +311,9 @@ pub fn measure(
         packets_out += o.packets_out;
         socket_errors += o.socket_errors;
         send_dropped += o.send_dropped;
+        rx_dropped += o.rx_dropped;
+        datagrams += o.datagrams;
+        syscalls += o.syscalls;
         cpu_ns += o.cpu_ns;
         gaps.extend(o.loop_gaps);
         connect_failure = connect_failure.or(o.connect_failure);
@@ -304,6 +352,7 @@ pub fn measure(
             channel: args.channel,
             duration_secs: secs,
             wait: args.wait,
+            backend: args.backend,
         },
         connected,
         connect_failed,
@@ -320,7 +369,9 @@ pub fn measure(
         retransmission_ratio: ratio(retrans as f64, packets_out as f64),
         socket_errors,
         send_dropped,
+        rx_dropped,
         loadgen_cpu_ns_per_msg: 0.0,
+        loadgen_syscalls_per_datagram: ratio(syscalls as f64, datagrams as f64),
         cpu: host::shares(&cpu_before, &cpu_after),
         probe: gaps,
         server,
@@ -346,6 +397,18 @@ fn plans(args: &BenchArgs) -> anyhow::Result<Vec<Plan>> {
     }
     if args.clients == 0 {
         bail!("--clients must be at least 1");
+    }
+    match (args.backend, &args.iface, &args.local) {
+        (Backend::Xdp, None, _) => {
+            bail!("--backend xdp needs --iface IF: the client end of the link toward the server")
+        }
+        (Backend::Xdp, _, Some(_)) => bail!(
+            "--backend xdp sends from --iface's own address, one port per connection: drop --local"
+        ),
+        (Backend::Socket, Some(_), _) => {
+            bail!("--iface is for --backend xdp (the socket backend goes where the routes say)")
+        }
+        _ => {}
     }
     if !(args.duration.is_finite() && args.duration > 0.0 && args.duration <= 86_400.0) {
         bail!("--duration must be between 0 and 86400 seconds");
@@ -413,6 +476,9 @@ mod tests {
             connect_timeout: 30.0,
             no_probe: true,
             server_pid: Some(std::process::id()),
+            backend: Backend::Socket,
+            iface: None,
+            xdp_ports: 20000,
             json: false,
             plot: None,
         }

@@ -67,6 +67,8 @@ pub struct Settings {
     pub duration_secs: f64,
     /// How the threads waited.
     pub wait: super::loadgen::Wait,
+    /// How the load moved its datagrams: kernel sockets or AF_XDP.
+    pub backend: super::Backend,
 }
 
 /// Message accounting.
@@ -142,8 +144,14 @@ pub struct Report {
     pub socket_errors: u64,
     /// Datagrams the kernel would not take on the client side.
     pub send_dropped: u64,
+    /// Received datagrams the load backend dropped (malformed, bad checksum, unknown
+    /// port): zero unless something else sends to the load's ports.
+    pub rx_dropped: u64,
     /// The load threads' CPU time per echoed message, ns.
     pub loadgen_cpu_ns_per_msg: f64,
+    /// The load threads' I/O syscalls per datagram moved: `sendmmsg` and `recvmmsg`
+    /// calls (socket backend) or TX kicks (xdp); waits for input are not counted.
+    pub loadgen_syscalls_per_datagram: f64,
     /// Each core's busy, softirq and steal share over the schedule. The probe's
     /// `SCHED_IDLE` spinning counts as busy: use `--no-probe` for these figures.
     pub cpu: Vec<CpuShare>,
@@ -166,7 +174,7 @@ impl Report {
         // Writing into a String cannot fail.
         let _ = writeln!(
             s,
-            "xrudp bench → {}: {} clients on {} thread(s), {} msg/s offered, {} B, channel {}, {:.1} s, wait {:?}",
+            "xrudp bench → {}: {} clients on {} thread(s), {} msg/s offered, {} B, channel {}, {:.1} s, wait {:?}, load backend {:?}",
             st.server,
             st.clients,
             st.threads,
@@ -174,7 +182,8 @@ impl Report {
             st.size,
             st.channel,
             st.duration_secs,
-            st.wait
+            st.wait,
+            st.backend
         );
         let _ = writeln!(
             s,
@@ -230,12 +239,13 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "retrans   {} of {} packets ({:.4}%); client socket errors {}, send drops {}",
+            "retrans   {} of {} packets ({:.4}%); client I/O errors {}, send drops {}, receive drops {}",
             self.retransmitted_packets,
             self.packets_out,
             self.retransmission_ratio * 100.0,
             self.socket_errors,
-            self.send_dropped
+            self.send_dropped,
+            self.rx_dropped
         );
         let cpu: Vec<String> = self
             .cpu
@@ -252,9 +262,10 @@ impl Report {
             .collect();
         let _ = writeln!(
             s,
-            "cpu       {}; load generator {:.0} ns/msg",
+            "cpu       {}; load generator {:.0} ns/msg, {:.2} syscalls/datagram",
             cpu.join("; "),
-            self.loadgen_cpu_ns_per_msg
+            self.loadgen_cpu_ns_per_msg,
+            self.loadgen_syscalls_per_datagram
         );
         if let Some(sv) = &self.server {
             let _ = writeln!(
