@@ -188,3 +188,34 @@ fn bench_xdp_backend_says_what_is_missing() {
     );
     assert!(e.contains("IPv4"), "{e}");
 }
+
+#[test]
+fn bench_xdp_backend_against_the_socket_server() {
+    // The server's veth end keeps TX checksum offload: its kernel's echoes reach the
+    // client's XDP program with partial UDP checksums, hence the flag.
+    let t = Topology::new(1, true);
+    let _engine = Engine::start(
+        &t,
+        &[
+            "--port",
+            PORT,
+            "--app",
+            "echo",
+            "--backend",
+            "socket",
+            "--workers",
+            "1",
+        ],
+    );
+    let r = bench(
+        &t,
+        &[
+            "--backend",
+            "xdp",
+            "--iface",
+            &t.if_cli,
+            "--no-udp-checksum-check",
+        ],
+    );
+    assert_complete(&r, "xdp");
+}

@@ -123,6 +123,12 @@ pub struct BenchArgs {
     /// UDP sockets in this namespace.
     #[arg(long = "xdp-ports", default_value_t = 20000)]
     pub xdp_ports: u16,
+    /// With --backend xdp: don't verify the echoes' UDP checksums (the protocol's own
+    /// CRC still checks every packet). A server sending from a veth end with TX checksum
+    /// offload on leaves only the pseudo-header sum in them: pass this, or run
+    /// `ethtool -K <server-dev> tx off` on the server's end.
+    #[arg(long = "no-udp-checksum-check")]
+    pub no_udp_checksum_check: bool,
     /// Print one JSON object instead of the summary.
     #[arg(long)]
     pub json: bool,
@@ -178,7 +184,13 @@ pub fn measure(
     let (_attachment, mut rings) = match (args.backend, &args.iface) {
         (Backend::Xdp, Some(iface)) => {
             let clients: Vec<usize> = plans.iter().map(|p| p.clients).collect();
-            let (a, r) = xdp_io::attach(iface, args.server, args.xdp_ports, &clients)?;
+            let (a, r) = xdp_io::attach(
+                iface,
+                args.server,
+                args.xdp_ports,
+                &clients,
+                !args.no_udp_checksum_check,
+            )?;
             (Some(a), r.into_iter().map(Some).collect())
         }
         _ => (None, Vec::new()),
@@ -321,8 +333,17 @@ pub fn measure(
     }
     gaps.sort_by_key(|g| g.core);
     if connected == 0 {
+        let dropped = if rx_dropped > 0 {
+            format!(
+                "; the load backend dropped {rx_dropped} received datagrams (malformed, bad UDP \
+                 checksum or unknown port: with --backend xdp, a server whose veth end has TX \
+                 checksum offload on sends partial checksums — pass --no-udp-checksum-check)"
+            )
+        } else {
+            String::new()
+        };
         bail!(
-            "no connection to {} was admitted ({}); check that `xrudp attach --app echo` serves that address and port",
+            "no connection to {} was admitted ({}){dropped}; check that `xrudp attach --app echo` serves that address and port",
             args.server,
             connect_failure.as_deref().unwrap_or("no reason given")
         );
@@ -479,6 +500,7 @@ mod tests {
             backend: Backend::Socket,
             iface: None,
             xdp_ports: 20000,
+            no_udp_checksum_check: false,
             json: false,
             plot: None,
         }
