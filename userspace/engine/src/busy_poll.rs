@@ -97,6 +97,64 @@ impl Drop for IfaceKnobs {
     }
 }
 
+/// The interface knobs of a busy-polling engine, shared by its workers: preferred busy
+/// polling only works on a queue whose NAPI context has an id the socket learns from its
+/// first packets. Where a queue has none (veth registers its XDP queues before their
+/// NAPI gets an id), `poll()` cannot drive that queue, and deferring its interrupts would
+/// only hold every packet for `gro_flush_timeout`: the first worker to see that restores
+/// the interface's settings and says so.
+#[derive(Debug, Default)]
+pub struct Knobs {
+    knobs: std::sync::Mutex<Option<IfaceKnobs>>,
+}
+
+/// `Queue::napi_id` before the queue's first packets.
+pub const NAPI_ID_UNKNOWN: u32 = u32::MAX;
+
+impl Knobs {
+    /// Holds `knobs` (none: nothing to restore).
+    #[must_use]
+    pub fn new(knobs: Option<IfaceKnobs>) -> Self {
+        Self {
+            knobs: std::sync::Mutex::new(knobs),
+        }
+    }
+
+    /// Called once per queue, after its first packets, with the socket's
+    /// `SO_INCOMING_NAPI_ID`. Returns the id to publish (0 when the kernel has none).
+    #[cold]
+    pub fn queue_napi_id(&self, queue: u32, napi_id: io::Result<i32>) -> u32 {
+        let id = match napi_id {
+            Ok(id) => u32::try_from(id).unwrap_or(0),
+            Err(e) => {
+                tracing::debug!(queue, error = %e, "SO_INCOMING_NAPI_ID unreadable");
+                0
+            }
+        };
+        let mut knobs = self
+            .knobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if id == 0 && knobs.as_ref().is_some_and(|k| !k.is_empty()) {
+            tracing::warn!(
+                queue,
+                "this queue's NAPI context has no id (veth does this), so busy polling cannot \
+                 drive it; restoring napi_defer_hard_irqs and gro_flush_timeout, which would \
+                 otherwise hold each packet until the flush timeout. The worker keeps spinning."
+            );
+            // Dropping the guard writes the saved values back.
+            *knobs = None;
+        } else if id != 0 {
+            tracing::info!(
+                queue,
+                napi_id = id,
+                "busy polling drives this queue's NAPI context"
+            );
+        }
+        id
+    }
+}
+
 fn swap(path: &std::path::Path, value: &str) -> io::Result<String> {
     let old = fs::read_to_string(path)?.trim().to_owned();
     fs::write(path, value)?;

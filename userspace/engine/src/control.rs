@@ -149,6 +149,11 @@ pub struct QueueSnapshot {
     /// Processing latency RX to TX since start (none before traffic).
     #[serde(default)]
     pub latency: Option<crate::stats::latency::Summary>,
+    /// The NAPI id the AF_XDP socket's packets come through: what busy polling drives
+    /// (0: the driver's queue has none; `null` before the first packets or on the socket
+    /// backend).
+    #[serde(default)]
+    pub napi_id: Option<u32>,
 }
 
 impl Snapshot {
@@ -214,6 +219,8 @@ pub fn snapshot(r: &Running) -> Snapshot {
                 fill_ring_level: (r.backend == crate::engine::Backend::Xdp)
                     .then(|| worker::load(&c.fill_level)),
                 latency: c.latency.summary(),
+                napi_id: Some(q.napi_id.load(Relaxed))
+                    .filter(|&id| id != crate::busy_poll::NAPI_ID_UNKNOWN),
             }
         })
         .collect();

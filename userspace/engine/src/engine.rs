@@ -104,7 +104,7 @@ pub struct Engine {
     control: Option<control::Server>,
     claim: Option<Claim>,
     stop: Arc<AtomicBool>,
-    _busy_knobs: Option<crate::busy_poll::IfaceKnobs>,
+    _busy_knobs: Arc<crate::busy_poll::Knobs>,
 }
 
 /// Runs the engine until `stop` is set (by SIGINT/SIGTERM in the binary).
@@ -345,6 +345,7 @@ fn start_xdp(
         }
         knobs
     });
+    let busy_knobs = Arc::new(crate::busy_poll::Knobs::new(busy_knobs));
     let zc = sockets.iter().all(|(_, x)| x.zero_copy());
     tracing::info!(
         iface = %iface.name,
@@ -378,6 +379,8 @@ fn start_xdp(
             socket: dup,
             counters: crossbeam_utils::CachePadded::default(),
             published: Published::default(),
+            napi_id: std::sync::atomic::AtomicU32::new(crate::busy_poll::NAPI_ID_UNKNOWN),
+            busy_knobs: Arc::clone(&busy_knobs),
         }));
     }
     let running = Arc::new(Running {
@@ -492,6 +495,8 @@ fn start_socket(
             socket: dup,
             counters: crossbeam_utils::CachePadded::default(),
             published: Published::default(),
+            napi_id: std::sync::atomic::AtomicU32::new(crate::busy_poll::NAPI_ID_UNKNOWN),
+            busy_knobs: Arc::default(),
         }));
     }
     let running = Arc::new(Running {
@@ -536,7 +541,7 @@ fn start_socket(
         control: Some(control),
         claim: Some(claim),
         stop,
-        _busy_knobs: None,
+        _busy_knobs: Arc::default(),
     };
     Ok((engine, api_queues))
 }

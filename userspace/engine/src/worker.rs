@@ -91,6 +91,23 @@ pub struct Queue {
     pub counters: CachePadded<Counters>,
     /// Protocol and application figures (protocol apps only).
     pub published: crate::service::Published,
+    /// The NAPI id the socket's packets come through ([`NAPI_ID_UNKNOWN`] before the
+    /// first packets; 0 when the driver's queue has none). AF_XDP only.
+    ///
+    /// [`NAPI_ID_UNKNOWN`]: crate::busy_poll::NAPI_ID_UNKNOWN
+    pub napi_id: std::sync::atomic::AtomicU32,
+    /// The interface's busy-poll knobs (see [`crate::busy_poll::Knobs`]).
+    pub busy_knobs: Arc<crate::busy_poll::Knobs>,
+}
+
+impl Queue {
+    /// After the first packets: reads the socket's NAPI id once, publishes it, and lets
+    /// the busy-poll knobs react to a queue without one.
+    #[cold]
+    pub fn learn_napi_id(&self, xsk: &Xsk) {
+        let id = self.busy_knobs.queue_napi_id(self.queue, xsk.napi_id());
+        self.napi_id.store(id, Relaxed);
+    }
 }
 
 /// Worker settings.
@@ -128,6 +145,8 @@ enum Drop {
 pub fn run(mut xsk: Xsk, shared: &Queue, settings: Settings, stop: &AtomicBool) {
     shared.tid.store(crate::sys::gettid(), Relaxed);
     let kernel = Kernel::detect();
+    let prefetch = prefetch_enabled();
+    let mut napi_known = false;
     let mut batch: Vec<Frame> = Vec::with_capacity(BATCH);
     let mut tx: Vec<Frame> = Vec::with_capacity(TX_BACKLOG + BATCH);
     let c = &shared.counters;
@@ -144,6 +163,15 @@ pub fn run(mut xsk: Xsk, shared: &Queue, settings: Settings, stop: &AtomicBool) 
             c.tx_packets.fetch_add(sent as u64, Relaxed);
         }
         let n = xsk.recv(&mut batch, BATCH);
+        if n > 0 && !napi_known {
+            napi_known = true;
+            shared.learn_napi_id(&xsk);
+        }
+        if prefetch {
+            for f in &batch {
+                xsk.prefetch(f);
+            }
+        }
         let rx_at = std::time::Instant::now();
         if rx_at.duration_since(last_publish) >= Duration::from_millis(100) {
             latency.flush(&c.latency);
@@ -268,6 +296,14 @@ fn publish_drops(c: &Counters, t: &Tally) {
     c.drop_checksum.fetch_add(t.checksum, Relaxed);
     c.drop_unanswerable.fetch_add(t.unanswerable, Relaxed);
     c.drop_tx_full.fetch_add(t.tx_full, Relaxed);
+}
+
+/// Whether workers prefetch each RX batch's headers before processing it (on unless
+/// the environment sets `XRUDP_NO_PREFETCH=1`, the A/B knob docs/DATAPATH.md measures
+/// it with).
+#[must_use]
+pub fn prefetch_enabled() -> bool {
+    std::env::var_os("XRUDP_NO_PREFETCH").is_none_or(|v| v != "1")
 }
 
 /// Convenience for counters: a relaxed load.

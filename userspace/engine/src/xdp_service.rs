@@ -68,11 +68,22 @@ pub fn run(
     let mut stopping_rounds = 0u32;
     let c = &shared.counters;
     let mut latency = crate::stats::latency::Recorder::default();
+    let prefetch = crate::worker::prefetch_enabled();
+    let mut napi_known = false;
     loop {
         let stopping = stop.load(Relaxed);
         xsk.complete();
         xsk.refill(reserve);
         let n = xsk.recv(&mut batch, BATCH);
+        if n > 0 && !napi_known {
+            napi_known = true;
+            shared.learn_napi_id(&xsk);
+        }
+        if prefetch {
+            for f in &batch {
+                xsk.prefetch(f);
+            }
+        }
         let now = Instant::now();
         let mut t = Tally::default();
         for f in batch.drain(..) {

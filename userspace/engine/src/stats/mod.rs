@@ -535,6 +535,7 @@ mod tests {
             }),
             fill_ring_level: Some(1000),
             latency: None,
+            napi_id: None,
         }
     }
 

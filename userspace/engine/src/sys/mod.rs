@@ -144,6 +144,19 @@ pub fn set_sockopt_int(fd: i32, level: i32, name: i32, value: i32) -> io::Result
     }
 }
 
+/// Reads an integer socket option (e.g. `SO_INCOMING_NAPI_ID`).
+pub fn get_sockopt_int(fd: i32, level: i32, name: i32) -> io::Result<i32> {
+    let mut value: i32 = 0;
+    let mut len = size_of::<i32>() as libc::socklen_t;
+    // SAFETY: `value` and `len` live for the call; `len` holds `value`'s size.
+    let rc = unsafe { libc::getsockopt(fd, level, name, (&raw mut value).cast(), &raw mut len) };
+    if rc == 0 {
+        Ok(value)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// The kernel's per-socket AF_XDP drop counters (`XDP_STATISTICS`, kernel 5.9+ layout).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
