@@ -145,7 +145,6 @@ enum Drop {
 pub fn run(mut xsk: Xsk, shared: &Queue, settings: Settings, stop: &AtomicBool) {
     shared.tid.store(crate::sys::gettid(), Relaxed);
     let kernel = Kernel::detect();
-    let prefetch = prefetch_enabled();
     let mut napi_known = false;
     let mut batch: Vec<Frame> = Vec::with_capacity(BATCH);
     let mut tx: Vec<Frame> = Vec::with_capacity(TX_BACKLOG + BATCH);
@@ -166,11 +165,6 @@ pub fn run(mut xsk: Xsk, shared: &Queue, settings: Settings, stop: &AtomicBool) 
         if n > 0 && !napi_known {
             napi_known = true;
             shared.learn_napi_id(&xsk);
-        }
-        if prefetch {
-            for f in &batch {
-                xsk.prefetch(f);
-            }
         }
         let rx_at = std::time::Instant::now();
         if rx_at.duration_since(last_publish) >= Duration::from_millis(100) {
@@ -277,7 +271,6 @@ fn echo(buf: &mut [u8], len: usize, kernel: Kernel, check: bool) -> (usize, Resu
 
 /// Drops the newest replies beyond `keep` (the TX ring has stayed full); returns how
 /// many, and their bytes.
-#[cold]
 fn shed(xsk: &mut Xsk, tx: &mut Vec<Frame>, keep: usize) -> (u64, u64) {
     let (mut n, mut bytes) = (0, 0);
     while tx.len() > keep {
@@ -290,20 +283,11 @@ fn shed(xsk: &mut Xsk, tx: &mut Vec<Frame>, keep: usize) -> (u64, u64) {
     (n, bytes)
 }
 
-#[cold]
 fn publish_drops(c: &Counters, t: &Tally) {
     c.drop_malformed.fetch_add(t.malformed, Relaxed);
     c.drop_checksum.fetch_add(t.checksum, Relaxed);
     c.drop_unanswerable.fetch_add(t.unanswerable, Relaxed);
     c.drop_tx_full.fetch_add(t.tx_full, Relaxed);
-}
-
-/// Whether workers prefetch each RX batch's headers before processing it (on unless
-/// the environment sets `XRUDP_NO_PREFETCH=1`, the A/B knob docs/DATAPATH.md measures
-/// it with).
-#[must_use]
-pub fn prefetch_enabled() -> bool {
-    std::env::var_os("XRUDP_NO_PREFETCH").is_none_or(|v| v != "1")
 }
 
 /// Convenience for counters: a relaxed load.

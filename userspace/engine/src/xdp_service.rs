@@ -68,7 +68,6 @@ pub fn run(
     let mut stopping_rounds = 0u32;
     let c = &shared.counters;
     let mut latency = crate::stats::latency::Recorder::default();
-    let prefetch = crate::worker::prefetch_enabled();
     let mut napi_known = false;
     loop {
         let stopping = stop.load(Relaxed);
@@ -78,11 +77,6 @@ pub fn run(
         if n > 0 && !napi_known {
             napi_known = true;
             shared.learn_napi_id(&xsk);
-        }
-        if prefetch {
-            for f in &batch {
-                xsk.prefetch(f);
-            }
         }
         let now = Instant::now();
         let mut t = Tally::default();
@@ -277,7 +271,6 @@ fn route_peer(learnt: SocketAddr, dst: SocketAddr) -> SocketAddr {
     if peer_key(learnt) == dst { learnt } else { dst }
 }
 
-#[cold]
 fn publish_drops(c: &crate::worker::Counters, t: &Tally) {
     c.drop_malformed.fetch_add(t.malformed, Relaxed);
     c.drop_checksum.fetch_add(t.checksum, Relaxed);

@@ -365,22 +365,6 @@ impl Xsk {
         unsafe { self.umem.data(&frame.desc) }.contents()
     }
 
-    /// Asks the CPU to start loading the first cache line of a frame's packet (its
-    /// Ethernet/IP/UDP headers), so that a batch's headers arrive in parallel rather than
-    /// one cache miss at a time. A hint only: it changes nothing the program can observe.
-    #[inline]
-    pub fn prefetch(&self, frame: &Frame) {
-        let p = self.data(frame).as_ptr();
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: PREFETCHT0 never faults and writes nothing, whatever the address; `p`
-        // points into this socket's mapped UMEM anyway.
-        unsafe {
-            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast());
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = p;
-    }
-
     /// Write access to a frame's whole data area (its capacity, not just the current
     /// packet) and its length: `f(buffer, len)` returns the new packet length.
     pub fn with_buffer<R>(
