@@ -62,7 +62,7 @@ impl ServerOptions {
                 app: App::Echo,
                 umem_frames: 2048,
                 frame_size: 2048,
-                ring_size: 1024,
+                ring_size: 2048,
                 cores: None,
                 busy_poll: false,
                 udp_checksum_check: true,

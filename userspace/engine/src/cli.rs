@@ -106,8 +106,11 @@ pub struct AttachArgs {
     /// Bytes per UMEM frame: 2048 or 4096.
     #[arg(long = "frame-size", default_value_t = 2048)]
     pub frame_size: u32,
-    /// Entries per AF_XDP ring (fill, completion, RX, TX); a power of two.
-    #[arg(long = "ring-size", default_value_t = 1024)]
+    /// Entries per AF_XDP ring (fill, completion, RX, TX); a power of two, at most
+    /// --umem-frames. The default matches the default UMEM, so the fill ring can hand the
+    /// kernel every frame not kept back for replies: that is how long a stalled worker
+    /// can fall behind before packets drop.
+    #[arg(long = "ring-size", default_value_t = 2048)]
     pub ring_size: u32,
     /// Cores to pin the workers to, one per bound queue, comma-separated.
     /// Default: spread over all cores except core 0 (when there is more than one).

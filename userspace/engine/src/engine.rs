@@ -650,13 +650,13 @@ fn validate(o: &Options) -> anyhow::Result<()> {
             o.ring_size
         );
     }
-    if o.umem_frames < 2 * o.ring_size {
+    if o.umem_frames < o.ring_size {
         bail!(
-            "--umem-frames {} is too small for --ring-size {}: give at least {} so the fill \
-             ring and the TX path both have frames",
+            "--umem-frames {} is too small for --ring-size {}: give at least {} frames, one \
+             per ring entry (the workers keep some back from the fill ring for replies)",
             o.umem_frames,
             o.ring_size,
-            2 * o.ring_size
+            o.ring_size
         );
     }
     if sys::geteuid() != 0 {
