@@ -8,6 +8,7 @@
     reason = "test helpers fail the test by panicking, with a message saying why"
 )]
 
+pub mod alloc;
 pub mod frames;
 
 use std::{

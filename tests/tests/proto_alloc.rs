@@ -11,74 +11,15 @@
 //! control thread, the clients and the main engine thread are not counted.
 
 use std::{
-    alloc::{GlobalAlloc, Layout, System},
-    fs::File,
     net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::Relaxed},
-    },
     time::{Duration, Instant},
 };
 
-use nix::sched::{CloneFlags, setns};
 use xrudp_client::{ClientConfig, ClientEvent, ClientState, Fleet, FleetId};
 use xrudp_tests::Topology;
 
-/// Counts allocations (alloc, zeroed alloc, realloc) made by the thread whose kernel tid
-/// is in [`WATCHED`].
-struct Counting;
-
-static WATCHED: AtomicI32 = AtomicI32::new(0);
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-/// Sizes of the first counted allocations, to tell what allocated in a failure message.
-static SIZES: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
-
-fn note(size: usize) {
-    let watched = WATCHED.load(Relaxed);
-    // SAFETY: gettid has no preconditions and does not allocate.
-    if watched != 0 && unsafe { libc::gettid() } == watched {
-        let n = ALLOCS.fetch_add(1, Relaxed);
-        if let Some(s) = SIZES.get(n as usize) {
-            s.store(size as u64, Relaxed);
-        }
-        counted(size);
-    }
-}
-
-/// A counted allocation: a function of its own, for a debugger's breakpoint.
-#[inline(never)]
-fn counted(size: usize) {
-    std::hint::black_box(size);
-}
-
-// SAFETY: every method forwards to the system allocator unchanged; counting touches only
-// atomics.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note(new_size);
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: xrudp_tests::alloc::ThreadCounting = xrudp_tests::alloc::ThreadCounting;
 
 const PORT: u16 = 7777;
 const CLIENTS: usize = 4;
@@ -193,18 +134,6 @@ fn echoes(fleet: &mut Fleet, ids: &[FleetId], total: usize) -> Phase {
     p
 }
 
-fn worker_tid(name: &str) -> Option<i32> {
-    std::fs::read_dir("/proc/self/task")
-        .ok()?
-        .flatten()
-        .find_map(|e| {
-            let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
-            (comm.trim() == name)
-                .then(|| e.file_name().to_str()?.parse().ok())
-                .flatten()
-        })
-}
-
 fn echo_allocates_nothing(backend: xrudp::engine::Backend, worker: &'static str) {
     let t = Topology::new(1, true);
     let options = xrudp::engine::Options {
@@ -225,28 +154,8 @@ fn echo_allocates_nothing(backend: xrudp::engine::Backend, worker: &'static str)
         protocol: xrudp_proto::ServerConfig::default(),
         hello_rate: 0,
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    let ns = format!("/var/run/netns/{}", t.ns_srv);
-    let stop2 = Arc::clone(&stop);
-    let engine = std::thread::spawn(move || {
-        let f = File::open(&ns).expect("server namespace");
-        setns(&f, CloneFlags::CLONE_NEWNET).expect("setns");
-        xrudp::engine::run(&options, &stop2)
-    });
-
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let tid = loop {
-        if let Some(tid) = worker_tid(worker) {
-            break tid;
-        }
-        assert!(
-            !engine.is_finished(),
-            "the engine stopped: {:?}",
-            engine.join()
-        );
-        assert!(Instant::now() < deadline, "no worker thread within 30 s");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let engine = xrudp_tests::alloc::InProcessEngine::start(&t.ns_srv, options, worker);
+    let tid = engine.worker_tid;
 
     let dst: SocketAddr = t.srv_addr(PORT);
     let (warm, counted, allocs) = Topology::in_ns(&t.ns_cli, move || {
@@ -274,17 +183,12 @@ fn echo_allocates_nothing(backend: xrudp::engine::Backend, worker: &'static str)
             "clients connected"
         );
         let warm = echoes(&mut fleet, &ids, WARMUP);
-        ALLOCS.store(0, Relaxed);
-        WATCHED.store(tid, Relaxed);
-        let counted = echoes(&mut fleet, &ids, COUNTED);
-        WATCHED.store(0, Relaxed);
-        (warm, counted, ALLOCS.load(Relaxed))
+        let (counted, allocs) =
+            xrudp_tests::alloc::count_thread(tid, || echoes(&mut fleet, &ids, COUNTED));
+        (warm, counted, allocs)
     });
-    stop.store(true, Relaxed);
-    engine
-        .join()
-        .expect("engine thread")
-        .expect("engine ran cleanly");
+    let sizes = xrudp_tests::alloc::first_sizes();
+    engine.stop();
     eprintln!("{worker}: warm-up {warm:?}");
     eprintln!("{worker}: counted {counted:?}; worker allocations: {allocs}");
     for p in [&warm, &counted] {
@@ -296,7 +200,6 @@ fn echo_allocates_nothing(backend: xrudp::engine::Backend, worker: &'static str)
         COUNTED,
         "counted messages sent"
     );
-    let sizes: Vec<u64> = SIZES.iter().map(|s| s.load(Relaxed)).collect();
     assert_eq!(
         allocs, 0,
         "the {worker} worker allocated {allocs} times during {COUNTED} echoes \
