@@ -14,7 +14,6 @@
 //! homogeneous population of peers.
 
 use std::{
-    net::SocketAddr,
     sync::atomic::{AtomicBool, Ordering::Relaxed},
     time::{Duration, Instant},
 };
@@ -22,7 +21,7 @@ use std::{
 use xrudp_packet::{Datagram, Kernel, datagram};
 
 use crate::{
-    neigh,
+    neigh::{self, peer_key},
     service::{Published, Service},
     sys::xsk::{Frame, Xsk},
     worker::{BATCH, Queue, Settings},
@@ -89,7 +88,7 @@ pub fn run(
                 }
                 Ok(d) => {
                     let from = peer_key(d.src());
-                    routes.learn(from, d.route());
+                    routes.learn(d.route());
                     service.handle_datagram(now, from, d.payload());
                 }
             }
@@ -235,11 +234,10 @@ fn build_one(
     let Some(tr) = service.poll_transmit(now, &mut buf[at..]) else {
         return (0, Built::Nothing);
     };
-    let Some(mut route) = routes.lookup(tr.dst) else {
+    // The learnt route keeps the flow label the peer used; the key is without it.
+    let Some(route) = routes.lookup(tr.dst) else {
         return (0, Built::NoRoute);
     };
-    // Keep the flow label the peer used; the key itself is without it.
-    route.peer = route_peer(route.peer, tr.dst);
     let need = route.header_len();
     if need != at {
         if need + tr.len > buf.len() {
@@ -252,23 +250,6 @@ fn build_one(
         Ok(len) => (len, Built::Frame),
         Err(_) => (0, Built::NoRoute),
     }
-}
-
-/// The protocol's view of a peer: its address and port, without the IPv6 flow label
-/// (which a peer may change per packet).
-fn peer_key(addr: SocketAddr) -> SocketAddr {
-    match addr {
-        SocketAddr::V6(mut v6) => {
-            v6.set_flowinfo(0);
-            v6.set_scope_id(0);
-            SocketAddr::V6(v6)
-        }
-        v4 @ SocketAddr::V4(_) => v4,
-    }
-}
-
-fn route_peer(learnt: SocketAddr, dst: SocketAddr) -> SocketAddr {
-    if peer_key(learnt) == dst { learnt } else { dst }
 }
 
 fn publish_drops(c: &crate::worker::Counters, t: &Tally) {
