@@ -667,27 +667,8 @@ impl Conn {
     /// Puts the unacked messages of the oldest in-flight packet up for retransmission, so
     /// that a probe carries data rather than a bare ping (RFC 9002 §6.2.4 allows either).
     fn queue_probe_data(&mut self) {
-        let Some(p) = self.sent.iter().find(|p| !p.acked && !p.lost).copied() else {
-            return;
-        };
-        let Some(s) = self.streams.as_deref_mut() else {
-            return;
-        };
-        for i in p.log..p.log + u64::from(p.frames) {
-            // Checked like the others: a packet's log index below the live log's start
-            // (entries already trimmed) names nothing to retransmit.
-            let Some(id) = s.logged(i) else {
-                continue;
-            };
-            if let Some(m) = id
-                .checked_sub(s.msg_base)
-                .and_then(|k| s.msgs.get_mut(k as usize))
-                && !m.acked
-                && !m.queued
-            {
-                m.queued = true;
-                s.retransmit.push_back(id);
-            }
+        if let Some(p) = self.sent.iter().find(|p| !p.acked && !p.lost).copied() {
+            self.queue_retransmit(&p);
         }
     }
 
@@ -1387,11 +1368,15 @@ impl Conn {
         }
     }
 
+    /// Queues for retransmission the messages of `p` that are neither acknowledged nor
+    /// already queued.
     fn queue_retransmit(&mut self, p: &SentPacket) {
         let Some(s) = self.streams.as_deref_mut() else {
             return;
         };
         for i in p.log..p.log + u64::from(p.frames) {
+            // A packet's log index below the live log's start (entries already trimmed)
+            // names nothing to retransmit.
             let Some(id) = s.logged(i) else {
                 continue;
             };
