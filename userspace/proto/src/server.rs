@@ -405,14 +405,7 @@ impl Server {
             index,
             generation: slot.generation,
         };
-        let ctx = Ctx {
-            channels: &self.config.channels,
-            transport: &self.config.transport,
-            idle_timeout: self.config.idle_timeout,
-            keepalive: self.config.keepalive,
-            pool: &mut self.pool,
-            stats: &mut self.stats,
-        };
+        let ctx = conn_ctx(&self.config, &mut self.pool, &mut self.stats);
         // The client's max ack delay is the same default unless configured otherwise: the
         // client announces none, so the server assumes its own.
         let conn = Conn::new(
@@ -493,14 +486,7 @@ impl Server {
         if d.kind == PacketType::Disconnect {
             conn.handle_disconnect(d.body, false, &mut self.pool);
         } else {
-            let mut ctx = Ctx {
-                channels: &self.config.channels,
-                transport: &self.config.transport,
-                idle_timeout: self.config.idle_timeout,
-                keepalive: self.config.keepalive,
-                pool: &mut self.pool,
-                stats: &mut self.stats,
-            };
+            let mut ctx = conn_ctx(&self.config, &mut self.pool, &mut self.stats);
             let events = &mut self.events;
             let handle = ConnHandle { index, generation };
             conn.handle_data(now, d.body, &mut ctx, &mut |channel, data| {
@@ -582,14 +568,7 @@ impl Server {
                 let Some(conn) = self.slots[index as usize].conn.as_mut() else {
                     continue;
                 };
-                let mut ctx = Ctx {
-                    channels: &self.config.channels,
-                    transport: &self.config.transport,
-                    idle_timeout: self.config.idle_timeout,
-                    keepalive: self.config.keepalive,
-                    pool: &mut self.pool,
-                    stats: &mut self.stats,
-                };
+                let mut ctx = conn_ctx(&self.config, &mut self.pool, &mut self.stats);
                 conn.handle_timeout(now, &mut ctx);
                 self.after(index);
             }
@@ -646,14 +625,7 @@ impl Server {
                 self.mark_ready(index);
                 return Some(Transmit { dst, len });
             }
-            let mut ctx = Ctx {
-                channels: &self.config.channels,
-                transport: &self.config.transport,
-                idle_timeout: self.config.idle_timeout,
-                keepalive: self.config.keepalive,
-                pool: &mut self.pool,
-                stats: &mut self.stats,
-            };
+            let mut ctx = conn_ctx(&self.config, &mut self.pool, &mut self.stats);
             let dst = conn.peer;
             let sent = conn.poll_transmit(now, out, &mut ctx);
             let closed = conn.state == State::Closed;
@@ -714,14 +686,7 @@ impl Server {
             return Err(SendError::NotConnected);
         }
         let conn = slot.conn.as_mut().ok_or(SendError::NotConnected)?;
-        let mut ctx = Ctx {
-            channels: &self.config.channels,
-            transport: &self.config.transport,
-            idle_timeout: self.config.idle_timeout,
-            keepalive: self.config.keepalive,
-            pool: &mut self.pool,
-            stats: &mut self.stats,
-        };
+        let mut ctx = conn_ctx(&self.config, &mut self.pool, &mut self.stats);
         conn.send(channel, data, &mut ctx)?;
         self.stats.messages_out += 1;
         self.mark_ready(handle.index);
@@ -754,6 +719,23 @@ impl Server {
         let Some(c) = slot.conn.as_mut() else { return };
         c.close(DisconnectReason::Local { code }, kind, code, &mut self.pool);
         self.mark_ready(handle.index);
+    }
+}
+
+/// A connection's per-call context over the server's settings, buffer pool and counters
+/// (a free function, so that it borrows only those fields, not the connection's slot).
+fn conn_ctx<'a>(
+    config: &'a ServerConfig,
+    pool: &'a mut BufPool,
+    stats: &'a mut Counters,
+) -> Ctx<'a> {
+    Ctx {
+        channels: &config.channels,
+        transport: &config.transport,
+        idle_timeout: config.idle_timeout,
+        keepalive: config.keepalive,
+        pool,
+        stats,
     }
 }
 
