@@ -59,6 +59,32 @@ enum Phase {
     Done,
 }
 
+/// What the server's welcome settled: the channels, and the idle and keepalive timers.
+#[derive(Debug, Default)]
+struct Session {
+    channels: Vec<ChannelKind>,
+    idle_timeout: Duration,
+    keepalive: Duration,
+}
+
+/// The open connection's per-call context over the session's and the client's settings,
+/// buffer pool and counters (a free function, so that it leaves `Client::phase` borrowable).
+fn conn_ctx<'a>(
+    session: &'a Session,
+    config: &'a ClientConfig,
+    pool: &'a mut BufPool,
+    stats: &'a mut Counters,
+) -> Ctx<'a> {
+    Ctx {
+        channels: &session.channels,
+        transport: &config.transport,
+        idle_timeout: session.idle_timeout,
+        keepalive: session.keepalive,
+        pool,
+        stats,
+    }
+}
+
 /// A client endpoint. Same call order as [`crate::Server`].
 #[derive(Debug)]
 pub struct Client {
@@ -68,9 +94,7 @@ pub struct Client {
     initial_seq: u16,
     token: Option<ConnectToken>,
     phase: Phase,
-    channels: Vec<ChannelKind>,
-    idle_timeout: Duration,
-    keepalive: Duration,
+    session: Session,
     started: Instant,
     resend_at: Option<Instant>,
     resend_interval: Duration,
@@ -103,9 +127,7 @@ impl Client {
             initial_seq,
             token,
             phase: Phase::Hello,
-            channels: Vec::new(),
-            idle_timeout: Duration::ZERO,
-            keepalive: Duration::ZERO,
+            session: Session::default(),
             started: now,
             resend_at: None,
             send_now: true,
@@ -174,7 +196,7 @@ impl Client {
     /// The channels the server announced (empty before `Connected`).
     #[must_use]
     pub fn channels(&self) -> &[ChannelKind] {
-        &self.channels
+        &self.session.channels
     }
 
     /// Handles one received datagram.
@@ -204,14 +226,8 @@ impl Client {
                 if d.kind == PacketType::Disconnect {
                     conn.handle_disconnect(d.body, true, &mut self.pool);
                 } else {
-                    let mut ctx = Ctx {
-                        channels: &self.channels,
-                        transport: &self.config.transport,
-                        idle_timeout: self.idle_timeout,
-                        keepalive: self.keepalive,
-                        pool: &mut self.pool,
-                        stats: &mut self.stats,
-                    };
+                    let mut ctx =
+                        conn_ctx(&self.session, &self.config, &mut self.pool, &mut self.stats);
                     let events = &mut self.events;
                     conn.handle_data(now, d.body, &mut ctx, &mut |channel, data| {
                         events.push_back(ClientEvent::Message { channel, data });
@@ -254,18 +270,13 @@ impl Client {
                     self.stats.decode_errors[DecodeError::BadField.index()] += 1;
                     return;
                 }
-                self.channels = channels;
-                self.idle_timeout = Duration::from_millis(u64::from(w.idle_timeout_ms.max(1000)));
-                self.keepalive = Duration::from_millis(u64::from(w.keepalive_ms.max(100)));
-                let mtu = usize::from(w.mtu).clamp(1200, self.config.transport.mtu);
-                let ctx = Ctx {
-                    channels: &self.channels,
-                    transport: &self.config.transport,
-                    idle_timeout: self.idle_timeout,
-                    keepalive: self.keepalive,
-                    pool: &mut self.pool,
-                    stats: &mut self.stats,
+                self.session = Session {
+                    channels,
+                    idle_timeout: Duration::from_millis(u64::from(w.idle_timeout_ms.max(1000))),
+                    keepalive: Duration::from_millis(u64::from(w.keepalive_ms.max(100))),
                 };
+                let mtu = usize::from(w.mtu).clamp(1200, self.config.transport.mtu);
+                let ctx = conn_ctx(&self.session, &self.config, &mut self.pool, &mut self.stats);
                 let conn = Conn::new(
                     now,
                     self.server,
@@ -322,14 +333,8 @@ impl Client {
                 }
             }
             Phase::Open(conn) => {
-                let mut ctx = Ctx {
-                    channels: &self.channels,
-                    transport: &self.config.transport,
-                    idle_timeout: self.idle_timeout,
-                    keepalive: self.keepalive,
-                    pool: &mut self.pool,
-                    stats: &mut self.stats,
-                };
+                let mut ctx =
+                    conn_ctx(&self.session, &self.config, &mut self.pool, &mut self.stats);
                 conn.handle_timeout(now, &mut ctx);
                 self.check_closed();
             }
@@ -370,14 +375,8 @@ impl Client {
                 len
             }
             Phase::Open(conn) => {
-                let mut ctx = Ctx {
-                    channels: &self.channels,
-                    transport: &self.config.transport,
-                    idle_timeout: self.idle_timeout,
-                    keepalive: self.keepalive,
-                    pool: &mut self.pool,
-                    stats: &mut self.stats,
-                };
+                let mut ctx =
+                    conn_ctx(&self.session, &self.config, &mut self.pool, &mut self.stats);
                 let r = conn.poll_transmit(now, out, &mut ctx);
                 self.check_closed();
                 return r.map(|len| Transmit { dst, len });
@@ -414,14 +413,7 @@ impl Client {
         let Phase::Open(conn) = &mut self.phase else {
             return Err(SendError::NotConnected);
         };
-        let mut ctx = Ctx {
-            channels: &self.channels,
-            transport: &self.config.transport,
-            idle_timeout: self.idle_timeout,
-            keepalive: self.keepalive,
-            pool: &mut self.pool,
-            stats: &mut self.stats,
-        };
+        let mut ctx = conn_ctx(&self.session, &self.config, &mut self.pool, &mut self.stats);
         conn.send(channel, data, &mut ctx)?;
         self.stats.messages_out += 1;
         Ok(())
