@@ -64,12 +64,7 @@ impl Sockets {
                 Err(e) => {
                     // ICMP errors reported on the socket (refused, unreachable) fail the
                     // call for the datagram at its head; drop that one and go on.
-                    if !matches!(
-                        e.kind(),
-                        io::ErrorKind::ConnectionRefused
-                            | io::ErrorKind::HostUnreachable
-                            | io::ErrorKind::NetworkUnreachable
-                    ) {
+                    if !is_icmp_error(e.kind()) {
                         counters.errors += 1;
                     }
                     counters.send_dropped += queued;
@@ -153,12 +148,7 @@ impl Transport for Sockets {
                     Err(e) => {
                         // An ICMP error (port unreachable while the server restarts) is
                         // reported once per socket; anything else is counted too.
-                        if !matches!(
-                            e.kind(),
-                            io::ErrorKind::ConnectionRefused
-                                | io::ErrorKind::HostUnreachable
-                                | io::ErrorKind::NetworkUnreachable
-                        ) {
+                        if !is_icmp_error(e.kind()) {
                             self.counters.errors += 1;
                         }
                         break;
@@ -196,4 +186,15 @@ impl Transport for Sockets {
     fn counters(&self) -> IoCounters {
         self.counters
     }
+}
+
+/// Whether `kind` is an ICMP error the kernel reported on a connected socket (refused or
+/// unreachable): expected while a server restarts, so not counted as an I/O error.
+fn is_icmp_error(kind: io::ErrorKind) -> bool {
+    matches!(
+        kind,
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::HostUnreachable
+            | io::ErrorKind::NetworkUnreachable
+    )
 }
