@@ -9,6 +9,7 @@
 //! root namespace as well as from inside the engine's.
 
 use std::{
+    collections::HashSet,
     fs::{self, File, OpenOptions},
     io::{self, Read as _, Write as _},
     path::{Path, PathBuf},
@@ -154,10 +155,23 @@ pub fn live_engine(iface: &str) -> io::Result<Option<u32>> {
 }
 
 /// Control sockets of every running engine, in every namespace: `(netns dir name, iface, path)`.
+///
+/// An engine that was killed (SIGKILL, the OOM killer) leaves its files behind; its lock
+/// is no longer held, so they are skipped here (not removed: only an engine claiming the
+/// interface may do that without racing another one starting).
 #[must_use]
 pub fn all_engines() -> Vec<(String, String, PathBuf)> {
+    let held = fs::read_to_string("/proc/locks")
+        .ok()
+        .map(|s| flocked_files(&s));
+    engines_in(&base_dir(), held.as_ref())
+}
+
+/// The `.sock` files under `base`'s namespace directories whose `.lock` is in `held`
+/// (all of them when `held` is `None`: lock state unknown).
+fn engines_in(base: &Path, held: Option<&HashSet<FileId>>) -> Vec<(String, String, PathBuf)> {
     let mut out = Vec::new();
-    let Ok(dirs) = fs::read_dir(base_dir()) else {
+    let Ok(dirs) = fs::read_dir(base) else {
         return out;
     };
     for d in dirs.filter_map(Result::ok) {
@@ -168,6 +182,9 @@ pub fn all_engines() -> Vec<(String, String, PathBuf)> {
             let p = f.path();
             if p.extension().is_some_and(|e| e == "sock")
                 && let Some(stem) = p.file_stem()
+                && held.is_none_or(|h| {
+                    fs::metadata(p.with_extension("lock")).is_ok_and(|m| h.contains(&file_id(&m)))
+                })
             {
                 out.push((
                     d.file_name().to_string_lossy().into_owned(),
@@ -179,4 +196,81 @@ pub fn all_engines() -> Vec<(String, String, PathBuf)> {
     }
     out.sort();
     out
+}
+
+/// A file as /proc/locks names it: device major, minor and inode.
+type FileId = (u64, u64, u64);
+
+fn file_id(m: &fs::Metadata) -> FileId {
+    use std::os::unix::fs::MetadataExt as _;
+    let dev = m.dev();
+    // The Linux dev_t encoding (glibc's gnu_dev_major and gnu_dev_minor).
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    (major, minor, m.ino())
+}
+
+/// Files some process holds a `flock` on, from the text of /proc/locks: lines such as
+/// `1: FLOCK  ADVISORY  WRITE 4242 00:1a:1234 0 EOF` (major and minor in hex, inode in
+/// decimal; a waiter's line has `->` before `FLOCK` and is not a holder).
+fn flocked_files(proc_locks: &str) -> HashSet<FileId> {
+    proc_locks
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace().skip(1);
+            if f.next()? != "FLOCK" {
+                return None;
+            }
+            let id = f.nth(3)?;
+            let mut parts = id.split(':');
+            let major = u64::from_str_radix(parts.next()?, 16).ok()?;
+            let minor = u64::from_str_radix(parts.next()?, 16).ok()?;
+            let ino = parts.next()?.parse().ok()?;
+            Some((major, minor, ino))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_locks_lines_are_parsed_and_waiters_ignored() {
+        let text = "1: FLOCK  ADVISORY  WRITE 4242 00:1a:1234 0 EOF\n\
+                    1: -> FLOCK  ADVISORY  WRITE 4243 00:1a:1234 0 EOF\n\
+                    2: POSIX  ADVISORY  WRITE 77 fe:01:99 0 EOF\n\
+                    3: FLOCK  ADVISORY  WRITE 5 fe:1f:4026531840 0 EOF\n\
+                    garbage\n";
+        let held = flocked_files(text);
+        assert_eq!(
+            held,
+            HashSet::from([(0, 0x1a, 1234), (0xfe, 0x1f, 4_026_531_840)])
+        );
+    }
+
+    #[test]
+    fn a_killed_engines_files_are_skipped() {
+        let base = std::env::temp_dir().join(format!("xrudp-runtime-{}", std::process::id()));
+        let ns = base.join("net-1");
+        fs::create_dir_all(&ns).expect("dir");
+        for iface in ["live0", "dead0"] {
+            fs::write(ns.join(format!("{iface}.sock")), "").expect("sock");
+            fs::write(ns.join(format!("{iface}.lock")), "1\n").expect("lock");
+        }
+        let live = File::open(ns.join("live0.lock")).expect("open");
+        assert!(sys::try_lock_exclusive(&live).expect("flock"));
+        let proc_locks = fs::read_to_string("/proc/locks").expect("/proc/locks");
+        let found = engines_in(&base, Some(&flocked_files(&proc_locks)));
+        let unknown = engines_in(&base, None);
+        drop(live);
+        fs::remove_dir_all(&base).expect("clean up");
+        let names: Vec<_> = found.iter().map(|(_, i, _)| i.as_str()).collect();
+        assert_eq!(names, ["live0"]);
+        assert_eq!(
+            unknown.len(),
+            2,
+            "without lock state every socket is listed"
+        );
+    }
 }
