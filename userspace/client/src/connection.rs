@@ -16,6 +16,10 @@ use crate::sock::{self, IoStats, RECV_BUFFER_LEN, Recv, SEND_BUFFER_LEN};
 /// rest wait in the socket for the next call.
 pub const MAX_RECV_PER_POLL: usize = 4096;
 
+/// Free message buffers a [`Connection`] preallocates in each pool class up to 2 KiB
+/// (`Client::prefill_pool`), so a game client's first messages allocate none: about 106 KiB.
+pub const POOL_PREFILL: usize = 32;
+
 /// One client connection over its own UDP socket.
 ///
 /// Use it non-blocking (call [`Connection::poll`] from your loop, at least by
@@ -54,8 +58,9 @@ impl Connection {
     ) -> io::Result<Self> {
         let seed = sock::os_seed()?;
         let now = Instant::now();
-        let client = Client::new(config, server, seed, now, token)
+        let mut client = Client::new(config, server, seed, now, token)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        client.prefill_pool(POOL_PREFILL);
         let socket = UdpSocket::bind(local)?;
         socket.connect(server)?;
         socket.set_nonblocking(true)?;

@@ -19,6 +19,12 @@ use crate::sock::{self, IoStats, RECV_BUFFER_LEN, Recv, SEND_BUFFER_LEN};
 /// carried over to the next call (nothing is lost: the rest wait in the socket).
 pub const RECV_BUDGET: usize = 256;
 
+/// Free message buffers each connection of a [`Fleet`] preallocates in each pool class up
+/// to 2 KiB (`Client::prefill_pool`): about 6.6 KiB each, fewer than a [`crate::Connection`]
+/// takes, because a fleet holds thousands; a load generator's first messages (one or two
+/// in flight per class) allocate none.
+pub const FLEET_POOL_PREFILL: usize = 2;
+
 /// Stale timer-heap items tolerated beyond two per connection before the heap is compacted
 /// (none in unit tests, so that compaction runs under their traffic).
 const COMPACT_SLACK: usize = if cfg!(test) { 0 } else { 1024 };
@@ -153,8 +159,9 @@ impl Fleet {
         token: Option<ConnectToken>,
     ) -> io::Result<FleetId> {
         let seed = self.next_seed();
-        let client = Client::new(config, server, seed, Instant::now(), token)
+        let mut client = Client::new(config, server, seed, Instant::now(), token)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        client.prefill_pool(FLEET_POOL_PREFILL);
         let mut socket = UdpSocket::bind(local).map_err(|e| {
             io::Error::new(
                 e.kind(),

@@ -42,9 +42,9 @@ mod sock;
 #[doc(hidden)]
 pub mod testing;
 
-pub use connection::{Connection, MAX_RECV_PER_POLL};
+pub use connection::{Connection, MAX_RECV_PER_POLL, POOL_PREFILL};
 pub use error::ConnectError;
-pub use fleet::{Fleet, FleetId, FleetStats, RECV_BUDGET};
+pub use fleet::{FLEET_POOL_PREFILL, Fleet, FleetId, FleetStats, RECV_BUDGET};
 pub use sock::{IoStats, RECV_BUFFER_LEN};
 pub use xrudp_proto::{
     ChannelKind, ClientConfig, ClientEvent, ClientState, ConnStats, ConnectToken, Counters,
