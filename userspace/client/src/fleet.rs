@@ -13,6 +13,7 @@ use xrudp_proto::{
     Client, ClientConfig, ClientEvent, ClientState, ConnStats, ConnectToken, Counters, SendError,
 };
 
+use crate::bookkeeping::{Book, Seeds, StateCounts};
 use crate::sock::{self, IoStats, RECV_BUFFER_LEN, Recv, SEND_BUFFER_LEN};
 
 /// Datagrams read from one socket per [`Fleet::drive`] at most; a socket with more is
@@ -73,13 +74,8 @@ struct Entry {
     socket: UdpSocket,
     client: Client,
     server: SocketAddr,
-    /// The deadline of this entry's live heap item.
-    scheduled: Option<Instant>,
-    /// The state as of the last drive (for the per-state counts).
-    state: ClientState,
-    dirty: bool,
+    book: Book,
     backlogged: bool,
-    in_event_queue: bool,
 }
 
 #[derive(Debug, Default)]
@@ -102,7 +98,7 @@ pub struct Fleet {
     slots: Vec<Slot>,
     free: Vec<u32>,
     /// (deadline, index, generation); items whose deadline is no longer the entry's
-    /// `scheduled` are stale and skipped when they surface.
+    /// `book.scheduled()` are stale and skipped when they surface.
     timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
     dirty: Vec<u32>,
     backlog: Vec<u32>,
@@ -110,9 +106,9 @@ pub struct Fleet {
     event_queue: VecDeque<u32>,
     rx: Box<[u8]>,
     tx: Box<[u8]>,
-    states: [usize; 4],
+    states: StateCounts,
     stats: FleetStats,
-    seed: u64,
+    seeds: Seeds,
     /// Heap compactions done (for tests).
     compactions: u64,
 }
@@ -132,9 +128,9 @@ impl Fleet {
             event_queue: VecDeque::new(),
             rx: vec![0; RECV_BUFFER_LEN].into_boxed_slice(),
             tx: vec![0; SEND_BUFFER_LEN].into_boxed_slice(),
-            states: [0; 4],
+            states: StateCounts::default(),
             stats: FleetStats::default(),
-            seed: sock::os_seed()?,
+            seeds: Seeds::new(sock::os_seed()?),
             compactions: 0,
         })
     }
@@ -158,7 +154,7 @@ impl Fleet {
         config: ClientConfig,
         token: Option<ConnectToken>,
     ) -> io::Result<FleetId> {
-        let seed = self.next_seed();
+        let seed = self.seeds.draw();
         let mut client = Client::new(config, server, seed, Instant::now(), token)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         client.prefill_pool(FLEET_POOL_PREFILL);
@@ -196,14 +192,10 @@ impl Fleet {
             socket,
             client,
             server,
-            scheduled: None,
-            state: ClientState::Connecting,
-            dirty: true,
+            book: Book::new(&mut self.states),
             backlogged: false,
-            in_event_queue: false,
         });
         self.dirty.push(index);
-        self.states[state_index(ClientState::Connecting)] += 1;
         self.stats.added += 1;
         Ok(FleetId {
             index,
@@ -217,8 +209,7 @@ impl Fleet {
         let index = id.index;
         let entry = self.entry_mut(id).ok_or(SendError::NotConnected)?;
         entry.client.send(channel, data)?;
-        if !entry.dirty {
-            entry.dirty = true;
+        if entry.book.mark() {
             self.dirty.push(index);
         }
         Ok(())
@@ -230,8 +221,7 @@ impl Fleet {
         let index = id.index;
         if let Some(entry) = self.entry_mut(id) {
             entry.client.disconnect(code);
-            if !entry.dirty {
-                entry.dirty = true;
+            if entry.book.mark() {
                 self.dirty.push(index);
             }
         }
@@ -251,7 +241,7 @@ impl Fleet {
         };
         // Deregistering fails only for a socket never registered; dropping it closes it.
         let _ = self.poll.registry().deregister(&mut entry.socket);
-        self.states[state_index(entry.state)] -= 1;
+        entry.book.forget(&mut self.states);
         self.free.push(id.index);
         self.stats.removed += 1;
         true
@@ -307,12 +297,7 @@ impl Fleet {
             let Some(entry) = slot.entry.as_mut() else {
                 continue;
             };
-            if slot.generation != generation || entry.scheduled != Some(t) {
-                continue;
-            }
-            entry.scheduled = None;
-            if !entry.dirty {
-                entry.dirty = true;
+            if slot.generation == generation && entry.book.take_due(t) && entry.book.mark() {
                 self.dirty.push(index);
             }
         }
@@ -330,7 +315,10 @@ impl Fleet {
             let slots = &self.slots;
             self.timers.retain(|&Reverse((t, i, g))| {
                 let s = &slots[i as usize];
-                s.generation == g && s.entry.as_ref().is_some_and(|e| e.scheduled == Some(t))
+                s.generation == g
+                    && s.entry
+                        .as_ref()
+                        .is_some_and(|e| e.book.scheduled() == Some(t))
             });
         }
         Ok(())
@@ -342,10 +330,9 @@ impl Fleet {
             let slot = &mut self.slots[index as usize];
             if let Some(entry) = slot.entry.as_mut() {
                 if let Some(event) = entry.client.poll_event() {
-                    if matches!(event, ClientEvent::Message { .. }) && !entry.dirty {
-                        // Consuming a message frees receive buffer: let the next drive
-                        // send whatever that allows.
-                        entry.dirty = true;
+                    // Consuming a message frees receive buffer: let the next drive send
+                    // whatever that allows.
+                    if matches!(event, ClientEvent::Message { .. }) && entry.book.mark() {
                         self.dirty.push(index);
                     }
                     let id = FleetId {
@@ -354,7 +341,7 @@ impl Fleet {
                     };
                     return Some((id, event));
                 }
-                entry.in_event_queue = false;
+                entry.book.events_drained();
             }
             self.event_queue.pop_front();
         }
@@ -377,7 +364,7 @@ impl Fleet {
     /// Connections in `state`, as of the last [`Fleet::drive`]. O(1).
     #[must_use]
     pub fn count(&self, state: ClientState) -> usize {
-        self.states[state_index(state)]
+        self.states.count(state)
     }
 
     /// Connections held (in any state, until removed).
@@ -485,8 +472,7 @@ impl Fleet {
             entry.backlogged = true;
             self.backlog.push(index);
         }
-        if !entry.dirty {
-            entry.dirty = true;
+        if entry.book.mark() {
             self.dirty.push(index);
         }
     }
@@ -499,7 +485,6 @@ impl Fleet {
         let Some(entry) = slot.entry.as_mut() else {
             return;
         };
-        entry.dirty = false;
         self.stats.settled += 1;
         if entry.client.poll_timeout().is_some_and(|t| t <= now) {
             entry.client.handle_timeout(now);
@@ -516,42 +501,14 @@ impl Fleet {
         {
             self.stats.socket_errors += 1;
         }
-        let state = entry.client.state();
-        if state != entry.state {
-            self.states[state_index(entry.state)] -= 1;
-            self.states[state_index(state)] += 1;
-            entry.state = state;
-        }
-        if !entry.in_event_queue {
-            entry.in_event_queue = true;
-            self.event_queue.push_back(index);
-        }
-        // Only an earlier deadline needs a new heap item; a later one is found when the
-        // current item surfaces (an early wakeup is harmless).
-        if let Some(want) = entry.client.poll_timeout()
-            && entry.scheduled.is_none_or(|s| want < s)
-        {
-            entry.scheduled = Some(want);
+        if let Some(want) = entry.book.settled(
+            &entry.client,
+            index,
+            &mut self.states,
+            &mut self.event_queue,
+        ) {
             self.timers.push(Reverse((want, index, generation)));
         }
-    }
-
-    /// SplitMix64 over the fleet's OS-drawn seed: distinct seeds per connection.
-    fn next_seed(&mut self) -> u64 {
-        self.seed = self.seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.seed;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
-
-fn state_index(state: ClientState) -> usize {
-    match state {
-        ClientState::Connecting => 0,
-        ClientState::Connected => 1,
-        ClientState::Disconnecting => 2,
-        ClientState::Disconnected => 3,
     }
 }
 
@@ -600,7 +557,7 @@ mod tests {
             // Every live deadline is in the heap: nothing was compacted away.
             for &id in &ids {
                 let e = fleet.entry(id).unwrap();
-                if let Some(t) = e.scheduled {
+                if let Some(t) = e.book.scheduled() {
                     assert!(
                         fleet
                             .timers

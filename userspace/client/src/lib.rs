@@ -10,6 +10,9 @@
 //! - [`Fleet`]: many connections driven by one thread through one `mio::Poll` and one timer
 //!   heap, so a [`Fleet::drive`] call costs O(connections with work), not O(all). For load
 //!   generators.
+//! - [`bookkeeping`]: what a thread driving many connections keeps per connection (work
+//!   pending, event queue, timer deadline, state counts, seeds): [`Fleet`]'s, and that of a
+//!   load generator with its own I/O.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -35,6 +38,7 @@
 //! ```
 #![deny(unsafe_code)]
 
+pub mod bookkeeping;
 mod connection;
 mod error;
 mod fleet;

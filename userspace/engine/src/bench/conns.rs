@@ -13,6 +13,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use xrudp_client::bookkeeping::{Book, Seeds, StateCounts};
 use xrudp_proto::{Client, ClientConfig, ClientEvent, ClientState, Counters, SendError};
 
 /// Datagram counters of a transport.
@@ -58,10 +59,7 @@ pub trait Transport {
 #[derive(Debug)]
 struct Entry {
     client: Client,
-    scheduled: Option<Instant>,
-    state: ClientState,
-    dirty: bool,
-    in_events: bool,
+    book: Book,
 }
 
 /// Many connections driven by the thread that calls [`Conns::drive`].
@@ -73,9 +71,9 @@ pub struct Conns<T> {
     dirty: Vec<u32>,
     retry: Vec<u32>,
     events: VecDeque<u32>,
-    states: [usize; 4],
+    states: StateCounts,
     rx_pending: bool,
-    seed: u64,
+    seeds: Seeds,
 }
 
 impl<T: Transport> Conns<T> {
@@ -88,9 +86,9 @@ impl<T: Transport> Conns<T> {
             dirty: Vec::new(),
             retry: Vec::new(),
             events: VecDeque::new(),
-            states: [0; 4],
+            states: StateCounts::default(),
             rx_pending: false,
-            seed,
+            seeds: Seeds::new(seed),
         }
     }
 
@@ -105,18 +103,14 @@ impl<T: Transport> Conns<T> {
         let index = self.entries.len();
         let idx32 = u32::try_from(index)
             .map_err(|_| io::Error::other("more than 2^32 connections in one thread"))?;
-        let client = Client::new(config, server, self.next_seed(), Instant::now(), None)
+        let client = Client::new(config, server, self.seeds.draw(), Instant::now(), None)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         self.transport.open(index, local, server)?;
         self.entries.push(Some(Entry {
             client,
-            scheduled: None,
-            state: ClientState::Connecting,
-            dirty: true,
-            in_events: false,
+            book: Book::new(&mut self.states),
         }));
         self.dirty.push(idx32);
-        self.states[state_index(ClientState::Connecting)] += 1;
         Ok(index)
     }
 
@@ -143,7 +137,7 @@ impl<T: Transport> Conns<T> {
     /// Drops connection `index` at once, sending nothing.
     pub fn remove(&mut self, index: usize) {
         if let Some(e) = self.entries.get_mut(index).and_then(Option::take) {
-            self.states[state_index(e.state)] -= 1;
+            e.book.forget(&mut self.states);
             self.transport.close(index);
         }
     }
@@ -175,9 +169,8 @@ impl<T: Transport> Conns<T> {
             }
             self.timers.pop();
             if let Some(e) = self.entries[index as usize].as_mut()
-                && e.scheduled == Some(t)
+                && e.book.take_due(t)
             {
-                e.scheduled = None;
                 mark(e, &mut self.dirty, index as usize);
             }
         }
@@ -198,7 +191,7 @@ impl<T: Transport> Conns<T> {
             self.timers.retain(|&Reverse((t, i))| {
                 entries[i as usize]
                     .as_ref()
-                    .is_some_and(|e| e.scheduled == Some(t))
+                    .is_some_and(|e| e.book.scheduled() == Some(t))
             });
         }
     }
@@ -216,7 +209,7 @@ impl<T: Transport> Conns<T> {
                     }
                     return Some((i, event));
                 }
-                e.in_events = false;
+                e.book.events_drained();
             }
             self.events.pop_front();
         }
@@ -233,13 +226,13 @@ impl<T: Transport> Conns<T> {
     /// Connections in `state` as of the last drive.
     #[must_use]
     pub fn count(&self, state: ClientState) -> usize {
-        self.states[state_index(state)]
+        self.states.count(state)
     }
 
     /// Connections held (not removed).
     #[must_use]
     pub fn len(&self) -> usize {
-        self.states.iter().sum()
+        self.states.total()
     }
 
     /// Whether no connection is held.
@@ -276,40 +269,18 @@ impl<T: Transport> Conns<T> {
         let Some(e) = self.entries[i].as_mut() else {
             return;
         };
-        e.dirty = false;
         if e.client.poll_timeout().is_some_and(|t| t <= now) {
             e.client.handle_timeout(now);
         }
         if !self.transport.flush(i, &mut e.client, now) {
             self.retry.push(index);
         }
-        let state = e.client.state();
-        if state != e.state {
-            self.states[state_index(e.state)] -= 1;
-            self.states[state_index(state)] += 1;
-            e.state = state;
-        }
-        if !e.in_events {
-            e.in_events = true;
-            self.events.push_back(index);
-        }
-        // Only an earlier deadline needs a new heap item; a later one is found when the
-        // current item surfaces (an early wakeup is harmless).
-        if let Some(want) = e.client.poll_timeout()
-            && e.scheduled.is_none_or(|s| want < s)
+        if let Some(want) = e
+            .book
+            .settled(&e.client, index, &mut self.states, &mut self.events)
         {
-            e.scheduled = Some(want);
             self.timers.push(Reverse((want, index)));
         }
-    }
-
-    /// SplitMix64: distinct seeds per connection.
-    fn next_seed(&mut self) -> u64 {
-        self.seed = self.seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.seed;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
     }
 }
 
@@ -324,18 +295,8 @@ pub fn random_seed() -> u64 {
 }
 
 fn mark(e: &mut Entry, dirty: &mut Vec<u32>, index: usize) {
-    if !e.dirty {
-        e.dirty = true;
+    if e.book.mark() {
         // Indices fit u32: `add` refuses more.
         dirty.push(index as u32);
-    }
-}
-
-fn state_index(state: ClientState) -> usize {
-    match state {
-        ClientState::Connecting => 0,
-        ClientState::Connected => 1,
-        ClientState::Disconnecting => 2,
-        ClientState::Disconnected => 3,
     }
 }
