@@ -52,6 +52,7 @@ fn worker_allocates_nothing_per_packet() {
         zero_copy: xrudp::sys::xsk::ZeroCopy::Auto,
         app: xrudp::worker::App::UdpEcho,
         umem_frames: 2048,
+        umem_hugepages: false,
         frame_size: 2048,
         ring_size: 1024,
         cores: None,

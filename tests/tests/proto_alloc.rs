@@ -154,6 +154,7 @@ fn echo_allocates_nothing(backend: xrudp::engine::Backend, worker: &'static str)
         zero_copy: xrudp::sys::xsk::ZeroCopy::Auto,
         app: xrudp::worker::App::Echo,
         umem_frames: 4096,
+        umem_hugepages: false,
         frame_size: 2048,
         ring_size: 1024,
         cores: None,

@@ -43,6 +43,7 @@ fn table_through_bpf_prog_test_run() {
             ring_size: 64,
             zero_copy: ZeroCopy::Off,
             need_wakeup: true,
+            huge_pages: false,
         };
         let xsk = Xsk::open(&iface, 0, &cfg).expect("binding an AF_XDP socket on queue 0");
         prog.register_socket(0, xsk.fd())

@@ -61,6 +61,7 @@ impl ServerOptions {
                 zero_copy: ZeroCopy::Auto,
                 app: App::Echo,
                 umem_frames: 2048,
+                umem_hugepages: false,
                 frame_size: 2048,
                 ring_size: 2048,
                 cores: None,

@@ -56,6 +56,8 @@ pub struct Options {
     pub app: App,
     /// UMEM frames per queue.
     pub umem_frames: u32,
+    /// Back each UMEM with reserved huge pages (`--umem-hugepages`).
+    pub umem_hugepages: bool,
     /// Bytes per UMEM frame.
     pub frame_size: u32,
     /// Ring entries.
@@ -293,6 +295,9 @@ fn start_xdp(
 ) -> anyhow::Result<(Engine, Vec<Arc<Queues>>)> {
     let queues = select_queues(iface, options.queues.as_deref())?;
     let cores = assign_cores(options.cores.as_deref(), queues.len(), iface.numa_node)?;
+    if options.umem_hugepages {
+        check_huge_pages(options, queues.len())?;
+    }
     let claim = Claim::acquire(&iface.name)?;
 
     let mut program = Program::load()?;
@@ -305,6 +310,7 @@ fn start_xdp(
         ring_size: options.ring_size,
         zero_copy: options.zero_copy,
         need_wakeup: !options.busy_poll,
+        huge_pages: options.umem_hugepages,
     };
     // Native XDP first decides which zero-copy attempts make sense: SKB mode is copy only.
     let mode = program.attach(&iface.name, options.mode)?;
@@ -355,6 +361,7 @@ fn start_xdp(
         zero_copy = zc,
         bind_mode = if zc { "zero-copy" } else { "copy" },
         udp_checksum_check = options.udp_checksum_check,
+        umem_hugepages = options.umem_hugepages,
         queues = ?queues,
         cores = ?cores,
         numa_node = ?iface.numa_node,
@@ -662,6 +669,51 @@ fn validate(o: &Options) -> anyhow::Result<()> {
     if sys::geteuid() != 0 {
         tracing::warn!(
             "not running as root: attaching needs CAP_BPF, CAP_NET_ADMIN and CAP_NET_RAW"
+        );
+    }
+    Ok(())
+}
+
+/// With `--umem-hugepages`: each UMEM must be a whole number of huge pages, and enough
+/// of them must be free, or the mmap would fail with a bare ENOMEM.
+fn check_huge_pages(o: &Options, queues: usize) -> anyhow::Result<()> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").context("reading /proc/meminfo")?;
+    let field = |name: &str| -> Option<u64> {
+        meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| {
+                v.trim_start_matches(':')
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+    };
+    let (Some(page_kib), Some(free)) = (field("Hugepagesize"), field("HugePages_Free")) else {
+        bail!(
+            "--umem-hugepages: this kernel reports no huge pages (no Hugepagesize in /proc/meminfo)"
+        );
+    };
+    let page = page_kib * 1024;
+    let umem = u64::from(o.umem_frames) * u64::from(o.frame_size);
+    if umem % page != 0 {
+        let per_page = page / u64::from(o.frame_size);
+        bail!(
+            "--umem-hugepages: a UMEM of {} frames × {} B is not a whole number of {} KiB huge \
+             pages; use a multiple of {per_page} frames (e.g. --umem-frames {})",
+            o.umem_frames,
+            o.frame_size,
+            page_kib,
+            umem.div_ceil(page) * per_page
+        );
+    }
+    let need = umem / page * queues as u64;
+    if free < need {
+        bail!(
+            "--umem-hugepages: {queues} queue(s) need {need} free {page_kib} KiB huge pages, \
+             {free} are free; reserve more with `sysctl vm.nr_hugepages=N` (N counts the \
+             pages already in use too, see HugePages_Total in /proc/meminfo)"
         );
     }
     Ok(())

@@ -39,6 +39,7 @@ const XSK: XskConfig = XskConfig {
     ring_size: 2048,
     zero_copy: ZeroCopy::Auto,
     need_wakeup: true,
+    huge_pages: false,
 };
 
 /// The XDP program attached to the client interface, and one transport per load thread.

@@ -53,6 +53,9 @@ pub struct XskConfig {
     pub zero_copy: ZeroCopy,
     /// Bind with `XDP_USE_NEED_WAKEUP` (sleeping driver; near-zero idle CPU).
     pub need_wakeup: bool,
+    /// Back the UMEM with huge pages (`MAP_HUGETLB`; fewer TLB misses). The pages must
+    /// be reserved (`vm.nr_hugepages`) and the UMEM a whole number of them.
+    pub huge_pages: bool,
 }
 
 /// Why a socket could not be opened.
@@ -208,11 +211,12 @@ impl Xsk {
             .comp_queue_size(ring)
             .build()
             .map_err(|e| XskError::Config(e.to_string()))?;
-        let (umem, descs) = Umem::new(umem_cfg, frames, false).map_err(|e| XskError::Umem {
-            frames: cfg.frames,
-            frame_size: cfg.frame_size,
-            source: io::Error::other(e.to_string()),
-        })?;
+        let (umem, descs) =
+            Umem::new(umem_cfg, frames, cfg.huge_pages).map_err(|e| XskError::Umem {
+                frames: cfg.frames,
+                frame_size: cfg.frame_size,
+                source: io::Error::other(e.to_string()),
+            })?;
         let name: Interface = iface
             .parse()
             .map_err(|_| XskError::Config(format!("bad interface name {iface:?}")))?;
