@@ -121,16 +121,67 @@ pub struct Settings {
     pub udp_checksum_check: bool,
 }
 
-/// Per-batch tallies, kept in registers/stack and published once per batch.
+/// Per-batch tallies of a worker (raw or protocol), kept in registers/stack and published
+/// once per batch with [`Tally::publish`].
 #[derive(Default)]
-struct Tally {
-    rx_bytes: u64,
-    tx_packets: u64,
-    tx_bytes: u64,
-    malformed: u64,
-    checksum: u64,
-    unanswerable: u64,
-    tx_full: u64,
+pub(crate) struct Tally {
+    /// Bytes of the frames received.
+    pub(crate) rx_bytes: u64,
+    /// Frames put on the TX ring.
+    pub(crate) tx_packets: u64,
+    /// Bytes of the frames sent.
+    pub(crate) tx_bytes: u64,
+    /// Frames that did not parse as Ethernet/IP/UDP.
+    pub(crate) malformed: u64,
+    /// Datagrams with a bad UDP checksum.
+    pub(crate) checksum: u64,
+    /// Datagrams with no route back (multicast/broadcast ends, no learnt link-layer route).
+    pub(crate) unanswerable: u64,
+    /// Replies the TX ring had no room for, or datagrams no UMEM frame was free for.
+    pub(crate) tx_full: u64,
+}
+
+impl Tally {
+    /// Adds this batch of `rx_packets` received frames to `c`, with the UMEM's frame
+    /// levels after it.
+    #[inline]
+    pub(crate) fn publish(&self, c: &Counters, rx_packets: usize, xsk: &Xsk) {
+        c.rx_packets.fetch_add(rx_packets as u64, Relaxed);
+        c.rx_bytes.fetch_add(self.rx_bytes, Relaxed);
+        if self.tx_packets + self.tx_bytes > 0 {
+            c.tx_packets.fetch_add(self.tx_packets, Relaxed);
+            c.tx_bytes.fetch_add(self.tx_bytes, Relaxed);
+        }
+        if self.malformed + self.checksum + self.unanswerable + self.tx_full > 0 {
+            self.publish_drops(c);
+        }
+        c.frames_in_use
+            .store(u64::from(xsk.frames_in_use()), Relaxed);
+        c.frames_high_water
+            .store(u64::from(xsk.high_water()), Relaxed);
+    }
+
+    fn publish_drops(&self, c: &Counters) {
+        c.drop_malformed.fetch_add(self.malformed, Relaxed);
+        c.drop_checksum.fetch_add(self.checksum, Relaxed);
+        c.drop_unanswerable.fetch_add(self.unanswerable, Relaxed);
+        c.drop_tx_full.fetch_add(self.tx_full, Relaxed);
+    }
+}
+
+/// Releases the frames still queued in `tx` and waits (up to 100 ms) for those on the TX
+/// ring to complete, so that the kernel is done with the UMEM before it is freed.
+pub(crate) fn drain(xsk: &mut Xsk, tx: &mut Vec<Frame>) {
+    for f in tx.drain(..) {
+        xsk.release(f);
+    }
+    for _ in 0..100 {
+        if xsk.tx_outstanding() == 0 {
+            break;
+        }
+        xsk.complete();
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// Why the echo did not answer a frame.
@@ -222,31 +273,9 @@ pub fn run(mut xsk: Xsk, shared: &Queue, settings: Settings, stop: &AtomicBool) 
         }
         // RX to TX for this batch, counted once per packet (docs/STATS.md).
         latency.record(rx_at.elapsed(), n as u64);
-        c.rx_packets.fetch_add(n as u64, Relaxed);
-        c.rx_bytes.fetch_add(t.rx_bytes, Relaxed);
-        if t.tx_packets + t.tx_bytes > 0 {
-            c.tx_packets.fetch_add(t.tx_packets, Relaxed);
-            c.tx_bytes.fetch_add(t.tx_bytes, Relaxed);
-        }
-        if t.malformed + t.checksum + t.unanswerable + t.tx_full > 0 {
-            publish_drops(c, &t);
-        }
-        c.frames_in_use
-            .store(u64::from(xsk.frames_in_use()), Relaxed);
-        c.frames_high_water
-            .store(u64::from(xsk.high_water()), Relaxed);
+        t.publish(c, n, &xsk);
     }
-    // Let frames in flight drain so the kernel is done with the UMEM before it is freed.
-    for f in tx.drain(..) {
-        xsk.release(f);
-    }
-    for _ in 0..100 {
-        if xsk.tx_outstanding() == 0 {
-            break;
-        }
-        xsk.complete();
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    drain(&mut xsk, &mut tx);
 }
 
 /// Answers one received frame in place: parse, verify the UDP checksum (unless told
@@ -281,13 +310,6 @@ fn shed(xsk: &mut Xsk, tx: &mut Vec<Frame>, keep: usize) -> (u64, u64) {
         }
     }
     (n, bytes)
-}
-
-fn publish_drops(c: &Counters, t: &Tally) {
-    c.drop_malformed.fetch_add(t.malformed, Relaxed);
-    c.drop_checksum.fetch_add(t.checksum, Relaxed);
-    c.drop_unanswerable.fetch_add(t.unanswerable, Relaxed);
-    c.drop_tx_full.fetch_add(t.tx_full, Relaxed);
 }
 
 /// Convenience for counters: a relaxed load.

@@ -24,24 +24,12 @@ use crate::{
     neigh::{self, peer_key},
     service::{Published, Service},
     sys::xsk::{Frame, Xsk},
-    worker::{BATCH, Queue, Settings},
+    worker::{self, BATCH, Queue, Settings, Tally},
 };
 
 /// Frames the fill ring never gets, so the worker can always originate datagrams: at
 /// most this many, and at most a quarter of the UMEM (a small UMEM must still receive).
 pub const TX_RESERVE: usize = 256;
-
-/// Why a received frame did not reach the protocol, or a datagram did not leave.
-#[derive(Default)]
-struct Tally {
-    rx_bytes: u64,
-    tx_packets: u64,
-    tx_bytes: u64,
-    malformed: u64,
-    checksum: u64,
-    no_route: u64,
-    no_frame: u64,
-}
 
 /// Runs the protocol worker until `stop` is set; then sends the shutdown notices
 /// (disconnects) and returns.
@@ -113,17 +101,7 @@ pub fn run(
             // RX to TX for this batch, counted once per packet (docs/STATS.md).
             latency.record(now.elapsed(), n as u64);
         }
-        c.rx_packets.fetch_add(n as u64, Relaxed);
-        c.rx_bytes.fetch_add(t.rx_bytes, Relaxed);
-        c.tx_packets.fetch_add(t.tx_packets, Relaxed);
-        c.tx_bytes.fetch_add(t.tx_bytes, Relaxed);
-        if t.malformed + t.checksum + t.no_route + t.no_frame > 0 {
-            publish_drops(c, &t);
-        }
-        c.frames_in_use
-            .store(u64::from(xsk.frames_in_use()), Relaxed);
-        c.frames_high_water
-            .store(u64::from(xsk.high_water()), Relaxed);
+        t.publish(c, n, &xsk);
         if now.duration_since(last_publish) >= Duration::from_millis(100) {
             published.publish(service);
             latency.flush(&c.latency);
@@ -153,16 +131,7 @@ pub fn run(
             }
         }
     }
-    for f in tx.drain(..) {
-        xsk.release(f);
-    }
-    for _ in 0..100 {
-        if xsk.tx_outstanding() == 0 {
-            break;
-        }
-        xsk.complete();
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    worker::drain(&mut xsk, &mut tx);
 }
 
 /// Builds every datagram the protocol has to send into free frames and bursts them out.
@@ -190,7 +159,8 @@ fn transmit(
             }
         }
         let Some(mut f) = xsk.alloc() else {
-            t.no_frame += 1;
+            // No free UMEM frame: counted with the replies the TX ring had no room for.
+            t.tx_full += 1;
             break;
         };
         let outcome = xsk.with_buffer(&mut f, |buf, _| {
@@ -206,7 +176,7 @@ fn transmit(
                 tx.push(f);
             }
             Built::NoRoute => {
-                t.no_route += 1;
+                t.unanswerable += 1;
                 xsk.release(f);
             }
         }
@@ -250,11 +220,4 @@ fn build_one(
         Ok(len) => (len, Built::Frame),
         Err(_) => (0, Built::NoRoute),
     }
-}
-
-fn publish_drops(c: &crate::worker::Counters, t: &Tally) {
-    c.drop_malformed.fetch_add(t.malformed, Relaxed);
-    c.drop_checksum.fetch_add(t.checksum, Relaxed);
-    c.drop_unanswerable.fetch_add(t.no_route, Relaxed);
-    c.drop_tx_full.fetch_add(t.no_frame, Relaxed);
 }
