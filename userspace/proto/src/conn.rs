@@ -234,6 +234,12 @@ impl Streams {
         self.log.get(k).copied()
     }
 
+    /// The message with id `id`, if still held (not yet trimmed off the front).
+    fn msg_mut(&mut self, id: u64) -> Option<&mut OutMsg> {
+        let k = id.checked_sub(self.msg_base)?;
+        self.msgs.get_mut(k as usize)
+    }
+
     fn is_quiet(&self) -> bool {
         self.msgs.is_empty()
             && self.unreliable.is_empty()
@@ -747,10 +753,7 @@ impl Conn {
             if may_send_data {
                 // Retransmissions first, then new reliable messages, then unreliable ones.
                 while let Some(&id) = s.retransmit.front() {
-                    let Some(m) = id
-                        .checked_sub(s.msg_base)
-                        .and_then(|k| s.msgs.get_mut(k as usize))
-                    else {
+                    let Some(m) = s.msg_mut(id) else {
                         s.retransmit.pop_front();
                         continue;
                     };
@@ -1308,9 +1311,7 @@ impl Conn {
             let Some(id) = s.logged(i) else {
                 continue;
             };
-            if let Some(m) = id
-                .checked_sub(s.msg_base)
-                .and_then(|k| s.msgs.get_mut(k as usize))
+            if let Some(m) = s.msg_mut(id)
                 && !m.acked
             {
                 m.acked = true;
@@ -1380,9 +1381,7 @@ impl Conn {
             let Some(id) = s.logged(i) else {
                 continue;
             };
-            if let Some(m) = id
-                .checked_sub(s.msg_base)
-                .and_then(|k| s.msgs.get_mut(k as usize))
+            if let Some(m) = s.msg_mut(id)
                 && !m.acked
                 && !m.queued
             {
