@@ -6,7 +6,7 @@ use std::{
     os::fd::OwnedFd,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicI32, Ordering::Relaxed},
+        atomic::{AtomicBool, Ordering::Relaxed},
     },
     thread,
     time::Instant,
@@ -19,7 +19,7 @@ use crate::{
     iface::Interface,
     loader::{ModeChoice, Program},
     runtime::Claim,
-    service::{Published, Queues, Service},
+    service::{Queues, Service},
     sys::{
         self,
         xsk::{Xsk, XskConfig, ZeroCopy},
@@ -377,18 +377,14 @@ fn start_xdp(
         let dup: OwnedFd = xsk
             .try_clone_fd()
             .context("duplicating the AF_XDP socket descriptor")?;
-        shared.push(Arc::new(Queue {
-            queue: *q,
-            core: *core,
-            zero_copy: xsk.zero_copy(),
-            umem_frames: xsk.frames(),
-            tid: AtomicI32::new(0),
-            socket: dup,
-            counters: crossbeam_utils::CachePadded::default(),
-            published: Published::default(),
-            napi_id: std::sync::atomic::AtomicU32::new(crate::busy_poll::NAPI_ID_UNKNOWN),
-            busy_knobs: Arc::clone(&busy_knobs),
-        }));
+        shared.push(Arc::new(Queue::new(
+            *q,
+            *core,
+            dup,
+            xsk.zero_copy(),
+            xsk.frames(),
+            Arc::clone(&busy_knobs),
+        )));
     }
     let running = Arc::new(Running {
         iface: iface.clone(),
@@ -415,11 +411,11 @@ fn start_xdp(
             other => Some(new_service(options, other, q.queue as u16, cookie_seed)?),
         };
         let stop = Arc::clone(&stop);
-        let name = format!("xrudp-q{}", q.queue);
-        let h = thread::Builder::new()
-            .name(name)
-            .spawn(move || {
-                pin(q.core, q.queue);
+        handles.push(spawn_worker(
+            format!("xrudp-q{}", q.queue),
+            q.core,
+            q.queue,
+            move || {
                 let span = tracing::info_span!("worker", queue = q.queue);
                 let _g = span.enter();
                 match service {
@@ -435,9 +431,8 @@ fn start_xdp(
                         );
                     }
                 }
-            })
-            .context("spawning a worker thread")?;
-        handles.push(h);
+            },
+        )?);
     }
     let engine = Engine {
         running,
@@ -493,18 +488,9 @@ fn start_socket(
         let dup: OwnedFd = std::os::fd::AsFd::as_fd(s)
             .try_clone_to_owned()
             .context("duplicating a socket")?;
-        shared.push(Arc::new(Queue {
-            queue: i as u32,
-            core: *core,
-            zero_copy: false,
-            umem_frames: 0,
-            tid: AtomicI32::new(0),
-            socket: dup,
-            counters: crossbeam_utils::CachePadded::default(),
-            published: Published::default(),
-            napi_id: std::sync::atomic::AtomicU32::new(crate::busy_poll::NAPI_ID_UNKNOWN),
-            busy_knobs: Arc::default(),
-        }));
+        // Not AF_XDP: no zero-copy, no UMEM, no busy-poll knobs of an interface queue.
+        let queue = Queue::new(i as u32, *core, dup, false, 0, Arc::default());
+        shared.push(Arc::new(queue));
     }
     let running = Arc::new(Running {
         iface: iface.clone(),
@@ -523,10 +509,11 @@ fn start_socket(
     for ((sock, q), app) in sockets.into_iter().zip(shared).zip(apps) {
         let mut service = new_service(options, &app, q.queue as u16, cookie_seed)?;
         let stop = Arc::clone(&stop);
-        let h = thread::Builder::new()
-            .name(format!("xrudp-s{}", q.queue))
-            .spawn(move || {
-                pin(q.core, q.queue);
+        handles.push(spawn_worker(
+            format!("xrudp-s{}", q.queue),
+            q.core,
+            q.queue,
+            move || {
                 q.tid.store(sys::gettid(), Relaxed);
                 let span = tracing::info_span!("worker", socket = q.queue);
                 let _g = span.enter();
@@ -538,9 +525,8 @@ fn start_socket(
                     busy,
                     &stop,
                 );
-            })
-            .context("spawning a worker thread")?;
-        handles.push(h);
+            },
+        )?);
     }
     let engine = Engine {
         running,
@@ -566,6 +552,22 @@ fn open_xsk(iface: &str, queue: u32, cfg: &XskConfig) -> Result<Xsk, sys::xsk::X
             other => return other,
         }
     }
+}
+
+/// Spawns worker thread `name`, which pins itself to `core` (see [`pin`]) and runs `work`.
+fn spawn_worker(
+    name: String,
+    core: Option<usize>,
+    queue: u32,
+    work: impl FnOnce() + Send + 'static,
+) -> anyhow::Result<thread::JoinHandle<()>> {
+    thread::Builder::new()
+        .name(name)
+        .spawn(move || {
+            pin(core, queue);
+            work();
+        })
+        .context("spawning a worker thread")
 }
 
 fn pin(core: Option<usize>, queue: u32) {

@@ -101,6 +101,31 @@ pub struct Queue {
 }
 
 impl Queue {
+    /// A queue's shared state before its worker starts: no thread id yet, zeroed counters
+    /// and figures, NAPI id unknown.
+    #[must_use]
+    pub fn new(
+        queue: u32,
+        core: Option<usize>,
+        socket: OwnedFd,
+        zero_copy: bool,
+        umem_frames: u32,
+        busy_knobs: Arc<crate::busy_poll::Knobs>,
+    ) -> Self {
+        Self {
+            queue,
+            core,
+            zero_copy,
+            umem_frames,
+            tid: AtomicI32::new(0),
+            socket,
+            counters: CachePadded::default(),
+            published: crate::service::Published::default(),
+            napi_id: std::sync::atomic::AtomicU32::new(crate::busy_poll::NAPI_ID_UNKNOWN),
+            busy_knobs,
+        }
+    }
+
     /// After the first packets: reads the socket's NAPI id once, publishes it, and lets
     /// the busy-poll knobs react to a queue without one.
     #[cold]
