@@ -142,12 +142,10 @@ impl Program {
 
     /// Puts an AF_XDP socket in the XSKMAP slot of `queue`.
     pub fn register_socket(&mut self, queue: u32, fd: RawFd) -> Result<(), LoadError> {
-        let map = self.ebpf.map_mut(maps::XSKS).ok_or(LoadError::Map {
-            name: maps::XSKS,
-            source: aya::maps::MapError::InvalidName {
-                name: maps::XSKS.into(),
-            },
-        })?;
+        let map = self
+            .ebpf
+            .map_mut(maps::XSKS)
+            .ok_or_else(|| no_map(maps::XSKS))?;
         let mut xsks: XskMap<&mut MapData> =
             XskMap::try_from(map).map_err(|source| LoadError::Map {
                 name: maps::XSKS,
@@ -206,12 +204,10 @@ impl Program {
 
     /// The XDP counters summed over CPUs, indexed by [`Counter`].
     pub fn counters(&self) -> Result<Vec<u64>, LoadError> {
-        let map = self.ebpf.map(maps::COUNTERS).ok_or(LoadError::Map {
-            name: maps::COUNTERS,
-            source: aya::maps::MapError::InvalidName {
-                name: maps::COUNTERS.into(),
-            },
-        })?;
+        let map = self
+            .ebpf
+            .map(maps::COUNTERS)
+            .ok_or_else(|| no_map(maps::COUNTERS))?;
         let arr: PerCpuArray<&MapData, u64> =
             PerCpuArray::try_from(map).map_err(|source| LoadError::Map {
                 name: maps::COUNTERS,
@@ -236,12 +232,7 @@ impl Program {
         let prog: &Xdp = self
             .ebpf
             .program(PROGRAM)
-            .ok_or(LoadError::Map {
-                name: "program xrudp",
-                source: aya::maps::MapError::InvalidName {
-                    name: PROGRAM.into(),
-                },
-            })?
+            .ok_or_else(no_program)?
             .try_into()
             .map_err(LoadError::Program)?;
         let mut opts = TestRunOptions::new();
@@ -254,22 +245,32 @@ impl Program {
         &mut self,
         name: &'static str,
     ) -> Result<Array<&mut MapData, V>, LoadError> {
-        let map = self.ebpf.map_mut(name).ok_or(LoadError::Map {
-            name,
-            source: aya::maps::MapError::InvalidName { name: name.into() },
-        })?;
+        let map = self.ebpf.map_mut(name).ok_or_else(|| no_map(name))?;
         Array::try_from(map).map_err(|source| LoadError::Map { name, source })
+    }
+}
+
+/// The error for a map named `name` that the loaded object lacks.
+fn no_map(name: &'static str) -> LoadError {
+    LoadError::Map {
+        name,
+        source: aya::maps::MapError::InvalidName { name: name.into() },
+    }
+}
+
+/// The error for a loaded object that lacks the `xrudp` program.
+fn no_program() -> LoadError {
+    LoadError::Map {
+        name: "program xrudp",
+        source: aya::maps::MapError::InvalidName {
+            name: PROGRAM.into(),
+        },
     }
 }
 
 fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp, LoadError> {
     ebpf.program_mut(PROGRAM)
-        .ok_or(LoadError::Map {
-            name: "program xrudp",
-            source: aya::maps::MapError::InvalidName {
-                name: PROGRAM.into(),
-            },
-        })?
+        .ok_or_else(no_program)?
         .try_into()
         .map_err(LoadError::Program)
 }
