@@ -22,14 +22,15 @@
 //! connection's generation and pushes `(deadline, index, generation)`; an entry whose
 //! generation is not the connection's current one is stale and skipped when it surfaces.
 //!
-//! `server/idle/N`: one in-memory echo round trip (as `userspace/engine/benches/proto.rs`)
-//! on one connection of a `Server` holding N connections, the other N − 1 admitted through
-//! the full handshake and then idle with their keepalive and idle timers armed. Those are
-//! 240 s and 250 s, and a server is replaced (untimed) by a fresh one before a sample could
-//! reach them, so what is measured is the cost of their armed timers, not their keepalive
-//! traffic (N datagrams per keepalive period, by design). After each size the bench prints
-//! the round trips, the simulated span, and the datagrams sent to idle connections (0: none
-//! fired); it checks that every connection is still open.
+//! `server/idle/N`: one in-memory echo round trip (`xrudp_proto::echo::Pair`, as in
+//! `userspace/engine/benches/proto.rs`) on one connection of a `Server` holding N
+//! connections, the other N − 1 admitted through the full handshake and then idle with
+//! their keepalive and idle timers armed. Those are 240 s and 250 s, and a server is
+//! replaced (untimed) by a fresh one before a sample could reach them, so what is measured
+//! is the cost of their armed timers, not their keepalive traffic (N datagrams per
+//! keepalive period, by design). After each size the bench prints the round trips, the
+//! simulated span, and the datagrams sent to idle connections (0: none fired); it checks
+//! that every connection is still open.
 //!
 //! `cargo bench -p xrudp-proto --bench timers -- --warm-up-time 1 --measurement-time 3`
 
@@ -40,8 +41,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use xrudp_proto::echo::{HOP, Pair};
 use xrudp_proto::timer::Wheel;
-use xrudp_proto::{Client, ClientConfig, ClientEvent, Server, ServerConfig, ServerEvent};
+use xrudp_proto::{Client, ClientConfig, ClientEvent, Server, ServerConfig};
 
 /// Armed timers (connections) per case.
 const SIZES: [u32; 3] = [1_000, 10_000, 100_000];
@@ -314,8 +316,8 @@ fn check_fire<T: Timers>(sim: &Sim<T>, n: u32) {
 /// 262 s horizon; no sample runs into them (see [`SIM_BOUND`]).
 const IDLE_KEEPALIVE: Duration = Duration::from_secs(240);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(250);
-/// Simulated one-way delay and gap between messages, as in the engine's `proto` bench.
-const HOP: Duration = Duration::from_micros(25);
+/// Simulated gap between messages, as in the engine's `proto` bench (each hop of
+/// datagrams adds `echo::HOP`).
 const STEP: Duration = Duration::from_micros(10);
 /// More simulated time than one round trip takes (about 35 µs: one hop and one step).
 const SIM_BOUND: Duration = Duration::from_micros(100);
@@ -330,17 +332,11 @@ fn client_addr(i: u32) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::from(0x0a01_0000 + i / 50_000)), port)
 }
 
-/// A server with `n` admitted connections, the last one's client kept (the busy one).
+/// A server with `n` admitted connections, the last one's client paired with it (the busy
+/// one), the other N − 1 clients gone.
 struct Busy {
-    server: Server,
-    client: Client,
-    addr: SocketAddr,
-    now: Instant,
+    pair: Pair,
     start: Instant,
-    buf: Vec<u8>,
-    echoed: u64,
-    /// Datagrams the server sent to idle connections while measured.
-    to_idle: u64,
 }
 
 impl Busy {
@@ -356,99 +352,54 @@ impl Busy {
         server.prefill_pool(256);
         let mut now = start;
         let mut buf = vec![0; 2048];
-        let mut last = None;
-        for i in 0..n {
-            let addr = client_addr(i);
-            let client = connect(&mut server, addr, u64::from(i) + 2, &mut now, &mut buf);
-            last = Some((client, addr));
+        // INVARIANT: n >= 1.
+        let busy = n.checked_sub(1).expect("one client");
+        for i in 0..busy {
+            connect(
+                &mut server,
+                client_addr(i),
+                u64::from(i) + 2,
+                &mut now,
+                &mut buf,
+            );
         }
-        // The idle connections' handshake acks go out (to nobody), then only their
-        // keepalive and idle timers stay armed.
-        now += Duration::from_millis(50);
-        server.handle_timeout(now);
-        while server.poll_transmit(now, &mut buf).is_some() {}
-        while server.poll_event().is_some() {}
+        let client = Client::new(
+            ClientConfig::default(),
+            SERVER,
+            u64::from(busy) + 2,
+            now,
+            None,
+        )
+        .expect("client config");
+        let mut pair = Pair::connect_endpoints(server, client, client_addr(busy), now)
+            .expect("the busy client connects in memory");
+        // The idle connections' handshake acks go out (to nobody; the busy one's are
+        // delivered), then only their keepalive and idle timers stay armed.
+        pair.now += Duration::from_millis(50);
+        pair.exchange().expect("exchanged in memory");
         assert_eq!(
-            server.connection_count(),
+            pair.server.connection_count(),
             n as usize,
             "every client admitted"
         );
-        // INVARIANT: n >= 1.
-        let (client, addr) = last.expect("one client");
+        // Only what the server sends idle connections while measured is counted.
+        pair.to_others = 0;
         Self {
-            server,
-            client,
-            addr,
-            now,
-            start: now,
-            buf,
-            echoed: 0,
-            to_idle: 0,
+            start: pair.now,
+            pair,
         }
     }
 
-    /// One echo round trip on the busy connection, every datagram delivered.
+    /// One echo round trip on the busy connection, every datagram to it delivered.
     fn round_trip(&mut self, msg: &[u8]) {
         // INVARIANT: everything earlier was delivered and acknowledged in memory.
-        self.client.send(0, msg).expect("message queued");
-        loop {
-            let mut moved = false;
-            if self.client.poll_timeout().is_some_and(|t| t <= self.now) {
-                self.client.handle_timeout(self.now);
-            }
-            if self.server.poll_timeout().is_some_and(|t| t <= self.now) {
-                self.server.handle_timeout(self.now);
-            }
-            while let Some(t) = self.client.poll_transmit(self.now, &mut self.buf) {
-                self.server
-                    .handle_datagram(self.now, self.addr, &self.buf[..t.len]);
-                moved = true;
-            }
-            while let Some(e) = self.server.poll_event() {
-                if let ServerEvent::Message {
-                    handle,
-                    channel,
-                    data,
-                } = e
-                {
-                    self.server
-                        .send(handle, channel, &data)
-                        .expect("echo queued");
-                    self.server.recycle(data);
-                }
-            }
-            while let Some(t) = self.server.poll_transmit(self.now, &mut self.buf) {
-                if t.dst == self.addr {
-                    self.client
-                        .handle_datagram(self.now, SERVER, &self.buf[..t.len]);
-                    moved = true;
-                } else {
-                    self.to_idle += 1;
-                }
-            }
-            while let Some(e) = self.client.poll_event() {
-                if let ClientEvent::Message { data, .. } = e {
-                    self.echoed += 1;
-                    self.client.recycle(black_box(data));
-                }
-            }
-            if !moved {
-                break;
-            }
-            self.now += HOP;
-        }
-        self.now += STEP;
+        self.pair.round_trip(0, msg).expect("echoed in memory");
+        self.pair.now += STEP;
     }
 }
 
 /// Connects one client through the full handshake, in memory.
-fn connect(
-    server: &mut Server,
-    addr: SocketAddr,
-    seed: u64,
-    now: &mut Instant,
-    buf: &mut [u8],
-) -> Client {
+fn connect(server: &mut Server, addr: SocketAddr, seed: u64, now: &mut Instant, buf: &mut [u8]) {
     let mut client =
         Client::new(ClientConfig::default(), SERVER, seed, *now, None).expect("client config");
     for _ in 0..8 {
@@ -465,7 +416,7 @@ fn connect(
                 while let Some(t) = client.poll_transmit(*now, buf) {
                     server.handle_datagram(*now, addr, &buf[..t.len]);
                 }
-                return client;
+                return;
             }
         }
         *now += HOP;
@@ -484,16 +435,16 @@ fn server(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 // Untimed: a server whose idle timers would come due within this sample is
                 // replaced by a fresh one (a round trip moves time by less than 100 µs).
-                let projected =
-                    busy.now - busy.start + SIM_BOUND * u32::try_from(iters).unwrap_or(u32::MAX);
+                let projected = busy.pair.now - busy.start
+                    + SIM_BOUND * u32::try_from(iters).unwrap_or(u32::MAX);
                 if projected > REBUILD_AT {
                     (echoed, to_idle, span) = (
-                        echoed + busy.echoed,
-                        to_idle + busy.to_idle,
-                        span + (busy.now - busy.start),
+                        echoed + busy.pair.echoed,
+                        to_idle + busy.pair.to_others,
+                        span + (busy.pair.now - busy.start),
                     );
                     assert_eq!(
-                        busy.server.connection_count(),
+                        busy.pair.server.connection_count(),
                         n as usize,
                         "no idle connection closed"
                     );
@@ -507,18 +458,18 @@ fn server(c: &mut Criterion) {
                 t.elapsed()
             });
         });
-        assert!(busy.echoed > 0, "no echo came back");
+        assert!(busy.pair.echoed > 0, "no echo came back");
         assert_eq!(
-            busy.server.connection_count(),
+            busy.pair.server.connection_count(),
             n as usize,
             "no idle connection closed"
         );
         eprintln!(
             "server/idle/{n}: {} round trips over {:.1} s simulated ({rebuilt} fresh servers); \
              {} datagrams to idle connections",
-            echoed + busy.echoed,
-            (span + (busy.now - busy.start)).as_secs_f64(),
-            to_idle + busy.to_idle,
+            echoed + busy.pair.echoed,
+            (span + (busy.pair.now - busy.start)).as_secs_f64(),
+            to_idle + busy.pair.to_others,
         );
     }
     g.finish();

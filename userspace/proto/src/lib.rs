@@ -12,6 +12,8 @@
 //! - [`congestion`], [`rtt`], [`pacing`]: the controllers, RTT estimator and pacer.
 //! - [`timer`]: the server's timing wheel (O(1) per connection timer change).
 //! - [`sim`]: a deterministic simulated network and the `Pair` test harness.
+//! - [`echo`]: an in-memory echo server and client pair, for per-message benches and
+//!   allocation counts.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -19,6 +21,7 @@ pub mod client;
 pub mod config;
 pub mod congestion;
 pub mod conn;
+pub mod echo;
 pub mod handshake;
 pub mod pacing;
 pub mod packet;

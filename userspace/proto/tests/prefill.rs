@@ -2,8 +2,9 @@
 //! for its first messages: a server and a client connect in memory, then the client sends
 //! [`FIRST`] messages of the pool's four small classes' sizes on a reliable and an
 //! unreliable channel, the server echoes each, and the client takes (and recycles) the
-//! echoes. A counting global allocator counts, on the test's thread, allocations shaped
-//! like a pool buffer: alignment 1 and a capacity of one of the classes up to 2 KiB.
+//! echoes, all through `xrudp_proto::echo::Pair`. A counting global allocator counts, on
+//! the test's thread, allocations shaped like a pool buffer: alignment 1 and a capacity of
+//! one of the classes up to 2 KiB.
 //!
 //! The server is prefilled in both runs, so what is counted is the client. The control run
 //! does not prefill the client and must count buffers, so the counter is known to work.
@@ -11,11 +12,12 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use xrudp_proto::echo::Pair;
 use xrudp_proto::pool::CLASSES;
-use xrudp_proto::{Client, ClientConfig, ClientEvent, Server, ServerConfig, ServerEvent};
+use xrudp_proto::sim::{SERVER_ADDR, client_addr};
+use xrudp_proto::{Client, ClientConfig, Server, ServerConfig};
 
 /// Messages counted: 16 in each of the four classes up to 2 KiB.
 const FIRST: usize = 64;
@@ -23,10 +25,6 @@ const FIRST: usize = 64;
 const PREFILL: usize = 32;
 /// Message lengths, one per class up to 2 KiB (the largest fits one datagram).
 const SIZES: [usize; 4] = [40, 200, 900, 1_100];
-
-const CLIENT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)), 40_000);
-const SERVER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 7_777);
-const HOP: Duration = Duration::from_micros(25);
 
 /// Counts, on threads that switched [`COUNTING`] on, allocations shaped like a pool buffer.
 struct Counting;
@@ -71,123 +69,25 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// A server and a client exchanging datagrams through memory.
-struct Link {
-    server: Server,
-    client: Client,
-    now: Instant,
-    buf: Vec<u8>,
-    connected: bool,
-    echoed: usize,
-}
-
-impl Link {
-    fn new(prefill_client: bool) -> Self {
-        let now = Instant::now();
-        let mut server = Server::new(ServerConfig::default(), 1, now).expect("server config");
-        server.prefill_pool(PREFILL);
-        let mut client =
-            Client::new(ClientConfig::default(), SERVER, 2, now, None).expect("client config");
-        if prefill_client {
-            client.prefill_pool(PREFILL);
-        }
-        let mut link = Self {
-            server,
-            client,
-            now,
-            buf: vec![0; 2048],
-            connected: false,
-            echoed: 0,
-        };
-        for _ in 0..100 {
-            link.exchange();
-            if link.connected {
-                return link;
-            }
-            link.now += Duration::from_millis(1);
-        }
-        panic!("the in-memory handshake did not complete");
+/// A server and a client (prefilled or not) connected through memory, the server
+/// prefilled.
+fn link(prefill_client: bool) -> Pair {
+    let now = Instant::now();
+    let mut server = Server::new(ServerConfig::default(), 1, now).expect("server config");
+    server.prefill_pool(PREFILL);
+    let mut client =
+        Client::new(ClientConfig::default(), SERVER_ADDR, 2, now, None).expect("client config");
+    if prefill_client {
+        client.prefill_pool(PREFILL);
     }
-
-    /// Moves datagrams both ways until neither end has more; the server echoes every
-    /// message, the client recycles every echo.
-    fn exchange(&mut self) {
-        loop {
-            let mut moved = false;
-            if self.client.poll_timeout().is_some_and(|t| t <= self.now) {
-                self.client.handle_timeout(self.now);
-            }
-            if self.server.poll_timeout().is_some_and(|t| t <= self.now) {
-                self.server.handle_timeout(self.now);
-            }
-            while let Some(t) = self.client.poll_transmit(self.now, &mut self.buf) {
-                self.server
-                    .handle_datagram(self.now, CLIENT, &self.buf[..t.len]);
-                moved = true;
-            }
-            while let Some(e) = self.server.poll_event() {
-                if let ServerEvent::Message {
-                    handle,
-                    channel,
-                    data,
-                } = e
-                {
-                    self.server
-                        .send(handle, channel, &data)
-                        .expect("echo queued");
-                    self.server.recycle(data);
-                }
-            }
-            while let Some(t) = self.server.poll_transmit(self.now, &mut self.buf) {
-                self.client
-                    .handle_datagram(self.now, SERVER, &self.buf[..t.len]);
-                moved = true;
-            }
-            while let Some(e) = self.client.poll_event() {
-                match e {
-                    ClientEvent::Message { data, .. } => {
-                        self.echoed += 1;
-                        self.client.recycle(data);
-                    }
-                    ClientEvent::Connected => self.connected = true,
-                    ClientEvent::Disconnected { reason } => panic!("closed: {reason:?}"),
-                }
-            }
-            if !moved {
-                return;
-            }
-            self.now += HOP;
-        }
-    }
-}
-
-impl Link {
-    /// Exchanges, moving time to the next deadline of either end, until `echoed` echoes
-    /// have come back (within a simulated second).
-    fn settle(&mut self, echoed: usize) {
-        let give_up = self.now + Duration::from_secs(1);
-        while self.echoed < echoed {
-            assert!(
-                self.now < give_up,
-                "{} of {echoed} echoes came back",
-                self.echoed
-            );
-            self.exchange();
-            let next = [self.client.poll_timeout(), self.server.poll_timeout()]
-                .into_iter()
-                .flatten()
-                .min()
-                .unwrap_or(self.now);
-            self.now = next.max(self.now + HOP);
-        }
-    }
+    Pair::connect_endpoints(server, client, client_addr(0), now).expect("connected in memory")
 }
 
 /// Connects, then counts pool-shaped allocations over the first [`FIRST`] messages, sent
 /// in bursts of eight (reliable-ordered and unreliable in turn, every size), each burst
 /// echoed before the next.
-fn first_messages(prefill_client: bool) -> (u64, usize) {
-    let mut link = Link::new(prefill_client);
+fn first_messages(prefill_client: bool) -> (u64, u64) {
+    let mut link = link(prefill_client);
     let payload = [0x5a; 2048];
     BUFFERS.with(|b| b.set(0));
     COUNTING.with(|c| c.set(true));
@@ -195,11 +95,10 @@ fn first_messages(prefill_client: bool) -> (u64, usize) {
         for k in 0..8 {
             let channel = if k % 2 == 0 { 0 } else { 2 };
             let len = SIZES[(burst + k / 2) % SIZES.len()];
-            link.client
-                .send(channel, &payload[..len])
-                .expect("message queued");
+            link.send(channel, &payload[..len]).expect("message queued");
         }
-        link.settle((burst + 1) * 8);
+        link.settle((burst as u64 + 1) * 8, Duration::from_secs(1))
+            .expect("the burst echoed");
     }
     COUNTING.with(|c| c.set(false));
     (BUFFERS.with(Cell::get), link.echoed)
@@ -208,14 +107,14 @@ fn first_messages(prefill_client: bool) -> (u64, usize) {
 #[test]
 fn a_prefilled_client_takes_no_new_buffer_for_its_first_messages() {
     let (buffers, echoed) = first_messages(true);
-    assert_eq!(echoed, FIRST, "every message echoed");
+    assert_eq!(echoed, FIRST as u64, "every message echoed");
     assert_eq!(buffers, 0, "new message buffers after prefill");
 }
 
 #[test]
 fn without_prefill_the_first_messages_allocate_buffers() {
     let (buffers, echoed) = first_messages(false);
-    assert_eq!(echoed, FIRST, "every message echoed");
+    assert_eq!(echoed, FIRST as u64, "every message echoed");
     // At least one buffer per class the client sent from and received into.
     assert!(
         buffers >= 4,
