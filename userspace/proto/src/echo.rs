@@ -293,6 +293,22 @@ mod tests {
     }
 
     #[test]
+    fn the_first_reliable_message_leaves_at_once() {
+        // It used to wait 8 simulated ms: the pacer charged the handshake's confirming
+        // ping to an empty bucket (pacing.rs).
+        let mut pair = Pair::connect(
+            ServerConfig::default(),
+            ClientConfig::default(),
+            Instant::now(),
+        )
+        .expect("connects");
+        let start = pair.now;
+        pair.round_trip(0, b"first input").expect("sent");
+        assert_eq!(pair.echoed, 1, "echoed within one exchange");
+        assert!(pair.now - start <= 4 * HOP, "{:?}", pair.now - start);
+    }
+
+    #[test]
     fn settle_reports_echoes_that_never_come() {
         let mut pair = Pair::connect(
             ServerConfig::default(),

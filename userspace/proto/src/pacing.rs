@@ -102,11 +102,16 @@ impl Pacer {
     }
 
     /// Takes `bytes` out of the bucket for a datagram sent at `now`.
-    pub fn on_sent(&mut self, now: Instant, bytes: u64) {
-        if self.last.is_none() {
-            self.last = Some(now);
+    ///
+    /// Before first use the bucket is full but its size is not known yet (it depends on
+    /// the window and RTT [`Pacer::delay`] is given), so a datagram sent without asking —
+    /// a probe or the ping that confirms a handshake — leaves it untouched: charging it to
+    /// an empty bucket made the connection's first message wait a whole datagram's worth
+    /// of the initial rate (8 ms at 12,000 B per 100 ms).
+    pub fn on_sent(&mut self, _now: Instant, bytes: u64) {
+        if self.last.is_some() {
+            self.tokens = self.tokens.saturating_sub(bytes);
         }
-        self.tokens = self.tokens.saturating_sub(bytes);
     }
 
     /// The burst allowance for this window and RTT, in bytes.
@@ -176,6 +181,28 @@ mod tests {
         assert_eq!(sent[2] - t0, Duration::from_millis(8));
         // 2 at t0, then one each 8 ms up to 992 ms: 2 + 124.
         assert_eq!(sent.len(), 126);
+    }
+
+    #[test]
+    fn a_datagram_sent_before_first_use_leaves_the_bucket_full() {
+        // A connection's first eliciting packet may go out unasked (a probe, the ping that
+        // confirms the handshake); its first message must not then wait 8 ms for credit.
+        let mut pacer = Pacer::new(MSS);
+        let t0 = Instant::now();
+        let rtt = Duration::from_millis(100);
+        pacer.on_sent(t0, MSS);
+        assert_eq!(pacer.delay(t0, MSS, 10 * MSS, rtt), None);
+        pacer.on_sent(t0, MSS);
+        assert_eq!(
+            pacer.delay(t0, MSS, 10 * MSS, rtt),
+            None,
+            "two datagrams a burst"
+        );
+        pacer.on_sent(t0, MSS);
+        assert_eq!(
+            pacer.delay(t0, MSS, 10 * MSS, rtt),
+            Some(t0 + Duration::from_millis(8))
+        );
     }
 
     #[test]
