@@ -16,62 +16,16 @@
 //! counted is the protocol: server, client, their pools, timers and queues.
 #![expect(unsafe_code, reason = "a counting global allocator is an unsafe impl")]
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::time::Duration;
 
 use xrudp_proto::sim::network::Model;
 use xrudp_proto::sim::{Cluster, Pair};
 use xrudp_proto::{ClientConfig, ClientEvent, ConnHandle, ServerConfig, ServerEvent};
 
-/// Counts allocations (alloc, zeroed alloc, realloc) made by threads that switched
-/// [`COUNTING`] on.
-struct Counting;
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-fn note() {
-    // A const thread-local with no destructor: reading it allocates nothing.
-    if COUNTING.with(Cell::get) {
-        counted();
-    }
-}
-
-/// One counted allocation (a function of its own, for a debugger's breakpoint).
-#[inline(never)]
-fn counted() {
-    ALLOCS.with(|a| a.set(a.get() + 1));
-}
-
-// SAFETY: every method forwards to the system allocator unchanged; counting touches only
-// const thread-locals.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note();
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note();
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note();
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+mod common;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: common::Counting = common::Counting;
 
 /// (channel, length) of the messages the client sends, in turn: every channel kind of
 /// the default configuration, sizes from 8 B to 3 KB; 3,000 B is three fragments.
@@ -113,17 +67,10 @@ fn connect(p: &mut Pair) -> ConnHandle {
     h.expect("connected event")
 }
 
-/// Runs `count` messages through the echo; counts allocations if `counted`.
-fn phase(
-    p: &mut Pair,
-    h: ConnHandle,
-    count: usize,
-    recycle: bool,
-    counted: bool,
-) -> (usize, usize) {
+/// Runs `count` messages through the echo.
+fn phase(p: &mut Pair, h: ConnHandle, count: usize, recycle: bool) -> (usize, usize) {
     let payload = [0x5au8; 3_000];
     let (mut sent, mut echoed, mut i) = (0, 0, 0);
-    COUNTING.with(|c| c.set(counted));
     while sent < count {
         for _ in 0..PER_MS.min(count - sent) {
             let (channel, len) = MIX[i % MIX.len()];
@@ -159,7 +106,6 @@ fn phase(
             }
         }
     }
-    COUNTING.with(|c| c.set(false));
     (sent, echoed)
 }
 
@@ -174,10 +120,8 @@ fn run(recycle: bool, loss: f64, warmup: usize) -> Outcome {
     };
     let mut p = Pair::new(ServerConfig::default(), ClientConfig::default(), model, 11);
     let h = connect(&mut p);
-    phase(&mut p, h, warmup, true, false);
-    ALLOCS.with(|a| a.set(0));
-    let (sent, echoed) = phase(&mut p, h, COUNTED, recycle, true);
-    let allocs = ALLOCS.with(Cell::get);
+    phase(&mut p, h, warmup, true);
+    let ((sent, echoed), allocs) = common::count(|_| true, || phase(&mut p, h, COUNTED, recycle));
     assert_eq!(p.server.connection_count(), 1, "still connected");
     Outcome {
         sent,

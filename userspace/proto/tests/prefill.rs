@@ -2,22 +2,26 @@
 //! for its first messages: a server and a client connect in memory, then the client sends
 //! [`FIRST`] messages of the pool's four small classes' sizes on a reliable and an
 //! unreliable channel, the server echoes each, and the client takes (and recycles) the
-//! echoes, all through `xrudp_proto::echo::Pair`. A counting global allocator counts, on
-//! the test's thread, allocations shaped like a pool buffer: alignment 1 and a capacity of
-//! one of the classes up to 2 KiB.
+//! echoes, all through `xrudp_proto::echo::Pair`. A counting global allocator
+//! (`tests/common`) counts, on the test's thread, allocations shaped like a pool buffer:
+//! alignment 1 and a capacity of one of the classes up to 2 KiB.
 //!
 //! The server is prefilled in both runs, so what is counted is the client. The control run
 //! does not prefill the client and must count buffers, so the counter is known to work.
 #![expect(unsafe_code, reason = "a counting global allocator is an unsafe impl")]
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+use std::alloc::Layout;
 use std::time::{Duration, Instant};
 
 use xrudp_proto::echo::Pair;
 use xrudp_proto::pool::CLASSES;
 use xrudp_proto::sim::{SERVER_ADDR, client_addr};
 use xrudp_proto::{Client, ClientConfig, Server, ServerConfig};
+
+mod common;
+
+#[global_allocator]
+static GLOBAL: common::Counting = common::Counting;
 
 /// Messages counted: 16 in each of the four classes up to 2 KiB.
 const FIRST: usize = 64;
@@ -26,48 +30,10 @@ const PREFILL: usize = 32;
 /// Message lengths, one per class up to 2 KiB (the largest fits one datagram).
 const SIZES: [usize; 4] = [40, 200, 900, 1_100];
 
-/// Counts, on threads that switched [`COUNTING`] on, allocations shaped like a pool buffer.
-struct Counting;
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    static BUFFERS: Cell<u64> = const { Cell::new(0) };
+/// A pool buffer's shape: alignment 1 and one of the classes up to 2 KiB.
+fn is_buffer(layout: Layout) -> bool {
+    layout.align() == 1 && CLASSES[..4].contains(&layout.size())
 }
-
-fn note(layout: Layout) {
-    // Const thread-locals with no destructor: reading them allocates nothing.
-    if layout.align() == 1 && CLASSES[..4].contains(&layout.size()) && COUNTING.with(Cell::get) {
-        BUFFERS.with(|b| b.set(b.get() + 1));
-    }
-}
-
-// SAFETY: every method forwards to the system allocator unchanged; counting touches only
-// const thread-locals.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note(layout);
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note(layout);
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: the caller guarantees `new_size` is a valid size for `layout`'s alignment.
-        note(unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) });
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
 
 /// A server and a client (prefilled or not) connected through memory, the server
 /// prefilled.
@@ -89,19 +55,18 @@ fn link(prefill_client: bool) -> Pair {
 fn first_messages(prefill_client: bool) -> (u64, u64) {
     let mut link = link(prefill_client);
     let payload = [0x5a; 2048];
-    BUFFERS.with(|b| b.set(0));
-    COUNTING.with(|c| c.set(true));
-    for burst in 0..FIRST / 8 {
-        for k in 0..8 {
-            let channel = if k % 2 == 0 { 0 } else { 2 };
-            let len = SIZES[(burst + k / 2) % SIZES.len()];
-            link.send(channel, &payload[..len]).expect("message queued");
+    let ((), buffers) = common::count(is_buffer, || {
+        for burst in 0..FIRST / 8 {
+            for k in 0..8 {
+                let channel = if k % 2 == 0 { 0 } else { 2 };
+                let len = SIZES[(burst + k / 2) % SIZES.len()];
+                link.send(channel, &payload[..len]).expect("message queued");
+            }
+            link.settle((burst as u64 + 1) * 8, Duration::from_secs(1))
+                .expect("the burst echoed");
         }
-        link.settle((burst as u64 + 1) * 8, Duration::from_secs(1))
-            .expect("the burst echoed");
-    }
-    COUNTING.with(|c| c.set(false));
-    (BUFFERS.with(Cell::get), link.echoed)
+    });
+    (buffers, link.echoed)
 }
 
 #[test]
