@@ -204,10 +204,11 @@ type FileId = (u64, u64, u64);
 fn file_id(m: &fs::Metadata) -> FileId {
     use std::os::unix::fs::MetadataExt as _;
     let dev = m.dev();
-    // The Linux dev_t encoding (glibc's gnu_dev_major and gnu_dev_minor).
-    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
-    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
-    (major, minor, m.ino())
+    (
+        u64::from(libc::major(dev)),
+        u64::from(libc::minor(dev)),
+        m.ino(),
+    )
 }
 
 /// Files some process holds a `flock` on, from the text of /proc/locks: lines such as
