@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The test command: from a fresh machine (root, Debian bookworm) to a full test run.
-# Installs what is missing, then: fmt check, clippy -D warnings (host crates, and the
-# eBPF crate for bpfel), build, unit tests, the ring logic under miri, privileged
-# integration tests (serial: they create namespaces and attach XDP), and short fuzz runs
-# when the fuzz targets exist.
+# Installs what is missing, then: fmt check, the import-cycle check on the engine's
+# modules, clippy -D warnings (host crates, and the eBPF crate for bpfel), build, unit
+# tests, the fuzz seed replays, the ring logic under miri, privileged integration tests
+# (serial: they create namespaces and attach XDP), and short fuzz runs when the fuzz
+# targets exist. The privileged `tests` crate is not a default member (a plain
+# `cargo test` must pass for a contributor without root), so every step names it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,19 +27,28 @@ bash scripts/netns.sh down --all
 step "format"
 cargo fmt --all -- --check
 
-step "clippy (host crates)"
-cargo clippy --all-targets --locked -- -D warnings
+step "import cycles among the engine's modules (tools/import-cycles)"
+cargo fmt --manifest-path tools/import-cycles/Cargo.toml -- --check
+cargo test --locked --manifest-path tools/import-cycles/Cargo.toml
+cargo run --locked --quiet --manifest-path tools/import-cycles/Cargo.toml -- userspace/engine/src
+
+step "clippy (host crates, the privileged tests crate, the import-cycle checker)"
+cargo clippy --all-targets --locked --workspace --exclude xrudp-ebpf -- -D warnings
+cargo clippy --all-targets --locked --manifest-path tools/import-cycles/Cargo.toml -- -D warnings
 
 step "clippy (eBPF crate, bpfel-unknown-none)"
 rustup run nightly cargo clippy --locked --manifest-path ebpf/Cargo.toml \
   --target bpfel-unknown-none -Z build-std=core --release -- -D warnings
 
 step "build"
-cargo build --all-targets --locked
+cargo build --all-targets --locked --workspace --exclude xrudp-ebpf
 t_build=$(date +%s)
 
 step "unit and simulation tests"
 cargo test --locked --workspace --exclude xrudp-tests --exclude xrudp-ebpf
+
+step "fuzz seed replays (tests/fuzz, its own workspace and Cargo.lock, stable)"
+cargo test --locked --manifest-path tests/fuzz/Cargo.toml
 
 step "AF_XDP ring and frame-pool logic under miri"
 cargo +nightly miri setup >/dev/null

@@ -11,6 +11,24 @@ pub const CONFIG: &str = "XRUDP_CONFIG";
 /// Per-CPU array of `u64` counters indexed by [`Counter`].
 pub const COUNTERS: &str = "XRUDP_COUNTERS";
 
+/// Whether two map names are equal, in a `const` context: the eBPF crate asserts at
+/// compile time that each map's identifier equals its constant here.
+#[must_use]
+pub const fn same_name(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
 /// Largest number of receive queues the XSKMAP holds.
 pub const MAX_QUEUES: u32 = 256;
 /// Number of `u64` words in the port bitmap (65536 ports / 64).

@@ -16,14 +16,32 @@ pub const MAGIC: [u8; 2] = *b"XR";
 /// The wire format version this build speaks.
 pub const VERSION: u8 = 1;
 
+/// The fixed header's fields (smoltcp's `wire::field` pattern): the one definition the
+/// XDP classifier, the packet crate and the protocol codec read offsets from.
+pub mod field {
+    use crate::wire::Field;
+    /// The magic bytes, [`super::MAGIC`].
+    pub const MAGIC: Field = 0..2;
+    /// The wire version, [`super::VERSION`].
+    pub const VERSION: usize = 2;
+    /// The packet type, [`super::PacketType`].
+    pub const TYPE: usize = 3;
+    /// CRC32C over the datagram with this field zeroed.
+    pub const CRC: Field = 4..8;
+    /// Connection id (0 before the server assigns one).
+    pub const CONN_ID: Field = 8..12;
+    /// First byte of the body.
+    pub const BODY: usize = 12;
+}
+
 /// Length of the fixed header in bytes; a shorter datagram cannot be RUDP.
-pub const HEADER_LEN: usize = 12;
+pub const HEADER_LEN: usize = field::BODY;
 
 /// Byte offset of the CRC32C field.
-pub const CRC_OFFSET: usize = 4;
+pub const CRC_OFFSET: usize = field::CRC.start;
 
 /// Byte offset of the connection id field.
-pub const CONN_ID_OFFSET: usize = 8;
+pub const CONN_ID_OFFSET: usize = field::CONN_ID.start;
 
 /// Packet types of wire version 1 (docs/PROTOCOL.md §3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -116,44 +134,54 @@ impl<'a> Header<'a> {
         let Some((bytes, _)) = datagram.split_first_chunk::<HEADER_LEN>() else {
             return Err(HeaderError::TooShort);
         };
-        check_prefix([bytes[0], bytes[1]], bytes[2], bytes[3])?;
+        check_prefix(
+            [bytes[field::MAGIC.start], bytes[field::MAGIC.start + 1]],
+            bytes[field::VERSION],
+            bytes[field::TYPE],
+        )?;
         Ok(Self { bytes })
     }
 
     /// The version byte.
     #[must_use]
     pub fn version(&self) -> u8 {
-        self.bytes[2]
+        self.bytes[field::VERSION]
     }
 
     /// The packet type byte (defined by this version unless this is a foreign-version hello).
     #[must_use]
     pub fn kind(&self) -> u8 {
-        self.bytes[3]
+        self.bytes[field::TYPE]
     }
 
     /// The CRC32C field as sent.
     #[must_use]
     pub fn crc(&self) -> u32 {
-        u32::from_be_bytes([self.bytes[4], self.bytes[5], self.bytes[6], self.bytes[7]])
+        be32(self.bytes, field::CRC)
     }
 
     /// The connection id (0 before the server issued one).
     #[must_use]
     pub fn conn_id(&self) -> u32 {
-        u32::from_be_bytes([self.bytes[8], self.bytes[9], self.bytes[10], self.bytes[11]])
+        be32(self.bytes, field::CONN_ID)
     }
+}
+
+/// The big-endian `u32` in `field` (4 bytes, within the header by construction).
+const fn be32(bytes: &[u8; HEADER_LEN], field: crate::wire::Field) -> u32 {
+    let at = field.start;
+    u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
 }
 
 /// Writes the fixed header into the first [`HEADER_LEN`] bytes of `out`, with a zero CRC
 /// (the caller fills it in once the body is written). Returns `None` if `out` is too short.
 pub fn write_header(out: &mut [u8], kind: PacketType, conn_id: u32) -> Option<()> {
     let (h, _) = out.split_first_chunk_mut::<HEADER_LEN>()?;
-    h[0..2].copy_from_slice(&MAGIC);
-    h[2] = VERSION;
-    h[3] = kind as u8;
-    h[4..8].copy_from_slice(&[0; 4]);
-    h[8..12].copy_from_slice(&conn_id.to_be_bytes());
+    h[field::MAGIC].copy_from_slice(&MAGIC);
+    h[field::VERSION] = VERSION;
+    h[field::TYPE] = kind as u8;
+    h[field::CRC].copy_from_slice(&[0; 4]);
+    h[field::CONN_ID].copy_from_slice(&conn_id.to_be_bytes());
     Some(())
 }
 

@@ -17,10 +17,8 @@
 use crate::maps::Counter;
 use crate::rudp;
 use crate::wire::{
-    ETH_LEN, ETH_TYPE_OFFSET, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN, IPPROTO_UDP,
-    IPV4_FRAG_OFFSET, IPV4_MF_OR_OFFSET_MASK, IPV4_MIN_LEN, IPV4_PROTO_OFFSET,
-    IPV4_TOTAL_LEN_OFFSET, IPV6_LEN, IPV6_NEXT_HEADER_OFFSET, IPV6_PAYLOAD_LEN_OFFSET, UDP_LEN,
-    VLAN_LEN,
+    ETH_LEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN, IPPROTO_UDP, IPV4_MF_OR_OFFSET_MASK,
+    IPV4_MIN_LEN, IPV6_LEN, UDP_LEN, VLAN_LEN, ethernet, ipv4, ipv6, udp, vlan,
 };
 
 /// Read access to a frame, every read bounds-checked.
@@ -119,12 +117,12 @@ pub enum Located {
 )]
 #[inline(always)]
 pub fn locate<B: Bytes + ?Sized>(frame: &B, steered: impl Fn(u16) -> bool) -> Located {
-    let Some(mut ethertype) = frame.be16_at(ETH_TYPE_OFFSET) else {
+    let Some(mut ethertype) = frame.be16_at(ethernet::field::ETHERTYPE.start) else {
         return Located::Pass;
     };
     let mut l3 = ETH_LEN;
     if ethertype == ETHERTYPE_VLAN {
-        let Some(inner) = frame.be16_at(ETH_LEN + 2) else {
+        let Some(inner) = frame.be16_at(ETH_LEN + vlan::field::ETHERTYPE.start) else {
             return Located::Pass;
         };
         ethertype = inner;
@@ -132,7 +130,7 @@ pub fn locate<B: Bytes + ?Sized>(frame: &B, steered: impl Fn(u16) -> bool) -> Lo
     }
     // (l4 offset, bytes the IP header says follow the start of l4)
     let (l4, ip_payload_len, ipv6) = if ethertype == ETHERTYPE_IPV4 {
-        let Some(vihl) = frame.u8_at(l3) else {
+        let Some(vihl) = frame.u8_at(l3 + ipv4::field::VER_IHL) else {
             return Located::Pass;
         };
         let ihl = usize::from(vihl & 0x0f) * 4;
@@ -141,13 +139,13 @@ pub fn locate<B: Bytes + ?Sized>(frame: &B, steered: impl Fn(u16) -> bool) -> Lo
         }
         // One read at a time, each checked: the BPF verifier follows sequential bounds
         // checks, not reads the optimiser merged across branches.
-        let Some(proto) = frame.u8_at(l3 + IPV4_PROTO_OFFSET) else {
+        let Some(proto) = frame.u8_at(l3 + ipv4::field::PROTOCOL) else {
             return Located::Pass;
         };
-        let Some(frag) = frame.be16_at(l3 + IPV4_FRAG_OFFSET) else {
+        let Some(frag) = frame.be16_at(l3 + ipv4::field::FLG_OFF.start) else {
             return Located::Pass;
         };
-        let Some(total) = frame.be16_at(l3 + IPV4_TOTAL_LEN_OFFSET) else {
+        let Some(total) = frame.be16_at(l3 + ipv4::field::LENGTH.start) else {
             return Located::Pass;
         };
         if proto != IPPROTO_UDP || frag & IPV4_MF_OR_OFFSET_MASK != 0 {
@@ -155,10 +153,10 @@ pub fn locate<B: Bytes + ?Sized>(frame: &B, steered: impl Fn(u16) -> bool) -> Lo
         }
         (l3 + ihl, usize::from(total).wrapping_sub(ihl), false)
     } else if ethertype == ETHERTYPE_IPV6 {
-        let Some(next) = frame.u8_at(l3 + IPV6_NEXT_HEADER_OFFSET) else {
+        let Some(next) = frame.u8_at(l3 + ipv6::field::NXT_HDR) else {
             return Located::Pass;
         };
-        let Some(payload) = frame.be16_at(l3 + IPV6_PAYLOAD_LEN_OFFSET) else {
+        let Some(payload) = frame.be16_at(l3 + ipv6::field::LENGTH.start) else {
             return Located::Pass;
         };
         if next != IPPROTO_UDP {
@@ -168,14 +166,14 @@ pub fn locate<B: Bytes + ?Sized>(frame: &B, steered: impl Fn(u16) -> bool) -> Lo
     } else {
         return Located::Pass;
     };
-    let Some(dport) = frame.be16_at(l4 + 2) else {
+    let Some(dport) = frame.be16_at(l4 + udp::field::DST_PORT.start) else {
         return Located::Pass;
     };
     if !steered(dport) {
         return Located::Pass;
     }
     // From here on the datagram is ours: inconsistencies are dropped and counted.
-    let Some(udp_len) = frame.be16_at(l4 + 4) else {
+    let Some(udp_len) = frame.be16_at(l4 + udp::field::LENGTH.start) else {
         return Located::Drop(Counter::DropTruncated);
     };
     let udp_len = usize::from(udp_len);
@@ -206,11 +204,12 @@ pub fn rudp_reject<B: Bytes + ?Sized>(frame: &B, layout: &Layout) -> Option<Coun
     if layout.udp_len < UDP_LEN + rudp::HEADER_LEN {
         return Some(Counter::DropShort);
     }
-    let p = layout.l4 + UDP_LEN;
-    let Some(magic) = frame.be16_at(p) else {
+    let p = layout.l4 + udp::field::PAYLOAD;
+    let Some(magic) = frame.be16_at(p + rudp::field::MAGIC.start) else {
         return Some(Counter::DropShort);
     };
-    let Some(version_kind) = frame.be16_at(p + 2) else {
+    // Version and type are adjacent bytes: one 16-bit read.
+    let Some(version_kind) = frame.be16_at(p + rudp::field::VERSION) else {
         return Some(Counter::DropShort);
     };
     let [m0, m1] = magic.to_be_bytes();

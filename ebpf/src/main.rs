@@ -19,17 +19,24 @@ use xrudp_common::{
     steer::{self, Bytes, Verdict},
 };
 
-#[map(name = "XRUDP_XSKS")]
-static XSKS: XskMap = XskMap::with_max_entries(maps::MAX_QUEUES, 0);
+/// Declares a map whose name (the static's identifier, which `#[map]` uses) is checked at
+/// compile time against the constant in `xrudp_common::maps` that the loader looks it up
+/// by: the one definition of each map name.
+macro_rules! xdp_map {
+    ($name:ident = $konst:path; $ty:ty = $init:expr) => {
+        const _: () = assert!(
+            maps::same_name(stringify!($name), $konst),
+            "a map's identifier must equal its name in xrudp_common::maps"
+        );
+        #[map]
+        static $name: $ty = $init;
+    };
+}
 
-#[map(name = "XRUDP_PORTS")]
-static PORTS: Array<u64> = Array::with_max_entries(maps::PORT_WORDS, 0);
-
-#[map(name = "XRUDP_CONFIG")]
-static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
-
-#[map(name = "XRUDP_COUNTERS")]
-static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
+xdp_map!(XRUDP_XSKS = maps::XSKS; XskMap = XskMap::with_max_entries(maps::MAX_QUEUES, 0));
+xdp_map!(XRUDP_PORTS = maps::PORTS; Array<u64> = Array::with_max_entries(maps::PORT_WORDS, 0));
+xdp_map!(XRUDP_CONFIG = maps::CONFIG; Array<Config> = Array::with_max_entries(1, 0));
+xdp_map!(XRUDP_COUNTERS = maps::COUNTERS; PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0));
 
 /// Packet memory seen through `XdpContext`, every read checked against `data_end`.
 struct Frame<'a>(&'a XdpContext);
@@ -66,7 +73,7 @@ impl Bytes for Frame<'_> {
 
 #[inline(always)]
 fn count(c: Counter) {
-    if let Some(slot) = COUNTERS.get_ptr_mut(c as u32) {
+    if let Some(slot) = XRUDP_COUNTERS.get_ptr_mut(c as u32) {
         // SAFETY: per-CPU slot, only this CPU's program instance touches it, and XDP
         // programs run with preemption disabled.
         unsafe { *slot += 1 };
@@ -76,13 +83,13 @@ fn count(c: Counter) {
 #[inline(always)]
 fn steered(port: u16) -> bool {
     let (word, bit) = maps::port_slot(port);
-    PORTS.get(word).is_some_and(|w| *w & bit != 0)
+    XRUDP_PORTS.get(word).is_some_and(|w| *w & bit != 0)
 }
 
 #[xdp]
 pub fn xrudp(ctx: XdpContext) -> u32 {
     count(Counter::Seen);
-    let rudp_filter = CONFIG.get(0).is_some_and(Config::rudp_filter);
+    let rudp_filter = XRUDP_CONFIG.get(0).is_some_and(Config::rudp_filter);
     match steer::classify(&Frame(&ctx), steered, rudp_filter) {
         Verdict::Pass => {
             count(Counter::Passed);
@@ -95,7 +102,7 @@ pub fn xrudp(ctx: XdpContext) -> u32 {
         Verdict::Steer => {
             // SAFETY: `ctx.ctx` points at the kernel's `xdp_md` for this invocation.
             let queue = unsafe { (*ctx.ctx).rx_queue_index };
-            match XSKS.redirect(queue, u64::from(xdp_action::XDP_PASS)) {
+            match XRUDP_XSKS.redirect(queue, u64::from(xdp_action::XDP_PASS)) {
                 Ok(action) if action == xdp_action::XDP_REDIRECT => {
                     count(Counter::Redirected);
                     action

@@ -281,6 +281,18 @@ impl Engine {
         }
     }
 
+    /// Sends `sig` without waiting (e.g. `SIGSTOP`/`SIGCONT` to freeze the workers while
+    /// the kernel keeps delivering into the rings).
+    pub fn signal(&self, sig: Signal) {
+        let child = self.child.as_ref().expect("engine already stopped");
+        // `ip netns exec` execs the engine, so the child pid is the engine's pid.
+        kill(
+            Pid::from_raw(i32::try_from(child.id()).expect("pid fits")),
+            sig,
+        )
+        .expect("signalling the engine");
+    }
+
     /// Sends `sig` and waits (up to 20 s) for the engine to exit.
     pub fn signal_and_wait(&mut self, sig: Signal) -> ExitStatus {
         let mut child = self.child.take().expect("engine already stopped");

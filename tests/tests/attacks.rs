@@ -481,3 +481,69 @@ fn spoofed_hellos_are_not_amplified() {
         "replies to unproven addresses are smaller than what they sent ({tx} ≥ {rx})"
     );
 }
+
+/// `--hello-rate` sheds first hellos past the budget and counts them: 2,000 spoofed hellos
+/// in one burst against a budget of 100 a second. The token bucket starts full and refills
+/// at 100/s, so over the measured span of the run at most `100 × (1 + seconds)` hellos
+/// are answered; every other one is shed. Counted, not timed: a stall of this VM only
+/// raises the bound.
+#[test]
+fn hello_rate_sheds_and_counts_hellos_past_the_budget() {
+    const RATE: u64 = 100;
+    let t = Topology::new(1, true);
+    let engine = Engine::start(
+        &t,
+        &[
+            "--port",
+            &PORT.to_string(),
+            "--hello-rate",
+            &RATE.to_string(),
+        ],
+    );
+    let server = t.srv_addr(PORT);
+    let SocketAddr::V4(server4) = server else {
+        unreachable!()
+    };
+    let workers = engine.snapshot().queues.len() as u64;
+    let before = engine.snapshot();
+    let start = Instant::now();
+    let sent = Topology::in_ns(&t.ns_cli.clone(), move || {
+        let raw = Raw::new();
+        let hello = hello_bytes(server);
+        let mut n = 0u64;
+        for i in 0..2_000u64 {
+            n += u64::from(raw.send(&Raw::packet(spoofed(i), server4, &hello), server4));
+        }
+        n
+    });
+    let answered =
+        |s: &Snapshot| protocol_sum(s, |f| f.handshakes) - protocol_sum(&before, |f| f.handshakes);
+    let shed = |s: &Snapshot| {
+        protocol_sum(s, |f| f.hellos_shed) - protocol_sum(&before, |f| f.hellos_shed)
+    };
+    let after = engine.wait_for(Duration::from_secs(30), |s| answered(s) + shed(s) >= sent);
+    let secs = start.elapsed().as_secs() + 1;
+    eprintln!(
+        "--hello-rate {RATE}: {sent} hellos sent, {} answered, {} shed, within {secs} s",
+        answered(&after),
+        shed(&after)
+    );
+    assert!(sent >= 1_000, "the burst was sent ({sent})");
+    assert_eq!(
+        answered(&after) + shed(&after),
+        sent,
+        "every hello is answered or shed, and counted"
+    );
+    let budget = workers * RATE * (1 + secs);
+    assert!(
+        answered(&after) <= budget,
+        "at most the budget is answered: {} > {budget}",
+        answered(&after)
+    );
+    assert!(
+        shed(&after) >= sent - budget.min(sent),
+        "the rest is shed: {} shed of {sent}",
+        shed(&after)
+    );
+    assert!(shed(&after) > 0, "a burst past the budget sheds");
+}

@@ -501,6 +501,9 @@ fn app_falls_behind(backend: xrudp::engine::Backend) {
     let want = clients * n as usize;
     // The game thread: starts the server in the server namespace, sleeps until told,
     // then drains everything and echoes it back.
+    // Readiness: the game thread says when `GameServer::start` has returned (its sockets
+    // are bound and, on AF_XDP, the program attached), instead of a fixed sleep.
+    let (ready_tx, ready) = std::sync::mpsc::channel::<()>();
     let game = std::thread::spawn(move || {
         Topology::in_ns(&ns, move || {
             let mut opts = xrudp::api::ServerOptions::new(&iface, PORT);
@@ -509,6 +512,7 @@ fn app_falls_behind(backend: xrudp::engine::Backend) {
             opts.queue_capacity = 8;
             let server =
                 xrudp::api::GameServer::start(&opts).expect("starting the embedded server");
+            ready_tx.send(()).expect("the test waits for readiness");
             while !go2.load(std::sync::atomic::Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(10));
             }
@@ -555,7 +559,17 @@ fn app_falls_behind(backend: xrudp::engine::Backend) {
             (got, errors, stats)
         })
     });
-    std::thread::sleep(Duration::from_millis(500)); // the engine binds its sockets
+    if ready.recv_timeout(Duration::from_secs(60)).is_err() {
+        assert!(
+            game.is_finished(),
+            "GameServer::start did not return within 60 s"
+        );
+        // The game thread panicked (start failed): show why.
+        match game.join() {
+            Err(e) => std::panic::resume_unwind(e),
+            Ok(_) => panic!("the game thread ended without starting the server"),
+        }
+    }
     let server = t.srv_addr(PORT);
     let echoed = Topology::in_ns(&t.ns_cli.clone(), move || {
         let c = connect_fleet(server, clients, Duration::from_secs(30));

@@ -295,25 +295,52 @@ fn tiny_umem_under_load_counts_drops_and_recovers() {
         ],
     );
     let dst = t.srv_addr(7777);
-    // A burst far larger than the UMEM, unpaced, from several sockets.
+    let before = engine.snapshot();
+    // Freeze the engine (every worker) so the burst must overflow, whatever the speed of
+    // the worker: the XDP program runs in the sender's context and keeps redirecting into
+    // a 64-slot RX ring that nobody drains.
+    engine.signal(Signal::SIGSTOP);
+    let burst = 4 * 5_000;
     for _ in 0..4 {
-        xrudp_tests::send_udp(&t.ns_cli, dst, 20_000, 64, 0, Duration::ZERO).expect("burst");
+        xrudp_tests::send_udp(&t.ns_cli, dst, 5_000, 64, 0, Duration::ZERO).expect("burst");
     }
-    // Whether the burst overflows depends on how fast the worker drains it: either way,
-    // every redirected datagram is received by the worker or counted as a kernel drop.
-    let accounted = |s: &xrudp::control::Snapshot| {
-        let q = &s.queues[0];
-        let st = q.xdp_statistics.unwrap_or_default();
-        q.rx_packets + st.rx_dropped + st.rx_ring_full + st.rx_fill_ring_empty_descs
+    engine.signal(Signal::SIGCONT);
+    let dropped = |s: &xrudp::control::Snapshot| {
+        let st = s.queues[0].xdp_statistics.unwrap_or_default();
+        st.rx_dropped + st.rx_ring_full + st.rx_fill_ring_empty_descs
     };
-    let snap = engine.wait_for(Duration::from_secs(10), |s| {
-        accounted(s) >= s.xdp_counter("redirected").unwrap_or(0)
+    let received =
+        |s: &xrudp::control::Snapshot| s.queues[0].rx_packets - before.queues[0].rx_packets;
+    let redirected = |s: &xrudp::control::Snapshot| {
+        s.xdp_counter("redirected").unwrap_or(0) - before.xdp_counter("redirected").unwrap_or(0)
+    };
+    // Every redirected datagram is received by the worker or counted as a kernel drop.
+    let snap = engine.wait_for(Duration::from_secs(30), |s| {
+        received(s) + dropped(s) >= redirected(s)
     });
-    let redirected = snap.xdp_counter("redirected").unwrap_or(0);
-    assert!(redirected > 0, "the burst reached the engine");
+    eprintln!(
+        "burst of {burst}: redirected {}, received {}, dropped {} ({:?})",
+        redirected(&snap),
+        received(&snap),
+        dropped(&snap),
+        snap.queues[0].xdp_statistics
+    );
+    assert!(redirected(&snap) > 64, "the burst reached the engine");
     assert!(
-        accounted(&snap) >= redirected,
+        received(&snap) + dropped(&snap) >= redirected(&snap),
         "every redirected datagram is received or counted as dropped: {:?}",
+        snap.queues[0]
+    );
+    // While frozen only the RX ring's 64 slots could hold a datagram: the rest of what
+    // was redirected must have been dropped, and counted.
+    assert!(
+        received(&snap) <= 64,
+        "a frozen worker received at most one ring's worth: {:?}",
+        snap.queues[0]
+    );
+    assert!(
+        dropped(&snap) >= redirected(&snap) - 64,
+        "the overflow is counted as kernel drops: {:?}",
         snap.queues[0]
     );
     // Recovery: a paced load is echoed in full once the burst is over.
@@ -344,11 +371,16 @@ fn tiny_umem_under_load_counts_drops_and_recovers() {
     assert!(after.queues[0].frames_in_use <= 128);
 }
 
-/// A 64-entry TX ring under a burst of reliable traffic: what does not fit waits inside
-/// the protocol (its send buffers and loss recovery), so every reliable message still
-/// arrives exactly once and in order.
+/// A 64-entry TX ring under a burst of reliable traffic (5,000 echoes at once): what does
+/// not fit waits inside the protocol (its send buffers and loss recovery), so every
+/// reliable message still arrives exactly once and in order.
+///
+/// Named for what it shows: the engine does not count the rounds in which the TX ring was
+/// full (the AF_XDP service breaks out and leaves the rest queued in the protocol), so
+/// this test cannot assert that the ring filled; it prints the figures that hint at it.
+/// Asserting it needs an engine counter (e.g. `tx_ring_full_rounds` in the queue snapshot).
 #[test]
-fn full_tx_ring_is_backpressure_not_loss() {
+fn reliable_burst_through_a_64_slot_tx_ring_arrives_exactly_once_in_order() {
     let t = Topology::new(1, true);
     let engine = Engine::start(
         &t,

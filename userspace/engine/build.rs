@@ -1,21 +1,47 @@
 //! Builds the XDP program (`ebpf/`) for `bpfel-unknown-none` with the nightly toolchain
 //! and bpf-linker, so the engine can embed it (`include_bytes_aligned!`).
+//!
+//! `XRUDP_BUILD_EBPF` chooses (aya-template's `AYA_BUILD_EBPF`, with an automatic middle):
+//! - `1`: build the XDP program; fail if the toolchain is missing.
+//! - `0`: embed an empty stub object; the loader refuses to attach with it
+//!   (`loader::LoadError::NoXdpProgram`), everything host-only builds and tests.
+//! - unset: build it when bpf-linker is on PATH, otherwise embed the stub and say so
+//!   with a `cargo:warning`.
 
 use std::process::Command;
 
 use anyhow::{Context as _, bail};
 
+/// The environment switch; documented at the top of this file.
+const SWITCH: &str = "XRUDP_BUILD_EBPF";
+
 fn main() -> anyhow::Result<()> {
     println!("cargo:rerun-if-changed=../../common/src");
     println!("cargo:rerun-if-changed=../../ebpf/src");
+    println!("cargo:rerun-if-env-changed={SWITCH}");
     // Under `cargo miri test` only the pure-Rust ring and frame-pool logic runs (no
     // kernel, no XDP program), and aya-build cannot drive cargo through miri's rustc
-    // wrapper: embed an empty object instead. Loading it would fail; miri never does.
+    // wrapper: embed the stub. Loading it would fail; miri never does.
     if std::env::var_os("CARGO_CFG_MIRI").is_some() {
-        let out = std::env::var_os("OUT_DIR").context("OUT_DIR not set")?;
-        let object = std::path::Path::new(&out).join("xrudp");
-        std::fs::write(&object, []).with_context(|| format!("writing {}", object.display()))?;
-        return Ok(());
+        return write_stub();
+    }
+    match std::env::var(SWITCH).as_deref() {
+        Ok("0") => return write_stub(),
+        Ok("1") => {}
+        Ok(other) => bail!("{SWITCH}={other:?}: set it to 1 (build the XDP program) or 0 (stub)"),
+        Err(_) => {
+            if which_bpf_linker().is_err() {
+                // Installing bpf-linker changes PATH's contents, not this script's inputs:
+                // re-run when PATH changes, so a fresh shell after setup picks it up.
+                println!("cargo:rerun-if-env-changed=PATH");
+                println!(
+                    "cargo:warning=bpf-linker is not on PATH: embedding a stub XDP object; \
+                     `xrudp attach` will refuse to run. Run scripts/setup.sh (or set \
+                     {SWITCH}=1 to make this an error, {SWITCH}=0 to silence it)"
+                );
+                return write_stub();
+            }
+        }
     }
     check_llvm_majors()?;
     let package = aya_build::Package {
@@ -78,4 +104,12 @@ fn which_bpf_linker() -> anyhow::Result<std::path::PathBuf> {
         .map(|d| d.join("bpf-linker"))
         .find(|p| p.is_file())
         .context("bpf-linker is not on PATH; run scripts/setup.sh")
+}
+
+/// Writes the empty stub object where the real one would go. The loader recognises it by
+/// its length (`loader::Program::load`) and refuses with a message saying how to rebuild.
+fn write_stub() -> anyhow::Result<()> {
+    let out = std::env::var_os("OUT_DIR").context("OUT_DIR not set")?;
+    let object = std::path::Path::new(&out).join("xrudp");
+    std::fs::write(&object, []).with_context(|| format!("writing {}", object.display()))
 }

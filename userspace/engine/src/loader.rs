@@ -43,6 +43,13 @@ impl std::fmt::Display for Mode {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LoadError {
+    /// This binary embeds the stub object, not the XDP program (see `build.rs`).
+    #[error(
+        "this xrudp was built without its XDP program (XRUDP_BUILD_EBPF=0, or bpf-linker was \
+         not on PATH when it was built), so it cannot attach; install the eBPF toolchain \
+         (scripts/setup.sh) and rebuild with XRUDP_BUILD_EBPF=1 cargo build --release"
+    )]
+    NoXdpProgram,
     /// The kernel refused to load the program or create its maps.
     #[error(
         "loading the XDP program failed: {0}; xrudp needs root (or CAP_BPF + CAP_NET_ADMIN) \
@@ -92,17 +99,24 @@ impl std::fmt::Debug for Program {
 
 const PROGRAM: &str = "xrudp";
 
+/// The XDP object `build.rs` embedded: the real program, or an empty stub when it was built
+/// without the eBPF toolchain (`XRUDP_BUILD_EBPF=0`, or no bpf-linker on PATH).
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xrudp"));
+
+/// Whether this binary carries the XDP program (false with the stub object).
+pub const EMBEDDED: bool = !OBJECT.is_empty();
+
 impl Program {
     /// Loads the embedded object into the kernel (verifier included); nothing is attached yet.
     pub fn load() -> Result<Self, LoadError> {
+        if !EMBEDDED {
+            return Err(LoadError::NoXdpProgram);
+        }
         // No kernel BTF: the program uses no CO-RE relocations, and parsing
         // /sys/kernel/btf/vmlinux would cost the engine tens of MiB of RSS for nothing.
         let mut ebpf = aya::EbpfLoader::new()
             .btf(None)
-            .load(aya::include_bytes_aligned!(concat!(
-                env!("OUT_DIR"),
-                "/xrudp"
-            )))
+            .load(OBJECT)
             .map_err(LoadError::Load)?;
         let prog: &mut Xdp = program_mut(&mut ebpf)?;
         prog.load().map_err(LoadError::Program)?;
@@ -289,20 +303,35 @@ fn unreachable_attach(iface: &str) -> Result<Mode, LoadError> {
 }
 
 fn attach_hint(e: &aya::programs::ProgramError, mode: Mode) -> &'static str {
-    let text = format!("{e:?}");
-    if text.contains("EEXIST")
-        || text.contains("EBUSY")
-        || text.contains("File exists")
-        || text.contains("busy")
-    {
-        "another XDP program is attached to this interface: if it is a stale xrudp attachment, \
-         run `xrudp detach --iface IF`; otherwise stop the program that owns it"
-    } else if mode == Mode::Native {
-        "the driver may not support native XDP: retry with --mode skb"
-    } else if text.contains("EPERM") || text.contains("ermission") {
-        "run as root (or with CAP_BPF and CAP_NET_ADMIN)"
-    } else {
-        "check `ip link show IF` and the kernel log (dmesg)"
+    match errno(e) {
+        Some(libc::EEXIST | libc::EBUSY) => {
+            "another XDP program is attached to this interface: if it is a stale xrudp attachment, \
+             run `xrudp detach --iface IF`; otherwise stop the program that owns it"
+        }
+        _ if mode == Mode::Native => "the driver may not support native XDP: retry with --mode skb",
+        Some(libc::EPERM | libc::EACCES) => "run as root (or with CAP_BPF and CAP_NET_ADMIN)",
+        _ => "check `ip link show IF` and the kernel log (dmesg)",
+    }
+}
+
+/// The errno behind an attach failure: aya reports it through a netlink error (legacy
+/// attach), a syscall error (`bpf_link_create`) or a bare `io::Error`.
+fn errno(e: &aya::programs::ProgramError) -> Option<i32> {
+    use aya::programs::{ProgramError, xdp::XdpError};
+    match e {
+        ProgramError::XdpError(XdpError::NetlinkError(n)) => n.raw_os_error(),
+        ProgramError::SyscallError(s) => s.io_error.raw_os_error(),
+        ProgramError::IOError(io) => io.raw_os_error(),
+        other => {
+            let mut source = std::error::Error::source(other);
+            while let Some(s) = source {
+                if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                    return io.raw_os_error();
+                }
+                source = s.source();
+            }
+            None
+        }
     }
 }
 
@@ -312,5 +341,44 @@ struct BorrowedRaw(RawFd);
 impl std::os::fd::AsRawFd for BorrowedRaw {
     fn as_raw_fd(&self) -> RawFd {
         self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn syscall(errno: i32) -> aya::programs::ProgramError {
+        aya::programs::ProgramError::SyscallError(aya::sys::SyscallError {
+            call: "bpf_link_create",
+            io_error: std::io::Error::from_raw_os_error(errno),
+        })
+    }
+
+    #[test]
+    fn attach_hint_reads_the_errno_not_the_text() {
+        for e in [libc::EBUSY, libc::EEXIST] {
+            assert!(attach_hint(&syscall(e), Mode::Skb).contains("another XDP program"));
+            assert!(attach_hint(&syscall(e), Mode::Native).contains("another XDP program"));
+        }
+        assert!(attach_hint(&syscall(libc::EOPNOTSUPP), Mode::Native).contains("--mode skb"));
+        assert!(attach_hint(&syscall(libc::EPERM), Mode::Skb).contains("run as root"));
+        assert!(attach_hint(&syscall(libc::EINVAL), Mode::Skb).contains("dmesg"));
+        let io =
+            aya::programs::ProgramError::IOError(std::io::Error::from_raw_os_error(libc::EBUSY));
+        assert_eq!(errno(&io), Some(libc::EBUSY));
+    }
+
+    #[test]
+    fn a_stub_build_refuses_to_load_and_says_how_to_rebuild() {
+        if EMBEDDED {
+            eprintln!(
+                "this build embeds the XDP program; the stub path is tested with XRUDP_BUILD_EBPF=0"
+            );
+            return;
+        }
+        let e = Program::load().expect_err("the stub object must not load");
+        assert!(matches!(e, LoadError::NoXdpProgram));
+        assert!(e.to_string().contains("XRUDP_BUILD_EBPF=1"), "{e}");
     }
 }

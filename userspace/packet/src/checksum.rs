@@ -374,6 +374,10 @@ mod tests {
             if let Some(k) = Kernel::forced(level) {
                 assert_eq!(k.sum(&data), 0xddf2, "{level}");
                 assert_eq!(k.checksum(&data), !0xddf2, "{level}");
+            } else {
+                eprintln!(
+                    "checksum: this CPU cannot run the {level} kernel: it is NOT tested here"
+                );
             }
         }
     }

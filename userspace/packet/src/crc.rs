@@ -5,10 +5,10 @@
 //! bytes read as zero. The `crc32c` crate uses the SSE4.2 `crc32` instruction when the CPU
 //! has it (detected at run time) and a table otherwise.
 
-use xrudp_common::rudp::{CRC_OFFSET, HEADER_LEN};
+use xrudp_common::rudp::{CRC_OFFSET, HEADER_LEN, field};
 
 /// End of the CRC field.
-const CRC_END: usize = CRC_OFFSET + 4;
+const CRC_END: usize = field::CRC.end;
 
 /// The datagram is shorter than the RUDP fixed header, so it has no CRC field to seal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]

@@ -2,7 +2,9 @@
 
 use core::fmt;
 
-use xrudp_common::wire::{ETH_LEN, ETH_TYPE_OFFSET, ETHERTYPE_QINQ, ETHERTYPE_VLAN, VLAN_LEN};
+use xrudp_common::wire::{
+    ETH_LEN, ETH_TYPE_OFFSET, ETHERTYPE_QINQ, ETHERTYPE_VLAN, VLAN_LEN, ethernet::field,
+};
 
 use crate::error::{Layer, ParseError};
 
@@ -162,12 +164,12 @@ impl<T: AsRef<[u8]>> Frame<T> {
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
     /// Sets the destination MAC address.
     pub fn set_dst(&mut self, addr: Address) {
-        self.buffer.as_mut()[0..6].copy_from_slice(&addr.0);
+        self.buffer.as_mut()[field::DESTINATION].copy_from_slice(&addr.0);
     }
 
     /// Sets the source MAC address.
     pub fn set_src(&mut self, addr: Address) {
-        self.buffer.as_mut()[6..12].copy_from_slice(&addr.0);
+        self.buffer.as_mut()[field::SOURCE].copy_from_slice(&addr.0);
     }
 
     /// Swaps source and destination MAC addresses (a reply goes back to the sender's

@@ -4,18 +4,18 @@ use core::net::Ipv4Addr;
 
 use xrudp_common::wire::{
     IPV4_FRAG_OFFSET, IPV4_MF_OR_OFFSET_MASK, IPV4_MIN_LEN, IPV4_PROTO_OFFSET,
-    IPV4_TOTAL_LEN_OFFSET,
+    IPV4_TOTAL_LEN_OFFSET, ipv4::field,
 };
 
 use crate::checksum::{self, Kernel};
 use crate::error::{Layer, ParseError};
 
 /// Offset of the TTL byte.
-const TTL: usize = 8;
+const TTL: usize = field::TTL;
 /// Offset of the header checksum.
-const CHECKSUM: usize = 10;
+const CHECKSUM: usize = field::CHECKSUM.start;
 /// Offset of the identification field.
-const IDENT: usize = 4;
+const IDENT: usize = field::IDENT.start;
 /// Don't-Fragment flag in the flags/fragment-offset word.
 const DF: u16 = 0x4000;
 
@@ -118,13 +118,13 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// Source address.
     #[must_use]
     pub fn src_addr(&self) -> Ipv4Addr {
-        addr_at(self.buffer.as_ref(), 12)
+        addr_at(self.buffer.as_ref(), field::SRC_ADDR.start)
     }
 
     /// Destination address.
     #[must_use]
     pub fn dst_addr(&self) -> Ipv4Addr {
-        addr_at(self.buffer.as_ref(), 16)
+        addr_at(self.buffer.as_ref(), field::DST_ADDR.start)
     }
 
     /// The whole header, options included.
@@ -170,18 +170,19 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 
     /// Sets the source address.
     pub fn set_src_addr(&mut self, addr: Ipv4Addr) {
-        self.buffer.as_mut()[12..16].copy_from_slice(&addr.octets());
+        self.buffer.as_mut()[field::SRC_ADDR].copy_from_slice(&addr.octets());
     }
 
     /// Sets the destination address.
     pub fn set_dst_addr(&mut self, addr: Ipv4Addr) {
-        self.buffer.as_mut()[16..20].copy_from_slice(&addr.octets());
+        self.buffer.as_mut()[field::DST_ADDR].copy_from_slice(&addr.octets());
     }
 
     /// Swaps source and destination addresses. The header checksum does not change: the
     /// one's complement sum is commutative.
     pub fn swap_addresses(&mut self) {
-        let (src, dst) = self.buffer.as_mut()[12..20].split_at_mut(4);
+        let (src, dst) = self.buffer.as_mut()[field::SRC_ADDR.start..field::DST_ADDR.end]
+            .split_at_mut(field::SRC_ADDR.len());
         src.swap_with_slice(dst);
     }
 
@@ -266,16 +267,16 @@ impl Repr {
         let h = buf.get_mut(..IPV4_MIN_LEN)?;
         h[0] = 0x45;
         h[1] = self.tos;
-        h[2..4].copy_from_slice(&total.to_be_bytes());
-        h[4..6].copy_from_slice(&self.ident.to_be_bytes());
-        h[6..8].copy_from_slice(&(if self.dont_frag { DF } else { 0 }).to_be_bytes());
+        h[field::LENGTH].copy_from_slice(&total.to_be_bytes());
+        h[field::IDENT].copy_from_slice(&self.ident.to_be_bytes());
+        h[field::FLG_OFF].copy_from_slice(&(if self.dont_frag { DF } else { 0 }).to_be_bytes());
         h[8] = self.ttl;
         h[9] = self.protocol;
-        h[10..12].fill(0);
-        h[12..16].copy_from_slice(&self.src.octets());
-        h[16..20].copy_from_slice(&self.dst.octets());
+        h[field::CHECKSUM].fill(0);
+        h[field::SRC_ADDR].copy_from_slice(&self.src.octets());
+        h[field::DST_ADDR].copy_from_slice(&self.dst.octets());
         let c = Kernel::scalar().checksum(h);
-        h[10..12].copy_from_slice(&c.to_be_bytes());
+        h[field::CHECKSUM].copy_from_slice(&c.to_be_bytes());
         Some(IPV4_MIN_LEN)
     }
 }

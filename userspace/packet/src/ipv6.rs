@@ -3,7 +3,7 @@
 
 use core::net::Ipv6Addr;
 
-use xrudp_common::wire::{IPV6_LEN, IPV6_NEXT_HEADER_OFFSET, IPV6_PAYLOAD_LEN_OFFSET};
+use xrudp_common::wire::{IPV6_LEN, IPV6_NEXT_HEADER_OFFSET, IPV6_PAYLOAD_LEN_OFFSET, ipv6::field};
 
 use crate::error::{Layer, ParseError};
 
@@ -101,17 +101,18 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 
     /// Sets the source address.
     pub fn set_src_addr(&mut self, addr: Ipv6Addr) {
-        self.buffer.as_mut()[8..24].copy_from_slice(&addr.octets());
+        self.buffer.as_mut()[field::SRC_ADDR].copy_from_slice(&addr.octets());
     }
 
     /// Sets the destination address.
     pub fn set_dst_addr(&mut self, addr: Ipv6Addr) {
-        self.buffer.as_mut()[24..40].copy_from_slice(&addr.octets());
+        self.buffer.as_mut()[field::DST_ADDR].copy_from_slice(&addr.octets());
     }
 
     /// Swaps source and destination addresses.
     pub fn swap_addresses(&mut self) {
-        let (src, dst) = self.buffer.as_mut()[8..40].split_at_mut(16);
+        let (src, dst) = self.buffer.as_mut()[field::SRC_ADDR.start..field::DST_ADDR.end]
+            .split_at_mut(field::SRC_ADDR.len());
         src.swap_with_slice(dst);
     }
 
@@ -158,12 +159,12 @@ impl Repr {
         let h = buf.get_mut(..IPV6_LEN)?;
         let first =
             (6u32 << 28) | (u32::from(self.traffic_class) << 20) | (self.flow_label & 0xf_ffff);
-        h[0..4].copy_from_slice(&first.to_be_bytes());
-        h[4..6].copy_from_slice(&self.payload_len.to_be_bytes());
-        h[6] = self.next_header;
-        h[7] = self.hop_limit;
-        h[8..24].copy_from_slice(&self.src.octets());
-        h[24..40].copy_from_slice(&self.dst.octets());
+        h[field::VER_TC_FLOW].copy_from_slice(&first.to_be_bytes());
+        h[field::LENGTH].copy_from_slice(&self.payload_len.to_be_bytes());
+        h[field::NXT_HDR] = self.next_header;
+        h[field::HOP_LIMIT] = self.hop_limit;
+        h[field::SRC_ADDR].copy_from_slice(&self.src.octets());
+        h[field::DST_ADDR].copy_from_slice(&self.dst.octets());
         Some(IPV6_LEN)
     }
 }

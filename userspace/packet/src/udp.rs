@@ -2,15 +2,15 @@
 
 use core::net::{Ipv4Addr, Ipv6Addr};
 
-use xrudp_common::wire::{IPPROTO_UDP, UDP_LEN};
+use xrudp_common::wire::{IPPROTO_UDP, UDP_LEN, udp::field};
 
 use crate::checksum::{self, Kernel};
 use crate::error::{Layer, ParseError};
 
 /// Offset of the length field.
-const LENGTH: usize = 4;
+const LENGTH: usize = field::LENGTH.start;
 /// Offset of the checksum field.
-const CHECKSUM: usize = 6;
+const CHECKSUM: usize = field::CHECKSUM.start;
 
 /// A read/write view of a UDP datagram; [`Packet::new_checked`] checks the length field
 /// against the buffer once, after which no accessor panics.
@@ -45,13 +45,13 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// Source port.
     #[must_use]
     pub fn src_port(&self) -> u16 {
-        be16(self.buffer.as_ref(), 0)
+        be16(self.buffer.as_ref(), field::SRC_PORT.start)
     }
 
     /// Destination port.
     #[must_use]
     pub fn dst_port(&self) -> u16 {
-        be16(self.buffer.as_ref(), 2)
+        be16(self.buffer.as_ref(), field::DST_PORT.start)
     }
 
     /// The length field: header and payload.
@@ -110,17 +110,18 @@ impl<T: AsRef<[u8]>> Packet<T> {
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Sets the source port.
     pub fn set_src_port(&mut self, port: u16) {
-        self.buffer.as_mut()[0..2].copy_from_slice(&port.to_be_bytes());
+        self.buffer.as_mut()[field::SRC_PORT].copy_from_slice(&port.to_be_bytes());
     }
 
     /// Sets the destination port.
     pub fn set_dst_port(&mut self, port: u16) {
-        self.buffer.as_mut()[2..4].copy_from_slice(&port.to_be_bytes());
+        self.buffer.as_mut()[field::DST_PORT].copy_from_slice(&port.to_be_bytes());
     }
 
     /// Swaps source and destination ports.
     pub fn swap_ports(&mut self) {
-        let (src, dst) = self.buffer.as_mut()[0..4].split_at_mut(2);
+        let (src, dst) = self.buffer.as_mut()[field::SRC_PORT.start..field::DST_PORT.end]
+            .split_at_mut(field::SRC_PORT.len());
         src.swap_with_slice(dst);
     }
 
@@ -177,10 +178,10 @@ pub fn emit_header(
 ) -> Option<usize> {
     let len = u16::try_from(payload_len.checked_add(UDP_LEN)?).ok()?;
     let h = buf.get_mut(..UDP_LEN)?;
-    h[0..2].copy_from_slice(&src_port.to_be_bytes());
-    h[2..4].copy_from_slice(&dst_port.to_be_bytes());
-    h[4..6].copy_from_slice(&len.to_be_bytes());
-    h[6..8].fill(0);
+    h[field::SRC_PORT].copy_from_slice(&src_port.to_be_bytes());
+    h[field::DST_PORT].copy_from_slice(&dst_port.to_be_bytes());
+    h[field::LENGTH].copy_from_slice(&len.to_be_bytes());
+    h[field::CHECKSUM].fill(0);
     Some(UDP_LEN)
 }
 

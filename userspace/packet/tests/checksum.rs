@@ -2,14 +2,13 @@
 //! crate, on random lengths, alignments and contents; RFC 1624 updates against full
 //! recomputation; CRC32C against the plain crate call.
 
+mod support;
+
 use proptest::prelude::*;
 use xrudp_packet::checksum::{self, Kernel, Level};
 use xrudp_packet::crc;
 
-/// The kernels this CPU can run (the scalar one always).
-fn kernels() -> Vec<Kernel> {
-    Level::ALL.into_iter().filter_map(Kernel::forced).collect()
-}
+use support::kernels;
 
 fn reference_checksum(data: &[u8]) -> u16 {
     u16::from_be_bytes(internet_checksum::checksum(data))

@@ -3,6 +3,8 @@
 //! random bytes must give errors, never panics; the parser must agree with the XDP
 //! program's classifier (`xrudp_common::steer::locate`).
 
+mod support;
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use proptest::prelude::*;
@@ -10,7 +12,7 @@ use proptest::test_runner::Config;
 use xrudp_common::steer::{self, Located};
 use xrudp_packet::datagram::{self, DEFAULT_TTL};
 use xrudp_packet::ethernet::{Address, Vlan};
-use xrudp_packet::{BuildError, Datagram, Kernel, Level, ParseError, ReplyError, Route};
+use xrudp_packet::{BuildError, Datagram, Kernel, ParseError, ReplyError, Route};
 
 /// Frame capacity used for replies (a common UMEM frame size).
 const FRAME: usize = 2048;
@@ -196,9 +198,7 @@ fn config(cases: u32) -> Config {
     }
 }
 
-fn kernels() -> Vec<Kernel> {
-    Level::ALL.into_iter().filter_map(Kernel::forced).collect()
-}
+use support::kernels;
 
 /// Parses and checks every field against the spec.
 fn assert_matches(frame: &[u8], spec: &Spec) -> Result<(), TestCaseError> {

@@ -107,7 +107,7 @@ impl From<rudp::HeaderError> for DecodeError {
 /// [`rudp_crc`]).
 pub fn seal(datagram: &mut [u8]) {
     let crc = rudp_crc(datagram);
-    datagram[rudp::CRC_OFFSET..rudp::CONN_ID_OFFSET].copy_from_slice(&crc.to_be_bytes());
+    datagram[rudp::field::CRC].copy_from_slice(&crc.to_be_bytes());
 }
 
 /// A datagram whose fixed header and CRC are checked.
@@ -263,8 +263,8 @@ impl<'a> Writer<'a> {
     }
     /// Overwrites the version byte of the packet started at 0 (tests of negotiation).
     pub fn set_version(&mut self, version: u8) {
-        if self.buf.len() > 2 {
-            self.buf[2] = version;
+        if self.buf.len() > rudp::field::VERSION {
+            self.buf[rudp::field::VERSION] = version;
         }
     }
 }

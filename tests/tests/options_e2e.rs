@@ -1,0 +1,233 @@
+//! Engine options that only matter end to end, each exercised in fresh namespaces over a
+//! veth pair: `--token-key-file` admits exactly the clients with a token signed by its
+//! key; `--backend auto` falls back to kernel sockets when AF_XDP cannot be had;
+//! `--busy-poll` serves; `--mode auto` falls back from native to skb when the driver
+//! refuses native XDP. Every assertion is on counts and contents (what the engine reports
+//! over its control socket, what its log says, what came back), never on timing; the
+//! timeouts only bound a hung run.
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use xrudp_client::{
+    ClientConfig, ClientEvent, ConnectError, ConnectToken, Connection, RejectReason,
+};
+use xrudp_proto::TokenKey;
+use xrudp_tests::{Engine, Topology, protocol_sum, tagged};
+
+const PORT: u16 = 7777;
+const RELIABLE: u8 = 0;
+/// Bounds a hung run; this VM stalls for milliseconds, so every wait has seconds of room.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Connects to `server` (with `token`), sends `n` reliable messages and counts the echoes
+/// that came back intact. Call it in the client namespace.
+fn echo(server: SocketAddr, token: Option<ConnectToken>, n: u32) -> Result<u32, ConnectError> {
+    let mut c = Connection::connect_blocking(server, ClientConfig::default(), token, TIMEOUT)?;
+    for seq in 0..n {
+        c.send(RELIABLE, &tagged(0, seq))
+            .expect("8 messages fit the send window");
+    }
+    let mut back = 0;
+    let deadline = Instant::now() + TIMEOUT;
+    while back < n && Instant::now() < deadline {
+        c.wait(Duration::from_millis(20)).expect("client I/O");
+        while let Some(ev) = c.next_event() {
+            if let ClientEvent::Message {
+                channel: RELIABLE,
+                data,
+            } = ev
+            {
+                assert_eq!(data, tagged(0, back), "echo {back} in order and intact");
+                back += 1;
+            }
+        }
+    }
+    Ok(back)
+}
+
+#[test]
+fn token_key_file_admits_only_clients_with_a_token_signed_by_it() {
+    let t = Topology::new(1, true);
+    let key = TokenKey([7; 32]);
+    let file = std::env::temp_dir().join(format!("xrudp-token-key-{}", t.id));
+    std::fs::write(&file, key.0).expect("writing the key file");
+    let engine = Engine::start(
+        &t,
+        &[
+            "--port",
+            &PORT.to_string(),
+            "--token-key-file",
+            file.to_str().expect("utf-8 path"),
+        ],
+    );
+    let server = t.srv_addr(PORT);
+    let valid_until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+        + 3600;
+    let good = ConnectToken::issue(&key, 1, valid_until, b"player one");
+    let forged = ConnectToken::issue(&TokenKey([8; 32]), 2, valid_until, b"");
+    let stale = ConnectToken::issue(&key, 3, 1, b"");
+    let (signed, none, forged, stale) = Topology::in_ns(&t.ns_cli.clone(), move || {
+        (
+            echo(server, Some(good), 8),
+            echo(server, None, 8),
+            echo(server, Some(forged), 8),
+            echo(server, Some(stale), 8),
+        )
+    });
+    let _ = std::fs::remove_file(&file);
+    assert_eq!(signed.expect("a signed token is admitted"), 8, "and served");
+    for (what, got, want) in [
+        ("no token", none, RejectReason::TokenRequired),
+        (
+            "a token signed by another key",
+            forged,
+            RejectReason::TokenInvalid,
+        ),
+        ("an expired token", stale, RejectReason::TokenExpired),
+    ] {
+        match got {
+            Err(ConnectError::Rejected { reason, .. }) => assert_eq!(reason, want, "{what}"),
+            other => panic!("{what}: expected a refusal ({want:?}), got {other:?}"),
+        }
+    }
+    let snap = engine.snapshot();
+    for name in ["token_required", "token_invalid", "token_expired"] {
+        assert!(
+            protocol_sum(&snap, |f| f.rejected.get(name).copied().unwrap_or(0)) >= 1,
+            "the engine counts the {name} refusal: {:?}",
+            snap.queues[0].protocol
+        );
+    }
+    assert_eq!(
+        protocol_sum(&snap, |f| f
+            .rejected
+            .get("server_full")
+            .copied()
+            .unwrap_or(0)),
+        0
+    );
+}
+
+/// An XDP program already attached in native mode by another program (this test, through
+/// the engine's own loader) is a real reason AF_XDP is unavailable: the engine's native
+/// attach is refused, and the kernel will not run a generic program beside a native one.
+#[test]
+fn backend_auto_falls_back_to_sockets_when_the_interface_has_another_xdp_program() {
+    let t = Topology::new(1, true);
+    let iface = t.if_srv.clone();
+    let held = Topology::in_ns(&t.ns_srv.clone(), move || {
+        let mut p = xrudp::loader::Program::load().expect("loading the XDP program");
+        // No ports configured: the program passes every frame to the kernel stack.
+        let mode = p
+            .attach(&iface, xrudp::loader::ModeChoice::Native)
+            .expect("native attach on veth");
+        assert_eq!(mode, xrudp::loader::Mode::Native);
+        p
+    });
+    assert_ne!(t.srv_xdp_prog(), 0, "the other program is attached");
+    let mut engine = Engine::start(&t, &["--port", &PORT.to_string(), "--backend", "auto"]);
+    let snap = engine.snapshot();
+    assert_eq!(snap.backend, "socket", "auto fell back to kernel sockets");
+    let log = engine.log_text();
+    assert!(
+        log.contains("AF_XDP is unavailable; falling back to kernel UDP sockets"),
+        "the engine says why it fell back:\n{log}"
+    );
+    let server = t.srv_addr(PORT);
+    let back = Topology::in_ns(&t.ns_cli.clone(), move || echo(server, None, 8));
+    assert_eq!(back.expect("connects over the socket backend"), 8);
+    assert!(
+        engine
+            .signal_and_wait(nix::sys::signal::Signal::SIGTERM)
+            .success()
+    );
+    drop(held);
+}
+
+#[test]
+fn busy_poll_serves_echo_and_says_so() {
+    let t = Topology::new(1, true);
+    let mut engine = Engine::start(&t, &["--port", &PORT.to_string(), "--busy-poll"]);
+    let snap = engine.snapshot();
+    assert_eq!(snap.backend, "xdp");
+    assert_eq!(
+        snap.wakeup, "busy-poll",
+        "the engine reports its wakeup strategy"
+    );
+    let server = t.srv_addr(PORT);
+    let back = Topology::in_ns(&t.ns_cli.clone(), move || echo(server, None, 64));
+    assert_eq!(
+        back.expect("connects"),
+        64,
+        "every reliable echo came back under busy polling"
+    );
+    let snap = engine.snapshot();
+    assert!(
+        snap.queues[0].rx_packets >= 64,
+        "served from the AF_XDP queue: {:?}",
+        snap.queues[0]
+    );
+    let log = engine.log_text();
+    assert!(
+        log.contains("busy"),
+        "the log says what busy polling could set:\n{log}"
+    );
+    assert!(
+        engine
+            .signal_and_wait(nix::sys::signal::Signal::SIGTERM)
+            .success()
+    );
+}
+
+/// veth refuses a native XDP program (one without multi-buffer support) while its peer's
+/// MTU is larger than a page minus the headroom ("Peer MTU is too large to set XDP",
+/// ERANGE, drivers/net/veth.c): a jumbo MTU on the client end is a real driver refusal.
+#[test]
+fn mode_auto_falls_back_to_skb_when_the_driver_refuses_native() {
+    let t = Topology::new(1, true);
+    let out = Topology::exec(
+        &t.ns_cli,
+        &["ip", "link", "set", "dev", &t.if_cli, "mtu", "9000"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut engine = Engine::start(&t, &["--port", &PORT.to_string(), "--mode", "auto"]);
+    let snap = engine.snapshot();
+    assert_eq!(snap.backend, "xdp");
+    assert_eq!(snap.xdp_mode, "skb", "native was refused, skb taken");
+    let log = engine.log_text();
+    assert!(
+        log.contains("native XDP attach failed; falling back to skb mode"),
+        "the engine logs the fallback:\n{log}"
+    );
+    let server = t.srv_addr(PORT);
+    let back = Topology::in_ns(&t.ns_cli.clone(), move || echo(server, None, 16));
+    assert_eq!(back.expect("connects in skb mode"), 16);
+    assert!(
+        engine.snapshot().queues[0].rx_packets >= 16,
+        "served through AF_XDP in skb mode"
+    );
+    assert!(
+        engine
+            .signal_and_wait(nix::sys::signal::Signal::SIGTERM)
+            .success()
+    );
+
+    // And `--mode native` on the same interface fails with the errno-based hint.
+    let err = Engine::try_start(&t, &["--port", &PORT.to_string(), "--mode", "native"])
+        .expect_err("native attach must be refused");
+    assert!(
+        err.1.contains("--mode skb"),
+        "the error says what to do:\n{}",
+        err.1
+    );
+}
