@@ -11,9 +11,10 @@
 //! - [`server`] / [`client`]: the endpoints.
 //! - [`congestion`], [`rtt`], [`pacing`]: the controllers, RTT estimator and pacer.
 //! - [`timer`]: the server's timing wheel (O(1) per connection timer change).
-//! - [`sim`]: a deterministic simulated network and the `Pair` test harness.
-//! - [`echo`]: an in-memory echo server and client pair, for per-message benches and
-//!   allocation counts.
+//! - `sim` (feature `testing`): a deterministic simulated network and the `Pair` test
+//!   harness.
+//! - `echo` (feature `testing`): an in-memory echo server and client pair, for
+//!   per-message benches and allocation counts.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -21,6 +22,7 @@ pub mod client;
 pub mod config;
 pub mod congestion;
 pub mod conn;
+#[cfg(feature = "testing")]
 pub mod echo;
 pub mod handshake;
 pub mod pacing;
@@ -28,6 +30,7 @@ pub mod packet;
 pub mod pool;
 pub mod rtt;
 pub mod server;
+#[cfg(feature = "testing")]
 pub mod sim;
 pub mod stats;
 pub mod timer;
