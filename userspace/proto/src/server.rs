@@ -20,7 +20,7 @@ use crate::timer::Wheel;
 
 /// Handshake replies queued at most; more are dropped (and counted) rather than queued, so a
 /// hello flood costs bounded memory.
-pub const MAX_PENDING_REPLIES: usize = 1024;
+pub(crate) const MAX_PENDING_REPLIES: usize = 1024;
 
 /// Passes `handle_timeout` makes at most over timers that expire again within `now`.
 const MAX_TIMER_ROUNDS: usize = 4;

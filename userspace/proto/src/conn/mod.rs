@@ -36,24 +36,24 @@ mod streams;
 mod transmit;
 
 /// RFC 9002 §6.1.1: a packet is lost once a packet this many numbers later is acked.
-pub const PACKET_THRESHOLD: u64 = 3;
+pub(crate) const PACKET_THRESHOLD: u64 = 3;
 
 /// RFC 9002 §6.1.2: time threshold 9/8 of the RTT, as numerator/denominator.
-pub const TIME_THRESHOLD: (u32, u32) = (9, 8);
+pub(crate) const TIME_THRESHOLD: (u32, u32) = (9, 8);
 
 /// Reliable messages (or fragments) queued or unacknowledged per connection, at most; also
 /// the receive window of a channel in sequence numbers. Well under half the 16-bit space
 /// so that sequence numbers expand unambiguously.
-pub const MESSAGE_WINDOW: usize = 8192;
+pub(crate) const MESSAGE_WINDOW: usize = 8192;
 
 /// Packets more than this far below the largest received are dropped as too old.
-pub const RX_WINDOW: u64 = 64;
+pub(crate) const RX_WINDOW: u64 = 64;
 
 /// Ack-eliciting packets received before an ack is sent at once (RFC 9000 §13.2.2).
-pub const ACK_ELICITING_THRESHOLD: u8 = 2;
+pub(crate) const ACK_ELICITING_THRESHOLD: u8 = 2;
 
 /// How many copies of `Disconnect` are sent (it is never retransmitted).
-pub const DISCONNECT_COPIES: u8 = 3;
+pub(crate) const DISCONNECT_COPIES: u8 = 3;
 
 /// Why a connection ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
