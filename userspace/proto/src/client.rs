@@ -17,7 +17,7 @@ use crate::server::{ConnStats, Transmit};
 use crate::stats::Counters;
 
 /// Longest interval between handshake resends.
-pub const MAX_HANDSHAKE_RESEND: Duration = Duration::from_secs(1);
+pub(crate) const MAX_HANDSHAKE_RESEND: Duration = Duration::from_secs(1);
 
 /// Where the client is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

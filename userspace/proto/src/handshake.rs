@@ -144,13 +144,17 @@ impl core::fmt::Debug for TokenKey {
 }
 
 /// Why a connect token was refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TokenError {
     /// Malformed: wrong length or version.
+    #[error("connect token malformed (wrong length or version); have the backend issue a new one")]
     Malformed,
     /// The MAC does not verify under the server's key (forged or altered).
+    #[error("connect token does not verify under this server's key (forged or altered)")]
     BadMac,
     /// The expiry time has passed.
+    #[error("connect token expired; have the backend issue a new one")]
     Expired,
 }
 

@@ -5,31 +5,38 @@
 //! `poll_transmit` / `poll_event` / `poll_timeout`, with the time passed in. The wire
 //! format, state machine, timers and constants are specified in `docs/PROTOCOL.md`.
 //!
-//! - [`packet`]: the codec (fixed header from `xrudp-common`, CRC32C, frames).
+//! The endpoints and their configuration, events and errors are re-exported here; the
+//! connection, server, client, config and stats modules are private. A few modules stay
+//! public as namespaces, because what they hold is used by name from outside:
+//! - [`packet`]: the codec (fixed header from `xrudp-common`, CRC32C, frames), for the
+//!   engine, the fuzz targets and hostile-peer tests that write raw datagrams.
 //! - [`handshake`]: stateless cookies, connect tokens, handshake packets.
-//! - [`conn`]: acks, channels, fragmentation, loss recovery, congestion, timers.
-//! - [`server`] / [`client`]: the endpoints.
-//! - [`congestion`], [`rtt`], [`pacing`]: the controllers, RTT estimator and pacer.
-//! - [`timer`]: the server's timing wheel (O(1) per connection timer change).
-//! - [`sim`]: a deterministic simulated network and the `Pair` test harness.
-//! - [`echo`]: an in-memory echo server and client pair, for per-message benches and
-//!   allocation counts.
+//! - [`congestion`], [`rtt`], [`pacing`]: the controllers, the RTT estimator and the pacer,
+//!   tested on their own.
+//! - [`timer`]: the server's timing wheel (O(1) per connection timer change), benched.
+//! - [`pool`]: the buffer pool behind [`Server::pool`] and its size classes.
+//! - `sim` (feature `testing`): a deterministic simulated network and the `Pair` test
+//!   harness.
+//! - `echo` (feature `testing`): an in-memory echo server and client pair, for
+//!   per-message benches and allocation counts.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod client;
-pub mod config;
+mod client;
+mod config;
 pub mod congestion;
-pub mod conn;
+mod conn;
+#[cfg(feature = "testing")]
 pub mod echo;
 pub mod handshake;
 pub mod pacing;
 pub mod packet;
 pub mod pool;
 pub mod rtt;
-pub mod server;
+mod server;
+#[cfg(feature = "testing")]
 pub mod sim;
-pub mod stats;
+mod stats;
 pub mod timer;
 
 pub use client::{Client, ClientEvent, ClientState};

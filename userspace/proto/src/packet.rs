@@ -48,26 +48,35 @@ pub mod frame {
 }
 
 /// Why a datagram could not be decoded. Each is counted by the server or client.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
 #[non_exhaustive]
 pub enum DecodeError {
     /// Shorter than the fixed header.
+    #[error("datagram shorter than the fixed header")]
     TooShort,
     /// Bad magic bytes.
+    #[error("bad magic bytes: not an xrudp datagram")]
     BadMagic,
     /// A version this build does not speak (on a non-hello packet).
+    #[error("protocol version this build does not speak")]
     BadVersion,
     /// An undefined packet type.
+    #[error("undefined packet type")]
     BadType,
     /// The CRC32C does not match.
+    #[error("CRC32C mismatch: the datagram was corrupted")]
     BadCrc,
     /// A hello or response shorter than [`MIN_HANDSHAKE_LEN`].
+    #[error("handshake packet shorter than the minimum handshake length")]
     Unpadded,
     /// A body shorter than its packet type requires, or a field that overruns it.
+    #[error("body shorter than its packet type requires, or a field overruns it")]
     Truncated,
     /// A field value outside its allowed range (unknown frame type, bad token length...).
+    #[error("field value outside its allowed range")]
     BadField,
     /// A packet type that this endpoint never accepts (e.g. `Challenge` at a server).
+    #[error("packet type this endpoint never accepts")]
     Unexpected,
 }
 

@@ -20,7 +20,7 @@ use crate::timer::Wheel;
 
 /// Handshake replies queued at most; more are dropped (and counted) rather than queued, so a
 /// hello flood costs bounded memory.
-pub const MAX_PENDING_REPLIES: usize = 1024;
+pub(crate) const MAX_PENDING_REPLIES: usize = 1024;
 
 /// Passes `handle_timeout` makes at most over timers that expire again within `now`.
 const MAX_TIMER_ROUNDS: usize = 4;
@@ -280,22 +280,7 @@ impl Server {
 
     fn handle_handshake(&mut self, now: Instant, from: SocketAddr, d: &Datagram<'_>) {
         if d.kind == PacketType::Hello && d.version != VERSION {
-            // Version negotiation: tell the client which versions this server speaks, but
-            // only in answer to a padded hello (anti-amplification).
-            if d.len < crate::packet::MIN_HANDSHAKE_LEN || d.body.len() < 8 {
-                self.stats.decode_errors[DecodeError::Unpadded.index()] += 1;
-                return;
-            }
-            let mut nb = [0; 8];
-            nb.copy_from_slice(&d.body[..8]);
-            self.stats.version_mismatches += 1;
-            self.reply(
-                from,
-                &Handshake::VersionMismatch {
-                    nonce: u64::from_be_bytes(nb),
-                    versions: 1 << VERSION,
-                },
-            );
+            self.negotiate_version(from, d);
             return;
         }
         let h = match handshake::decode(d.kind, d.body, d.len) {
@@ -378,6 +363,25 @@ impl Server {
             }
             _ => self.stats.decode_errors[DecodeError::Unexpected.index()] += 1,
         }
+    }
+
+    /// Version negotiation: tells the client which versions this server speaks, but only
+    /// in answer to a padded hello (anti-amplification).
+    fn negotiate_version(&mut self, from: SocketAddr, d: &Datagram<'_>) {
+        if d.len < crate::packet::MIN_HANDSHAKE_LEN || d.body.len() < 8 {
+            self.stats.decode_errors[DecodeError::Unpadded.index()] += 1;
+            return;
+        }
+        let mut nb = [0; 8];
+        nb.copy_from_slice(&d.body[..8]);
+        self.stats.version_mismatches += 1;
+        self.reply(
+            from,
+            &Handshake::VersionMismatch {
+                nonce: u64::from_be_bytes(nb),
+                versions: 1 << VERSION,
+            },
+        );
     }
 
     fn admit(

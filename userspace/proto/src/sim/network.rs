@@ -237,44 +237,13 @@ impl Network {
             return;
         }
         // 4. Loss, random or Gilbert-Elliott.
-        let loss = match model.burst {
-            None => model.loss,
-            Some(burst) => {
-                let flip = if link.bad {
-                    burst.p_bad_to_good
-                } else {
-                    burst.p_good_to_bad
-                };
-                if link.chance(flip) {
-                    link.bad = !link.bad;
-                }
-                if link.bad {
-                    burst.loss_in_bad
-                } else {
-                    model.loss
-                }
-            }
-        };
+        let loss = link.loss_rate(model);
         if link.chance(loss) {
             link.stats.lost += 1;
             return;
         }
-        // 5. Delay and jitter on a FIFO link.
-        let jitter = link.up_to(model.jitter);
-        let mut arrival = departure + model.delay + jitter;
-        // 6. Reordering: held back past its place, without holding back later datagrams.
-        if link.chance(model.reorder) {
-            let hold = model.delay.max(Duration::from_millis(1));
-            let extra =
-                link.up_to(hold.saturating_sub(Duration::from_nanos(1))) + Duration::from_nanos(1);
-            arrival = link.last_arrival.map_or(arrival, |last| last.max(arrival)) + extra;
-            link.stats.reordered += 1;
-        } else {
-            if let Some(last) = link.last_arrival {
-                arrival = arrival.max(last);
-            }
-            link.last_arrival = Some(arrival);
-        }
+        // 5. Delay and jitter on a FIFO link; 6. reordering.
+        let arrival = link.arrival(model, departure);
         // 7. Duplication, then corruption of each copy.
         let copies = if link.chance(model.duplicate) {
             link.stats.duplicated += 1;
@@ -418,6 +387,49 @@ impl Queue {
 }
 
 impl Link {
+    /// The loss probability for the next datagram: the model's, or under Gilbert-Elliott
+    /// burst loss the current state's, after the state's chance to flip.
+    fn loss_rate(&mut self, model: &Model) -> f64 {
+        match model.burst {
+            None => model.loss,
+            Some(burst) => {
+                let flip = if self.bad {
+                    burst.p_bad_to_good
+                } else {
+                    burst.p_good_to_bad
+                };
+                if self.chance(flip) {
+                    self.bad = !self.bad;
+                }
+                if self.bad {
+                    burst.loss_in_bad
+                } else {
+                    model.loss
+                }
+            }
+        }
+    }
+
+    /// When a datagram leaving at `departure` arrives: delay and jitter on a FIFO link,
+    /// or, if reordered, held back past its place without holding back later datagrams.
+    fn arrival(&mut self, model: &Model, departure: Instant) -> Instant {
+        let jitter = self.up_to(model.jitter);
+        let mut arrival = departure + model.delay + jitter;
+        if self.chance(model.reorder) {
+            let hold = model.delay.max(Duration::from_millis(1));
+            let extra =
+                self.up_to(hold.saturating_sub(Duration::from_nanos(1))) + Duration::from_nanos(1);
+            arrival = self.last_arrival.map_or(arrival, |last| last.max(arrival)) + extra;
+            self.stats.reordered += 1;
+        } else {
+            if let Some(last) = self.last_arrival {
+                arrival = arrival.max(last);
+            }
+            self.last_arrival = Some(arrival);
+        }
+        arrival
+    }
+
     fn new(seed: u64, from: SocketAddr, to: SocketAddr) -> Self {
         Self {
             rng: ChaCha8Rng::seed_from_u64(link_seed(seed, from, to)),

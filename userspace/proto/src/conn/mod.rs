@@ -1,0 +1,589 @@
+//! One established connection, the same on both ends: packet numbers and acks, message
+//! channels, fragmentation, loss recovery, congestion control and pacing, timers
+//! (docs/PROTOCOL.md §5–§8).
+//!
+//! Split by job, as quinn-proto splits its connection:
+//! - this module: the connection's state, its lifecycle (open, closing, closed) and timers;
+//! - [`transmit`]: queueing messages and writing the next packet (`poll_transmit`);
+//! - [`receive`]: decoding a `Data` packet and dispatching its frames (`handle_data`);
+//! - [`ack`]: the received packet numbers and the ACK frame that reports them;
+//! - [`recovery`]: the sent-packet history, ack processing and loss detection (RFC 9002);
+//! - [`channels`]: per-channel ordering and sequencing of received messages;
+//! - [`reassembly`]: fragments back into messages, within bounds;
+//! - [`streams`]: the message queues, allocated only while a connection is busy.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::config::{ChannelKind, Transport};
+use crate::congestion::{Congestion, Controller};
+use crate::pacing::Pacer;
+use crate::packet::{MAX_CHANNELS, Reader};
+use crate::pool::BufPool;
+use crate::rtt::RttEstimator;
+use crate::stats::Counters;
+
+use recovery::SentPacket;
+use streams::Streams;
+
+mod ack;
+mod channels;
+mod reassembly;
+mod receive;
+mod recovery;
+mod streams;
+mod transmit;
+
+/// RFC 9002 §6.1.1: a packet is lost once a packet this many numbers later is acked.
+pub(crate) const PACKET_THRESHOLD: u64 = 3;
+
+/// RFC 9002 §6.1.2: time threshold 9/8 of the RTT, as numerator/denominator.
+pub(crate) const TIME_THRESHOLD: (u32, u32) = (9, 8);
+
+/// Reliable messages (or fragments) queued or unacknowledged per connection, at most; also
+/// the receive window of a channel in sequence numbers. Well under half the 16-bit space
+/// so that sequence numbers expand unambiguously.
+pub(crate) const MESSAGE_WINDOW: usize = 8192;
+
+/// Packets more than this far below the largest received are dropped as too old.
+pub(crate) const RX_WINDOW: u64 = 64;
+
+/// Ack-eliciting packets received before an ack is sent at once (RFC 9000 §13.2.2).
+pub(crate) const ACK_ELICITING_THRESHOLD: u8 = 2;
+
+/// How many copies of `Disconnect` are sent (it is never retransmitted).
+pub(crate) const DISCONNECT_COPIES: u8 = 3;
+
+/// Why a connection ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DisconnectReason {
+    /// This end's application closed it (or kicked the client), with its code.
+    Local {
+        /// Application code.
+        code: u16,
+    },
+    /// The peer closed it gracefully with a code (a server kick, seen by the client, or a
+    /// client's disconnect, seen by the server).
+    Peer {
+        /// Application code.
+        code: u16,
+    },
+    /// Nothing was received for the idle timeout.
+    TimedOut,
+    /// The peer sent something this end refuses; this end closed with the code.
+    Violation(Violation),
+    /// The peer reported that this end violated the protocol.
+    PeerViolation(u16),
+    /// The server is shutting down (seen by clients).
+    ServerShutdown,
+    /// Client only: no answer to the handshake before the handshake timeout.
+    HandshakeTimedOut,
+    /// Client only: the server refused to admit the client.
+    Rejected(crate::RejectReason),
+    /// Client only: the server speaks none of this client's versions.
+    VersionMismatch,
+    /// Server only: the client's address connected again with a fresh handshake.
+    Replaced,
+}
+
+/// A protocol violation by the peer; the connection is closed with its code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u16)]
+#[non_exhaustive]
+pub enum Violation {
+    /// A data packet whose frames do not decode.
+    MalformedFrame = 1,
+    /// A fragmented message larger than the maximum message size, or too many at once.
+    MessageTooLarge = 2,
+    /// A fragment that contradicts earlier fragments of its message.
+    BadFragment = 3,
+    /// An ack for a packet never sent.
+    AckOfUnsent = 4,
+}
+
+/// `Disconnect` kind byte (docs/PROTOCOL.md §5.3).
+pub(crate) mod close_kind {
+    pub(crate) const APPLICATION: u8 = 1;
+    pub(crate) const VIOLATION: u8 = 2;
+    pub(crate) const SHUTDOWN: u8 = 3;
+}
+
+/// Why a message could not be queued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The send buffer is full: retry after the peer acknowledges (poll and drive the
+    /// connection), or drop the message if it is stale.
+    #[error("send buffer full; retry once the peer has acknowledged data")]
+    QueueFull,
+    /// Larger than `max_message_size`, or an unreliable message larger than one packet.
+    #[error("message of {len} bytes exceeds the limit of {max} bytes for this channel")]
+    TooLarge {
+        /// Message length.
+        len: usize,
+        /// The limit that applies.
+        max: usize,
+    },
+    /// No such channel.
+    #[error("channel {0} is not configured")]
+    BadChannel(u8),
+    /// The connection is closing, closed or not yet established, or the handle is stale.
+    #[error("not connected")]
+    NotConnected,
+}
+
+/// Per-endpoint context a connection needs on each call (kept outside it to save memory).
+#[derive(Debug)]
+pub(crate) struct Ctx<'a> {
+    pub(crate) channels: &'a [ChannelKind],
+    pub(crate) transport: &'a Transport,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) keepalive: Duration,
+    pub(crate) pool: &'a mut BufPool,
+    pub(crate) stats: &'a mut Counters,
+}
+
+/// The connection's deadlines, indexing its fixed table of `Option<Instant>` (the
+/// keepalive is derived from the last ack-eliciting packet instead). Not to be confused
+/// with [`crate::timer`], the server's wheel over all connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Deadline {
+    /// Loss detection: the time-threshold deadline or the probe timeout (RFC 9002 §6.2).
+    Loss = 0,
+    /// The delayed ack (RFC 9000 §13.2.1).
+    Ack = 1,
+    /// The idle timeout.
+    Idle = 2,
+    /// The pacer's next send time.
+    Pacing = 3,
+}
+const DEADLINES: usize = 4;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum State {
+    Open,
+    /// Sending the remaining copies of `Disconnect`.
+    Closing {
+        copies: u8,
+    },
+    /// Done; the owner reports the reason and frees the connection.
+    Closed,
+}
+
+// An idle connection must cost at most 512 bytes with its table slot and its one in-flight
+// keepalive record (docs/PROTOCOL.md §10); the simulator test measures the total.
+const _: () = assert!(size_of::<Conn>() <= 432);
+
+/// An established connection.
+#[derive(Debug)]
+#[expect(
+    clippy::struct_field_names,
+    reason = "conn_id is the protocol's name for the field"
+)]
+pub(crate) struct Conn {
+    pub(crate) peer: SocketAddr,
+    pub(crate) conn_id: u32,
+    pub(crate) state: State,
+    /// Why it closed (set with `Closing`/`Closed`).
+    pub(crate) reason: Option<DisconnectReason>,
+    close_wire: (u8, u16),
+    mtu: u16,
+    timers: [Option<Instant>; DEADLINES],
+    rtt: RttEstimator,
+    cc: Congestion,
+    pacer: Pacer,
+    // Sending.
+    next_pn: u64,
+    /// Largest packet number acked; 0 before any (numbers start at 2^32).
+    largest_acked: u64,
+    sent: VecDeque<SentPacket>,
+    bytes_in_flight: u32,
+    send_used: u32,
+    pto_count: u8,
+    probes: u8,
+    last_eliciting_sent: Option<Instant>,
+    /// The loss timer holds the time-threshold deadline (RFC 9002 `loss_time`), not a PTO.
+    loss_armed: bool,
+    /// Keepalive interval, ms: a ping goes out this long after the last ack-eliciting packet.
+    keepalive_ms: u32,
+    send_seq: [u16; MAX_CHANNELS],
+    // Receiving.
+    rx_largest: u64,
+    rx_bits: u64,
+    rx_any: bool,
+    rx_largest_time: Option<Instant>,
+    ack_pending: u8,
+    ack_now: bool,
+    recv_next: [u16; MAX_CHANNELS],
+    pub(crate) recv_used: u32,
+    streams: Option<Box<Streams>>,
+}
+
+impl Conn {
+    /// A new connection; `initial_seq` is this end's first packet and channel sequence
+    /// number, `peer_initial_seq` the peer's (exchanged in the handshake).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "each is a distinct handshake outcome"
+    )]
+    pub(crate) fn new(
+        now: Instant,
+        peer: SocketAddr,
+        conn_id: u32,
+        ctx: &Ctx<'_>,
+        mtu: usize,
+        peer_max_ack_delay: Duration,
+        initial_seq: u16,
+        peer_initial_seq: u16,
+    ) -> Self {
+        let t = ctx.transport;
+        let mut c = Self {
+            peer,
+            conn_id,
+            state: State::Open,
+            reason: None,
+            close_wire: (0, 0),
+            mtu: mtu as u16,
+            timers: [None; DEADLINES],
+            rtt: RttEstimator::new(t.initial_rtt, t.min_rto, peer_max_ack_delay),
+            cc: Congestion::new(t.congestion, mtu as u64, now),
+            pacer: Pacer::new(mtu as u64),
+            next_pn: (1 << 32) + u64::from(initial_seq),
+            largest_acked: 0,
+            sent: VecDeque::new(),
+            bytes_in_flight: 0,
+            send_used: 0,
+            pto_count: 0,
+            probes: 0,
+            last_eliciting_sent: Some(now),
+            loss_armed: false,
+            keepalive_ms: ctx.keepalive.as_millis().min(u128::from(u32::MAX)) as u32,
+            send_seq: [initial_seq; MAX_CHANNELS],
+            rx_largest: 0,
+            rx_bits: 0,
+            rx_any: false,
+            rx_largest_time: None,
+            ack_pending: 0,
+            ack_now: false,
+            recv_next: [peer_initial_seq; MAX_CHANNELS],
+            recv_used: 0,
+            streams: None,
+        };
+        c.timers[Deadline::Idle as usize] = Some(now + ctx.idle_timeout);
+        c
+    }
+
+    /// Bytes of state this connection holds, inline and on the heap.
+    pub(crate) fn memory(&self) -> usize {
+        size_of::<Self>()
+            + self.sent.capacity() * size_of::<SentPacket>()
+            + self
+                .streams
+                .as_ref()
+                .map_or(0, |s| size_of::<Streams>() + s.heap_bytes())
+    }
+
+    /// The RTT estimator.
+    pub(crate) fn rtt(&self) -> &RttEstimator {
+        &self.rtt
+    }
+
+    /// The congestion window in bytes.
+    pub(crate) fn window(&self) -> u64 {
+        self.cc.window()
+    }
+
+    /// Bytes in flight.
+    pub(crate) fn bytes_in_flight(&self) -> u64 {
+        u64::from(self.bytes_in_flight)
+    }
+
+    /// Bytes queued or unacknowledged.
+    pub(crate) fn send_buffered(&self) -> usize {
+        self.send_used as usize
+    }
+
+    /// The earliest timer.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        if self.state != State::Open {
+            return None;
+        }
+        self.timers
+            .iter()
+            .flatten()
+            .chain(self.keepalive_at().as_ref())
+            .min()
+            .copied()
+    }
+
+    fn keepalive_at(&self) -> Option<Instant> {
+        self.last_eliciting_sent
+            .map(|t| t + Duration::from_millis(u64::from(self.keepalive_ms)))
+    }
+
+    /// Whether `poll_transmit` may produce something now (ignoring pacing and timers).
+    pub(crate) fn wants_transmit(&self) -> bool {
+        match self.state {
+            State::Closing { .. } => true,
+            State::Closed => false,
+            State::Open => {
+                self.ack_now
+                    || self.probes > 0
+                    || self.streams.as_ref().is_some_and(|s| {
+                        !s.retransmit.is_empty()
+                            || !s.unreliable.is_empty()
+                            || s.next_unsent < s.msg_base + s.msgs.len() as u64
+                    })
+            }
+        }
+    }
+
+    /// Whether nothing is queued, in flight, held or waiting to be acknowledged.
+    pub(crate) fn is_quiet(&self) -> bool {
+        match self.state {
+            State::Open => {
+                self.ack_pending == 0
+                    && self.probes == 0
+                    && self.sent.iter().all(|p| p.acked || p.lost)
+                    && self.streams.as_ref().is_none_or(|s| {
+                        s.msgs.is_empty() && s.unreliable.is_empty() && s.retransmit.is_empty()
+                    })
+            }
+            State::Closing { .. } => false,
+            State::Closed => true,
+        }
+    }
+
+    /// Sends an ack-eliciting packet soon (the client's first packet after `Welcome`).
+    pub(crate) fn force_ping(&mut self) {
+        self.probes = self.probes.max(1);
+    }
+
+    /// Starts closing: `Disconnect` is sent [`DISCONNECT_COPIES`] times, then the connection
+    /// is closed.
+    pub(crate) fn close(
+        &mut self,
+        reason: DisconnectReason,
+        kind: u8,
+        code: u16,
+        pool: &mut BufPool,
+    ) {
+        if self.state != State::Open {
+            return;
+        }
+        self.state = State::Closing {
+            copies: DISCONNECT_COPIES,
+        };
+        self.reason = Some(reason);
+        self.close_wire = (kind, code);
+        self.free_buffers(pool);
+    }
+
+    /// Closes at once without sending anything (timeout, or the peer closed).
+    pub(crate) fn terminate(&mut self, reason: DisconnectReason, pool: &mut BufPool) {
+        if self.state == State::Closed {
+            return;
+        }
+        self.state = State::Closed;
+        if self.reason.is_none() {
+            self.reason = Some(reason);
+        }
+        self.free_buffers(pool);
+    }
+
+    fn free_buffers(&mut self, pool: &mut BufPool) {
+        if let Some(s) = self.streams.take() {
+            let s = *s;
+            for m in s.msgs {
+                pool.put(m.data);
+            }
+            for u in s.unreliable {
+                pool.put(u.data);
+            }
+            for h in s.held.into_iter().flatten().flatten() {
+                pool.put(h.data);
+            }
+            for r in s.reasm {
+                pool.put_parts(r.parts);
+            }
+        }
+        self.sent = VecDeque::new();
+        self.send_used = 0;
+        self.bytes_in_flight = 0;
+    }
+
+    /// Handles expired timers.
+    pub(crate) fn handle_timeout(&mut self, now: Instant, ctx: &mut Ctx<'_>) {
+        if self.state != State::Open {
+            return;
+        }
+        if self.timers[Deadline::Idle as usize].is_some_and(|t| t <= now) {
+            ctx.stats.timed_out += 1;
+            self.terminate(DisconnectReason::TimedOut, ctx.pool);
+            return;
+        }
+        if self.timers[Deadline::Ack as usize].is_some_and(|t| t <= now) {
+            self.timers[Deadline::Ack as usize] = None;
+            if self.ack_pending > 0 {
+                self.ack_now = true;
+            }
+        }
+        if self.timers[Deadline::Pacing as usize].is_some_and(|t| t <= now) {
+            self.timers[Deadline::Pacing as usize] = None;
+        }
+        if self.keepalive_at().is_some_and(|t| t <= now) {
+            // Restart the period now, whether or not a ping is needed.
+            self.last_eliciting_sent = Some(now);
+            self.compact();
+            if self.probes == 0 && self.sent.iter().all(|p| p.acked || p.lost) {
+                self.probes = 1;
+                ctx.stats.keepalives += 1;
+            }
+        }
+        if self.timers[Deadline::Loss as usize].is_some_and(|t| t <= now) {
+            self.timers[Deadline::Loss as usize] = None;
+            if self.loss_armed {
+                self.detect_losses(now, ctx);
+            } else if self.sent.iter().any(|p| !p.acked && !p.lost) {
+                // RFC 9002 §6.2.4: a probe timeout sends one or two probes and backs off.
+                self.pto_count = self.pto_count.saturating_add(1);
+                self.probes = 2;
+                // The next period counts from now, so an expired timer never stays due.
+                self.last_eliciting_sent = Some(now);
+                ctx.stats.ptos += 1;
+                self.queue_probe_data();
+            }
+            self.set_loss_timer();
+        }
+    }
+
+    /// Returns memory that a quiet connection no longer needs.
+    fn compact(&mut self) {
+        if self.streams.as_ref().is_some_and(|s| s.is_quiet()) {
+            self.streams = None;
+            // The frame log's index space goes with the streams, and the next `Streams`
+            // starts again at 0, as does every packet sent while there are none. The
+            // packets still on record (pings, or lost packets kept for a late ack) carry
+            // no frames, since the log is empty, but their `log` still points into the old
+            // space: left there, `trim` would take the oldest for the start of the live
+            // log and discard the new log's first entries, so the messages they name
+            // could never be acknowledged nor retransmitted. Move them to the new origin.
+            for p in &mut self.sent {
+                debug_assert_eq!(p.frames, 0, "a quiet log names no frames");
+                p.log = 0;
+            }
+        }
+        if self.sent.is_empty() && self.sent.capacity() > 1 {
+            // Room for the one keepalive ping an idle connection has in flight.
+            self.sent = VecDeque::with_capacity(1);
+        }
+    }
+
+    /// Closes with a protocol violation by the peer.
+    fn violate(&mut self, v: Violation, pool: &mut BufPool) {
+        self.close(
+            DisconnectReason::Violation(v),
+            close_kind::VIOLATION,
+            v as u16,
+            pool,
+        );
+    }
+
+    /// The application consumed a delivered message of `len` bytes.
+    pub(crate) fn consumed(&mut self, len: usize) {
+        self.recv_used = self.recv_used.saturating_sub(len as u32);
+    }
+
+    /// Handles a `Disconnect` packet body.
+    pub(crate) fn handle_disconnect(&mut self, body: &[u8], is_client: bool, pool: &mut BufPool) {
+        let mut r = Reader::new(body);
+        let (Ok(kind), Ok(code)) = (r.u8(), r.u16()) else {
+            return;
+        };
+        let reason = match kind {
+            close_kind::VIOLATION => DisconnectReason::PeerViolation(code),
+            close_kind::SHUTDOWN if is_client => DisconnectReason::ServerShutdown,
+            _ => DisconnectReason::Peer { code },
+        };
+        if self.state == State::Open {
+            self.terminate(reason, pool);
+        }
+    }
+}
+
+/// A connection and the endpoint context it is driven with, for the unit tests of the
+/// pieces in this module's children.
+#[cfg(test)]
+mod fixture {
+    use std::net::SocketAddr;
+    use std::time::{Duration, Instant};
+
+    use super::{Conn, Ctx};
+    use crate::config::{ChannelKind, Transport};
+    use crate::pool::BufPool;
+    use crate::stats::Counters;
+
+    /// This end's first packet and sequence number.
+    pub(super) const SEQ: u16 = 100;
+    /// The peer's first packet and sequence number.
+    pub(super) const PEER_SEQ: u16 = 500;
+
+    /// The endpoint state a `Ctx` borrows.
+    pub(super) struct Fixture {
+        pub(super) channels: Vec<ChannelKind>,
+        pub(super) transport: Transport,
+        pub(super) pool: BufPool,
+        pub(super) stats: Counters,
+        pub(super) now: Instant,
+    }
+
+    impl Fixture {
+        /// An endpoint with one channel of each kind, in `ChannelKind` order: 0 reliable
+        /// ordered, 1 reliable unordered, 2 unreliable, 3 unreliable sequenced.
+        pub(super) fn new() -> Self {
+            Self {
+                channels: vec![
+                    ChannelKind::ReliableOrdered,
+                    ChannelKind::ReliableUnordered,
+                    ChannelKind::Unreliable,
+                    ChannelKind::UnreliableSequenced,
+                ],
+                transport: Transport::default(),
+                pool: BufPool::default(),
+                stats: Counters::default(),
+                now: Instant::now(),
+            }
+        }
+
+        pub(super) fn ctx(&mut self) -> Ctx<'_> {
+            Ctx {
+                channels: &self.channels,
+                transport: &self.transport,
+                idle_timeout: Duration::from_secs(10),
+                keepalive: Duration::from_secs(1),
+                pool: &mut self.pool,
+                stats: &mut self.stats,
+            }
+        }
+
+        /// An open connection created at `self.now`.
+        pub(super) fn conn(&mut self) -> Conn {
+            let now = self.now;
+            let mtu = self.transport.mtu;
+            let peer = SocketAddr::from(([192, 0, 2, 1], 4000));
+            let ctx = self.ctx();
+            Conn::new(
+                now,
+                peer,
+                7,
+                &ctx,
+                mtu,
+                Duration::from_millis(5),
+                SEQ,
+                PEER_SEQ,
+            )
+        }
+    }
+}

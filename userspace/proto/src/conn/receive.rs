@@ -1,0 +1,144 @@
+//! The receive side's entry point: a `Data` packet is checked whole (every frame decodes,
+//! its messages fit the receive buffer or make progress) before any frame takes effect,
+//! then its frames are dispatched to ack processing, the channels and reassembly.
+
+use std::time::Instant;
+
+use super::reassembly::MIN_FRAGMENT;
+use super::{Conn, Ctx, Deadline, State, Violation};
+use crate::config::ChannelKind;
+use crate::packet::{DATA_PREFIX_LEN, DecodeError, Frame, Frames, Reader};
+
+impl Conn {
+    /// Handles a `Data` packet body (after the fixed header). `deliver` receives messages.
+    pub(crate) fn handle_data(
+        &mut self,
+        now: Instant,
+        body: &[u8],
+        ctx: &mut Ctx<'_>,
+        deliver: &mut dyn FnMut(u8, Vec<u8>),
+    ) {
+        if self.state != State::Open {
+            return;
+        }
+        let mut r = Reader::new(body);
+        let Ok(wire_pn) = r.u16() else {
+            ctx.stats.decode_errors[DecodeError::Truncated.index()] += 1;
+            return;
+        };
+        let frames_body = &body[DATA_PREFIX_LEN..];
+        let Some(pn) = self.received_pn(wire_pn) else {
+            ctx.stats.duplicate_packets += 1;
+            return;
+        };
+        // Pass 1: the whole packet must decode, and its messages must fit the receive
+        // buffer (or make progress), before anything in it takes effect.
+        let Some((msg_bytes, progress)) = self.check_frames(frames_body, ctx) else {
+            return;
+        };
+        if self.recv_used as usize + msg_bytes > ctx.transport.recv_buffer && !progress {
+            ctx.stats.recv_buffer_full += 1;
+            return;
+        }
+        // Pass 2.
+        self.timers[Deadline::Idle as usize] = Some(now + ctx.idle_timeout);
+        let Some(eliciting) = self.dispatch_frames(now, frames_body, ctx, deliver) else {
+            return;
+        };
+        // Record the packet number (RFC 9000 §13.2: acks carry the largest and a bitfield).
+        self.record_received(now, pn);
+        self.arm_ack(now, eliciting, ctx);
+    }
+
+    /// Pass 1: whether every frame decodes (if not, closes with a violation and returns
+    /// `None`); the message bytes the packet carries, and whether one of them is the next
+    /// expected on a reliable ordered channel (progress, accepted even when the receive
+    /// buffer is full).
+    fn check_frames(&mut self, frames_body: &[u8], ctx: &mut Ctx<'_>) -> Option<(usize, bool)> {
+        let channels = ctx.channels;
+        let has_seq = |c: u8| channels.get(usize::from(c)).map(|k| k.has_seq());
+        let mut msg_bytes = 0usize;
+        let mut progress = false;
+        for f in Frames::new(frames_body, has_seq) {
+            match f {
+                Err(_) => {
+                    ctx.stats.violations += 1;
+                    self.violate(Violation::MalformedFrame, ctx.pool);
+                    return None;
+                }
+                Ok(
+                    Frame::Message { channel, seq, data }
+                    | Frame::Fragment {
+                        channel, seq, data, ..
+                    },
+                ) => {
+                    msg_bytes += data.len();
+                    if channels[usize::from(channel)] == ChannelKind::ReliableOrdered
+                        && seq == self.recv_next[usize::from(channel)]
+                    {
+                        progress = true;
+                    }
+                }
+                Ok(_) => {}
+            }
+        }
+        Some((msg_bytes, progress))
+    }
+
+    /// Pass 2: acts on each frame in order; returns whether the packet was ack-eliciting,
+    /// or `None` if a frame closed the connection.
+    fn dispatch_frames(
+        &mut self,
+        now: Instant,
+        frames_body: &[u8],
+        ctx: &mut Ctx<'_>,
+        deliver: &mut dyn FnMut(u8, Vec<u8>),
+    ) -> Option<bool> {
+        let channels = ctx.channels;
+        let has_seq = |c: u8| channels.get(usize::from(c)).map(|k| k.has_seq());
+        let mut eliciting = false;
+        for f in Frames::new(frames_body, has_seq).flatten() {
+            match f {
+                Frame::Ack(ack) => self.on_ack(now, ack, ctx),
+                Frame::Ping => eliciting = true,
+                Frame::Message { channel, seq, data } => {
+                    eliciting = true;
+                    self.on_message(channel, seq, None, data, ctx, deliver);
+                }
+                Frame::Fragment {
+                    channel,
+                    seq,
+                    index,
+                    count,
+                    data,
+                } => {
+                    eliciting = true;
+                    if let Err(v) = check_fragment(ctx, channel, count) {
+                        ctx.stats.violations += 1;
+                        self.violate(v, ctx.pool);
+                        return None;
+                    }
+                    self.on_message(channel, seq, Some((index, count)), data, ctx, deliver);
+                }
+            }
+            if self.state != State::Open {
+                return None;
+            }
+        }
+        Some(eliciting)
+    }
+}
+
+/// A fragment must travel on a reliable channel, and its message must not have more
+/// fragments than the maximum message size allows.
+pub(super) fn check_fragment(ctx: &Ctx<'_>, channel: u8, count: u16) -> Result<(), Violation> {
+    if !ctx.channels[usize::from(channel)].is_reliable() {
+        return Err(Violation::BadFragment);
+    }
+    // Every fragment but the last fills a packet (over 1100 bytes at the smallest MTU), so
+    // more fragments than this exceed the maximum size.
+    if usize::from(count) > ctx.transport.max_message_size / MIN_FRAGMENT + 1 {
+        return Err(Violation::MessageTooLarge);
+    }
+    Ok(())
+}

@@ -1,0 +1,433 @@
+//! Loss recovery on the send side (RFC 9002): the record of packets sent, ack
+//! processing, loss detection by packet and time threshold, retransmission queueing and
+//! the loss-detection / probe timer.
+
+use std::time::{Duration, Instant};
+
+use super::{Conn, Ctx, Deadline, PACKET_THRESHOLD, RX_WINDOW, TIME_THRESHOLD, Violation};
+use crate::congestion::Controller;
+use crate::packet::{ACK_DELAY_UNIT_US, Ack, expand16};
+use crate::pool::BufPool;
+
+/// Largest PTO backoff exponent.
+const MAX_PTO_BACKOFF: u32 = 6;
+
+/// A packet on record: ack-eliciting, sent and not yet resolved (or lost and kept a
+/// little while so that a late ack is recognised).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct SentPacket {
+    pub(super) pn: u64,
+    pub(super) time: Instant,
+    /// First entry of this packet in the frame log (absolute index).
+    pub(super) log: u64,
+    pub(super) frames: u16,
+    pub(super) size: u16,
+    pub(super) acked: bool,
+    pub(super) lost: bool,
+}
+
+/// What loss detection concludes about one unacknowledged packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Lost now.
+    Lost,
+    /// Not lost yet; lost at this time unless acknowledged first.
+    LostAt(Instant),
+}
+
+/// The losses one pass of loss detection found, for the congestion controller.
+#[derive(Debug, Default)]
+struct Losses {
+    bytes: u64,
+    newest: Option<Instant>,
+    oldest: Option<Instant>,
+}
+
+impl Conn {
+    /// Processes an ACK frame (RFC 9002 §6, §5.1).
+    pub(super) fn on_ack(&mut self, now: Instant, ack: Ack, ctx: &mut Ctx<'_>) {
+        let largest = expand16(self.next_pn - 1, ack.largest);
+        if largest >= self.next_pn {
+            ctx.stats.violations += 1;
+            self.violate(Violation::AckOfUnsent, ctx.pool);
+            return;
+        }
+        let Some(front) = self.sent.front().map(|p| p.pn) else {
+            self.largest_acked = self.largest_acked.max(largest);
+            return;
+        };
+        let window = self.cc.window();
+        let app_limited = u64::from(self.bytes_in_flight) + 2 * u64::from(self.mtu) < window;
+        let mut newly_acked_largest = None;
+        let mut acked_any = false;
+        for pn in acked_pns(largest, ack.bits) {
+            if pn < front {
+                break;
+            }
+            let Some(time) = self.on_packet_acked(now, pn, app_limited, ctx) else {
+                continue;
+            };
+            acked_any = true;
+            if pn == largest {
+                newly_acked_largest = Some(time);
+            }
+        }
+        self.largest_acked = self.largest_acked.max(largest);
+        if let Some(t) = newly_acked_largest {
+            // RFC 9002 §5.1: sample only when the largest acked is newly acked.
+            let delay = Duration::from_micros(u64::from(ack.delay) * ACK_DELAY_UNIT_US);
+            self.rtt.update(now.saturating_duration_since(t), delay);
+        }
+        if acked_any {
+            self.pto_count = 0;
+        }
+        self.detect_losses(now, ctx);
+        self.trim();
+        self.set_loss_timer();
+    }
+
+    /// RFC 9002 §6.1: declare lost the in-flight packets below the largest acked that are
+    /// [`PACKET_THRESHOLD`] packets or 9/8 RTT older than it.
+    pub(super) fn detect_losses(&mut self, now: Instant, ctx: &mut Ctx<'_>) {
+        self.loss_armed = false;
+        let largest = self.largest_acked;
+        if largest == 0 {
+            return;
+        }
+        let delay = loss_delay(self.rtt.smoothed().max(self.rtt.latest()));
+        let mut loss_time: Option<Instant> = None;
+        let mut losses = Losses::default();
+        for i in 0..self.sent.len() {
+            let p = self.sent[i];
+            if p.pn > largest {
+                break;
+            }
+            if p.acked || p.lost {
+                continue;
+            }
+            match verdict(p.pn, p.time, largest, now, delay) {
+                Verdict::Lost => {
+                    self.sent[i].lost = true;
+                    self.bytes_in_flight -= u32::from(p.size);
+                    losses.bytes += u64::from(p.size);
+                    losses.newest = Some(p.time);
+                    losses.oldest.get_or_insert(p.time);
+                    ctx.stats.lost_packets += 1;
+                    self.queue_retransmit(&p);
+                }
+                Verdict::LostAt(t) => loss_time = Some(loss_time.map_or(t, |l| l.min(t))),
+            }
+        }
+        if let Some(t) = loss_time {
+            self.loss_armed = true;
+            self.timers[Deadline::Loss as usize] = Some(t);
+        }
+        if let (Some(newest), Some(oldest)) = (losses.newest, losses.oldest) {
+            // RFC 9002 §7.6: persistent congestion when the losses span more than three PTOs.
+            let persistent = self.rtt.has_sample()
+                && newest.saturating_duration_since(oldest) > self.rtt.pto_base() * 3;
+            self.cc
+                .on_congestion_event(now, newest, losses.bytes, persistent);
+        }
+    }
+
+    /// Puts the unacked messages of the oldest in-flight packet up for retransmission, so
+    /// that a probe carries data rather than a bare ping (RFC 9002 §6.2.4 allows either).
+    pub(super) fn queue_probe_data(&mut self) {
+        if let Some(p) = self.sent.iter().find(|p| !p.acked && !p.lost).copied() {
+            self.queue_retransmit(&p);
+        }
+    }
+
+    pub(super) fn set_loss_timer(&mut self) {
+        if self.loss_armed {
+            return;
+        }
+        let t = if self.sent.iter().any(|p| !p.acked && !p.lost) {
+            let backoff = 1u32 << u32::from(self.pto_count).min(MAX_PTO_BACKOFF);
+            self.last_eliciting_sent
+                .map(|t| t + self.rtt.pto() * backoff)
+        } else {
+            None
+        };
+        self.timers[Deadline::Loss as usize] = t;
+    }
+
+    /// Marks packet `pn` acknowledged, if it is on record and was not already; returns
+    /// the time it was sent.
+    fn on_packet_acked(
+        &mut self,
+        now: Instant,
+        pn: u64,
+        app_limited: bool,
+        ctx: &mut Ctx<'_>,
+    ) -> Option<Instant> {
+        let idx = self.sent.binary_search_by_key(&pn, |p| p.pn).ok()?;
+        let p = self.sent[idx];
+        if p.acked {
+            return None;
+        }
+        if p.lost {
+            ctx.stats.spurious_losses += 1;
+        }
+        self.sent[idx].acked = true;
+        if !p.lost {
+            self.bytes_in_flight -= u32::from(p.size);
+            self.cc
+                .on_ack(now, p.time, u64::from(p.size), &self.rtt, app_limited);
+        }
+        self.ack_messages(&p, ctx.pool);
+        Some(p.time)
+    }
+
+    fn ack_messages(&mut self, p: &SentPacket, pool: &mut BufPool) {
+        let Some(s) = self.streams.as_deref_mut() else {
+            return;
+        };
+        for i in p.log..p.log + u64::from(p.frames) {
+            let Some(id) = s.logged(i) else {
+                continue;
+            };
+            if let Some(m) = s.msg_mut(id)
+                && !m.acked
+            {
+                m.acked = true;
+                self.send_used -= m.data.len() as u32;
+                pool.put(std::mem::take(&mut m.data));
+            }
+        }
+    }
+
+    /// Queues for retransmission the messages of `p` that are neither acknowledged nor
+    /// already queued.
+    fn queue_retransmit(&mut self, p: &SentPacket) {
+        let Some(s) = self.streams.as_deref_mut() else {
+            return;
+        };
+        for i in p.log..p.log + u64::from(p.frames) {
+            // A packet's log index below the live log's start (entries already trimmed)
+            // names nothing to retransmit.
+            let Some(id) = s.logged(i) else {
+                continue;
+            };
+            if let Some(m) = s.msg_mut(id)
+                && !m.acked
+                && !m.queued
+            {
+                m.queued = true;
+                s.retransmit.push_back(id);
+            }
+        }
+    }
+
+    /// Drops resolved packets and acknowledged messages from the fronts of the queues.
+    pub(super) fn trim(&mut self) {
+        // Keep lost packets a little while (RX_WINDOW numbers) so a late ack is recognised.
+        let keep_from = self.largest_acked.saturating_sub(RX_WINDOW);
+        while self
+            .sent
+            .front()
+            .is_some_and(|p| p.acked || (p.lost && p.pn < keep_from))
+        {
+            self.sent.pop_front();
+        }
+        let Some(s) = self.streams.as_deref_mut() else {
+            return;
+        };
+        let log_keep = self
+            .sent
+            .front()
+            .map_or(s.log_base + s.log.len() as u64, |p| p.log);
+        while s.log_base < log_keep && s.log.pop_front().is_some() {
+            s.log_base += 1;
+        }
+        while s.msgs.front().is_some_and(|m| m.acked) {
+            s.msgs.pop_front();
+            s.msg_base += 1;
+        }
+        s.next_unsent = s.next_unsent.max(s.msg_base);
+    }
+}
+
+/// The packet numbers an ACK frame reports, newest first: `largest`, then `largest - k`
+/// for each bit `k - 1` set in `bits` (k = 1..=32), stopping below zero (docs/PROTOCOL.md
+/// §5.2).
+pub(super) fn acked_pns(largest: u64, bits: u32) -> impl Iterator<Item = u64> {
+    (0..=32u64)
+        .filter(move |&k| k == 0 || bits & (1 << (k - 1)) != 0)
+        .map_while(move |k| largest.checked_sub(k))
+}
+
+/// RFC 9002 §6.1.2: the time threshold, 9/8 of `rtt` (the larger of the smoothed and
+/// latest RTT), at least the timer granularity.
+fn loss_delay(rtt: Duration) -> Duration {
+    (rtt * TIME_THRESHOLD.0 / TIME_THRESHOLD.1).max(crate::rtt::GRANULARITY)
+}
+
+/// RFC 9002 §6.1: whether the unacknowledged packet `pn`, sent at `time`, at or below the
+/// largest acknowledged, is lost by the packet threshold (§6.1.1) or the time threshold
+/// (§6.1.2); if not, when the time threshold will declare it lost.
+fn verdict(pn: u64, time: Instant, largest_acked: u64, now: Instant, delay: Duration) -> Verdict {
+    if largest_acked - pn >= PACKET_THRESHOLD || time + delay <= now {
+        Verdict::Lost
+    } else {
+        Verdict::LostAt(time + delay)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::super::fixture::{Fixture, SEQ};
+    use super::super::{Conn, Deadline, DisconnectReason, State, Violation};
+    use super::{SentPacket, Verdict, acked_pns, loss_delay, verdict};
+    use crate::packet::Ack;
+    use crate::rtt::GRANULARITY;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn ack_bits_name_packets_below_the_largest() {
+        let pns: Vec<u64> = acked_pns(100, 0b101).collect();
+        assert_eq!(pns, [100, 99, 97]);
+        let all: Vec<u64> = acked_pns(1000, u32::MAX).collect();
+        assert_eq!(all.len(), 33);
+        assert_eq!(all.last(), Some(&(1000 - 32)));
+    }
+
+    #[test]
+    fn ack_bits_stop_at_packet_zero() {
+        let pns: Vec<u64> = acked_pns(1, u32::MAX).collect();
+        assert_eq!(pns, [1, 0]);
+    }
+
+    #[test]
+    fn time_threshold_is_nine_eighths_of_the_rtt_at_least_the_granularity() {
+        assert_eq!(
+            loss_delay(Duration::from_millis(80)),
+            Duration::from_millis(90)
+        );
+        assert_eq!(loss_delay(Duration::from_micros(100)), GRANULARITY);
+    }
+
+    #[test]
+    fn packet_threshold_declares_three_below_the_largest_lost() {
+        let now = Instant::now();
+        let delay = Duration::from_millis(90);
+        assert_eq!(verdict(7, now, 10, now, delay), Verdict::Lost);
+        assert_eq!(
+            verdict(8, now, 10, now, delay),
+            Verdict::LostAt(now + delay)
+        );
+    }
+
+    #[test]
+    fn time_threshold_declares_an_old_packet_lost() {
+        let t0 = Instant::now();
+        let delay = Duration::from_millis(90);
+        // One below the largest: only time can declare it lost.
+        assert_eq!(
+            verdict(9, t0, 10, t0 + MS * 89, delay),
+            Verdict::LostAt(t0 + delay)
+        );
+        assert_eq!(verdict(9, t0, 10, t0 + delay, delay), Verdict::Lost);
+    }
+
+    /// A connection with packets `first..first + n` on record, sent 10 ms apart from
+    /// `f.now`, 100 bytes each, all in flight.
+    fn with_history(f: &mut Fixture, n: u64) -> (Conn, u64) {
+        let mut c = f.conn();
+        let first = c.next_pn;
+        for k in 0..n {
+            c.sent.push_back(SentPacket {
+                pn: first + k,
+                time: f.now + MS * 10 * k as u32,
+                log: 0,
+                frames: 0,
+                size: 100,
+                acked: false,
+                lost: false,
+            });
+        }
+        c.next_pn = first + n;
+        c.bytes_in_flight = 100 * n as u32;
+        (c, first)
+    }
+
+    #[test]
+    fn detect_losses_on_a_hand_written_history() {
+        let mut f = Fixture::new();
+        let (mut c, first) = with_history(&mut f, 6);
+        // Packet first + 4 acked; first + 5 is above the largest acked.
+        c.sent[4].acked = true;
+        c.bytes_in_flight -= 100;
+        c.largest_acked = first + 4;
+        // No RTT sample: the initial RTT, 100 ms, gives a 112.5 ms time threshold.
+        let delay = Duration::from_micros(112_500);
+        let now = f.now + MS * 50;
+        c.detect_losses(now, &mut f.ctx());
+        let lost: Vec<bool> = c.sent.iter().map(|p| p.lost).collect();
+        // first and first + 1 are 4 and 3 below the largest (packet threshold).
+        assert_eq!(lost, [true, true, false, false, false, false]);
+        assert_eq!(f.stats.lost_packets, 2);
+        assert_eq!(c.bytes_in_flight, 300);
+        // The earliest survivor below the largest (first + 2, sent at 20 ms) arms the
+        // time-threshold deadline.
+        assert!(c.loss_armed);
+        assert_eq!(
+            c.timers[Deadline::Loss as usize],
+            Some(f.now + MS * 20 + delay)
+        );
+
+        // At that deadline first + 2 is lost by time; first + 3 (sent at 30 ms) is not.
+        c.detect_losses(f.now + MS * 20 + delay, &mut f.ctx());
+        let lost: Vec<bool> = c.sent.iter().map(|p| p.lost).collect();
+        assert_eq!(lost, [true, true, true, false, false, false]);
+        assert_eq!(f.stats.lost_packets, 3);
+        assert_eq!(
+            c.timers[Deadline::Loss as usize],
+            Some(f.now + MS * 30 + delay)
+        );
+    }
+
+    #[test]
+    fn ack_marks_packets_and_samples_the_rtt() {
+        let mut f = Fixture::new();
+        let (mut c, first) = with_history(&mut f, 4);
+        let largest = first + 3;
+        // Acks first + 3 and first + 1 (bit 1: two below the largest).
+        let ack = Ack {
+            largest: largest as u16,
+            delay: 0,
+            bits: 0b10,
+        };
+        let now = f.now + MS * 70;
+        c.on_ack(now, ack, &mut f.ctx());
+        let acked: Vec<bool> = c.sent.iter().map(|p| p.acked).collect();
+        assert_eq!(acked, [false, true, false, true]);
+        assert_eq!(c.largest_acked, largest);
+        assert!(c.rtt.has_sample());
+        // Sent at 30 ms, acked at 70 ms.
+        assert_eq!(c.rtt.latest(), MS * 40);
+        assert_eq!(c.state, State::Open);
+    }
+
+    #[test]
+    fn ack_of_a_packet_never_sent_is_a_violation() {
+        let mut f = Fixture::new();
+        let (mut c, first) = with_history(&mut f, 2);
+        let ack = Ack {
+            largest: (first + 2) as u16,
+            delay: 0,
+            bits: 0,
+        };
+        c.on_ack(f.now, ack, &mut f.ctx());
+        assert_eq!(
+            c.reason,
+            Some(DisconnectReason::Violation(Violation::AckOfUnsent))
+        );
+        assert_eq!(f.stats.violations, 1);
+        assert_eq!(first, (1 << 32) + u64::from(SEQ));
+    }
+}

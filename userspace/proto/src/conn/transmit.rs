@@ -1,0 +1,386 @@
+//! The send side: queueing messages (`send`) and writing the next packet
+//! (`poll_transmit`) — the disconnect copies when closing, else one `Data` packet with
+//! an ack, retransmissions, new reliable messages and unreliable ones, in that order.
+
+use std::time::Instant;
+
+use xrudp_common::rudp::{HEADER_LEN, PacketType};
+
+use super::recovery::SentPacket;
+use super::streams::{OutMsg, Streams, Unrel, streams_of};
+use super::{Conn, Ctx, Deadline, MESSAGE_WINDOW, SendError, State};
+use crate::config::ChannelKind;
+use crate::congestion::Controller;
+use crate::packet::{
+    self, ACK_FRAME_LEN, DATA_PREFIX_LEN, FRAGMENT_OVERHEAD, MESSAGE_OVERHEAD, Writer,
+};
+use crate::pool::BufPool;
+
+/// What `write_data` put in a packet.
+#[derive(Debug, Default)]
+struct Written {
+    /// The packet's first entry in the frame log (absolute index).
+    log_start: u64,
+    /// Reliable frames (each logged).
+    frames: u16,
+    /// Whether any of them is a retransmission.
+    retransmitted: bool,
+    /// Whether the packet elicits an ack.
+    eliciting: bool,
+}
+
+impl Conn {
+    /// Queues a message.
+    pub(crate) fn send(
+        &mut self,
+        channel: u8,
+        data: &[u8],
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(), SendError> {
+        if self.state != State::Open {
+            return Err(SendError::NotConnected);
+        }
+        let Some(&kind) = ctx.channels.get(usize::from(channel)) else {
+            return Err(SendError::BadChannel(channel));
+        };
+        let max = if kind.is_reliable() {
+            ctx.transport.max_message_size
+        } else {
+            self.max_single()
+        };
+        if data.len() > max {
+            return Err(SendError::TooLarge {
+                len: data.len(),
+                max,
+            });
+        }
+        if self.send_used as usize + data.len() > ctx.transport.send_buffer {
+            return Err(SendError::QueueFull);
+        }
+        if kind.is_reliable() {
+            self.queue_reliable(channel, data, ctx)?;
+        } else {
+            self.queue_unreliable(channel, data, ctx);
+        }
+        self.send_used += data.len() as u32;
+        Ok(())
+    }
+
+    /// Writes the next packet into `out`; returns its length.
+    pub(crate) fn poll_transmit(
+        &mut self,
+        now: Instant,
+        out: &mut [u8],
+        ctx: &mut Ctx<'_>,
+    ) -> Option<usize> {
+        match self.state {
+            State::Closed => return None,
+            State::Closing { copies } => return self.poll_close(copies, out, ctx),
+            State::Open => {}
+        }
+        let limit = out.len().min(usize::from(self.mtu));
+        let out = &mut out[..limit];
+        let probe = self.probes > 0;
+        let has_data = self.wants_data();
+        let may_send_data = self.may_send_data(now, probe, has_data);
+        let ack_due = self.ack_pending > 0 && self.ack_now;
+        if !(ack_due || probe || (has_data && may_send_data)) {
+            return None;
+        }
+        let pn = self.next_pn;
+        let mut w = Writer::new(out);
+        w.header(PacketType::Data, self.conn_id)?;
+        w.u16(pn as u16)?;
+        if self.rx_any {
+            packet::write_ack(&mut w, self.ack_frame(now))?;
+        }
+        let mut written = self.write_data(&mut w, may_send_data, ctx);
+        if !written.eliciting && probe {
+            w.u8(packet::frame::PING)?;
+            written.eliciting = true;
+        }
+        if !written.eliciting && !ack_due {
+            return None;
+        }
+        let len = w.finish();
+        self.on_written(now, pn, len, probe, &written, ctx);
+        Some(len)
+    }
+
+    /// Largest payload of a single MESSAGE frame in a packet that also carries an ack.
+    pub(super) fn max_single(&self) -> usize {
+        usize::from(self.mtu) - HEADER_LEN - DATA_PREFIX_LEN - ACK_FRAME_LEN - MESSAGE_OVERHEAD
+    }
+
+    /// Largest payload of a FRAGMENT frame in a packet that also carries an ack.
+    fn max_fragment(&self) -> usize {
+        usize::from(self.mtu) - HEADER_LEN - DATA_PREFIX_LEN - ACK_FRAME_LEN - FRAGMENT_OVERHEAD
+    }
+
+    /// Queues a reliable message whole, or as fragments if it does not fit one packet.
+    fn queue_reliable(
+        &mut self,
+        channel: u8,
+        data: &[u8],
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(), SendError> {
+        let single = self.max_single();
+        let frag_size = self.max_fragment();
+        let count = if data.len() <= single {
+            1
+        } else {
+            data.len().div_ceil(frag_size)
+        };
+        if self.streams.as_ref().map_or(0, |s| s.msgs.len()) + count > MESSAGE_WINDOW {
+            return Err(SendError::QueueFull);
+        }
+        let ch = usize::from(channel);
+        let seq0 = self.send_seq[ch];
+        self.send_seq[ch] = seq0.wrapping_add(count as u16);
+        let s = streams_of(&mut self.streams, ctx.channels.len());
+        if count == 1 {
+            let mut buf = ctx.pool.get(data.len());
+            buf.extend_from_slice(data);
+            s.msgs.push_back(OutMsg::new(buf, channel, seq0, None));
+        } else {
+            for (i, chunk) in data.chunks(frag_size).enumerate() {
+                let mut buf = ctx.pool.get(chunk.len());
+                buf.extend_from_slice(chunk);
+                let seq = seq0.wrapping_add(i as u16);
+                let frag = Some((i as u16, count as u16));
+                s.msgs.push_back(OutMsg::new(buf, channel, seq, frag));
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues an unreliable message (it fits one packet: `send` checked).
+    fn queue_unreliable(&mut self, channel: u8, data: &[u8], ctx: &mut Ctx<'_>) {
+        let ch = usize::from(channel);
+        let seq = self.send_seq[ch];
+        self.send_seq[ch] = seq.wrapping_add(1);
+        let mut buf = ctx.pool.get(data.len());
+        buf.extend_from_slice(data);
+        streams_of(&mut self.streams, ctx.channels.len())
+            .unreliable
+            .push_back(Unrel {
+                data: buf,
+                channel,
+                seq,
+            });
+    }
+
+    /// Writes one copy of `Disconnect` (docs/PROTOCOL.md §5.3); closed after the last.
+    fn poll_close(&mut self, copies: u8, out: &mut [u8], ctx: &mut Ctx<'_>) -> Option<usize> {
+        let mut w = Writer::new(out);
+        w.header(PacketType::Disconnect, self.conn_id)?;
+        w.u8(self.close_wire.0)?;
+        w.u16(self.close_wire.1)?;
+        let n = w.finish();
+        self.state = if copies <= 1 {
+            State::Closed
+        } else {
+            State::Closing { copies: copies - 1 }
+        };
+        ctx.stats.packets_out += 1;
+        Some(n)
+    }
+
+    /// Whether data may go out now: a probe always may; otherwise the congestion window
+    /// must have room for a full packet and the pacer must allow it (if it does not, the
+    /// pacing deadline is armed).
+    fn may_send_data(&mut self, now: Instant, probe: bool, has_data: bool) -> bool {
+        let window = self.cc.window();
+        let may = probe || u64::from(self.bytes_in_flight) + u64::from(self.mtu) <= window;
+        if may
+            && !probe
+            && has_data
+            && let Some(t) = self
+                .pacer
+                .delay(now, u64::from(self.mtu), window, self.rtt.smoothed())
+            && t > now
+        {
+            self.timers[Deadline::Pacing as usize] = Some(t);
+            return false;
+        }
+        may
+    }
+
+    /// Whether any message waits to be written (within the message window).
+    fn wants_data(&self) -> bool {
+        self.streams.as_ref().is_some_and(|s| {
+            !s.retransmit.is_empty()
+                || !s.unreliable.is_empty()
+                || (s.next_unsent < s.msg_base + s.msgs.len().min(MESSAGE_WINDOW) as u64)
+        })
+    }
+
+    /// Writes the messages that fit: retransmissions first, then new reliable messages,
+    /// then unreliable ones (only if `may_send_data`).
+    fn write_data(
+        &mut self,
+        w: &mut Writer<'_>,
+        may_send_data: bool,
+        ctx: &mut Ctx<'_>,
+    ) -> Written {
+        let Some(s) = self.streams.as_deref_mut() else {
+            return Written::default();
+        };
+        let mut written = Written {
+            log_start: s.log_base + s.log.len() as u64,
+            ..Written::default()
+        };
+        if may_send_data {
+            let retransmitted = s.write_retransmits(w);
+            let fresh = s.write_fresh(w);
+            let (unreliable_bytes, unreliable) = s.write_unreliable(w, ctx.channels, ctx.pool);
+            self.send_used -= unreliable_bytes;
+            written.frames = retransmitted + fresh;
+            written.retransmitted = retransmitted > 0;
+            written.eliciting = retransmitted > 0 || fresh > 0 || unreliable;
+        }
+        written
+    }
+
+    /// Accounts for a packet just written: numbers, counters, the ack it carried, and for
+    /// an ack-eliciting one the sent record, congestion, pacing and the loss timer.
+    fn on_written(
+        &mut self,
+        now: Instant,
+        pn: u64,
+        len: usize,
+        probe: bool,
+        written: &Written,
+        ctx: &mut Ctx<'_>,
+    ) {
+        self.next_pn += 1;
+        ctx.stats.packets_out += 1;
+        if written.retransmitted {
+            ctx.stats.retransmitted_packets += 1;
+        }
+        if self.rx_any {
+            self.ack_pending = 0;
+            self.ack_now = false;
+            self.timers[Deadline::Ack as usize] = None;
+        }
+        if !written.eliciting {
+            return;
+        }
+        if probe {
+            self.probes -= 1;
+        }
+        // `trim` relies on the log indices of the packets on record never decreasing.
+        debug_assert!(
+            self.sent.back().is_none_or(|p| p.log <= written.log_start),
+            "frame log index went backwards"
+        );
+        self.sent.push_back(SentPacket {
+            pn,
+            time: now,
+            log: written.log_start,
+            frames: written.frames,
+            size: len as u16,
+            acked: false,
+            lost: false,
+        });
+        self.bytes_in_flight += len as u32;
+        self.cc
+            .on_sent(now, len as u64, u64::from(self.bytes_in_flight));
+        self.pacer.on_sent(now, len as u64);
+        self.last_eliciting_sent = Some(now);
+        self.set_loss_timer();
+    }
+}
+
+impl OutMsg {
+    /// A message (or fragment) not yet sent.
+    fn new(data: Vec<u8>, channel: u8, seq: u16, frag: Option<(u16, u16)>) -> Self {
+        Self {
+            data,
+            channel,
+            seq,
+            frag,
+            acked: false,
+            queued: false,
+            sent_once: false,
+        }
+    }
+}
+
+impl Streams {
+    /// Writes the messages queued for retransmission that fit; returns how many.
+    fn write_retransmits(&mut self, w: &mut Writer<'_>) -> u16 {
+        let mut frames = 0;
+        while let Some(&id) = self.retransmit.front() {
+            let Some(m) = self.msg_mut(id) else {
+                self.retransmit.pop_front();
+                continue;
+            };
+            if m.acked {
+                m.queued = false;
+                self.retransmit.pop_front();
+                continue;
+            }
+            if !write_msg(w, m) {
+                break;
+            }
+            m.queued = false;
+            self.retransmit.pop_front();
+            self.log.push_back(id);
+            frames += 1;
+        }
+        frames
+    }
+
+    /// Writes the reliable messages never sent that fit, within the message window;
+    /// returns how many.
+    fn write_fresh(&mut self, w: &mut Writer<'_>) -> u16 {
+        let mut frames = 0;
+        let end = self.msg_base + self.msgs.len().min(MESSAGE_WINDOW) as u64;
+        while self.next_unsent < end {
+            let id = self.next_unsent;
+            let m = &mut self.msgs[(id - self.msg_base) as usize];
+            if !write_msg(w, m) {
+                break;
+            }
+            m.sent_once = true;
+            self.next_unsent += 1;
+            self.log.push_back(id);
+            frames += 1;
+        }
+        frames
+    }
+
+    /// Writes the queued unreliable messages that fit, returning their buffers to the
+    /// pool; returns their bytes and whether there were any.
+    fn write_unreliable(
+        &mut self,
+        w: &mut Writer<'_>,
+        channels: &[ChannelKind],
+        pool: &mut BufPool,
+    ) -> (u32, bool) {
+        let mut bytes = 0u32;
+        let mut any = false;
+        while let Some(u) = self.unreliable.front() {
+            let kind = channels[usize::from(u.channel)];
+            let seq = kind.has_seq().then_some(u.seq);
+            if packet::write_message(w, u.channel, seq, &u.data).is_none() {
+                break;
+            }
+            bytes += u.data.len() as u32;
+            if let Some(u) = self.unreliable.pop_front() {
+                pool.put(u.data);
+            }
+            any = true;
+        }
+        (bytes, any)
+    }
+}
+
+/// Writes one reliable message or fragment; false if it does not fit.
+fn write_msg(w: &mut Writer<'_>, m: &OutMsg) -> bool {
+    match m.frag {
+        None => packet::write_message(w, m.channel, Some(m.seq), &m.data).is_some(),
+        Some((i, n)) => packet::write_fragment(w, m.channel, m.seq, i, n, &m.data).is_some(),
+    }
+}
