@@ -41,7 +41,7 @@ cargo test --locked --workspace --exclude xrudp-tests --exclude xrudp-ebpf
 
 step "AF_XDP ring and frame-pool logic under miri"
 cargo +nightly miri setup >/dev/null
-cargo +nightly miri test --locked -p xrudp --lib sys::ring
+cargo +nightly miri test --locked -p xrudp-xdp --lib ring
 
 step "privileged integration tests (serial)"
 cargo test --locked -p xrudp-tests -- --test-threads=1
