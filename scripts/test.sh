@@ -52,7 +52,7 @@ cargo test --locked --manifest-path tests/fuzz/Cargo.toml
 
 step "AF_XDP ring and frame-pool logic under miri"
 cargo +nightly miri setup >/dev/null
-cargo +nightly miri test --locked -p xrudp --lib sys::ring
+cargo +nightly miri test --locked -p xrudp-xdp --lib ring
 
 step "privileged integration tests (serial)"
 cargo test --locked -p xrudp-tests -- --test-threads=1

@@ -10,9 +10,10 @@
 //! - [`Fleet`]: many connections driven by one thread through one `mio::Poll` and one timer
 //!   heap, so a [`Fleet::drive`] call costs O(connections with work), not O(all). For load
 //!   generators.
-//! - [`bookkeeping`]: what a thread driving many connections keeps per connection (work
-//!   pending, event queue, timer deadline, state counts, seeds): [`Fleet`]'s, and that of a
-//!   load generator with its own I/O.
+//!
+//! With the non-default feature `loadgen` (for xrudp's load generator, not for games):
+//! `bookkeeping`, what a thread driving many connections over its own I/O keeps per
+//! connection (the same [`Fleet`] keeps), and `testing`, a loopback echo server.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -37,13 +38,21 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 
+#[cfg(feature = "loadgen")]
 pub mod bookkeeping;
+#[cfg(not(feature = "loadgen"))]
+#[expect(
+    unreachable_pub,
+    reason = "public to the load generator under `loadgen`; without it, Fleet's alone"
+)]
+mod bookkeeping;
 mod connection;
 mod error;
 mod fleet;
 mod sock;
-#[doc(hidden)]
+#[cfg(any(test, feature = "loadgen"))]
 pub mod testing;
 
 pub use connection::{Connection, MAX_RECV_PER_POLL, POOL_PREFILL};

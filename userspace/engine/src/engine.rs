@@ -323,17 +323,13 @@ fn start_xdp(
     {
         pin(Some(*core), u32::MAX);
     }
+    let program_mode = match mode {
+        crate::loader::Mode::Native => sys::xsk::ProgramMode::Native,
+        crate::loader::Mode::Skb => sys::xsk::ProgramMode::Skb,
+    };
     let mut sockets = Vec::with_capacity(queues.len());
     for &q in &queues {
-        let cfg = XskConfig {
-            zero_copy: if mode == crate::loader::Mode::Skb && options.zero_copy == ZeroCopy::Auto {
-                ZeroCopy::Off
-            } else {
-                xsk_cfg.zero_copy
-            },
-            ..xsk_cfg
-        };
-        let xsk = open_xsk(&iface.name, q, &cfg)
+        let xsk = Xsk::bind(&iface.name, q, &xsk_cfg, program_mode)
             .map_err(|e| bind_error(e, iface, mode, options.zero_copy))?;
         program.register_socket(q, xsk.fd())?;
         sockets.push((q, xsk));
@@ -537,21 +533,6 @@ fn start_socket(
         _busy_knobs: Arc::default(),
     };
     Ok((engine, api_queues))
-}
-
-/// Binds a queue's socket, retrying EBUSY for up to two seconds: the kernel releases a
-/// previous AF_XDP socket on the queue asynchronously (an engine restarted right after a
-/// crash, or a quick stop and start), and the queue frees itself shortly after.
-fn open_xsk(iface: &str, queue: u32, cfg: &XskConfig) -> Result<Xsk, sys::xsk::XskError> {
-    let deadline = Instant::now() + std::time::Duration::from_secs(2);
-    loop {
-        match Xsk::open(iface, queue, cfg) {
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
-                thread::sleep(std::time::Duration::from_millis(50));
-            }
-            other => return other,
-        }
-    }
 }
 
 /// Spawns worker thread `name`, which pins itself to `core` (see [`pin`]) and runs `work`.

@@ -23,7 +23,7 @@ use xrudp_proto::Client;
 
 use super::conns::{IoCounters, Transport};
 use crate::loader::{ModeChoice, Program};
-use crate::sys::xsk::{Frame, Xsk, XskConfig, ZeroCopy};
+use crate::sys::xsk::{Frame, ProgramMode, Xsk, XskConfig, ZeroCopy};
 
 /// Frames taken off the RX ring, or put on the TX ring, per pass.
 const BATCH: usize = 64;
@@ -111,20 +111,16 @@ pub fn attach(
     let mode = program.attach(iface, ModeChoice::Auto).with_context(|| {
         format!("attaching the XDP program to {iface} (is another XDP program attached there?)")
     })?;
-    let cfg = XskConfig {
-        zero_copy: if mode == crate::loader::Mode::Skb {
-            ZeroCopy::Off
-        } else {
-            XSK.zero_copy
-        },
-        ..XSK
+    let program_mode = match mode {
+        crate::loader::Mode::Native => ProgramMode::Native,
+        crate::loader::Mode::Skb => ProgramMode::Skb,
     };
     let kernel = Kernel::detect();
     let mut rings = Vec::with_capacity(threads);
     let mut first = port_base;
     for (q, &n) in clients.iter().enumerate() {
         let queue = u32::try_from(q).context("too many threads")?;
-        let xsk = open(iface, queue, &cfg).with_context(|| {
+        let xsk = Xsk::bind(iface, queue, &XSK, program_mode).with_context(|| {
             format!(
                 "binding an AF_XDP socket to {iface} queue {queue}; if another AF_XDP \
                  program owns the queue, stop it"
@@ -337,20 +333,6 @@ impl Transport for Rings {
 
     fn counters(&self) -> IoCounters {
         self.counters
-    }
-}
-
-/// Binds, retrying EBUSY for up to two seconds: the kernel releases a previous socket
-/// on the queue asynchronously.
-fn open(iface: &str, queue: u32, cfg: &XskConfig) -> Result<Xsk, crate::sys::xsk::XskError> {
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        match Xsk::open(iface, queue, cfg) {
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            other => return other,
-        }
     }
 }
 

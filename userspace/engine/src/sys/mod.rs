@@ -1,14 +1,15 @@
-//! The one corner of the engine where `unsafe` lives: AF_XDP rings and UMEM ([`xsk`]),
-//! libbpf queries of XDP attachments ([`bpf`]), and a few raw syscalls (ethtool channel
-//! counts, socket options, thread CPU time). Everything outside `sys` is
-//! `#![deny(unsafe_code)]` and reaches the kernel only through the safe functions here.
+//! The one corner of the engine where `unsafe` lives: libbpf queries of XDP attachments
+//! ([`bpf`]), and a few raw syscalls (ethtool channel counts, socket options, thread CPU
+//! time). AF_XDP rings and UMEM live in their own crate, `xrudp-xdp`, re-exported here as
+//! [`xsk`] and [`ring`]. Everything outside `sys` is `#![deny(unsafe_code)]` and reaches
+//! the kernel only through the safe functions here and in `xrudp-xdp`.
 #![allow(unsafe_code)]
 
 pub mod bpf;
 pub mod epoll;
 pub mod mmsg;
-pub mod ring;
-pub mod xsk;
+
+pub use xrudp_xdp::{ring, xsk};
 
 use std::{ffi::CString, io, os::fd::AsRawFd as _};
 

@@ -1,5 +1,5 @@
 //! Frame-pool and ring logic, written once against a seam ([`Rings`]) so it runs on the
-//! kernel's AF_XDP rings in production ([`super::xsk`]) and on plain memory in tests.
+//! kernel's AF_XDP rings in production ([`crate::xsk`]) and on plain memory in tests.
 //!
 //! [`Frames`] owns the frame pool and moves [`Frame`]s between it and the four rings:
 //! fill (userspace → kernel, empty frames to receive into), RX (kernel → userspace),
@@ -54,7 +54,7 @@ pub trait Rings {
 /// A UMEM frame owned by userspace: neither `Copy` nor `Clone`.
 #[derive(Debug)]
 pub struct Frame<D> {
-    pub(super) desc: D,
+    pub(crate) desc: D,
 }
 
 impl<D: Descriptor> Frame<D> {

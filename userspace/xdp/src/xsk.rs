@@ -7,9 +7,15 @@
 //! owns cannot be read or written: the compiler refuses it. The raw descriptors that
 //! xsk-rs works with never leave this module.
 
-use std::{io, num::NonZeroU32, os::fd::RawFd};
+use std::{
+    io,
+    num::NonZeroU32,
+    os::fd::RawFd,
+    thread,
+    time::{Duration, Instant},
+};
 
-use super::ring::{Descriptor, Frames, Rings};
+use crate::ring::{Descriptor, Frames, Rings};
 
 use xsk_rs::{
     CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue, Umem,
@@ -17,8 +23,8 @@ use xsk_rs::{
     socket::Socket,
 };
 
-/// A UMEM frame owned by userspace (see [`super::ring::Frame`]).
-pub type Frame = super::ring::Frame<FrameDesc>;
+/// A UMEM frame owned by userspace (see [`crate::ring::Frame`]).
+pub type Frame = crate::ring::Frame<FrameDesc>;
 
 impl Descriptor for FrameDesc {
     fn addr(&self) -> usize {
@@ -39,6 +45,33 @@ pub enum ZeroCopy {
     /// Copy mode.
     Off,
 }
+
+impl ZeroCopy {
+    /// The preference to bind with when the XDP program that redirects into the socket
+    /// runs in `program` mode. Generic (SKB) XDP hands AF_XDP copies of the skb only, so
+    /// a zero-copy bind there cannot work: [`ZeroCopy::Auto`] becomes copy mode at once.
+    /// [`ZeroCopy::On`] stays on and fails, so that the user learns why.
+    #[must_use]
+    pub fn under(self, program: ProgramMode) -> Self {
+        match (self, program) {
+            (Self::Auto, ProgramMode::Skb) => Self::Off,
+            (pref, _) => pref,
+        }
+    }
+}
+
+/// Where the XDP program that redirects into the socket runs; it decides which bind
+/// modes can work ([`ZeroCopy::under`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgramMode {
+    /// In the driver (native XDP): zero-copy if the driver supports it.
+    Native,
+    /// In the kernel's generic receive path (SKB mode): copy mode only.
+    Skb,
+}
+
+/// How long [`Xsk::bind`] retries a bind that fails with EBUSY.
+pub const BUSY_RETRY: Duration = Duration::from_secs(2);
 
 /// Socket and UMEM sizing.
 #[derive(Clone, Copy, Debug)]
@@ -92,6 +125,12 @@ pub enum XskError {
 }
 
 impl XskError {
+    /// Whether the queue already had an AF_XDP socket bound (EBUSY).
+    #[must_use]
+    pub fn is_busy(&self) -> bool {
+        self.raw_os_error() == Some(libc::EBUSY)
+    }
+
     /// The OS error behind a bind failure, if any.
     #[must_use]
     pub fn raw_os_error(&self) -> Option<i32> {
@@ -194,10 +233,41 @@ impl std::fmt::Debug for Xsk {
 }
 
 impl Xsk {
+    /// Opens the socket of `iface` queue `queue` that an XDP program running in
+    /// `program` mode redirects into: the one way the engine and the load generator
+    /// bind. The zero-copy preference is first narrowed to what the program's mode
+    /// allows ([`ZeroCopy::under`]), then [`Xsk::open`] tries zero-copy before copy
+    /// mode. A bind refused with EBUSY is retried every 50 ms for [`BUSY_RETRY`]: the
+    /// kernel releases an earlier AF_XDP socket on the queue asynchronously (a process
+    /// restarted right after a crash, or a quick stop and start), and the queue frees
+    /// itself shortly after.
+    pub fn bind(
+        iface: &str,
+        queue: u32,
+        cfg: &XskConfig,
+        program: ProgramMode,
+    ) -> Result<Self, XskError> {
+        let cfg = XskConfig {
+            zero_copy: cfg.zero_copy.under(program),
+            ..*cfg
+        };
+        let deadline = Instant::now() + BUSY_RETRY;
+        loop {
+            match Self::open(iface, queue, &cfg) {
+                Err(e) if e.is_busy() && Instant::now() < deadline => {
+                    thread::sleep(Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Creates a UMEM and binds a socket to `iface` queue `queue`. With
     /// [`ZeroCopy::Auto`], zero-copy is tried first and copy mode used when the driver
     /// refuses it. The XDP program is never loaded by libxdp: the engine's own program
-    /// redirects into the socket once [`Xsk::fd`] is put in its XSKMAP.
+    /// redirects into the socket once [`Xsk::fd`] is put in its XSKMAP. One attempt,
+    /// as asked: [`Xsk::bind`] is the entry point that applies the mode rule and the
+    /// EBUSY retry.
     pub fn open(iface: &str, queue: u32, cfg: &XskConfig) -> Result<Self, XskError> {
         let frame_size = FrameSize::new(cfg.frame_size)
             .map_err(|e| XskError::Config(format!("frame size {}: {e}", cfg.frame_size)))?;
@@ -295,7 +365,23 @@ impl Xsk {
     /// The socket's `SO_INCOMING_NAPI_ID`: the NAPI context its packets came through
     /// (0 before any packet, or when the driver's queue has no id).
     pub fn napi_id(&self) -> io::Result<i32> {
-        super::get_sockopt_int(self.fd(), libc::SOL_SOCKET, libc::SO_INCOMING_NAPI_ID)
+        let mut value: i32 = 0;
+        let mut len = size_of::<i32>() as libc::socklen_t;
+        // SAFETY: `value` and `len` live for the call; `len` holds `value`'s size.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.fd(),
+                libc::SOL_SOCKET,
+                libc::SO_INCOMING_NAPI_ID,
+                (&raw mut value).cast(),
+                &raw mut len,
+            )
+        };
+        if rc == 0 {
+            Ok(value)
+        } else {
+            Err(io::Error::last_os_error())
+        }
     }
 
     /// A duplicate of the socket's descriptor (for reading statistics from another thread).
