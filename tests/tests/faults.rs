@@ -301,7 +301,7 @@ fn tiny_umem_under_load_counts_drops_and_recovers() {
     }
     // Whether the burst overflows depends on how fast the worker drains it: either way,
     // every redirected datagram is received by the worker or counted as a kernel drop.
-    let accounted = |s: &xrudp::control::Snapshot| {
+    let accounted = |s: &xrudp::telemetry::Snapshot| {
         let q = &s.queues[0];
         let st = q.xdp_statistics.unwrap_or_default();
         q.rx_packets + st.rx_dropped + st.rx_ring_full + st.rx_fill_ring_empty_descs

@@ -31,11 +31,11 @@ use std::sync::{
 
 pub use crate::service::{ConnId, Event};
 use crate::{
-    control::{self, Snapshot},
     engine::{Backend, Engine, Options},
     loader::ModeChoice,
     service::{Command, Queues},
     sys::xsk::ZeroCopy,
+    telemetry::Snapshot,
     worker::App,
 };
 
@@ -186,7 +186,7 @@ impl GameServer {
     /// The engine's figures, as `xrudp stats` shows them.
     #[must_use]
     pub fn stats(&self) -> Option<Snapshot> {
-        self.engine.as_ref().map(|e| control::snapshot(e.running()))
+        self.engine.as_ref().map(|e| e.running().snapshot())
     }
 
     /// Stops the engine: clients get a shutdown notice, the XDP program is detached.

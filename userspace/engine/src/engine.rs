@@ -7,6 +7,7 @@ use std::{
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering::Relaxed},
+        mpsc,
     },
     thread,
     time::Instant,
@@ -24,7 +25,8 @@ use crate::{
         self,
         xsk::{Xsk, XskConfig, ZeroCopy},
     },
-    worker::{self, App, Queue},
+    telemetry::{self, Running, Worker},
+    worker::{self, App},
 };
 
 /// Which data path serves the traffic.
@@ -79,23 +81,34 @@ pub struct Options {
     pub hello_rate: u32,
 }
 
-/// What the running engine is, for figures and logs.
+/// The attached XDP program, as telemetry reads it (and whose last reference detaches it).
 #[derive(Debug)]
-pub struct Running {
-    /// Interface.
-    pub iface: Interface,
-    /// The backend in use (never `Auto`).
-    pub backend: Backend,
-    /// The XDP program (maps read for counters); `None` on the socket backend.
-    pub program: Option<Mutex<Program>>,
-    /// Per-queue (or per-socket) state.
-    pub queues: Vec<Arc<Queue>>,
-    /// Options it was started with.
-    pub options: Options,
-    /// Start time.
-    pub started: Instant,
-    /// Wall-clock start, seconds since the Unix epoch.
-    pub started_unix: u64,
+struct XdpProgram(Mutex<Program>);
+
+impl telemetry::Program for XdpProgram {
+    fn mode(&self) -> String {
+        let p = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        p.mode().map_or_else(String::new, |m| m.to_string())
+    }
+
+    fn counters(&self) -> Vec<u64> {
+        let p = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        p.counters().unwrap_or_default()
+    }
+}
+
+/// The name a value-enum serialises to ("xdp", "udp-echo", ...).
+fn serde_name(v: impl serde::Serialize) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 /// A running engine: its workers, control socket and runtime claim.
@@ -124,13 +137,16 @@ pub fn serve(
     let (engine, _) = Engine::start(options, None, Arc::clone(stop))?;
     let exporter = match metrics {
         Some(addr) => Some(
-            crate::stats::prometheus::Server::start(addr, Arc::clone(engine.running()))
-                .with_context(|| {
-                    format!(
-                        "binding --metrics-addr {addr}: is the port free? (`ss -tlpn sport = :{}`)",
-                        addr.port()
-                    )
-                })?,
+            crate::stats::prometheus::Server::start(addr, {
+                let running = Arc::clone(engine.running());
+                move || running.snapshot()
+            })
+            .with_context(|| {
+                format!(
+                    "binding --metrics-addr {addr}: is the port free? (`ss -tlpn sport = :{}`)",
+                    addr.port()
+                )
+            })?,
         ),
         None => None,
     };
@@ -377,25 +393,25 @@ fn start_xdp(
         let dup: OwnedFd = xsk
             .try_clone_fd()
             .context("duplicating the AF_XDP socket descriptor")?;
-        shared.push(Arc::new(Queue::new(
-            *q,
-            *core,
-            dup,
-            xsk.zero_copy(),
-            xsk.frames(),
-            Arc::clone(&busy_knobs),
-        )));
+        let xsk = telemetry::Xsk {
+            socket: dup,
+            zero_copy: xsk.zero_copy(),
+            umem_frames: xsk.frames(),
+        };
+        shared.push((Arc::new(Worker::new(*q, Some(xsk))), *core));
     }
-    let running = Arc::new(Running {
-        iface: iface.clone(),
-        backend: Backend::Xdp,
-        program: Some(Mutex::new(program)),
-        queues: shared.clone(),
-        options: options.clone(),
-        started: Instant::now(),
-        started_unix: unix_now(),
-    });
-    let control = control::Server::start(&claim.paths().control, Arc::clone(&running))?;
+    let running = Arc::new(running(
+        options,
+        iface,
+        Backend::Xdp,
+        Some(Arc::new(XdpProgram(Mutex::new(program)))),
+        shared.iter().map(|(w, _)| Arc::clone(w)).collect(),
+        embedded.is_some(),
+    ));
+    let control = control::Server::start(&claim.paths().control, {
+        let running = Arc::clone(&running);
+        move || running.snapshot()
+    })?;
 
     let settings = worker::Settings {
         app: options.app,
@@ -405,30 +421,25 @@ fn start_xdp(
     let (apps, api_queues) = worker_apps(options, embedded, sockets.len());
     let cookie_seed = random_seed();
     let mut handles = Vec::new();
-    for (((_, xsk), q), app) in sockets.into_iter().zip(shared).zip(apps) {
+    for (((_, xsk), (q, core)), app) in sockets.into_iter().zip(shared).zip(apps) {
         let service = match &app {
             WorkerApp::Raw => None,
-            other => Some(new_service(options, other, q.queue as u16, cookie_seed)?),
+            other => Some(new_service(options, other, q.id as u16, cookie_seed)?),
         };
         let stop = Arc::clone(&stop);
+        let knobs = Arc::clone(&busy_knobs);
+        let worker = Arc::clone(&q);
         handles.push(spawn_worker(
-            format!("xrudp-q{}", q.queue),
-            q.core,
-            q.queue,
+            format!("xrudp-q{}", q.id),
+            core,
+            worker,
             move || {
-                let span = tracing::info_span!("worker", queue = q.queue);
+                let span = tracing::info_span!("worker", queue = q.id);
                 let _g = span.enter();
                 match service {
-                    None => worker::run(xsk, &q, settings, &stop),
+                    None => worker::run(xsk, &q, &knobs, settings, &stop),
                     Some(mut service) => {
-                        crate::xdp_service::run(
-                            xsk,
-                            &q,
-                            settings,
-                            &mut service,
-                            &q.published,
-                            &stop,
-                        );
+                        crate::xdp_service::run(xsk, &q, &knobs, settings, &mut service, &stop);
                     }
                 }
             },
@@ -483,39 +494,35 @@ fn start_socket(
         app = ?options.app,
         "serving on kernel UDP sockets"
     );
-    let mut shared = Vec::with_capacity(n);
-    for (i, (s, core)) in sockets.iter().zip(&cores).enumerate() {
-        let dup: OwnedFd = std::os::fd::AsFd::as_fd(s)
-            .try_clone_to_owned()
-            .context("duplicating a socket")?;
-        // Not AF_XDP: no zero-copy, no UMEM, no busy-poll knobs of an interface queue.
-        let queue = Queue::new(i as u32, *core, dup, false, 0, Arc::default());
-        shared.push(Arc::new(queue));
-    }
-    let running = Arc::new(Running {
-        iface: iface.clone(),
-        backend: Backend::Socket,
-        program: None,
-        queues: shared.clone(),
-        options: options.clone(),
-        started: Instant::now(),
-        started_unix: unix_now(),
-    });
-    let control = control::Server::start(&claim.paths().control, Arc::clone(&running))?;
+    let shared: Vec<_> = (0..n)
+        .map(|i| Arc::new(Worker::new(i as u32, None)))
+        .collect();
+    let running = Arc::new(running(
+        options,
+        iface,
+        Backend::Socket,
+        None,
+        shared.clone(),
+        embedded.is_some(),
+    ));
+    let control = control::Server::start(&claim.paths().control, {
+        let running = Arc::clone(&running);
+        move || running.snapshot()
+    })?;
     let (apps, api_queues) = worker_apps(options, embedded, n);
     let cookie_seed = random_seed();
     let busy = options.busy_poll;
     let mut handles = Vec::new();
-    for ((sock, q), app) in sockets.into_iter().zip(shared).zip(apps) {
-        let mut service = new_service(options, &app, q.queue as u16, cookie_seed)?;
+    for (((sock, q), core), app) in sockets.into_iter().zip(shared).zip(cores).zip(apps) {
+        let mut service = new_service(options, &app, q.id as u16, cookie_seed)?;
         let stop = Arc::clone(&stop);
+        let worker = Arc::clone(&q);
         handles.push(spawn_worker(
-            format!("xrudp-s{}", q.queue),
-            q.core,
-            q.queue,
+            format!("xrudp-s{}", q.id),
+            core,
+            worker,
             move || {
-                q.tid.store(sys::gettid(), Relaxed);
-                let span = tracing::info_span!("worker", socket = q.queue);
+                let span = tracing::info_span!("worker", socket = q.id);
                 let _g = span.enter();
                 crate::socket_backend::run(
                     &sock,
@@ -554,20 +561,69 @@ fn open_xsk(iface: &str, queue: u32, cfg: &XskConfig) -> Result<Xsk, sys::xsk::X
     }
 }
 
-/// Spawns worker thread `name`, which pins itself to `core` (see [`pin`]) and runs `work`.
+/// Spawns worker thread `name`, which pins itself to `core` (see [`pin`]), records its
+/// thread id and real affinity in `worker`, and runs `work`. Returns once the worker has
+/// recorded them, so the first snapshot shows where it runs.
 fn spawn_worker(
     name: String,
     core: Option<usize>,
-    queue: u32,
+    worker: Arc<Worker>,
     work: impl FnOnce() + Send + 'static,
 ) -> anyhow::Result<thread::JoinHandle<()>> {
-    thread::Builder::new()
+    let (started, wait) = mpsc::sync_channel(1);
+    let handle = thread::Builder::new()
         .name(name)
         .spawn(move || {
-            pin(core, queue);
+            pin(core, worker.id);
+            worker.started(sys::gettid(), pinned_core());
+            let _ = started.send(());
+            drop(worker);
             work();
         })
-        .context("spawning a worker thread")
+        .context("spawning a worker thread")?;
+    let _ = wait.recv();
+    Ok(handle)
+}
+
+/// The core the calling thread runs on, if its affinity allows exactly one (read back
+/// from the kernel: a failed or partial pin shows as `None`, not as the planned core).
+fn pinned_core() -> Option<usize> {
+    match sys::thread_affinity().as_deref() {
+        Ok([core]) => Some(*core),
+        _ => None,
+    }
+}
+
+/// The engine's state for figures.
+fn running(
+    options: &Options,
+    iface: &Interface,
+    backend: Backend,
+    program: Option<Arc<dyn telemetry::Program>>,
+    workers: Vec<Arc<Worker>>,
+    embedded: bool,
+) -> Running {
+    Running {
+        iface: iface.name.clone(),
+        backend: if backend == Backend::Xdp {
+            "xdp"
+        } else {
+            "socket"
+        },
+        app: serde_name(options.app),
+        protocol: embedded || !matches!(options.app, App::Discard | App::UdpEcho),
+        ports: options.ports.clone(),
+        busy_poll: options.busy_poll,
+        ring_size: if backend == Backend::Xdp {
+            options.ring_size
+        } else {
+            0
+        },
+        program,
+        workers,
+        started: Instant::now(),
+        started_unix: unix_now(),
+    }
 }
 
 fn pin(core: Option<usize>, queue: u32) {

@@ -28,5 +28,6 @@ pub mod service;
 pub mod socket_backend;
 pub mod stats;
 pub mod sys;
+pub mod telemetry;
 pub mod worker;
 pub mod xdp_service;

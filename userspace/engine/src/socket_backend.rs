@@ -16,12 +16,12 @@ use std::{
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::{
-    service::{Published, Service},
+    service::Service,
     sys::{
         self,
         mmsg::{self, Batch},
     },
-    worker::Counters,
+    telemetry::{Counters, Published},
 };
 
 /// Opens one worker's socket: `[::]:port`, dual-stack, `SO_REUSEPORT`, non-blocking,
@@ -53,9 +53,9 @@ pub fn run(
     let mut tx = Batch::new();
     // The first publication allocates once (reject-reason names, room for every slot):
     // make it before serving, not under traffic.
-    published.publish(service);
+    service.publish(published);
     let mut last_publish = Instant::now();
-    let mut latency = crate::stats::latency::Recorder::default();
+    let mut latency = crate::telemetry::latency::Recorder::default();
     loop {
         let stopping = stop.load(Relaxed);
         let n = match mmsg::recv_batch(sock.as_fd(), &mut rx) {
@@ -88,13 +88,13 @@ pub fn run(
             latency.record(now.elapsed(), n as u64);
         }
         if now.duration_since(last_publish) >= Duration::from_millis(100) {
-            published.publish(service);
+            service.publish(published);
             latency.flush(&counters.latency);
             last_publish = now;
         }
         if stopping {
             // One more round lets the shutdown notices out; then leave.
-            published.publish(service);
+            service.publish(published);
             return;
         }
         if n == 0 && tx.is_empty() && !busy_poll {

@@ -21,10 +21,12 @@ use std::{
 use xrudp_packet::{Datagram, Kernel, datagram};
 
 use crate::{
+    busy_poll::Knobs,
     neigh::{self, peer_key},
-    service::{Published, Service},
+    service::Service,
     sys::xsk::{Frame, Xsk},
-    worker::{self, BATCH, Queue, Settings, Tally},
+    telemetry::{Tally, Worker},
+    worker::{self, BATCH, Settings},
 };
 
 /// Frames the fill ring never gets, so the worker can always originate datagrams: at
@@ -35,13 +37,13 @@ pub const TX_RESERVE: usize = 256;
 /// (disconnects) and returns.
 pub fn run(
     mut xsk: Xsk,
-    shared: &Queue,
+    shared: &Worker,
+    knobs: &Knobs,
     settings: Settings,
     service: &mut Service,
-    published: &Published,
     stop: &AtomicBool,
 ) {
-    shared.tid.store(crate::sys::gettid(), Relaxed);
+    let published = &shared.published;
     let kernel = Kernel::detect();
     let mut routes = neigh::Table::new(2 * service.server().config().max_connections + 1024);
     let mut batch: Vec<Frame> = Vec::with_capacity(BATCH);
@@ -50,11 +52,11 @@ pub fn run(
     let reserve = TX_RESERVE.min(xsk.frames() as usize / 4);
     // The first publication allocates once (reject-reason names, room for every slot):
     // make it before serving, not under traffic.
-    published.publish(service);
+    service.publish(published);
     let mut last_publish = Instant::now();
     let mut stopping_rounds = 0u32;
     let c = &shared.counters;
-    let mut latency = crate::stats::latency::Recorder::default();
+    let mut latency = crate::telemetry::latency::Recorder::default();
     let mut napi_known = false;
     loop {
         let stopping = stop.load(Relaxed);
@@ -63,10 +65,13 @@ pub fn run(
         let n = xsk.recv(&mut batch, BATCH);
         if n > 0 && !napi_known {
             napi_known = true;
-            shared.learn_napi_id(&xsk);
+            worker::learn_napi_id(shared, knobs, &xsk);
         }
         let now = Instant::now();
-        let mut t = Tally::default();
+        let mut t = Tally {
+            rx_packets: n as u64,
+            ..Tally::default()
+        };
         for f in batch.drain(..) {
             t.rx_bytes += f.len() as u64;
             match Datagram::parse(xsk.data(&f)) {
@@ -101,9 +106,10 @@ pub fn run(
             // RX to TX for this batch, counted once per packet (docs/STATS.md).
             latency.record(now.elapsed(), n as u64);
         }
-        t.publish(c, n, &xsk);
+        t.publish(c);
+        worker::publish_frames(c, &xsk);
         if now.duration_since(last_publish) >= Duration::from_millis(100) {
-            published.publish(service);
+            service.publish(published);
             latency.flush(&c.latency);
             c.fill_level.store(u64::from(xsk.fill_level()), Relaxed);
             last_publish = now;
@@ -112,7 +118,7 @@ pub fn run(
             // A few rounds let the redundant disconnect notices out, then leave.
             stopping_rounds += 1;
             if stopping_rounds > 3 {
-                published.publish(service);
+                service.publish(published);
                 break;
             }
             std::thread::sleep(Duration::from_millis(5));
