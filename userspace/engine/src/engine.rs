@@ -81,6 +81,32 @@ pub struct Options {
     pub hello_rate: u32,
 }
 
+impl Default for Options {
+    /// The one place the engine's defaults are written: the command line's
+    /// `default_value_t`s and [`crate::api::ServerOptions::new`] start from it.
+    fn default() -> Self {
+        Self {
+            iface: String::new(),
+            ports: Vec::new(),
+            queues: None,
+            mode: ModeChoice::Auto,
+            zero_copy: ZeroCopy::Auto,
+            app: App::Echo,
+            umem_frames: 2048,
+            umem_hugepages: false,
+            frame_size: 2048,
+            ring_size: 2048,
+            cores: None,
+            busy_poll: false,
+            udp_checksum_check: true,
+            backend: Backend::Xdp,
+            workers: None,
+            protocol: xrudp_proto::ServerConfig::default(),
+            hello_rate: 5000,
+        }
+    }
+}
+
 /// The attached XDP program, as telemetry reads it (and whose last reference detaches it).
 #[derive(Debug)]
 struct XdpProgram(Mutex<Program>);
@@ -239,10 +265,10 @@ impl Drop for Engine {
 /// a slow client's unacknowledged echoes) take these instead of allocating on the worker.
 const POOL_PREFILL: usize = 256;
 
-/// A fresh server for one worker.
+/// A fresh server for one worker, running `app`.
 fn new_service(
     options: &Options,
-    app: &WorkerApp,
+    app: crate::service::App,
     worker: u16,
     cookie_seed: [u8; 32],
 ) -> anyhow::Result<Service> {
@@ -254,38 +280,19 @@ fn new_service(
     // Connect tokens carry Unix expiry times; the sans-IO core reads no clock.
     server.set_unix_time(now, unix_now());
     server.prefill_pool(POOL_PREFILL);
-    let app = match app {
-        WorkerApp::Echo => crate::service::App::Echo,
-        WorkerApp::Relay(shared) => crate::service::App::Relay(Arc::clone(shared)),
-        WorkerApp::Embedded(q) => crate::service::App::Embedded(Arc::clone(q)),
-        WorkerApp::Raw => unreachable_raw(),
-    };
     let mut service = Service::new(server, app, worker);
     service.set_hello_budget(options.hello_rate);
     Ok(service)
 }
 
-#[cold]
-fn unreachable_raw() -> crate::service::App {
-    // Raw apps never build a service; the caller branches before. Echo is a safe stand-in.
-    crate::service::App::Echo
-}
-
-/// What one worker runs.
-#[derive(Debug)]
-enum WorkerApp {
-    /// `discard` or `udp-echo`: no protocol.
-    Raw,
-    Echo,
-    Relay(Arc<crate::service::RelayShared>),
-    Embedded(Arc<Queues>),
-}
-
+/// What each of `n` workers runs: a protocol application, or `None` for the raw apps
+/// (`discard`, `udp-echo`); and the embedding queues, when embedded.
 fn worker_apps(
     options: &Options,
     embedded: Option<usize>,
     n: usize,
-) -> (Vec<WorkerApp>, Vec<Arc<Queues>>) {
+) -> (Vec<Option<crate::service::App>>, Vec<Arc<Queues>>) {
+    use crate::service::App as Running;
     let mut queues = Vec::new();
     let relay = Arc::new(crate::service::RelayShared::new(n, 16 * 1024));
     let apps = (0..n)
@@ -293,11 +300,11 @@ fn worker_apps(
             (Some(cap), _) => {
                 let q = Arc::new(Queues::new(cap));
                 queues.push(Arc::clone(&q));
-                WorkerApp::Embedded(q)
+                Some(Running::Embedded(q))
             }
-            (None, App::Echo) => WorkerApp::Echo,
-            (None, App::Relay) => WorkerApp::Relay(Arc::clone(&relay)),
-            (None, App::Discard | App::UdpEcho) => WorkerApp::Raw,
+            (None, App::Echo) => Some(Running::Echo),
+            (None, App::Relay) => Some(Running::Relay(Arc::clone(&relay))),
+            (None, App::Discard | App::UdpEcho) => None,
         })
         .collect();
     (apps, queues)
@@ -332,28 +339,33 @@ fn start_xdp(
     let mode = program.attach(&iface.name, options.mode)?;
     // NUMA: the UMEM's pages are pinned, and so placed, by the thread that registers
     // it. On a multi-node machine this thread moves to the first worker core (chosen on
-    // the NIC's node) before creating the UMEMs, so they land on the NIC's node.
-    if numa_nodes() > 1
-        && iface.numa_node.is_some()
-        && let Some(Some(core)) = cores.first()
-    {
-        pin(Some(*core), u32::MAX);
-    }
-    let mut sockets = Vec::with_capacity(queues.len());
-    for &q in &queues {
-        let cfg = XskConfig {
-            zero_copy: if mode == crate::loader::Mode::Skb && options.zero_copy == ZeroCopy::Auto {
-                ZeroCopy::Off
-            } else {
-                xsk_cfg.zero_copy
-            },
-            ..xsk_cfg
-        };
-        let xsk = open_xsk(&iface.name, q, &cfg)
-            .map_err(|e| bind_error(e, iface, mode, options.zero_copy))?;
-        program.register_socket(q, xsk.fd())?;
-        sockets.push((q, xsk));
-    }
+    // the NIC's node) while it creates the UMEMs, so they land on the NIC's node; then
+    // it gets its own affinity back (it may be the embedding game's thread).
+    let umem_core = cores
+        .first()
+        .copied()
+        .flatten()
+        .filter(|_| numa_nodes() > 1 && iface.numa_node.is_some());
+    let sockets = on_core(umem_core, || {
+        let mut sockets = Vec::with_capacity(queues.len());
+        for &q in &queues {
+            let cfg = XskConfig {
+                zero_copy: if mode == crate::loader::Mode::Skb
+                    && options.zero_copy == ZeroCopy::Auto
+                {
+                    ZeroCopy::Off
+                } else {
+                    xsk_cfg.zero_copy
+                },
+                ..xsk_cfg
+            };
+            let xsk = open_xsk(&iface.name, q, &cfg)
+                .map_err(|e| bind_error(e, iface, mode, options.zero_copy))?;
+            program.register_socket(q, xsk.fd())?;
+            sockets.push((q, xsk));
+        }
+        anyhow::Ok(sockets)
+    })?;
     // The knobs are written back when the engine (holding this guard) drops.
     let busy_knobs = options.busy_poll.then(|| {
         let mut out = crate::busy_poll::Outcome::default();
@@ -422,9 +434,9 @@ fn start_xdp(
     let cookie_seed = random_seed();
     let mut handles = Vec::new();
     for (((_, xsk), (q, core)), app) in sockets.into_iter().zip(shared).zip(apps) {
-        let service = match &app {
-            WorkerApp::Raw => None,
-            other => Some(new_service(options, other, q.id as u16, cookie_seed)?),
+        let service = match app {
+            None => None,
+            Some(app) => Some(new_service(options, app, q.id as u16, cookie_seed)?),
         };
         let stop = Arc::clone(&stop);
         let knobs = Arc::clone(&busy_knobs);
@@ -514,7 +526,10 @@ fn start_socket(
     let busy = options.busy_poll;
     let mut handles = Vec::new();
     for (((sock, q), core), app) in sockets.into_iter().zip(shared).zip(cores).zip(apps) {
-        let mut service = new_service(options, &app, q.id as u16, cookie_seed)?;
+        let Some(app) = app else {
+            bail!("the socket backend serves the protocol apps only (echo, relay)");
+        };
+        let mut service = new_service(options, app, q.id as u16, cookie_seed)?;
         let stop = Arc::clone(&stop);
         let worker = Arc::clone(&q);
         handles.push(spawn_worker(
@@ -624,6 +639,22 @@ fn running(
         started: Instant::now(),
         started_unix: unix_now(),
     }
+}
+
+/// Runs `work` on the calling thread moved to `core` (when given), then gives the thread
+/// back the affinity it had, whatever `work` returned.
+fn on_core<T>(core: Option<usize>, work: impl FnOnce() -> T) -> T {
+    let Some(core) = core else {
+        return work();
+    };
+    let before = sys::thread_affinity();
+    pin(Some(core), u32::MAX);
+    let out = work();
+    match before.and_then(|cpus| sys::set_thread_affinity(&cpus)) {
+        Ok(()) => {}
+        Err(e) => tracing::warn!(error = %e, "could not restore the caller's CPU affinity"),
+    }
+    out
 }
 
 fn pin(core: Option<usize>, queue: u32) {
@@ -876,5 +907,28 @@ impl App {
             Self::Discard | Self::UdpEcho => false,
             Self::Echo | Self::Relay => true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `Engine::start` (and so `GameServer::start`) creates the UMEMs through
+    /// [`on_core`] on multi-node hosts: the caller's affinity must come back as it was.
+    #[test]
+    fn the_caller_gets_its_affinity_back() {
+        thread::spawn(|| {
+            let before = sys::thread_affinity().expect("sched_getaffinity");
+            let core = *before.last().expect("at least one CPU");
+            let inside = on_core(Some(core), || sys::thread_affinity().expect("inside"));
+            assert_eq!(inside, [core], "work runs on the UMEM core");
+            assert_eq!(sys::thread_affinity().expect("after"), before);
+            let failed: anyhow::Result<()> = on_core(Some(core), || bail!("bind failed"));
+            assert!(failed.is_err());
+            assert_eq!(sys::thread_affinity().expect("after an error"), before);
+        })
+        .join()
+        .expect("test thread");
     }
 }

@@ -15,7 +15,7 @@
 use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Instant};
 
 use crossbeam_queue::ArrayQueue;
-use xrudp_proto::{ConnHandle, SendError, Server, ServerEvent, Transmit};
+use xrudp_proto::{ConnHandle, DisconnectReason, SendError, Server, ServerEvent, Transmit};
 
 /// Pending sends held while send buffers are full; beyond this the service stops
 /// taking new events (backpressure) until the list drains.
@@ -119,8 +119,8 @@ pub enum Event {
     Disconnected {
         /// The connection.
         conn: ConnId,
-        /// Why, in words.
-        reason: String,
+        /// Why.
+        reason: DisconnectReason,
     },
 }
 
@@ -354,8 +354,7 @@ impl Service {
 
     /// Runs the application once: retries deferred sends, applies commands from embedding
     /// code, and takes events from the protocol while the application can accept them.
-    pub fn run(&mut self, now: Instant) {
-        let _ = now;
+    pub fn run(&mut self) {
         self.retry_pending();
         if let App::Relay(shared) = &self.app {
             let shared = Arc::clone(shared);
@@ -434,10 +433,7 @@ impl Service {
                         worker: self.worker,
                         handle,
                     };
-                    self.held = Some(Event::Disconnected {
-                        conn,
-                        reason: format!("{reason:?}"),
-                    });
+                    self.held = Some(Event::Disconnected { conn, reason });
                 }
             }
         }

@@ -26,7 +26,7 @@ use crate::{
 
 /// Opens one worker's socket: `[::]:port`, dual-stack, `SO_REUSEPORT`, non-blocking,
 /// with large kernel buffers so bursts queue instead of dropping.
-pub fn open(port: u16) -> io::Result<UdpSocket> {
+pub(crate) fn open(port: u16) -> io::Result<UdpSocket> {
     let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
     s.set_only_v6(false)?;
     s.set_reuse_port(true)?;
@@ -41,7 +41,7 @@ pub fn open(port: u16) -> io::Result<UdpSocket> {
 /// The worker loop: receive a batch, run the protocol and application, send what they
 /// produced; sleep in `poll(2)` until traffic or the next protocol timer (or spin with
 /// `busy_poll`). Returns when `stop` is set, after a graceful shutdown round.
-pub fn run(
+pub(crate) fn run(
     sock: &UdpSocket,
     service: &mut Service,
     counters: &Counters,
@@ -81,7 +81,7 @@ pub fn run(
             service.shutdown();
         }
         service.handle_timeout(now);
-        service.run(now);
+        service.run();
         flush(sock, service, &mut tx, counters, now);
         if n > 0 {
             // recvmmsg to sendmmsg for this batch, counted once per datagram.

@@ -31,11 +31,11 @@ use crate::{
 
 /// Frames the fill ring never gets, so the worker can always originate datagrams: at
 /// most this many, and at most a quarter of the UMEM (a small UMEM must still receive).
-pub const TX_RESERVE: usize = 256;
+pub(crate) const TX_RESERVE: usize = 256;
 
 /// Runs the protocol worker until `stop` is set; then sends the shutdown notices
 /// (disconnects) and returns.
-pub fn run(
+pub(crate) fn run(
     mut xsk: Xsk,
     shared: &Worker,
     knobs: &Knobs,
@@ -91,7 +91,7 @@ pub fn run(
             service.shutdown();
         }
         service.handle_timeout(now);
-        service.run(now);
+        service.run();
         transmit(
             &mut xsk,
             service,
