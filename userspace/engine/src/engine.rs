@@ -327,78 +327,11 @@ fn start_xdp(
     let rudp_filter = embedded.is_some() || options.app.rudp_filter();
     program.configure(&options.ports, rudp_filter)?;
 
-    let xsk_cfg = XskConfig {
-        frames: options.umem_frames,
-        frame_size: options.frame_size,
-        ring_size: options.ring_size,
-        zero_copy: options.zero_copy,
-        need_wakeup: !options.busy_poll,
-        huge_pages: options.umem_hugepages,
-    };
     // Native XDP first decides which zero-copy attempts make sense: SKB mode is copy only.
     let mode = program.attach(&iface.name, options.mode)?;
-    // NUMA: the UMEM's pages are pinned, and so placed, by the thread that registers
-    // it. On a multi-node machine this thread moves to the first worker core (chosen on
-    // the NIC's node) while it creates the UMEMs, so they land on the NIC's node; then
-    // it gets its own affinity back (it may be the embedding game's thread).
-    let umem_core = cores
-        .first()
-        .copied()
-        .flatten()
-        .filter(|_| numa_nodes() > 1 && iface.numa_node.is_some());
-    let sockets = on_core(umem_core, || {
-        let mut sockets = Vec::with_capacity(queues.len());
-        for &q in &queues {
-            let cfg = XskConfig {
-                zero_copy: if mode == crate::loader::Mode::Skb
-                    && options.zero_copy == ZeroCopy::Auto
-                {
-                    ZeroCopy::Off
-                } else {
-                    xsk_cfg.zero_copy
-                },
-                ..xsk_cfg
-            };
-            let xsk = open_xsk(&iface.name, q, &cfg)
-                .map_err(|e| bind_error(e, iface, mode, options.zero_copy))?;
-            program.register_socket(q, xsk.fd())?;
-            sockets.push((q, xsk));
-        }
-        anyhow::Ok(sockets)
-    })?;
-    // The knobs are written back when the engine (holding this guard) drops.
-    let busy_knobs = options.busy_poll.then(|| {
-        let mut out = crate::busy_poll::Outcome::default();
-        let knobs = crate::busy_poll::IfaceKnobs::apply(&iface.name, &mut out);
-        for (_, xsk) in &sockets {
-            crate::busy_poll::configure_socket(xsk.fd(), &mut out);
-        }
-        tracing::info!(applied = ?out.applied, "busy polling");
-        for r in &out.refused {
-            tracing::warn!(setting = %r, "busy-poll setting refused; carrying on without it");
-        }
-        knobs
-    });
-    let busy_knobs = Arc::new(crate::busy_poll::Knobs::new(busy_knobs));
-    let zc = sockets.iter().all(|(_, x)| x.zero_copy());
-    tracing::info!(
-        iface = %iface.name,
-        backend = "xdp",
-        driver = iface.driver.as_deref().unwrap_or("unknown"),
-        xdp_mode = %mode,
-        zero_copy = zc,
-        bind_mode = if zc { "zero-copy" } else { "copy" },
-        udp_checksum_check = options.udp_checksum_check,
-        umem_hugepages = options.umem_hugepages,
-        queues = ?queues,
-        cores = ?cores,
-        numa_node = ?iface.numa_node,
-        numa = numa_note(iface),
-        wakeup = if options.busy_poll { "busy-poll" } else { "need_wakeup" },
-        ports = ?options.ports,
-        app = ?options.app,
-        "attached"
-    );
+    let sockets = open_sockets(options, iface, &queues, &cores, mode, &mut program)?;
+    let busy_knobs = busy_poll_knobs(options, iface, &sockets);
+    log_attached(options, iface, mode, &sockets, &cores);
 
     let mut shared = Vec::with_capacity(sockets.len());
     for ((q, xsk), core) in sockets.iter().zip(&cores) {
@@ -466,6 +399,100 @@ fn start_xdp(
         _busy_knobs: busy_knobs,
     };
     Ok((engine, api_queues))
+}
+
+/// Binds one AF_XDP socket per queue and registers it with the program.
+///
+/// NUMA: the UMEM's pages are pinned, and so placed, by the thread that registers it.
+/// On a multi-node machine this thread moves to the first worker core (chosen on the
+/// NIC's node) while it creates the UMEMs, so they land on the NIC's node; then it gets
+/// its own affinity back (it may be the embedding game's thread).
+fn open_sockets(
+    options: &Options,
+    iface: &Interface,
+    queues: &[u32],
+    cores: &[Option<usize>],
+    mode: crate::loader::Mode,
+    program: &mut Program,
+) -> anyhow::Result<Vec<(u32, Xsk)>> {
+    let cfg = XskConfig {
+        frames: options.umem_frames,
+        frame_size: options.frame_size,
+        ring_size: options.ring_size,
+        zero_copy: if mode == crate::loader::Mode::Skb && options.zero_copy == ZeroCopy::Auto {
+            ZeroCopy::Off
+        } else {
+            options.zero_copy
+        },
+        need_wakeup: !options.busy_poll,
+        huge_pages: options.umem_hugepages,
+    };
+    let umem_core = cores
+        .first()
+        .copied()
+        .flatten()
+        .filter(|_| numa_nodes() > 1 && iface.numa_node.is_some());
+    on_core(umem_core, || {
+        let mut sockets = Vec::with_capacity(queues.len());
+        for &q in queues {
+            let xsk = open_xsk(&iface.name, q, &cfg)
+                .map_err(|e| bind_error(e, iface, mode, options.zero_copy))?;
+            program.register_socket(q, xsk.fd())?;
+            sockets.push((q, xsk));
+        }
+        Ok(sockets)
+    })
+}
+
+/// With `--busy-poll`: the sockets' busy-poll options and the interface's knobs, which
+/// are written back when the engine (holding the returned guard) drops.
+fn busy_poll_knobs(
+    options: &Options,
+    iface: &Interface,
+    sockets: &[(u32, Xsk)],
+) -> Arc<crate::busy_poll::Knobs> {
+    let knobs = options.busy_poll.then(|| {
+        let mut out = crate::busy_poll::Outcome::default();
+        let knobs = crate::busy_poll::IfaceKnobs::apply(&iface.name, &mut out);
+        for (_, xsk) in sockets {
+            crate::busy_poll::configure_socket(xsk.fd(), &mut out);
+        }
+        tracing::info!(applied = ?out.applied, "busy polling");
+        for r in &out.refused {
+            tracing::warn!(setting = %r, "busy-poll setting refused; carrying on without it");
+        }
+        knobs
+    });
+    Arc::new(crate::busy_poll::Knobs::new(knobs))
+}
+
+fn log_attached(
+    options: &Options,
+    iface: &Interface,
+    mode: crate::loader::Mode,
+    sockets: &[(u32, Xsk)],
+    cores: &[Option<usize>],
+) {
+    let zc = sockets.iter().all(|(_, x)| x.zero_copy());
+    let queues: Vec<u32> = sockets.iter().map(|(q, _)| *q).collect();
+    tracing::info!(
+        iface = %iface.name,
+        backend = "xdp",
+        driver = iface.driver.as_deref().unwrap_or("unknown"),
+        xdp_mode = %mode,
+        zero_copy = zc,
+        bind_mode = if zc { "zero-copy" } else { "copy" },
+        udp_checksum_check = options.udp_checksum_check,
+        umem_hugepages = options.umem_hugepages,
+        queues = ?queues,
+        cores = ?cores,
+        numa_node = ?iface.numa_node,
+        numa = numa_note(iface),
+        wakeup = if options.busy_poll { "busy-poll" } else { "need_wakeup" },
+        ports = ?options.ports,
+        app = ?options.app,
+        "attached"
+    );
 }
 
 fn start_socket(
