@@ -20,6 +20,13 @@ use xrudp_proto::{ConnHandle, DisconnectReason, SendError, Server, ServerEvent, 
 /// Pending sends held while send buffers are full; beyond this the service stops
 /// taking new events (backpressure) until the list drains.
 const PENDING_LIMIT: usize = 4096;
+/// After [`Service::shutdown`], the rounds (receive, timers, transmit) every data path
+/// still drives before its worker leaves, [`SHUTDOWN_PAUSE`] apart: they let the
+/// disconnect notices, and their redundant copies, out — the same on every backend.
+pub(crate) const SHUTDOWN_ROUNDS: u32 = 4;
+/// The pause between two [`SHUTDOWN_ROUNDS`].
+pub(crate) const SHUTDOWN_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// Commands taken from the application per round, so one burst cannot starve RX.
 const COMMANDS_PER_ROUND: usize = 1024;
 

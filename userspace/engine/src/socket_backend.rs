@@ -16,7 +16,7 @@ use std::{
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::{
-    service::Service,
+    service::{SHUTDOWN_PAUSE, SHUTDOWN_ROUNDS, Service},
     sys::{
         self,
         mmsg::{self, Batch},
@@ -40,7 +40,7 @@ pub(crate) fn open(port: u16) -> io::Result<UdpSocket> {
 
 /// The worker loop: receive a batch, run the protocol and application, send what they
 /// produced; sleep in `poll(2)` until traffic or the next protocol timer (or spin with
-/// `busy_poll`). Returns when `stop` is set, after a graceful shutdown round.
+/// `busy_poll`). Returns when `stop` is set, after the shutdown rounds.
 pub(crate) fn run(
     sock: &UdpSocket,
     service: &mut Service,
@@ -56,6 +56,7 @@ pub(crate) fn run(
     service.publish(published);
     let mut last_publish = Instant::now();
     let mut latency = crate::telemetry::latency::Recorder::default();
+    let mut stopping_rounds = 0u32;
     loop {
         let stopping = stop.load(Relaxed);
         let n = match mmsg::recv_batch(sock.as_fd(), &mut rx) {
@@ -77,7 +78,7 @@ pub(crate) fn run(
             counters.rx_packets.fetch_add(n as u64, Relaxed);
             counters.rx_bytes.fetch_add(bytes, Relaxed);
         }
-        if stopping {
+        if stopping && stopping_rounds == 0 {
             service.shutdown();
         }
         service.handle_timeout(now);
@@ -93,9 +94,13 @@ pub(crate) fn run(
             last_publish = now;
         }
         if stopping {
-            // One more round lets the shutdown notices out; then leave.
-            service.publish(published);
-            return;
+            stopping_rounds += 1;
+            if stopping_rounds >= SHUTDOWN_ROUNDS {
+                service.publish(published);
+                return;
+            }
+            std::thread::sleep(SHUTDOWN_PAUSE);
+            continue;
         }
         if n == 0 && tx.is_empty() && !busy_poll {
             let wait = service.poll_timeout().map_or(100, |t| {

@@ -23,7 +23,7 @@ use xrudp_packet::{Datagram, Kernel, datagram};
 use crate::{
     busy_poll::Knobs,
     neigh::{self, peer_key},
-    service::Service,
+    service::{SHUTDOWN_PAUSE, SHUTDOWN_ROUNDS, Service},
     sys::xsk::{Frame, Xsk},
     telemetry::{Tally, Worker},
     worker::{self, BATCH, Settings},
@@ -115,13 +115,12 @@ pub(crate) fn run(
             last_publish = now;
         }
         if stopping {
-            // A few rounds let the redundant disconnect notices out, then leave.
             stopping_rounds += 1;
-            if stopping_rounds > 3 {
+            if stopping_rounds >= SHUTDOWN_ROUNDS {
                 service.publish(published);
                 break;
             }
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(SHUTDOWN_PAUSE);
             continue;
         }
         if n == 0 && tx.is_empty() {
