@@ -27,7 +27,7 @@ use nix::{
     sys::signal::{Signal, kill},
     unistd::Pid,
 };
-use xrudp::control::{self, Snapshot};
+use xrudp::{control, telemetry::Snapshot};
 use xrudp_client::{Fleet, FleetId};
 use xrudp_proto::{ClientConfig, ClientEvent};
 
@@ -499,7 +499,7 @@ pub fn untag(d: &[u8]) -> Option<(u32, u32)> {
 
 /// Sum of one protocol figure over the engine's queues (queues without the protocol
 /// count nothing).
-pub fn protocol_sum(s: &Snapshot, f: impl Fn(&xrudp::service::Figures) -> u64) -> u64 {
+pub fn protocol_sum(s: &Snapshot, f: impl Fn(&xrudp::telemetry::Figures) -> u64) -> u64 {
     s.queues
         .iter()
         .filter_map(|q| q.protocol.as_ref())

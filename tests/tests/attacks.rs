@@ -18,7 +18,7 @@ use std::{
 };
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-use xrudp::control::Snapshot;
+use xrudp::telemetry::Snapshot;
 use xrudp_client::Fleet;
 use xrudp_packet::{Kernel, Route, datagram, ethernet::Address};
 use xrudp_proto::{Client, ClientConfig, ClientEvent};

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use xrudp::control::Snapshot;
+use xrudp::telemetry::Snapshot;
 use xrudp_client::FleetId;
 use xrudp_proto::{ClientEvent, DisconnectReason, RejectReason};
 use xrudp_tests::{

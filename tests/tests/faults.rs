@@ -305,13 +305,13 @@ fn tiny_umem_under_load_counts_drops_and_recovers() {
         xrudp_tests::send_udp(&t.ns_cli, dst, 5_000, 64, 0, Duration::ZERO).expect("burst");
     }
     engine.signal(Signal::SIGCONT);
-    let dropped = |s: &xrudp::control::Snapshot| {
+    let dropped = |s: &xrudp::telemetry::Snapshot| {
         let st = s.queues[0].xdp_statistics.unwrap_or_default();
         st.rx_dropped + st.rx_ring_full + st.rx_fill_ring_empty_descs
     };
     let received =
-        |s: &xrudp::control::Snapshot| s.queues[0].rx_packets - before.queues[0].rx_packets;
-    let redirected = |s: &xrudp::control::Snapshot| {
+        |s: &xrudp::telemetry::Snapshot| s.queues[0].rx_packets - before.queues[0].rx_packets;
+    let redirected = |s: &xrudp::telemetry::Snapshot| {
         s.xdp_counter("redirected").unwrap_or(0) - before.xdp_counter("redirected").unwrap_or(0)
     };
     // Every redirected datagram is received by the worker or counted as a kernel drop.

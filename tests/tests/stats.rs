@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use xrudp::{control::Snapshot, stats::Report};
+use xrudp::{stats::Report, telemetry::Snapshot};
 use xrudp_proto::ClientEvent;
 use xrudp_tests::{Clients, Engine, Topology, connect_fleet, drive_until, repo_root, xrudp_bin};
 

@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use crossbeam_utils::CachePadded;
-use xrudp::stats::latency::{Recorder, Shared};
-use xrudp::worker::Counters;
+use xrudp::telemetry::Counters;
+use xrudp::telemetry::latency::{Recorder, Shared};
 
 /// One batch's publication, as the worker loop does it.
 #[inline]

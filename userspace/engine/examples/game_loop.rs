@@ -62,7 +62,7 @@ fn main() -> anyhow::Result<()> {
                     players.insert(conn, Player::default());
                 }
                 Event::Disconnected { conn, reason } => {
-                    println!("a player left: {reason}");
+                    println!("a player left: {reason:?}");
                     players.remove(&conn);
                 }
                 Event::Message {

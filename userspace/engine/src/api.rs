@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! Embedding the engine in game-server code.
 //!
 //! ```no_run
@@ -31,12 +32,9 @@ use std::sync::{
 
 pub use crate::service::{ConnId, Event};
 use crate::{
-    control::{self, Snapshot},
     engine::{Backend, Engine, Options},
-    loader::ModeChoice,
     service::{Command, Queues},
-    sys::xsk::ZeroCopy,
-    worker::App,
+    telemetry::Snapshot,
 };
 
 /// How to start an embedded server.
@@ -49,28 +47,17 @@ pub struct ServerOptions {
 }
 
 impl ServerOptions {
-    /// Defaults for serving `port` on `iface`: AF_XDP with a fallback to kernel sockets.
+    /// Defaults for serving `port` on `iface` ([`Options::default`]), but on AF_XDP with a
+    /// fallback to kernel sockets ([`Backend::Auto`]): a game server should come up on
+    /// any host.
     #[must_use]
     pub fn new(iface: &str, port: u16) -> Self {
         Self {
             engine: Options {
                 iface: iface.to_owned(),
                 ports: vec![port],
-                queues: None,
-                mode: ModeChoice::Auto,
-                zero_copy: ZeroCopy::Auto,
-                app: App::Echo,
-                umem_frames: 2048,
-                umem_hugepages: false,
-                frame_size: 2048,
-                ring_size: 2048,
-                cores: None,
-                busy_poll: false,
-                udp_checksum_check: true,
                 backend: Backend::Auto,
-                workers: None,
-                protocol: xrudp_proto::ServerConfig::default(),
-                hello_rate: 5000,
+                ..Options::default()
             },
             queue_capacity: 4096,
         }
@@ -186,7 +173,7 @@ impl GameServer {
     /// The engine's figures, as `xrudp stats` shows them.
     #[must_use]
     pub fn stats(&self) -> Option<Snapshot> {
-        self.engine.as_ref().map(|e| control::snapshot(e.running()))
+        self.engine.as_ref().map(|e| e.running().snapshot())
     }
 
     /// Stops the engine: clients get a shutdown notice, the XDP program is detached.

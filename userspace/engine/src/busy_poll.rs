@@ -108,9 +108,6 @@ pub struct Knobs {
     knobs: std::sync::Mutex<Option<IfaceKnobs>>,
 }
 
-/// `Queue::napi_id` before the queue's first packets.
-pub const NAPI_ID_UNKNOWN: u32 = u32::MAX;
-
 impl Knobs {
     /// Holds `knobs` (none: nothing to restore).
     #[must_use]

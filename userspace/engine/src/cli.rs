@@ -60,18 +60,18 @@ pub struct AttachArgs {
     #[arg(long, value_delimiter = ',')]
     pub queues: Option<Vec<u32>>,
     /// XDP attach mode: auto tries native (driver) mode first and falls back to skb.
-    #[arg(long, value_enum, default_value_t = ModeChoice::Auto)]
+    #[arg(long, value_enum, default_value_t = defaults().mode)]
     pub mode: ModeChoice,
     /// AF_XDP zero-copy: auto uses it where the driver supports it; on fails otherwise.
-    #[arg(long = "zero-copy", value_enum, default_value_t = ZeroCopyArg::Auto)]
+    #[arg(long = "zero-copy", value_enum, default_value_t = ZeroCopyArg::from(defaults().zero_copy))]
     pub zero_copy: ZeroCopyArg,
     /// What the workers do with the traffic: `echo` and `relay` speak the RUDP protocol;
     /// `udp-echo` and `discard` are raw-UDP diagnostics (AF_XDP backend only).
-    #[arg(long, value_enum, default_value_t = App::Echo)]
+    #[arg(long, value_enum, default_value_t = defaults().app)]
     pub app: App,
     /// Data path: AF_XDP (`xdp`), kernel UDP sockets (`socket`), or AF_XDP with a
     /// fallback to sockets (`auto`, logged with the reason).
-    #[arg(long, value_enum, default_value_t = Backend::Xdp)]
+    #[arg(long, value_enum, default_value_t = defaults().backend)]
     pub backend: Backend,
     /// Socket backend: worker threads (one SO_REUSEPORT socket each); default one per
     /// active receive queue of the interface.
@@ -79,13 +79,13 @@ pub struct AttachArgs {
     pub workers: Option<usize>,
     /// Connection slots per worker, preallocated; further clients are refused with
     /// "server full".
-    #[arg(long = "max-connections", default_value_t = 1024)]
+    #[arg(long = "max-connections", default_value_t = defaults().protocol.max_connections)]
     pub max_connections: usize,
     /// Close a connection after this many seconds without a packet from it.
-    #[arg(long = "idle-timeout", default_value_t = 10.0)]
+    #[arg(long = "idle-timeout", default_value_t = defaults().protocol.idle_timeout.as_secs_f64())]
     pub idle_timeout: f64,
     /// Largest UDP payload sent (1200..=1472).
-    #[arg(long, default_value_t = 1200)]
+    #[arg(long, default_value_t = defaults().protocol.transport.mtu)]
     pub mtu: usize,
     /// Congestion controller: aimd, newreno or cubic (docs/PROTOCOL.md says which is
     /// the default and why).
@@ -97,11 +97,11 @@ pub struct AttachArgs {
     pub token_key_file: Option<PathBuf>,
     /// First hellos each worker answers per second; a flood beyond it (spoofed
     /// handshakes) is shed and counted, so established players keep the CPU. 0: no limit.
-    #[arg(long = "hello-rate", default_value_t = 5000)]
+    #[arg(long = "hello-rate", default_value_t = defaults().hello_rate)]
     pub hello_rate: u32,
     /// UMEM frames per queue (caps packet-buffer memory: frames × frame size).
     /// Default 2048 × 2048 B = 4 MiB per queue.
-    #[arg(long = "umem-frames", default_value_t = 2048)]
+    #[arg(long = "umem-frames", default_value_t = defaults().umem_frames)]
     pub umem_frames: u32,
     /// Back each UMEM with huge pages (fewer TLB misses on a busy queue). Reserve them
     /// first: `sysctl vm.nr_hugepages=N`, 2 pages of 2 MiB per queue for the default
@@ -109,13 +109,13 @@ pub struct AttachArgs {
     #[arg(long = "umem-hugepages")]
     pub umem_hugepages: bool,
     /// Bytes per UMEM frame: 2048 or 4096.
-    #[arg(long = "frame-size", default_value_t = 2048)]
+    #[arg(long = "frame-size", default_value_t = defaults().frame_size)]
     pub frame_size: u32,
     /// Entries per AF_XDP ring (fill, completion, RX, TX); a power of two, at most
     /// --umem-frames. The default matches the default UMEM, so the fill ring can hand the
     /// kernel every frame not kept back for replies: that is how long a stalled worker
     /// can fall behind before packets drop.
-    #[arg(long = "ring-size", default_value_t = 2048)]
+    #[arg(long = "ring-size", default_value_t = defaults().ring_size)]
     pub ring_size: u32,
     /// Cores to pin the workers to, one per bound queue, comma-separated.
     /// Default: spread over all cores except core 0 (when there is more than one).
@@ -137,6 +137,11 @@ pub struct AttachArgs {
     pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
+/// The engine's defaults, which the options' `default_value_t`s show.
+fn defaults() -> engine::Options {
+    engine::Options::default()
+}
+
 /// Zero-copy choice on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ZeroCopyArg {
@@ -146,6 +151,26 @@ pub enum ZeroCopyArg {
     On,
     /// Copy mode.
     Off,
+}
+
+impl From<ZeroCopy> for ZeroCopyArg {
+    fn from(z: ZeroCopy) -> Self {
+        match z {
+            ZeroCopy::Auto => Self::Auto,
+            ZeroCopy::On => Self::On,
+            ZeroCopy::Off => Self::Off,
+        }
+    }
+}
+
+impl From<ZeroCopyArg> for ZeroCopy {
+    fn from(z: ZeroCopyArg) -> Self {
+        match z {
+            ZeroCopyArg::Auto => Self::Auto,
+            ZeroCopyArg::On => Self::On,
+            ZeroCopyArg::Off => Self::Off,
+        }
+    }
 }
 
 /// `xrudp detach` options.
@@ -193,11 +218,7 @@ fn attach(a: AttachArgs) -> anyhow::Result<()> {
         ports: a.port,
         queues: a.queues,
         mode: a.mode,
-        zero_copy: match a.zero_copy {
-            ZeroCopyArg::Auto => ZeroCopy::Auto,
-            ZeroCopyArg::On => ZeroCopy::On,
-            ZeroCopyArg::Off => ZeroCopy::Off,
-        },
+        zero_copy: a.zero_copy.into(),
         app: a.app,
         umem_frames: a.umem_frames,
         umem_hugepages: a.umem_hugepages,
@@ -281,4 +302,34 @@ fn detach(d: &DetachArgs) -> anyhow::Result<()> {
 
 fn stats(s: &StatsArgs) -> anyhow::Result<()> {
     crate::stats::run(s.iface.as_deref(), s.json, s.watch)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[test]
+    fn attach_defaults_are_the_engines() {
+        let cli =
+            Cli::try_parse_from(["xrudp", "attach", "-i", "eth0", "-p", "7777"]).expect("parses");
+        let Command::Attach(a) = cli.command else {
+            panic!("not attach");
+        };
+        let d = defaults();
+        assert_eq!(a.mode, d.mode);
+        assert_eq!(a.app, d.app);
+        assert_eq!(a.backend, d.backend);
+        assert_eq!(ZeroCopy::from(a.zero_copy), d.zero_copy);
+        assert_eq!(
+            (a.umem_frames, a.frame_size, a.ring_size, a.hello_rate),
+            (d.umem_frames, d.frame_size, d.ring_size, d.hello_rate)
+        );
+        let p = protocol_config(&a).expect("valid");
+        assert_eq!(p.max_connections, d.protocol.max_connections);
+        assert_eq!(p.idle_timeout, d.protocol.idle_timeout);
+        assert_eq!(p.transport.mtu, d.protocol.transport.mtu);
+        assert_eq!(!a.no_udp_checksum_check, d.udp_checksum_check);
+    }
 }

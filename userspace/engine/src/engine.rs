@@ -7,6 +7,7 @@ use std::{
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering::Relaxed},
+        mpsc,
     },
     thread,
     time::Instant,
@@ -24,7 +25,8 @@ use crate::{
         self,
         xsk::{Xsk, XskConfig, ZeroCopy},
     },
-    worker::{self, App, Queue},
+    telemetry::{self, Running, Worker},
+    worker::{self, App},
 };
 
 /// Which data path serves the traffic.
@@ -79,23 +81,60 @@ pub struct Options {
     pub hello_rate: u32,
 }
 
-/// What the running engine is, for figures and logs.
+impl Default for Options {
+    /// The one place the engine's defaults are written: the command line's
+    /// `default_value_t`s and [`crate::api::ServerOptions::new`] start from it.
+    fn default() -> Self {
+        Self {
+            iface: String::new(),
+            ports: Vec::new(),
+            queues: None,
+            mode: ModeChoice::Auto,
+            zero_copy: ZeroCopy::Auto,
+            app: App::Echo,
+            umem_frames: 2048,
+            umem_hugepages: false,
+            frame_size: 2048,
+            ring_size: 2048,
+            cores: None,
+            busy_poll: false,
+            udp_checksum_check: true,
+            backend: Backend::Xdp,
+            workers: None,
+            protocol: xrudp_proto::ServerConfig::default(),
+            hello_rate: 5000,
+        }
+    }
+}
+
+/// The attached XDP program, as telemetry reads it (and whose last reference detaches it).
 #[derive(Debug)]
-pub struct Running {
-    /// Interface.
-    pub iface: Interface,
-    /// The backend in use (never `Auto`).
-    pub backend: Backend,
-    /// The XDP program (maps read for counters); `None` on the socket backend.
-    pub program: Option<Mutex<Program>>,
-    /// Per-queue (or per-socket) state.
-    pub queues: Vec<Arc<Queue>>,
-    /// Options it was started with.
-    pub options: Options,
-    /// Start time.
-    pub started: Instant,
-    /// Wall-clock start, seconds since the Unix epoch.
-    pub started_unix: u64,
+struct XdpProgram(Mutex<Program>);
+
+impl telemetry::Program for XdpProgram {
+    fn mode(&self) -> String {
+        let p = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        p.mode().map_or_else(String::new, |m| m.to_string())
+    }
+
+    fn counters(&self) -> Vec<u64> {
+        let p = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        p.counters().unwrap_or_default()
+    }
+}
+
+/// The name a value-enum serialises to ("xdp", "udp-echo", ...).
+fn serde_name(v: impl serde::Serialize) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 /// A running engine: its workers, control socket and runtime claim.
@@ -124,13 +163,16 @@ pub fn serve(
     let (engine, _) = Engine::start(options, None, Arc::clone(stop))?;
     let exporter = match metrics {
         Some(addr) => Some(
-            crate::stats::prometheus::Server::start(addr, Arc::clone(engine.running()))
-                .with_context(|| {
-                    format!(
-                        "binding --metrics-addr {addr}: is the port free? (`ss -tlpn sport = :{}`)",
-                        addr.port()
-                    )
-                })?,
+            crate::stats::prometheus::Server::start(addr, {
+                let running = Arc::clone(engine.running());
+                move || running.snapshot()
+            })
+            .with_context(|| {
+                format!(
+                    "binding --metrics-addr {addr}: is the port free? (`ss -tlpn sport = :{}`)",
+                    addr.port()
+                )
+            })?,
         ),
         None => None,
     };
@@ -223,10 +265,10 @@ impl Drop for Engine {
 /// a slow client's unacknowledged echoes) take these instead of allocating on the worker.
 const POOL_PREFILL: usize = 256;
 
-/// A fresh server for one worker.
+/// A fresh server for one worker, running `app`.
 fn new_service(
     options: &Options,
-    app: &WorkerApp,
+    app: crate::service::App,
     worker: u16,
     cookie_seed: [u8; 32],
 ) -> anyhow::Result<Service> {
@@ -238,38 +280,19 @@ fn new_service(
     // Connect tokens carry Unix expiry times; the sans-IO core reads no clock.
     server.set_unix_time(now, unix_now());
     server.prefill_pool(POOL_PREFILL);
-    let app = match app {
-        WorkerApp::Echo => crate::service::App::Echo,
-        WorkerApp::Relay(shared) => crate::service::App::Relay(Arc::clone(shared)),
-        WorkerApp::Embedded(q) => crate::service::App::Embedded(Arc::clone(q)),
-        WorkerApp::Raw => unreachable_raw(),
-    };
     let mut service = Service::new(server, app, worker);
     service.set_hello_budget(options.hello_rate);
     Ok(service)
 }
 
-#[cold]
-fn unreachable_raw() -> crate::service::App {
-    // Raw apps never build a service; the caller branches before. Echo is a safe stand-in.
-    crate::service::App::Echo
-}
-
-/// What one worker runs.
-#[derive(Debug)]
-enum WorkerApp {
-    /// `discard` or `udp-echo`: no protocol.
-    Raw,
-    Echo,
-    Relay(Arc<crate::service::RelayShared>),
-    Embedded(Arc<Queues>),
-}
-
+/// What each of `n` workers runs: a protocol application, or `None` for the raw apps
+/// (`discard`, `udp-echo`); and the embedding queues, when embedded.
 fn worker_apps(
     options: &Options,
     embedded: Option<usize>,
     n: usize,
-) -> (Vec<WorkerApp>, Vec<Arc<Queues>>) {
+) -> (Vec<Option<crate::service::App>>, Vec<Arc<Queues>>) {
+    use crate::service::App as Running;
     let mut queues = Vec::new();
     let relay = Arc::new(crate::service::RelayShared::new(n, 16 * 1024));
     let apps = (0..n)
@@ -277,11 +300,11 @@ fn worker_apps(
             (Some(cap), _) => {
                 let q = Arc::new(Queues::new(cap));
                 queues.push(Arc::clone(&q));
-                WorkerApp::Embedded(q)
+                Some(Running::Embedded(q))
             }
-            (None, App::Echo) => WorkerApp::Echo,
-            (None, App::Relay) => WorkerApp::Relay(Arc::clone(&relay)),
-            (None, App::Discard | App::UdpEcho) => WorkerApp::Raw,
+            (None, App::Echo) => Some(Running::Echo),
+            (None, App::Relay) => Some(Running::Relay(Arc::clone(&relay))),
+            (None, App::Discard | App::UdpEcho) => None,
         })
         .collect();
     (apps, queues)
@@ -304,7 +327,95 @@ fn start_xdp(
     let rudp_filter = embedded.is_some() || options.app.rudp_filter();
     program.configure(&options.ports, rudp_filter)?;
 
-    let xsk_cfg = XskConfig {
+    // Native XDP first decides which zero-copy attempts make sense: SKB mode is copy only.
+    let mode = program.attach(&iface.name, options.mode)?;
+    let sockets = open_sockets(options, iface, &queues, &cores, mode, &mut program)?;
+    let busy_knobs = busy_poll_knobs(options, iface, &sockets);
+    log_attached(options, iface, mode, &sockets, &cores);
+
+    let mut shared = Vec::with_capacity(sockets.len());
+    for ((q, xsk), core) in sockets.iter().zip(&cores) {
+        let dup: OwnedFd = xsk
+            .try_clone_fd()
+            .context("duplicating the AF_XDP socket descriptor")?;
+        let xsk = telemetry::Xsk {
+            socket: dup,
+            zero_copy: xsk.zero_copy(),
+            umem_frames: xsk.frames(),
+        };
+        shared.push((Arc::new(Worker::new(*q, Some(xsk))), *core));
+    }
+    let running = Arc::new(running(
+        options,
+        iface,
+        Backend::Xdp,
+        Some(Arc::new(XdpProgram(Mutex::new(program)))),
+        shared.iter().map(|(w, _)| Arc::clone(w)).collect(),
+        embedded.is_some(),
+    ));
+    let control = control::Server::start(&claim.paths().control, {
+        let running = Arc::clone(&running);
+        move || running.snapshot()
+    })?;
+
+    let settings = worker::Settings {
+        app: options.app,
+        busy_poll: options.busy_poll,
+        udp_checksum_check: options.udp_checksum_check,
+    };
+    let (apps, api_queues) = worker_apps(options, embedded, sockets.len());
+    let cookie_seed = random_seed();
+    let mut handles = Vec::new();
+    for (((_, xsk), (q, core)), app) in sockets.into_iter().zip(shared).zip(apps) {
+        let service = match app {
+            None => None,
+            Some(app) => Some(new_service(options, app, q.id as u16, cookie_seed)?),
+        };
+        let stop = Arc::clone(&stop);
+        let knobs = Arc::clone(&busy_knobs);
+        let worker = Arc::clone(&q);
+        handles.push(spawn_worker(
+            format!("xrudp-q{}", q.id),
+            core,
+            worker,
+            move || {
+                let span = tracing::info_span!("worker", queue = q.id);
+                let _g = span.enter();
+                match service {
+                    None => worker::run(xsk, &q, &knobs, settings, &stop),
+                    Some(mut service) => {
+                        crate::xdp_service::run(xsk, &q, &knobs, settings, &mut service, &stop);
+                    }
+                }
+            },
+        )?);
+    }
+    let engine = Engine {
+        running,
+        handles,
+        control: Some(control),
+        claim: Some(claim),
+        stop,
+        _busy_knobs: busy_knobs,
+    };
+    Ok((engine, api_queues))
+}
+
+/// Binds one AF_XDP socket per queue and registers it with the program.
+///
+/// NUMA: the UMEM's pages are pinned, and so placed, by the thread that registers it.
+/// On a multi-node machine this thread moves to the first worker core (chosen on the
+/// NIC's node) while it creates the UMEMs, so they land on the NIC's node; then it gets
+/// its own affinity back (it may be the embedding game's thread).
+fn open_sockets(
+    options: &Options,
+    iface: &Interface,
+    queues: &[u32],
+    cores: &[Option<usize>],
+    mode: crate::loader::Mode,
+    program: &mut Program,
+) -> anyhow::Result<Vec<(u32, Xsk)>> {
+    let cfg = XskConfig {
         frames: options.umem_frames,
         frame_size: options.frame_size,
         ring_size: options.ring_size,
@@ -312,33 +423,38 @@ fn start_xdp(
         need_wakeup: !options.busy_poll,
         huge_pages: options.umem_hugepages,
     };
-    // Native XDP first decides which zero-copy attempts make sense: SKB mode is copy only.
-    let mode = program.attach(&iface.name, options.mode)?;
-    // NUMA: the UMEM's pages are pinned, and so placed, by the thread that registers
-    // it. On a multi-node machine this thread moves to the first worker core (chosen on
-    // the NIC's node) before creating the UMEMs, so they land on the NIC's node.
-    if numa_nodes() > 1
-        && iface.numa_node.is_some()
-        && let Some(Some(core)) = cores.first()
-    {
-        pin(Some(*core), u32::MAX);
-    }
     let program_mode = match mode {
         crate::loader::Mode::Native => sys::xsk::ProgramMode::Native,
         crate::loader::Mode::Skb => sys::xsk::ProgramMode::Skb,
     };
-    let mut sockets = Vec::with_capacity(queues.len());
-    for &q in &queues {
-        let xsk = Xsk::bind(&iface.name, q, &xsk_cfg, program_mode)
-            .map_err(|e| bind_error(e, iface, mode, options.zero_copy))?;
-        program.register_socket(q, xsk.fd())?;
-        sockets.push((q, xsk));
-    }
-    // The knobs are written back when the engine (holding this guard) drops.
-    let busy_knobs = options.busy_poll.then(|| {
+    let umem_core = cores
+        .first()
+        .copied()
+        .flatten()
+        .filter(|_| numa_nodes() > 1 && iface.numa_node.is_some());
+    on_core(umem_core, || {
+        let mut sockets = Vec::with_capacity(queues.len());
+        for &q in queues {
+            let xsk = Xsk::bind(&iface.name, q, &cfg, program_mode)
+                .map_err(|e| bind_error(e, iface, mode, options.zero_copy))?;
+            program.register_socket(q, xsk.fd())?;
+            sockets.push((q, xsk));
+        }
+        Ok(sockets)
+    })
+}
+
+/// With `--busy-poll`: the sockets' busy-poll options and the interface's knobs, which
+/// are written back when the engine (holding the returned guard) drops.
+fn busy_poll_knobs(
+    options: &Options,
+    iface: &Interface,
+    sockets: &[(u32, Xsk)],
+) -> Arc<crate::busy_poll::Knobs> {
+    let knobs = options.busy_poll.then(|| {
         let mut out = crate::busy_poll::Outcome::default();
         let knobs = crate::busy_poll::IfaceKnobs::apply(&iface.name, &mut out);
-        for (_, xsk) in &sockets {
+        for (_, xsk) in sockets {
             crate::busy_poll::configure_socket(xsk.fd(), &mut out);
         }
         tracing::info!(applied = ?out.applied, "busy polling");
@@ -347,8 +463,18 @@ fn start_xdp(
         }
         knobs
     });
-    let busy_knobs = Arc::new(crate::busy_poll::Knobs::new(busy_knobs));
+    Arc::new(crate::busy_poll::Knobs::new(knobs))
+}
+
+fn log_attached(
+    options: &Options,
+    iface: &Interface,
+    mode: crate::loader::Mode,
+    sockets: &[(u32, Xsk)],
+    cores: &[Option<usize>],
+) {
     let zc = sockets.iter().all(|(_, x)| x.zero_copy());
+    let queues: Vec<u32> = sockets.iter().map(|(q, _)| *q).collect();
     tracing::info!(
         iface = %iface.name,
         backend = "xdp",
@@ -367,78 +493,6 @@ fn start_xdp(
         app = ?options.app,
         "attached"
     );
-
-    let mut shared = Vec::with_capacity(sockets.len());
-    for ((q, xsk), core) in sockets.iter().zip(&cores) {
-        let dup: OwnedFd = xsk
-            .try_clone_fd()
-            .context("duplicating the AF_XDP socket descriptor")?;
-        shared.push(Arc::new(Queue::new(
-            *q,
-            *core,
-            dup,
-            xsk.zero_copy(),
-            xsk.frames(),
-            Arc::clone(&busy_knobs),
-        )));
-    }
-    let running = Arc::new(Running {
-        iface: iface.clone(),
-        backend: Backend::Xdp,
-        program: Some(Mutex::new(program)),
-        queues: shared.clone(),
-        options: options.clone(),
-        started: Instant::now(),
-        started_unix: unix_now(),
-    });
-    let control = control::Server::start(&claim.paths().control, Arc::clone(&running))?;
-
-    let settings = worker::Settings {
-        app: options.app,
-        busy_poll: options.busy_poll,
-        udp_checksum_check: options.udp_checksum_check,
-    };
-    let (apps, api_queues) = worker_apps(options, embedded, sockets.len());
-    let cookie_seed = random_seed();
-    let mut handles = Vec::new();
-    for (((_, xsk), q), app) in sockets.into_iter().zip(shared).zip(apps) {
-        let service = match &app {
-            WorkerApp::Raw => None,
-            other => Some(new_service(options, other, q.queue as u16, cookie_seed)?),
-        };
-        let stop = Arc::clone(&stop);
-        handles.push(spawn_worker(
-            format!("xrudp-q{}", q.queue),
-            q.core,
-            q.queue,
-            move || {
-                let span = tracing::info_span!("worker", queue = q.queue);
-                let _g = span.enter();
-                match service {
-                    None => worker::run(xsk, &q, settings, &stop),
-                    Some(mut service) => {
-                        crate::xdp_service::run(
-                            xsk,
-                            &q,
-                            settings,
-                            &mut service,
-                            &q.published,
-                            &stop,
-                        );
-                    }
-                }
-            },
-        )?);
-    }
-    let engine = Engine {
-        running,
-        handles,
-        control: Some(control),
-        claim: Some(claim),
-        stop,
-        _busy_knobs: busy_knobs,
-    };
-    Ok((engine, api_queues))
 }
 
 fn start_socket(
@@ -479,39 +533,38 @@ fn start_socket(
         app = ?options.app,
         "serving on kernel UDP sockets"
     );
-    let mut shared = Vec::with_capacity(n);
-    for (i, (s, core)) in sockets.iter().zip(&cores).enumerate() {
-        let dup: OwnedFd = std::os::fd::AsFd::as_fd(s)
-            .try_clone_to_owned()
-            .context("duplicating a socket")?;
-        // Not AF_XDP: no zero-copy, no UMEM, no busy-poll knobs of an interface queue.
-        let queue = Queue::new(i as u32, *core, dup, false, 0, Arc::default());
-        shared.push(Arc::new(queue));
-    }
-    let running = Arc::new(Running {
-        iface: iface.clone(),
-        backend: Backend::Socket,
-        program: None,
-        queues: shared.clone(),
-        options: options.clone(),
-        started: Instant::now(),
-        started_unix: unix_now(),
-    });
-    let control = control::Server::start(&claim.paths().control, Arc::clone(&running))?;
+    let shared: Vec<_> = (0..n)
+        .map(|i| Arc::new(Worker::new(i as u32, None)))
+        .collect();
+    let running = Arc::new(running(
+        options,
+        iface,
+        Backend::Socket,
+        None,
+        shared.clone(),
+        embedded.is_some(),
+    ));
+    let control = control::Server::start(&claim.paths().control, {
+        let running = Arc::clone(&running);
+        move || running.snapshot()
+    })?;
     let (apps, api_queues) = worker_apps(options, embedded, n);
     let cookie_seed = random_seed();
     let busy = options.busy_poll;
     let mut handles = Vec::new();
-    for ((sock, q), app) in sockets.into_iter().zip(shared).zip(apps) {
-        let mut service = new_service(options, &app, q.queue as u16, cookie_seed)?;
+    for (((sock, q), core), app) in sockets.into_iter().zip(shared).zip(cores).zip(apps) {
+        let Some(app) = app else {
+            bail!("the socket backend serves the protocol apps only (echo, relay)");
+        };
+        let mut service = new_service(options, app, q.id as u16, cookie_seed)?;
         let stop = Arc::clone(&stop);
+        let worker = Arc::clone(&q);
         handles.push(spawn_worker(
-            format!("xrudp-s{}", q.queue),
-            q.core,
-            q.queue,
+            format!("xrudp-s{}", q.id),
+            core,
+            worker,
             move || {
-                q.tid.store(sys::gettid(), Relaxed);
-                let span = tracing::info_span!("worker", socket = q.queue);
+                let span = tracing::info_span!("worker", socket = q.id);
                 let _g = span.enter();
                 crate::socket_backend::run(
                     &sock,
@@ -535,20 +588,85 @@ fn start_socket(
     Ok((engine, api_queues))
 }
 
-/// Spawns worker thread `name`, which pins itself to `core` (see [`pin`]) and runs `work`.
+/// Spawns worker thread `name`, which pins itself to `core` (see [`pin`]), records its
+/// thread id and real affinity in `worker`, and runs `work`. Returns once the worker has
+/// recorded them, so the first snapshot shows where it runs.
 fn spawn_worker(
     name: String,
     core: Option<usize>,
-    queue: u32,
+    worker: Arc<Worker>,
     work: impl FnOnce() + Send + 'static,
 ) -> anyhow::Result<thread::JoinHandle<()>> {
-    thread::Builder::new()
+    let (started, wait) = mpsc::sync_channel(1);
+    let handle = thread::Builder::new()
         .name(name)
         .spawn(move || {
-            pin(core, queue);
+            pin(core, worker.id);
+            worker.started(sys::gettid(), pinned_core());
+            let _ = started.send(());
+            drop(worker);
             work();
         })
-        .context("spawning a worker thread")
+        .context("spawning a worker thread")?;
+    let _ = wait.recv();
+    Ok(handle)
+}
+
+/// The core the calling thread runs on, if its affinity allows exactly one (read back
+/// from the kernel: a failed or partial pin shows as `None`, not as the planned core).
+fn pinned_core() -> Option<usize> {
+    match sys::thread_affinity().as_deref() {
+        Ok([core]) => Some(*core),
+        _ => None,
+    }
+}
+
+/// The engine's state for figures.
+fn running(
+    options: &Options,
+    iface: &Interface,
+    backend: Backend,
+    program: Option<Arc<dyn telemetry::Program>>,
+    workers: Vec<Arc<Worker>>,
+    embedded: bool,
+) -> Running {
+    Running {
+        iface: iface.name.clone(),
+        backend: if backend == Backend::Xdp {
+            "xdp"
+        } else {
+            "socket"
+        },
+        app: serde_name(options.app),
+        protocol: embedded || !matches!(options.app, App::Discard | App::UdpEcho),
+        ports: options.ports.clone(),
+        busy_poll: options.busy_poll,
+        ring_size: if backend == Backend::Xdp {
+            options.ring_size
+        } else {
+            0
+        },
+        program,
+        workers,
+        started: Instant::now(),
+        started_unix: unix_now(),
+    }
+}
+
+/// Runs `work` on the calling thread moved to `core` (when given), then gives the thread
+/// back the affinity it had, whatever `work` returned.
+fn on_core<T>(core: Option<usize>, work: impl FnOnce() -> T) -> T {
+    let Some(core) = core else {
+        return work();
+    };
+    let before = sys::thread_affinity();
+    pin(Some(core), u32::MAX);
+    let out = work();
+    match before.and_then(|cpus| sys::set_thread_affinity(&cpus)) {
+        Ok(()) => {}
+        Err(e) => tracing::warn!(error = %e, "could not restore the caller's CPU affinity"),
+    }
+    out
 }
 
 fn pin(core: Option<usize>, queue: u32) {
@@ -801,5 +919,28 @@ impl App {
             Self::Discard | Self::UdpEcho => false,
             Self::Echo | Self::Relay => true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `Engine::start` (and so `GameServer::start`) creates the UMEMs through
+    /// [`on_core`] on multi-node hosts: the caller's affinity must come back as it was.
+    #[test]
+    fn the_caller_gets_its_affinity_back() {
+        thread::spawn(|| {
+            let before = sys::thread_affinity().expect("sched_getaffinity");
+            let core = *before.last().expect("at least one CPU");
+            let inside = on_core(Some(core), || sys::thread_affinity().expect("inside"));
+            assert_eq!(inside, [core], "work runs on the UMEM core");
+            assert_eq!(sys::thread_affinity().expect("after"), before);
+            let failed: anyhow::Result<()> = on_core(Some(core), || bail!("bind failed"));
+            assert!(failed.is_err());
+            assert_eq!(sys::thread_affinity().expect("after an error"), before);
+        })
+        .join()
+        .expect("test thread");
     }
 }

@@ -2,15 +2,19 @@
 //!
 //! The engine attaches an XDP program (`ebpf/`) that steers the game's UDP ports into
 //! one AF_XDP socket per NIC queue, and runs one pinned worker per queue that receives,
-//! validates and answers datagrams in the UMEM. Modules:
+//! validates and answers datagrams in the UMEM. Modules, each depending only on those
+//! listed after it:
 //! - [`cli`]: the `xrudp` command line;
+//! - [`api`]: embedding the engine in game code;
 //! - [`engine`]: `xrudp attach` — load, attach, bind, run workers, tear down;
-//! - [`loader`]: the XDP program and its maps (aya);
-//! - [`iface`]: interface discovery (active queues, NUMA node, driver);
-//! - [`worker`]: the per-queue loop (apps `discard` and `udp-echo`);
-//! - [`busy_poll`]: `--busy-poll` socket options and interface knobs, restored on exit;
-//! - [`control`] and [`runtime`]: how a running engine publishes its figures;
 //! - [`stats`]: `xrudp stats` (rates, table, JSON) and the Prometheus endpoint;
+//! - [`control`] and [`runtime`]: the control socket (server and client) and where a
+//!   running engine announces itself;
+//! - [`service`] and [`worker`]: the protocol apps and the raw apps (`discard`, `udp-echo`);
+//! - [`loader`]: the XDP program and its maps (aya);
+//! - [`iface`], [`busy_poll`]: interface discovery and `--busy-poll` knobs;
+//! - [`telemetry`]: counters, latency histograms, published figures and the snapshot
+//!   schema — a leaf that the workers write and every reader reads;
 //! - [`sys`]: the only module with `unsafe` — AF_XDP rings, libbpf, raw syscalls.
 #![deny(unsafe_code)]
 
@@ -22,11 +26,12 @@ pub mod control;
 pub mod engine;
 pub mod iface;
 pub mod loader;
-pub mod neigh;
+mod neigh;
 pub mod runtime;
 pub mod service;
-pub mod socket_backend;
+mod socket_backend;
 pub mod stats;
 pub mod sys;
+pub mod telemetry;
 pub mod worker;
-pub mod xdp_service;
+mod xdp_service;

@@ -14,7 +14,7 @@ use std::{
     net::{IpAddr, SocketAddr},
 };
 
-pub use xrudp_packet::datagram::Route;
+pub(crate) use xrudp_packet::datagram::Route;
 
 /// One cached path. The peer it is for is `peer_key(route.peer)`: not stored twice, as
 /// the table takes a slot per connection (2 × `--max-connections` + 1,024 ways, 88 bytes
@@ -35,7 +35,7 @@ impl Entry {
 /// The key a peer is known by: its address and port, without the IPv6 flow label and
 /// scope id (which may change between packets of one peer).
 #[must_use]
-pub fn peer_key(addr: SocketAddr) -> SocketAddr {
+pub(crate) fn peer_key(addr: SocketAddr) -> SocketAddr {
     match addr {
         SocketAddr::V6(mut v6) => {
             v6.set_flowinfo(0);
@@ -48,7 +48,7 @@ pub fn peer_key(addr: SocketAddr) -> SocketAddr {
 
 /// A bounded peer → path cache.
 #[derive(Debug)]
-pub struct Table {
+pub(crate) struct Table {
     sets: Vec<[Option<Entry>; 2]>,
     mask: usize,
     clock: u32,
@@ -58,7 +58,7 @@ pub struct Table {
 impl Table {
     /// A table with room for about `capacity` peers (rounded up to a power of two of sets).
     #[must_use]
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         let sets = (capacity / 2).max(1).next_power_of_two();
         Self {
             sets: vec![[None, None]; sets],
@@ -69,7 +69,7 @@ impl Table {
     }
 
     /// Remembers the path of a frame received from `route.peer`.
-    pub fn learn(&mut self, route: Route) {
+    pub(crate) fn learn(&mut self, route: Route) {
         self.clock = self.clock.wrapping_add(1);
         let stamp = self.clock;
         let peer = peer_key(route.peer);
@@ -95,7 +95,7 @@ impl Table {
 
     /// The route to `peer` (a [`peer_key`]), if one was learnt and not evicted.
     #[must_use]
-    pub fn lookup(&self, peer: SocketAddr) -> Option<Route> {
+    pub(crate) fn lookup(&self, peer: SocketAddr) -> Option<Route> {
         self.sets[index(&self.hasher, peer, self.mask)]
             .iter()
             .flatten()

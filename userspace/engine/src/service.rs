@@ -15,11 +15,18 @@
 use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Instant};
 
 use crossbeam_queue::ArrayQueue;
-use xrudp_proto::{ConnHandle, SendError, Server, ServerEvent, Transmit};
+use xrudp_proto::{ConnHandle, DisconnectReason, SendError, Server, ServerEvent, Transmit};
 
 /// Pending sends held while send buffers are full; beyond this the service stops
 /// taking new events (backpressure) until the list drains.
 const PENDING_LIMIT: usize = 4096;
+/// After [`Service::shutdown`], the rounds (receive, timers, transmit) every data path
+/// still drives before its worker leaves, [`SHUTDOWN_PAUSE`] apart: they let the
+/// disconnect notices, and their redundant copies, out — the same on every backend.
+pub(crate) const SHUTDOWN_ROUNDS: u32 = 4;
+/// The pause between two [`SHUTDOWN_ROUNDS`].
+pub(crate) const SHUTDOWN_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// Commands taken from the application per round, so one burst cannot starve RX.
 const COMMANDS_PER_ROUND: usize = 1024;
 
@@ -119,8 +126,8 @@ pub enum Event {
     Disconnected {
         /// The connection.
         conn: ConnId,
-        /// Why, in words.
-        reason: String,
+        /// Why.
+        reason: DisconnectReason,
     },
 }
 
@@ -354,8 +361,7 @@ impl Service {
 
     /// Runs the application once: retries deferred sends, applies commands from embedding
     /// code, and takes events from the protocol while the application can accept them.
-    pub fn run(&mut self, now: Instant) {
-        let _ = now;
+    pub fn run(&mut self) {
         self.retry_pending();
         if let App::Relay(shared) = &self.app {
             let shared = Arc::clone(shared);
@@ -434,10 +440,7 @@ impl Service {
                         worker: self.worker,
                         handle,
                     };
-                    self.held = Some(Event::Disconnected {
-                        conn,
-                        reason: format!("{reason:?}"),
-                    });
+                    self.held = Some(Event::Disconnected { conn, reason });
                 }
             }
         }
@@ -704,178 +707,54 @@ impl Service {
         }
     }
 
+    /// Publishes this worker's protocol and application figures to `to` (skipped, never
+    /// waited for, while a reader holds it).
+    pub fn publish(&self, to: &crate::telemetry::Published) {
+        to.publish(self.live.len(), |f, rtts, cwnds| {
+            let st = self.server.stats();
+            f.connections = self.server.connection_count() as u64;
+            f.accepted = st.accepted;
+            f.handshakes = st.handshakes;
+            f.bad_cookies = st.bad_cookies;
+            for r in xrudp_proto::RejectReason::ALL {
+                let (name, n) = (crate::telemetry::reject_name(r), st.rejected_for(r));
+                if let Some(v) = f.rejected.get_mut(name) {
+                    *v = n;
+                } else {
+                    f.rejected.insert(name.to_owned(), n);
+                }
+            }
+            f.version_mismatches = st.version_mismatches;
+            f.timed_out = st.timed_out;
+            f.violations = st.violations;
+            f.packets_in = st.packets_in;
+            f.packets_out = st.packets_out;
+            f.retransmitted_packets = st.retransmitted_packets;
+            f.lost_packets = st.lost_packets;
+            f.messages_in = st.messages_in;
+            f.messages_out = st.messages_out;
+            f.crc_failures = st.crc_failures();
+            f.decode_errors = st.decode_errors.iter().sum();
+            f.unknown_connection = st.unknown_connection;
+            f.backpressure_rounds = self.counters.backpressure_rounds;
+            f.sends_deferred = self.counters.sends_deferred;
+            f.relayed = self.counters.relayed;
+            f.hellos_shed = self.counters.hellos_shed;
+            f.relay_members = self.room_of.iter().flatten().count() as u64;
+            f.memory = self.server.memory() as u64;
+            for h in self.live.iter().flatten() {
+                if let Some(cs) = self.server.connection_stats(*h) {
+                    rtts.push(u64::try_from(cs.rtt.as_micros()).unwrap_or(u64::MAX));
+                    cwnds.push(cs.cwnd);
+                }
+            }
+        });
+    }
+
     fn count_refused(&mut self, e: &SendError) {
         match e {
             SendError::NotConnected => self.counters.sends_to_closed += 1,
             _ => self.counters.sends_refused += 1,
         }
-    }
-}
-
-/// Protocol and application figures of one worker, as last published.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Figures {
-    /// Established connections.
-    pub connections: u64,
-    /// Connections admitted so far.
-    pub accepted: u64,
-    /// Hellos answered with a stateless cookie (no state kept).
-    pub handshakes: u64,
-    /// Responses whose cookie was forged, stale or for another address.
-    pub bad_cookies: u64,
-    /// Admissions refused, by reason.
-    pub rejected: std::collections::BTreeMap<String, u64>,
-    /// Hellos of a version this server does not speak.
-    pub version_mismatches: u64,
-    /// Connections closed by the idle timeout.
-    pub timed_out: u64,
-    /// Connections closed for protocol violations.
-    pub violations: u64,
-    /// Protocol packets received and accepted.
-    pub packets_in: u64,
-    /// Protocol packets sent.
-    pub packets_out: u64,
-    /// Packets sent again because the original was declared lost.
-    pub retransmitted_packets: u64,
-    /// Packets declared lost.
-    pub lost_packets: u64,
-    /// Messages delivered to the application.
-    pub messages_in: u64,
-    /// Messages queued by the application.
-    pub messages_out: u64,
-    /// Datagrams dropped for a bad CRC32C.
-    pub crc_failures: u64,
-    /// Datagrams dropped as undecodable (all reasons, CRC included).
-    pub decode_errors: u64,
-    /// Datagrams for no known connection.
-    pub unknown_connection: u64,
-    /// Application figures.
-    pub backpressure_rounds: u64,
-    /// Sends deferred by full send buffers.
-    pub sends_deferred: u64,
-    /// Relay: messages forwarded.
-    pub relayed: u64,
-    /// Relay: members of rooms on this worker.
-    pub relay_members: u64,
-    /// First hellos shed by the hello budget (`--hello-rate`).
-    pub hellos_shed: u64,
-    /// Smoothed RTT of the connections, microseconds: (p50, p99), when any are connected.
-    pub rtt_us: Option<(u64, u64)>,
-    /// Congestion windows of the connections, bytes: (min, median, max).
-    pub cwnd: Option<(u64, u64, u64)>,
-    /// Bytes of protocol state held by the connection table.
-    pub memory: u64,
-}
-
-/// Where a worker publishes its [`Figures`] for the control thread. The worker only
-/// ever `try_lock`s, so the control thread can never stall it.
-#[derive(Debug, Default)]
-pub struct Published {
-    figures: std::sync::Mutex<Figures>,
-    scratch: std::sync::Mutex<(Vec<u64>, Vec<u64>)>,
-}
-
-impl Published {
-    /// Copies `service`'s figures in, unless the reader holds the lock right now.
-    pub fn publish(&self, service: &Service) {
-        let Ok(mut f) = self.figures.try_lock() else {
-            return;
-        };
-        let Ok(mut scratch) = self.scratch.try_lock() else {
-            return;
-        };
-        let st = service.server.stats();
-        f.connections = service.server.connection_count() as u64;
-        f.accepted = st.accepted;
-        f.handshakes = st.handshakes;
-        f.bad_cookies = st.bad_cookies;
-        for r in xrudp_proto::RejectReason::ALL {
-            let n = st.rejected_for(r);
-            if let Some(v) = f.rejected.get_mut(reject_name(r)) {
-                *v = n;
-            } else {
-                f.rejected.insert(reject_name(r).to_owned(), n);
-            }
-        }
-        f.version_mismatches = st.version_mismatches;
-        f.timed_out = st.timed_out;
-        f.violations = st.violations;
-        f.packets_in = st.packets_in;
-        f.packets_out = st.packets_out;
-        f.retransmitted_packets = st.retransmitted_packets;
-        f.lost_packets = st.lost_packets;
-        f.messages_in = st.messages_in;
-        f.messages_out = st.messages_out;
-        f.crc_failures = st.crc_failures();
-        f.decode_errors = st.decode_errors.iter().sum();
-        f.unknown_connection = st.unknown_connection;
-        f.backpressure_rounds = service.counters.backpressure_rounds;
-        f.sends_deferred = service.counters.sends_deferred;
-        f.relayed = service.counters.relayed;
-        f.hellos_shed = service.counters.hellos_shed;
-        f.relay_members = service.room_of.iter().flatten().count() as u64;
-        f.memory = service.server.memory() as u64;
-        let (rtts, cwnds) = &mut *scratch;
-        rtts.clear();
-        cwnds.clear();
-        // Room for every connection slot, taken at the first publication (which the
-        // worker makes before serving), so no later one allocates as connections come.
-        rtts.reserve(service.live.len());
-        cwnds.reserve(service.live.len());
-        for h in service.live.iter().flatten() {
-            if let Some(cs) = service.server.connection_stats(*h) {
-                rtts.push(u64::try_from(cs.rtt.as_micros()).unwrap_or(u64::MAX));
-                cwnds.push(cs.cwnd);
-            }
-        }
-        rtts.sort_unstable();
-        cwnds.sort_unstable();
-        f.rtt_us = percentile(rtts, 50).zip(percentile(rtts, 99));
-        f.cwnd = match (cwnds.first(), percentile(cwnds, 50), cwnds.last()) {
-            (Some(&lo), Some(mid), Some(&hi)) => Some((lo, mid, hi)),
-            _ => None,
-        };
-    }
-
-    /// Appends the connections' smoothed RTTs (µs) and congestion windows (bytes) as of
-    /// the last publication, for percentiles over several workers. Holding the lock
-    /// makes the worker skip one publication, never wait.
-    pub fn samples(&self, rtts: &mut Vec<u64>, cwnds: &mut Vec<u64>) {
-        let s = self
-            .scratch
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        rtts.extend_from_slice(&s.0);
-        cwnds.extend_from_slice(&s.1);
-    }
-
-    /// The last published figures.
-    #[must_use]
-    pub fn read(&self) -> Figures {
-        self.figures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-}
-
-/// The `p`th percentile of sorted values (nearest rank).
-pub(crate) fn percentile(sorted: &[u64], p: usize) -> Option<u64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = (p * sorted.len()).div_ceil(100).clamp(1, sorted.len());
-    Some(sorted[rank - 1])
-}
-
-/// Stable snake_case names of reject reasons, as `xrudp stats` shows them.
-#[must_use]
-pub fn reject_name(r: xrudp_proto::RejectReason) -> &'static str {
-    use xrudp_proto::RejectReason as R;
-    match r {
-        R::ServerFull => "server_full",
-        R::TokenRequired => "token_required",
-        R::TokenInvalid => "token_invalid",
-        R::TokenExpired => "token_expired",
     }
 }

@@ -16,17 +16,17 @@ use std::{
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::{
-    service::{Published, Service},
+    service::{SHUTDOWN_PAUSE, SHUTDOWN_ROUNDS, Service},
     sys::{
         self,
         mmsg::{self, Batch},
     },
-    worker::Counters,
+    telemetry::{Counters, Published},
 };
 
 /// Opens one worker's socket: `[::]:port`, dual-stack, `SO_REUSEPORT`, non-blocking,
 /// with large kernel buffers so bursts queue instead of dropping.
-pub fn open(port: u16) -> io::Result<UdpSocket> {
+pub(crate) fn open(port: u16) -> io::Result<UdpSocket> {
     let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
     s.set_only_v6(false)?;
     s.set_reuse_port(true)?;
@@ -40,8 +40,8 @@ pub fn open(port: u16) -> io::Result<UdpSocket> {
 
 /// The worker loop: receive a batch, run the protocol and application, send what they
 /// produced; sleep in `poll(2)` until traffic or the next protocol timer (or spin with
-/// `busy_poll`). Returns when `stop` is set, after a graceful shutdown round.
-pub fn run(
+/// `busy_poll`). Returns when `stop` is set, after the shutdown rounds.
+pub(crate) fn run(
     sock: &UdpSocket,
     service: &mut Service,
     counters: &Counters,
@@ -53,9 +53,10 @@ pub fn run(
     let mut tx = Batch::new();
     // The first publication allocates once (reject-reason names, room for every slot):
     // make it before serving, not under traffic.
-    published.publish(service);
+    service.publish(published);
     let mut last_publish = Instant::now();
-    let mut latency = crate::stats::latency::Recorder::default();
+    let mut latency = crate::telemetry::latency::Recorder::default();
+    let mut stopping_rounds = 0u32;
     loop {
         let stopping = stop.load(Relaxed);
         let n = match mmsg::recv_batch(sock.as_fd(), &mut rx) {
@@ -77,25 +78,29 @@ pub fn run(
             counters.rx_packets.fetch_add(n as u64, Relaxed);
             counters.rx_bytes.fetch_add(bytes, Relaxed);
         }
-        if stopping {
+        if stopping && stopping_rounds == 0 {
             service.shutdown();
         }
         service.handle_timeout(now);
-        service.run(now);
+        service.run();
         flush(sock, service, &mut tx, counters, now);
         if n > 0 {
             // recvmmsg to sendmmsg for this batch, counted once per datagram.
             latency.record(now.elapsed(), n as u64);
         }
         if now.duration_since(last_publish) >= Duration::from_millis(100) {
-            published.publish(service);
+            service.publish(published);
             latency.flush(&counters.latency);
             last_publish = now;
         }
         if stopping {
-            // One more round lets the shutdown notices out; then leave.
-            published.publish(service);
-            return;
+            stopping_rounds += 1;
+            if stopping_rounds >= SHUTDOWN_ROUNDS {
+                service.publish(published);
+                return;
+            }
+            std::thread::sleep(SHUTDOWN_PAUSE);
+            continue;
         }
         if n == 0 && tx.is_empty() && !busy_poll {
             let wait = service.poll_timeout().map_or(100, |t| {

@@ -7,18 +7,17 @@
 //! once, frames move between them and the pool.
 
 use std::{
-    os::fd::OwnedFd,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::Relaxed},
-    },
+    sync::atomic::{AtomicBool, Ordering::Relaxed},
     time::Duration,
 };
 
-use crossbeam_utils::CachePadded;
 use xrudp_packet::{Datagram, Kernel, datagram};
 
-use crate::sys::xsk::{Frame, Xsk};
+use crate::{
+    busy_poll::Knobs,
+    sys::xsk::{Frame, Xsk},
+    telemetry::{Counters, Tally, Worker},
+};
 
 /// Frames taken from the RX ring per batch.
 pub const BATCH: usize = 64;
@@ -41,100 +40,6 @@ pub enum App {
     Relay,
 }
 
-/// Counters one worker updates and the control thread reads; on their own cache lines
-/// so publishing costs the worker no shared-line traffic.
-#[derive(Debug, Default)]
-pub struct Counters {
-    /// Datagrams taken from the RX ring.
-    pub rx_packets: AtomicU64,
-    /// Bytes of those frames.
-    pub rx_bytes: AtomicU64,
-    /// Datagrams put on the TX ring.
-    pub tx_packets: AtomicU64,
-    /// Bytes of those frames.
-    pub tx_bytes: AtomicU64,
-    /// UMEM frames out of the pool, as of the last batch.
-    pub frames_in_use: AtomicU64,
-    /// Highest frames-in-use seen.
-    pub frames_high_water: AtomicU64,
-    /// Frames dropped because they did not parse as Ethernet/IP/UDP.
-    pub drop_malformed: AtomicU64,
-    /// Datagrams dropped for a bad UDP checksum.
-    pub drop_checksum: AtomicU64,
-    /// Datagrams that could not be answered (multicast/broadcast ends).
-    pub drop_unanswerable: AtomicU64,
-    /// Replies dropped because the TX ring stayed full.
-    pub drop_tx_full: AtomicU64,
-    /// Descriptors on the fill ring (frames the kernel can receive into), as of the
-    /// last publication (AF_XDP only).
-    pub fill_level: AtomicU64,
-    /// Processing latency, RX to TX, merged in by the worker every publication.
-    pub latency: crate::stats::latency::Shared,
-}
-
-/// What the engine knows of one queue's worker.
-#[derive(Debug)]
-pub struct Queue {
-    /// Queue index on the interface.
-    pub queue: u32,
-    /// Core the worker is pinned to, if pinning succeeded.
-    pub core: Option<usize>,
-    /// Whether the socket is bound zero-copy.
-    pub zero_copy: bool,
-    /// UMEM frames.
-    pub umem_frames: u32,
-    /// Worker thread id (for CPU accounting), 0 until it starts.
-    pub tid: AtomicI32,
-    /// A duplicate of the socket's descriptor, to read `XDP_STATISTICS` from outside.
-    pub socket: OwnedFd,
-    /// Live counters.
-    pub counters: CachePadded<Counters>,
-    /// Protocol and application figures (protocol apps only).
-    pub published: crate::service::Published,
-    /// The NAPI id the socket's packets come through ([`NAPI_ID_UNKNOWN`] before the
-    /// first packets; 0 when the driver's queue has none). AF_XDP only.
-    ///
-    /// [`NAPI_ID_UNKNOWN`]: crate::busy_poll::NAPI_ID_UNKNOWN
-    pub napi_id: std::sync::atomic::AtomicU32,
-    /// The interface's busy-poll knobs (see [`crate::busy_poll::Knobs`]).
-    pub busy_knobs: Arc<crate::busy_poll::Knobs>,
-}
-
-impl Queue {
-    /// A queue's shared state before its worker starts: no thread id yet, zeroed counters
-    /// and figures, NAPI id unknown.
-    #[must_use]
-    pub fn new(
-        queue: u32,
-        core: Option<usize>,
-        socket: OwnedFd,
-        zero_copy: bool,
-        umem_frames: u32,
-        busy_knobs: Arc<crate::busy_poll::Knobs>,
-    ) -> Self {
-        Self {
-            queue,
-            core,
-            zero_copy,
-            umem_frames,
-            tid: AtomicI32::new(0),
-            socket,
-            counters: CachePadded::default(),
-            published: crate::service::Published::default(),
-            napi_id: std::sync::atomic::AtomicU32::new(crate::busy_poll::NAPI_ID_UNKNOWN),
-            busy_knobs,
-        }
-    }
-
-    /// After the first packets: reads the socket's NAPI id once, publishes it, and lets
-    /// the busy-poll knobs react to a queue without one.
-    #[cold]
-    pub fn learn_napi_id(&self, xsk: &Xsk) {
-        let id = self.busy_knobs.queue_napi_id(self.queue, xsk.napi_id());
-        self.napi_id.store(id, Relaxed);
-    }
-}
-
 /// Worker settings.
 #[derive(Clone, Copy, Debug)]
 pub struct Settings {
@@ -146,52 +51,21 @@ pub struct Settings {
     pub udp_checksum_check: bool,
 }
 
-/// Per-batch tallies of a worker (raw or protocol), kept in registers/stack and published
-/// once per batch with [`Tally::publish`].
-#[derive(Default)]
-pub(crate) struct Tally {
-    /// Bytes of the frames received.
-    pub(crate) rx_bytes: u64,
-    /// Frames put on the TX ring.
-    pub(crate) tx_packets: u64,
-    /// Bytes of the frames sent.
-    pub(crate) tx_bytes: u64,
-    /// Frames that did not parse as Ethernet/IP/UDP.
-    pub(crate) malformed: u64,
-    /// Datagrams with a bad UDP checksum.
-    pub(crate) checksum: u64,
-    /// Datagrams with no route back (multicast/broadcast ends, no learnt link-layer route).
-    pub(crate) unanswerable: u64,
-    /// Replies the TX ring had no room for, or datagrams no UMEM frame was free for.
-    pub(crate) tx_full: u64,
+/// Adds the UMEM's frame levels after a batch to `c`.
+#[inline]
+pub(crate) fn publish_frames(c: &Counters, xsk: &Xsk) {
+    c.frames_in_use
+        .store(u64::from(xsk.frames_in_use()), Relaxed);
+    c.frames_high_water
+        .store(u64::from(xsk.high_water()), Relaxed);
 }
 
-impl Tally {
-    /// Adds this batch of `rx_packets` received frames to `c`, with the UMEM's frame
-    /// levels after it.
-    #[inline]
-    pub(crate) fn publish(&self, c: &Counters, rx_packets: usize, xsk: &Xsk) {
-        c.rx_packets.fetch_add(rx_packets as u64, Relaxed);
-        c.rx_bytes.fetch_add(self.rx_bytes, Relaxed);
-        if self.tx_packets + self.tx_bytes > 0 {
-            c.tx_packets.fetch_add(self.tx_packets, Relaxed);
-            c.tx_bytes.fetch_add(self.tx_bytes, Relaxed);
-        }
-        if self.malformed + self.checksum + self.unanswerable + self.tx_full > 0 {
-            self.publish_drops(c);
-        }
-        c.frames_in_use
-            .store(u64::from(xsk.frames_in_use()), Relaxed);
-        c.frames_high_water
-            .store(u64::from(xsk.high_water()), Relaxed);
-    }
-
-    fn publish_drops(&self, c: &Counters) {
-        c.drop_malformed.fetch_add(self.malformed, Relaxed);
-        c.drop_checksum.fetch_add(self.checksum, Relaxed);
-        c.drop_unanswerable.fetch_add(self.unanswerable, Relaxed);
-        c.drop_tx_full.fetch_add(self.tx_full, Relaxed);
-    }
+/// After the first packets: reads the socket's NAPI id once, publishes it, and lets
+/// the busy-poll knobs react to a queue without one.
+#[cold]
+pub(crate) fn learn_napi_id(worker: &Worker, knobs: &Knobs, xsk: &Xsk) {
+    let id = knobs.queue_napi_id(worker.id, xsk.napi_id());
+    worker.napi_id.store(id, Relaxed);
 }
 
 /// Releases the frames still queued in `tx` and waits (up to 100 ms) for those on the TX
@@ -218,14 +92,13 @@ enum Drop {
 }
 
 /// The worker loop; returns when `stop` is set.
-pub fn run(mut xsk: Xsk, shared: &Queue, settings: Settings, stop: &AtomicBool) {
-    shared.tid.store(crate::sys::gettid(), Relaxed);
+pub fn run(mut xsk: Xsk, shared: &Worker, knobs: &Knobs, settings: Settings, stop: &AtomicBool) {
     let kernel = Kernel::detect();
     let mut napi_known = false;
     let mut batch: Vec<Frame> = Vec::with_capacity(BATCH);
     let mut tx: Vec<Frame> = Vec::with_capacity(TX_BACKLOG + BATCH);
     let c = &shared.counters;
-    let mut latency = crate::stats::latency::Recorder::default();
+    let mut latency = crate::telemetry::latency::Recorder::default();
     let mut last_publish = std::time::Instant::now();
     while !stop.load(Relaxed) {
         xsk.complete();
@@ -240,7 +113,7 @@ pub fn run(mut xsk: Xsk, shared: &Queue, settings: Settings, stop: &AtomicBool) 
         let n = xsk.recv(&mut batch, BATCH);
         if n > 0 && !napi_known {
             napi_known = true;
-            shared.learn_napi_id(&xsk);
+            learn_napi_id(shared, knobs, &xsk);
         }
         let rx_at = std::time::Instant::now();
         if rx_at.duration_since(last_publish) >= Duration::from_millis(100) {
@@ -260,7 +133,10 @@ pub fn run(mut xsk: Xsk, shared: &Queue, settings: Settings, stop: &AtomicBool) 
             }
             continue;
         }
-        let mut t = Tally::default();
+        let mut t = Tally {
+            rx_packets: n as u64,
+            ..Tally::default()
+        };
         match settings.app {
             // The protocol apps run in `xdp_service`; this loop serves the raw ones only.
             App::Discard | App::Echo | App::Relay => {
@@ -298,7 +174,8 @@ pub fn run(mut xsk: Xsk, shared: &Queue, settings: Settings, stop: &AtomicBool) 
         }
         // RX to TX for this batch, counted once per packet (docs/STATS.md).
         latency.record(rx_at.elapsed(), n as u64);
-        t.publish(c, n, &xsk);
+        t.publish(c);
+        publish_frames(c, &xsk);
     }
     drain(&mut xsk, &mut tx);
 }
@@ -336,12 +213,3 @@ fn shed(xsk: &mut Xsk, tx: &mut Vec<Frame>, keep: usize) -> (u64, u64) {
     }
     (n, bytes)
 }
-
-/// Convenience for counters: a relaxed load.
-#[must_use]
-pub fn load(a: &AtomicU64) -> u64 {
-    a.load(Relaxed)
-}
-
-/// Keeps workers' shared state alive for the control thread.
-pub type Queues = Arc<Vec<Arc<Queue>>>;

@@ -21,27 +21,29 @@ use std::{
 use xrudp_packet::{Datagram, Kernel, datagram};
 
 use crate::{
+    busy_poll::Knobs,
     neigh::{self, peer_key},
-    service::{Published, Service},
+    service::{SHUTDOWN_PAUSE, SHUTDOWN_ROUNDS, Service},
     sys::xsk::{Frame, Xsk},
-    worker::{self, BATCH, Queue, Settings, Tally},
+    telemetry::{Tally, Worker},
+    worker::{self, BATCH, Settings},
 };
 
 /// Frames the fill ring never gets, so the worker can always originate datagrams: at
 /// most this many, and at most a quarter of the UMEM (a small UMEM must still receive).
-pub const TX_RESERVE: usize = 256;
+pub(crate) const TX_RESERVE: usize = 256;
 
 /// Runs the protocol worker until `stop` is set; then sends the shutdown notices
 /// (disconnects) and returns.
-pub fn run(
+pub(crate) fn run(
     mut xsk: Xsk,
-    shared: &Queue,
+    shared: &Worker,
+    knobs: &Knobs,
     settings: Settings,
     service: &mut Service,
-    published: &Published,
     stop: &AtomicBool,
 ) {
-    shared.tid.store(crate::sys::gettid(), Relaxed);
+    let published = &shared.published;
     let kernel = Kernel::detect();
     let mut routes = neigh::Table::new(2 * service.server().config().max_connections + 1024);
     let mut batch: Vec<Frame> = Vec::with_capacity(BATCH);
@@ -50,11 +52,11 @@ pub fn run(
     let reserve = TX_RESERVE.min(xsk.frames() as usize / 4);
     // The first publication allocates once (reject-reason names, room for every slot):
     // make it before serving, not under traffic.
-    published.publish(service);
+    service.publish(published);
     let mut last_publish = Instant::now();
     let mut stopping_rounds = 0u32;
     let c = &shared.counters;
-    let mut latency = crate::stats::latency::Recorder::default();
+    let mut latency = crate::telemetry::latency::Recorder::default();
     let mut napi_known = false;
     loop {
         let stopping = stop.load(Relaxed);
@@ -63,10 +65,13 @@ pub fn run(
         let n = xsk.recv(&mut batch, BATCH);
         if n > 0 && !napi_known {
             napi_known = true;
-            shared.learn_napi_id(&xsk);
+            worker::learn_napi_id(shared, knobs, &xsk);
         }
         let now = Instant::now();
-        let mut t = Tally::default();
+        let mut t = Tally {
+            rx_packets: n as u64,
+            ..Tally::default()
+        };
         for f in batch.drain(..) {
             t.rx_bytes += f.len() as u64;
             match Datagram::parse(xsk.data(&f)) {
@@ -86,7 +91,7 @@ pub fn run(
             service.shutdown();
         }
         service.handle_timeout(now);
-        service.run(now);
+        service.run();
         transmit(
             &mut xsk,
             service,
@@ -101,21 +106,21 @@ pub fn run(
             // RX to TX for this batch, counted once per packet (docs/STATS.md).
             latency.record(now.elapsed(), n as u64);
         }
-        t.publish(c, n, &xsk);
+        t.publish(c);
+        worker::publish_frames(c, &xsk);
         if now.duration_since(last_publish) >= Duration::from_millis(100) {
-            published.publish(service);
+            service.publish(published);
             latency.flush(&c.latency);
             c.fill_level.store(u64::from(xsk.fill_level()), Relaxed);
             last_publish = now;
         }
         if stopping {
-            // A few rounds let the redundant disconnect notices out, then leave.
             stopping_rounds += 1;
-            if stopping_rounds > 3 {
-                published.publish(service);
+            if stopping_rounds >= SHUTDOWN_ROUNDS {
+                service.publish(published);
                 break;
             }
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(SHUTDOWN_PAUSE);
             continue;
         }
         if n == 0 && tx.is_empty() {

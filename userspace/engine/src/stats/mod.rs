@@ -10,7 +10,6 @@
     reason = "counters far below 2^52 keep their precision as f64 rates and ratios"
 )]
 
-pub mod latency;
 pub mod prometheus;
 pub mod table;
 
@@ -20,10 +19,8 @@ use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    control::{self, QueueSnapshot, Snapshot},
-    runtime,
-    service::Figures,
-    sys::XdpStatistics,
+    control, runtime,
+    telemetry::{Figures, QueueSnapshot, Snapshot, XdpStatistics},
 };
 
 /// Version of the `xrudp stats --json` document (docs/stats.schema.json).
@@ -375,23 +372,6 @@ fn add_figures(p: &mut ProtocolTotals, f: &Figures) {
     }
 }
 
-/// Resident set size of this process, bytes (`VmRSS` in /proc/self/status).
-#[must_use]
-pub fn rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    parse_vm_rss(&status)
-}
-
-fn parse_vm_rss(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let mut parts = line["VmRSS:".len()..].split_whitespace();
-    let n: u64 = parts.next()?.parse().ok()?;
-    match parts.next() {
-        Some("kB") => n.checked_mul(1024),
-        _ => None,
-    }
-}
-
 /// Control sockets of the running engines (all, or the one on `iface`):
 /// `(netns dir, iface, path)`. Fails with a message saying so when there is none.
 pub fn engines(iface: Option<&str>) -> anyhow::Result<Vec<(String, String, PathBuf)>> {
@@ -541,7 +521,7 @@ mod tests {
 
     fn snap(at_us: u64, queues: Vec<QueueSnapshot>) -> Snapshot {
         Snapshot {
-            schema: control::SCHEMA_VERSION,
+            schema: crate::telemetry::SCHEMA_VERSION,
             pid: 7,
             iface: "eth0".into(),
             backend: "xdp".into(),
@@ -566,7 +546,7 @@ mod tests {
     fn merged_percentiles_replace_the_worst_queue_figures() {
         let mut a = snap(1_000_000, vec![queue(0, 100, 10, 1.0), queue(1, 0, 0, 2.0)]);
         for q in &mut a.queues {
-            q.latency = Some(crate::stats::latency::Summary {
+            q.latency = Some(crate::telemetry::latency::Summary {
                 count: 10,
                 sum_ns: 1_000,
                 p50_ns: 100 * u64::from(q.queue + 1),
@@ -581,7 +561,7 @@ mod tests {
             worst.latency.as_ref().map(|l| (l.count, l.p50_ns)),
             Some((20, 200))
         );
-        a.merged = Some(control::Merged {
+        a.merged = Some(crate::telemetry::Merged {
             latency: a.queues[0].latency.clone(),
             rtt_us: Some((55, 66)),
             cwnd: Some((1, 2, 3)),
@@ -647,14 +627,5 @@ mod tests {
         b.pid = 8;
         assert!(Report::new("n", Some(&a), b.clone()).rates.is_none());
         assert!(Report::new("n", None, b).rates.is_none());
-    }
-
-    #[test]
-    fn vm_rss_is_read_in_bytes() {
-        let s = "Name:\txrudp\nVmHWM:\t  9000 kB\nVmRSS:\t   4321 kB\nThreads: 3\n";
-        assert_eq!(parse_vm_rss(s), Some(4321 * 1024));
-        assert_eq!(parse_vm_rss("VmRSS: 12 MB\n"), None);
-        assert_eq!(parse_vm_rss("Name: x\n"), None);
-        assert!(rss_bytes().is_some_and(|b| b > 0));
     }
 }

@@ -20,7 +20,7 @@ use std::{
 
 use xrudp_common::maps::Counter;
 
-use crate::{control::Snapshot, engine::Running, service::Figures};
+use crate::telemetry::{Figures, QueueSnapshot, Snapshot, XdpStatistics};
 
 /// The exposition's content type.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -89,7 +89,7 @@ pub fn render(s: &Snapshot) -> String {
             }
         }
     }
-    let q = |f: &dyn Fn(&crate::control::QueueSnapshot) -> Option<f64>| -> Vec<(Option<u32>, f64)> {
+    let q = |f: &dyn Fn(&QueueSnapshot) -> Option<f64>| -> Vec<(Option<u32>, f64)> {
         s.queues
             .iter()
             .filter_map(|x| f(x).map(|v| (Some(x.queue), v)))
@@ -159,10 +159,8 @@ pub fn render(s: &Snapshot) -> String {
         "Descriptors on the fill ring.",
         &q(&|x| x.fill_ring_level.map(|v| v as f64)),
     );
-    let stat = |f: fn(&crate::sys::XdpStatistics) -> u64| {
-        q(&move |x: &crate::control::QueueSnapshot| {
-            x.xdp_statistics.as_ref().map(|st| f(st) as f64)
-        })
+    let stat = |f: fn(&XdpStatistics) -> u64| {
+        q(&move |x: &QueueSnapshot| x.xdp_statistics.as_ref().map(|st| f(st) as f64))
     };
     m.counter(
         "xrudp_xsk_rx_dropped_total",
@@ -196,7 +194,7 @@ pub fn render(s: &Snapshot) -> String {
     );
 
     let p = |f: fn(&Figures) -> u64| {
-        q(&move |x: &crate::control::QueueSnapshot| x.protocol.as_ref().map(|pr| f(pr) as f64))
+        q(&move |x: &QueueSnapshot| x.protocol.as_ref().map(|pr| f(pr) as f64))
     };
     if s.queues.iter().any(|x| x.protocol.is_some()) {
         m.gauge(
@@ -415,9 +413,12 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `addr` and serves `GET /metrics` from snapshots of `running` until
+    /// Binds `addr` and serves `GET /metrics` from the snapshots `snapshot` takes until
     /// [`Server::stop`] (or drop).
-    pub fn start(addr: SocketAddr, running: Arc<Running>) -> io::Result<Self> {
+    pub fn start(
+        addr: SocketAddr,
+        snapshot: impl Fn() -> Snapshot + Send + 'static,
+    ) -> io::Result<Self> {
         let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
@@ -429,7 +430,7 @@ impl Server {
                 while !s2.load(Relaxed) {
                     match listener.accept() {
                         Ok((conn, _)) => {
-                            if let Err(e) = serve(conn, &running) {
+                            if let Err(e) = serve(conn, &snapshot) {
                                 tracing::debug!(error = %e, "metrics request failed");
                             }
                         }
@@ -478,7 +479,7 @@ impl Drop for Server {
 
 /// Answers one connection: reads the request head (at most 8 KiB, 2 s), answers
 /// `GET /metrics` with the exposition, anything else with 404 or 405.
-fn serve(mut conn: TcpStream, running: &Running) -> io::Result<()> {
+fn serve(mut conn: TcpStream, snapshot: &impl Fn() -> Snapshot) -> io::Result<()> {
     conn.set_nonblocking(false)?;
     conn.set_read_timeout(Some(Duration::from_secs(2)))?;
     conn.set_write_timeout(Some(Duration::from_secs(2)))?;
@@ -496,7 +497,7 @@ fn serve(mut conn: TcpStream, running: &Running) -> io::Result<()> {
     }
     let (status, body) = match request_target(&head[..len]) {
         Some(("GET", path)) if path == "/metrics" || path.starts_with("/metrics?") => {
-            let snap = crate::control::snapshot(running);
+            let snap = snapshot();
             ("200 OK", render(&snap))
         }
         Some(("GET", _)) => ("404 Not Found", "only /metrics is served\n".to_owned()),

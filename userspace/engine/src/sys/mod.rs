@@ -160,7 +160,7 @@ pub fn get_sockopt_int(fd: i32, level: i32, name: i32) -> io::Result<i32> {
 
 /// The kernel's per-socket AF_XDP drop counters (`XDP_STATISTICS`, kernel 5.9+ layout).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct XdpStatistics {
     /// Dropped for reasons other than invalid descriptors.
     pub rx_dropped: u64,
@@ -251,5 +251,80 @@ pub fn set_thread_idle() -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+/// The CPUs the calling thread may run on (sched_getaffinity(2)), in ascending order.
+pub fn thread_affinity() -> io::Result<Vec<usize>> {
+    // SAFETY: cpu_set_t is a plain bit array; all zeroes is a valid, empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: pid 0 is the calling thread; `set` is writable and its size is passed.
+    let r = unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &raw mut set) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `cpu` is below CPU_SETSIZE, the number of bits in `set`.
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect())
+}
+
+/// Restricts the calling thread to `cpus` (sched_setaffinity(2)).
+pub fn set_thread_affinity(cpus: &[usize]) -> io::Result<()> {
+    // SAFETY: cpu_set_t is a plain bit array; all zeroes is a valid, empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &cpu in cpus.iter().filter(|&&c| c < libc::CPU_SETSIZE as usize) {
+        // SAFETY: `cpu` is below CPU_SETSIZE, the number of bits in `set`.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
+    // SAFETY: pid 0 is the calling thread; `set` is initialised and its size is passed.
+    let r = unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &raw const set) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Resident set size of this process, bytes (`VmRSS` in /proc/self/status).
+#[must_use]
+pub fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    parse_vm_rss(&status)
+}
+
+fn parse_vm_rss(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let mut parts = line["VmRSS:".len()..].split_whitespace();
+    let n: u64 = parts.next()?.parse().ok()?;
+    match parts.next() {
+        Some("kB") => n.checked_mul(1024),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_rss_is_read_in_bytes() {
+        let s = "Name:\txrudp\nVmRSS:\t    4321 kB\nThreads: 3\n";
+        assert_eq!(parse_vm_rss(s), Some(4321 * 1024));
+        assert_eq!(parse_vm_rss("VmRSS: 12 MB\n"), None);
+        assert_eq!(parse_vm_rss("Name: x\n"), None);
+        assert!(rss_bytes().is_some_and(|b| b > 0));
+    }
+
+    #[test]
+    fn affinity_reads_back_what_was_set() {
+        let before = thread_affinity().expect("sched_getaffinity");
+        assert!(!before.is_empty());
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                set_thread_affinity(&before[..1]).expect("sched_setaffinity");
+                assert_eq!(thread_affinity().expect("read back"), before[..1]);
+            });
+        });
     }
 }

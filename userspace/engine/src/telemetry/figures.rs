@@ -1,0 +1,139 @@
+//! A protocol worker's figures ([`Figures`]) and where it publishes them ([`Published`]).
+
+/// Protocol and application figures of one worker, as last published.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Figures {
+    /// Established connections.
+    pub connections: u64,
+    /// Connections admitted so far.
+    pub accepted: u64,
+    /// Hellos answered with a stateless cookie (no state kept).
+    pub handshakes: u64,
+    /// Responses whose cookie was forged, stale or for another address.
+    pub bad_cookies: u64,
+    /// Admissions refused, by reason.
+    pub rejected: std::collections::BTreeMap<String, u64>,
+    /// Hellos of a version this server does not speak.
+    pub version_mismatches: u64,
+    /// Connections closed by the idle timeout.
+    pub timed_out: u64,
+    /// Connections closed for protocol violations.
+    pub violations: u64,
+    /// Protocol packets received and accepted.
+    pub packets_in: u64,
+    /// Protocol packets sent.
+    pub packets_out: u64,
+    /// Packets sent again because the original was declared lost.
+    pub retransmitted_packets: u64,
+    /// Packets declared lost.
+    pub lost_packets: u64,
+    /// Messages delivered to the application.
+    pub messages_in: u64,
+    /// Messages queued by the application.
+    pub messages_out: u64,
+    /// Datagrams dropped for a bad CRC32C.
+    pub crc_failures: u64,
+    /// Datagrams dropped as undecodable (all reasons, CRC included).
+    pub decode_errors: u64,
+    /// Datagrams for no known connection.
+    pub unknown_connection: u64,
+    /// Application figures.
+    pub backpressure_rounds: u64,
+    /// Sends deferred by full send buffers.
+    pub sends_deferred: u64,
+    /// Relay: messages forwarded.
+    pub relayed: u64,
+    /// Relay: members of rooms on this worker.
+    pub relay_members: u64,
+    /// First hellos shed by the hello budget (`--hello-rate`).
+    pub hellos_shed: u64,
+    /// Smoothed RTT of the connections, microseconds: (p50, p99), when any are connected.
+    pub rtt_us: Option<(u64, u64)>,
+    /// Congestion windows of the connections, bytes: (min, median, max).
+    pub cwnd: Option<(u64, u64, u64)>,
+    /// Bytes of protocol state held by the connection table.
+    pub memory: u64,
+}
+
+/// Where a worker publishes its [`Figures`] for the control thread. The worker only
+/// ever `try_lock`s, so the control thread can never stall it.
+#[derive(Debug, Default)]
+pub struct Published {
+    figures: std::sync::Mutex<Figures>,
+    scratch: std::sync::Mutex<(Vec<u64>, Vec<u64>)>,
+}
+
+impl Published {
+    /// Lets `write` update the figures and fill the RTT (µs) and congestion-window
+    /// samples of every connection, unless a reader holds the lock right now; then
+    /// derives the percentiles. `slots` is reserved in the sample vectors at the first
+    /// publication (which the worker makes before serving), so no later one allocates.
+    pub fn publish(
+        &self,
+        slots: usize,
+        write: impl FnOnce(&mut Figures, &mut Vec<u64>, &mut Vec<u64>),
+    ) {
+        let Ok(mut f) = self.figures.try_lock() else {
+            return;
+        };
+        let Ok(mut scratch) = self.scratch.try_lock() else {
+            return;
+        };
+        let (rtts, cwnds) = &mut *scratch;
+        rtts.clear();
+        cwnds.clear();
+        rtts.reserve(slots);
+        cwnds.reserve(slots);
+        write(&mut f, rtts, cwnds);
+        rtts.sort_unstable();
+        cwnds.sort_unstable();
+        f.rtt_us = percentile(rtts, 50).zip(percentile(rtts, 99));
+        f.cwnd = match (cwnds.first(), percentile(cwnds, 50), cwnds.last()) {
+            (Some(&lo), Some(mid), Some(&hi)) => Some((lo, mid, hi)),
+            _ => None,
+        };
+    }
+
+    /// Appends the connections' smoothed RTTs (µs) and congestion windows (bytes) as of
+    /// the last publication, for percentiles over several workers. Holding the lock
+    /// makes the worker skip one publication, never wait.
+    pub fn samples(&self, rtts: &mut Vec<u64>, cwnds: &mut Vec<u64>) {
+        let s = self
+            .scratch
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        rtts.extend_from_slice(&s.0);
+        cwnds.extend_from_slice(&s.1);
+    }
+
+    /// The last published figures.
+    #[must_use]
+    pub fn read(&self) -> Figures {
+        self.figures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// The `p`th percentile of sorted values (nearest rank).
+#[must_use]
+pub fn percentile(sorted: &[u64], p: usize) -> Option<u64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (p * sorted.len()).div_ceil(100).clamp(1, sorted.len());
+    Some(sorted[rank - 1])
+}
+
+/// Stable snake_case names of reject reasons, as `xrudp stats` shows them.
+#[must_use]
+pub fn reject_name(r: xrudp_proto::RejectReason) -> &'static str {
+    use xrudp_proto::RejectReason as R;
+    match r {
+        R::ServerFull => "server_full",
+        R::TokenRequired => "token_required",
+        R::TokenInvalid => "token_invalid",
+        R::TokenExpired => "token_expired",
+    }
+}
