@@ -7,7 +7,9 @@
 //!   client's kernel accepts every reply checksum (`Udp: InCsumErrors` stays 0);
 //! - frames with a bad UDP checksum (hand-built, sent through AF_PACKET) are dropped and
 //!   counted, and nothing is echoed for them;
-//! - with two queues, two workers each serve the flows the veth steers to them.
+//! - with two queues, two workers each serve the flows the veth steers to them;
+//! - the raw apps run on the socket backend too (the same drive loop): `udp-echo`
+//!   echoes byte-exact, `discard` counts every datagram and answers none.
 //!
 //! Pacing is by window, not by clock: the client keeps at most `WINDOW` datagrams in
 //! flight and waits for their echoes before sending more, so no ring can overflow
@@ -23,6 +25,7 @@ use std::{
     time::Duration,
 };
 
+use nix::sys::signal::Signal;
 use xrudp_tests::{Engine, Topology};
 
 const PORT: u16 = 7777;
@@ -394,4 +397,60 @@ mod raw {
             assert_eq!(sent, ip.len());
         }
     }
+}
+
+/// The raw apps on the kernel-socket backend: the same drive loop as AF_XDP, so
+/// `udp-echo` echoes every datagram byte-exact and `discard` counts and answers none.
+#[test]
+fn raw_apps_run_on_the_socket_backend() {
+    let t = Topology::new(1, false);
+    let port = PORT.to_string();
+    let engine = Engine::start(
+        &t,
+        &["--port", &port, "--app", "udp-echo", "--backend", "socket"],
+    );
+    let snap = engine.snapshot();
+    assert_eq!(
+        (snap.backend.as_str(), snap.app.as_str()),
+        ("socket", "udp-echo")
+    );
+    let (n4, n6) = (10_000, 1_000);
+    let dst4: SocketAddr = format!("{}:{PORT}", t.ip_srv).parse().expect("addr");
+    let dst6: SocketAddr = format!("[{}]:{PORT}", t.ip6_srv).parse().expect("addr");
+    let (ok4, ok6) = Topology::in_ns(&t.ns_cli, move || {
+        let s4 = UdpSocket::bind("0.0.0.0:0").expect("bind v4");
+        let s6 = UdpSocket::bind("[::]:0").expect("bind v6");
+        (echo_run(&s4, dst4, 0, n4), echo_run(&s6, dst6, 0, n6))
+    });
+    assert_eq!(
+        (ok4, ok6),
+        (Ok(n4), Ok(n6)),
+        "every datagram echoed byte-exact"
+    );
+    let want = (n4 + n6) as u64;
+    let snap = engine.wait_for(Duration::from_secs(10), |s| {
+        s.queues.iter().map(|q| q.tx_packets).sum::<u64>() >= want
+    });
+    let rx: u64 = snap.queues.iter().map(|q| q.rx_packets).sum();
+    let tx: u64 = snap.queues.iter().map(|q| q.tx_packets).sum();
+    assert_eq!((rx, tx), (want, want), "{:?}", snap.queues);
+    let mut engine = engine;
+    let status = engine.signal_and_wait(Signal::SIGTERM);
+    assert!(status.success(), "udp-echo engine exit: {status}");
+
+    let engine = Engine::start(
+        &t,
+        &["--port", &port, "--app", "discard", "--backend", "socket"],
+    );
+    let n = 5_000;
+    // Paced (50 per ms at most) so the socket buffer never overflows.
+    let sent =
+        xrudp_tests::send_udp(&t.ns_cli, dst4, n, 64, 50, Duration::from_millis(1)).expect("send");
+    assert_eq!(sent, n);
+    let snap = engine.wait_for(Duration::from_secs(30), |s| {
+        s.queues.iter().map(|q| q.rx_packets).sum::<u64>() >= n as u64
+    });
+    let rx: u64 = snap.queues.iter().map(|q| q.rx_packets).sum();
+    let tx: u64 = snap.queues.iter().map(|q| q.tx_packets).sum();
+    assert_eq!((rx, tx), (n as u64, 0), "{:?}", snap.queues);
 }

@@ -50,7 +50,7 @@ fn worker_allocates_nothing_per_packet() {
         queues: None,
         mode: xrudp::loader::ModeChoice::Native,
         zero_copy: xrudp::sys::xsk::ZeroCopy::Auto,
-        app: xrudp::worker::App::UdpEcho,
+        app: xrudp::engine::AppKind::UdpEcho,
         umem_frames: 2048,
         umem_hugepages: false,
         frame_size: 2048,

@@ -153,7 +153,7 @@ fn echo_allocates_only_high_water_growths(backend: xrudp::engine::Backend, worke
         queues: None,
         mode: xrudp::loader::ModeChoice::Native,
         zero_copy: xrudp::sys::xsk::ZeroCopy::Auto,
-        app: xrudp::worker::App::Echo,
+        app: xrudp::engine::AppKind::Echo,
         umem_frames: 4096,
         umem_hugepages: false,
         frame_size: 2048,

@@ -2,7 +2,7 @@
 //!
 //! A worker publishes in two steps (docs/STATS.md): once per RX batch it adds the batch's
 //! tallies to its cache-padded [`Counters`] (relaxed atomic adds and stores, the exact
-//! sequence of `xdp_service::run`) and records the batch in its own latency histogram;
+//! sequence of the drive loop, `drive::run`) and records the batch in its own latency histogram;
 //! every 100 ms it merges that histogram into the queue's shared one with a `try_lock`.
 //!
 //! - `batch/no_reader`: the per-batch step alone.

@@ -6,12 +6,12 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
+    engine::AppKind,
     engine::{self, Backend},
     iface,
     loader::ModeChoice,
     runtime,
     sys::{self, xsk::ZeroCopy},
-    worker::App,
 };
 
 /// xrudp — an AF_XDP kernel-bypass engine for reliable-UDP game servers.
@@ -68,7 +68,7 @@ pub struct AttachArgs {
     /// What the workers do with the traffic: `echo` and `relay` speak the RUDP protocol;
     /// `udp-echo` and `discard` are raw-UDP diagnostics (AF_XDP backend only).
     #[arg(long, value_enum, default_value_t = defaults().app)]
-    pub app: App,
+    pub app: AppKind,
     /// Data path: AF_XDP (`xdp`), kernel UDP sockets (`socket`), or AF_XDP with a
     /// fallback to sockets (`auto`, logged with the reason).
     #[arg(long, value_enum, default_value_t = defaults().backend)]

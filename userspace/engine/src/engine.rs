@@ -3,7 +3,6 @@
 //! down on SIGINT/SIGTERM.
 
 use std::{
-    os::fd::OwnedFd,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering::Relaxed},
@@ -17,17 +16,45 @@ use anyhow::{Context as _, bail};
 
 use crate::{
     control,
+    drive::{self, Port, raw, udp::UdpPort, xdp::XdpPort},
     iface::Interface,
     loader::{ModeChoice, Program},
     runtime::Claim,
-    service::{Queues, Service},
+    service::{App, Embedded, Queues, Relay, RelayShared, Service},
     sys::{
         self,
         xsk::{Xsk, XskConfig, ZeroCopy},
     },
     telemetry::{self, Running, Worker},
-    worker::{self, App},
 };
+
+/// What the workers do with the datagrams they receive (`--app`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AppKind {
+    /// Count and discard every datagram (returns frames straight to the fill ring).
+    Discard,
+    /// Echo every valid UDP datagram back to its sender (on AF_XDP, built in the
+    /// received frame).
+    UdpEcho,
+    /// The RUDP protocol; every message goes back to its sender on the same channel.
+    Echo,
+    /// The RUDP protocol; clients join rooms (a message `JOIN` + room id, u32 big-endian)
+    /// and every other message is forwarded to the room's other members.
+    Relay,
+}
+
+impl AppKind {
+    /// Whether the application runs the RUDP protocol (and so suits the XDP program's
+    /// RUDP pre-filter).
+    #[must_use]
+    pub fn is_protocol(self) -> bool {
+        match self {
+            Self::Discard | Self::UdpEcho => false,
+            Self::Echo | Self::Relay => true,
+        }
+    }
+}
 
 /// Which data path serves the traffic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -55,7 +82,7 @@ pub struct Options {
     /// Zero-copy preference.
     pub zero_copy: ZeroCopy,
     /// The application the workers run.
-    pub app: App,
+    pub app: AppKind,
     /// UMEM frames per queue.
     pub umem_frames: u32,
     /// Back each UMEM with reserved huge pages (`--umem-hugepages`).
@@ -91,7 +118,7 @@ impl Default for Options {
             queues: None,
             mode: ModeChoice::Auto,
             zero_copy: ZeroCopy::Auto,
-            app: App::Echo,
+            app: AppKind::Echo,
             umem_frames: 2048,
             umem_hugepages: false,
             frame_size: 2048,
@@ -265,10 +292,79 @@ impl Drop for Engine {
 /// a slow client's unacknowledged echoes) take these instead of allocating on the worker.
 const POOL_PREFILL: usize = 256;
 
-/// A fresh server for one worker, running `app`.
+/// What one worker runs, built before the workers start (so a bad setting is an error
+/// of `Engine::start`, not of a worker thread).
+#[derive(Debug)]
+enum Job {
+    /// The protocol and a protocol application.
+    Protocol(Box<Service>),
+    /// `--app discard`.
+    Discard,
+    /// `--app udp-echo`.
+    UdpEcho,
+}
+
+impl Job {
+    /// Capacity of the AF_XDP port's route table: the protocol originates datagrams
+    /// toward every peer it serves (and those it answers before admitting them).
+    fn routes(&self) -> Option<usize> {
+        match self {
+            Self::Protocol(s) => Some(2 * s.server().config().max_connections + 1024),
+            Self::Discard | Self::UdpEcho => None,
+        }
+    }
+
+    /// Drives `port` for this job until `stop` (see [`drive::run`]).
+    fn run<P: Port>(self, port: &mut P, worker: &Worker, busy_poll: bool, stop: &AtomicBool) {
+        match self {
+            Self::Protocol(mut s) => drive::run(port, &mut *s, worker, busy_poll, stop),
+            Self::Discard => drive::run(port, &mut raw::Discard, worker, busy_poll, stop),
+            Self::UdpEcho => drive::run(port, &mut raw::UdpEcho, worker, busy_poll, stop),
+        }
+    }
+}
+
+/// The jobs of `n` workers, and the embedding queues when embedded (game code then
+/// serves every worker, whatever `options.app` says).
+fn jobs(
+    options: &Options,
+    embedded: Option<usize>,
+    n: usize,
+) -> anyhow::Result<(Vec<Job>, Vec<Arc<Queues>>)> {
+    let mut queues = Vec::new();
+    let relay = Arc::new(RelayShared::new(n, 16 * 1024));
+    let cookie_seed = random_seed();
+    let slots = options.protocol.max_connections;
+    let mut jobs = Vec::with_capacity(n);
+    for i in 0..n {
+        let app = match (embedded, options.app) {
+            (Some(cap), _) => {
+                let q = Arc::new(Queues::new(cap));
+                queues.push(Arc::clone(&q));
+                App::Embedded(Embedded::new(q))
+            }
+            (None, AppKind::Echo) => App::Echo,
+            (None, AppKind::Relay) => App::Relay(Relay::new(Arc::clone(&relay), slots)),
+            (None, AppKind::Discard) => {
+                jobs.push(Job::Discard);
+                continue;
+            }
+            (None, AppKind::UdpEcho) => {
+                jobs.push(Job::UdpEcho);
+                continue;
+            }
+        };
+        let worker = u16::try_from(i).context("too many workers (at most 65,536)")?;
+        let service = new_service(options, app, worker, cookie_seed)?;
+        jobs.push(Job::Protocol(Box::new(service)));
+    }
+    Ok((jobs, queues))
+}
+
+/// A fresh protocol service for one worker, running `app`.
 fn new_service(
     options: &Options,
-    app: crate::service::App,
+    app: App,
     worker: u16,
     cookie_seed: [u8; 32],
 ) -> anyhow::Result<Service> {
@@ -280,34 +376,59 @@ fn new_service(
     // Connect tokens carry Unix expiry times; the sans-IO core reads no clock.
     server.set_unix_time(now, unix_now());
     server.prefill_pool(POOL_PREFILL);
-    let mut service = Service::new(server, app, worker);
-    service.set_hello_budget(options.hello_rate);
-    Ok(service)
+    Ok(Service::new(server, app, worker, options.hello_rate))
 }
 
-/// What each of `n` workers runs: a protocol application, or `None` for the raw apps
-/// (`discard`, `udp-echo`); and the embedding queues, when embedded.
-fn worker_apps(
+/// One worker before it starts: how to make its port (on the worker's own thread, so
+/// the port's buffers are first touched on its core), its shared state and its core.
+struct Planned<F> {
+    port: F,
+    worker: Arc<Worker>,
+    core: Option<usize>,
+}
+
+/// Starts the control socket over `running`, then one thread per planned worker, each
+/// driving its port for its job; the same for every backend.
+fn launch<P: Port, F: FnOnce() -> P + Send + 'static>(
     options: &Options,
-    embedded: Option<usize>,
-    n: usize,
-) -> (Vec<Option<crate::service::App>>, Vec<Arc<Queues>>) {
-    use crate::service::App as Running;
-    let mut queues = Vec::new();
-    let relay = Arc::new(crate::service::RelayShared::new(n, 16 * 1024));
-    let apps = (0..n)
-        .map(|_| match (embedded, options.app) {
-            (Some(cap), _) => {
-                let q = Arc::new(Queues::new(cap));
-                queues.push(Arc::clone(&q));
-                Some(Running::Embedded(q))
-            }
-            (None, App::Echo) => Some(Running::Echo),
-            (None, App::Relay) => Some(Running::Relay(Arc::clone(&relay))),
-            (None, App::Discard | App::UdpEcho) => None,
-        })
-        .collect();
-    (apps, queues)
+    running: Running,
+    claim: Claim,
+    planned: Vec<Planned<F>>,
+    jobs: Vec<Job>,
+    stop: Arc<AtomicBool>,
+    busy_knobs: Arc<crate::busy_poll::Knobs>,
+) -> anyhow::Result<Engine> {
+    let running = Arc::new(running);
+    let control = control::Server::start(&claim.paths().control, {
+        let running = Arc::clone(&running);
+        move || running.snapshot()
+    })?;
+    let prefix = if running.backend == "xdp" { "q" } else { "s" };
+    let busy_poll = options.busy_poll;
+    let mut handles = Vec::with_capacity(planned.len());
+    for (p, job) in planned.into_iter().zip(jobs) {
+        let Planned { port, worker, core } = p;
+        let stop = Arc::clone(&stop);
+        let id = worker.id;
+        handles.push(spawn_worker(
+            format!("xrudp-{prefix}{id}"),
+            core,
+            Arc::clone(&worker),
+            move || {
+                let span = tracing::info_span!("worker", id);
+                let _g = span.enter();
+                job.run(&mut port(), &worker, busy_poll, &stop);
+            },
+        )?);
+    }
+    Ok(Engine {
+        running,
+        handles,
+        control: Some(control),
+        claim: Some(claim),
+        stop,
+        _busy_knobs: busy_knobs,
+    })
 }
 
 fn start_xdp(
@@ -324,7 +445,7 @@ fn start_xdp(
     let claim = Claim::acquire(&iface.name)?;
 
     let mut program = Program::load()?;
-    let rudp_filter = embedded.is_some() || options.app.rudp_filter();
+    let rudp_filter = embedded.is_some() || options.app.is_protocol();
     program.configure(&options.ports, rudp_filter)?;
 
     // Native XDP first decides which zero-copy attempts make sense: SKB mode is copy only.
@@ -333,71 +454,36 @@ fn start_xdp(
     let busy_knobs = busy_poll_knobs(options, iface, &sockets);
     log_attached(options, iface, mode, &sockets, &cores);
 
-    let mut shared = Vec::with_capacity(sockets.len());
-    for ((q, xsk), core) in sockets.iter().zip(&cores) {
-        let dup: OwnedFd = xsk
-            .try_clone_fd()
-            .context("duplicating the AF_XDP socket descriptor")?;
-        let xsk = telemetry::Xsk {
-            socket: dup,
+    let (jobs, api_queues) = jobs(options, embedded, sockets.len())?;
+    let mut planned = Vec::with_capacity(sockets.len());
+    for (((q, xsk), core), job) in sockets.into_iter().zip(cores).zip(&jobs) {
+        let telemetry = telemetry::Xsk {
+            socket: xsk
+                .try_clone_fd()
+                .context("duplicating the AF_XDP socket descriptor")?,
             zero_copy: xsk.zero_copy(),
             umem_frames: xsk.frames(),
         };
-        shared.push((Arc::new(Worker::new(*q, Some(xsk))), *core));
+        let (knobs, check, routes) = (
+            Arc::clone(&busy_knobs),
+            options.udp_checksum_check,
+            job.routes(),
+        );
+        planned.push(Planned {
+            worker: Arc::new(Worker::new(q, Some(telemetry))),
+            port: move || XdpPort::new(xsk, knobs, check, routes),
+            core,
+        });
     }
-    let running = Arc::new(running(
+    let running = running(
         options,
         iface,
         Backend::Xdp,
         Some(Arc::new(XdpProgram(Mutex::new(program)))),
-        shared.iter().map(|(w, _)| Arc::clone(w)).collect(),
+        planned.iter().map(|p| Arc::clone(&p.worker)).collect(),
         embedded.is_some(),
-    ));
-    let control = control::Server::start(&claim.paths().control, {
-        let running = Arc::clone(&running);
-        move || running.snapshot()
-    })?;
-
-    let settings = worker::Settings {
-        app: options.app,
-        busy_poll: options.busy_poll,
-        udp_checksum_check: options.udp_checksum_check,
-    };
-    let (apps, api_queues) = worker_apps(options, embedded, sockets.len());
-    let cookie_seed = random_seed();
-    let mut handles = Vec::new();
-    for (((_, xsk), (q, core)), app) in sockets.into_iter().zip(shared).zip(apps) {
-        let service = match app {
-            None => None,
-            Some(app) => Some(new_service(options, app, q.id as u16, cookie_seed)?),
-        };
-        let stop = Arc::clone(&stop);
-        let knobs = Arc::clone(&busy_knobs);
-        let worker = Arc::clone(&q);
-        handles.push(spawn_worker(
-            format!("xrudp-q{}", q.id),
-            core,
-            worker,
-            move || {
-                let span = tracing::info_span!("worker", queue = q.id);
-                let _g = span.enter();
-                match service {
-                    None => worker::run(xsk, &q, &knobs, settings, &stop),
-                    Some(mut service) => {
-                        crate::xdp_service::run(xsk, &q, &knobs, settings, &mut service, &stop);
-                    }
-                }
-            },
-        )?);
-    }
-    let engine = Engine {
-        running,
-        handles,
-        control: Some(control),
-        claim: Some(claim),
-        stop,
-        _busy_knobs: busy_knobs,
-    };
+    );
+    let engine = launch(options, running, claim, planned, jobs, stop, busy_knobs)?;
     Ok((engine, api_queues))
 }
 
@@ -501,12 +587,6 @@ fn start_socket(
     embedded: Option<usize>,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<(Engine, Vec<Arc<Queues>>)> {
-    if matches!(options.app, App::Discard | App::UdpEcho) && embedded.is_none() {
-        bail!(
-            "--app {:?} needs AF_XDP (--backend xdp); the socket backend serves the protocol apps (echo, relay)",
-            options.app
-        );
-    }
     let Some(&port) = options.ports.first() else {
         bail!("no --port given: name the game's UDP port, e.g. --port 7777");
     };
@@ -516,12 +596,16 @@ fn start_socket(
     let n = options.workers.unwrap_or(iface.rx_queues as usize).max(1);
     let cores = assign_cores(options.cores.as_deref(), n, iface.numa_node)?;
     let claim = Claim::acquire(&iface.name)?;
-    let mut sockets = Vec::with_capacity(n);
-    for _ in 0..n {
-        let s = crate::socket_backend::open(port).with_context(|| {
+    let mut planned = Vec::with_capacity(n);
+    for (i, core) in cores.iter().enumerate() {
+        let sock = UdpPort::open(port).with_context(|| {
             format!("binding UDP port {port} (SO_REUSEPORT): is another program using it? (`ss -ulpn sport = :{port}`)")
         })?;
-        sockets.push(s);
+        planned.push(Planned {
+            port: move || UdpPort::new(sock),
+            worker: Arc::new(Worker::new(i as u32, None)),
+            core: *core,
+        });
     }
     tracing::info!(
         iface = %iface.name,
@@ -533,58 +617,16 @@ fn start_socket(
         app = ?options.app,
         "serving on kernel UDP sockets"
     );
-    let shared: Vec<_> = (0..n)
-        .map(|i| Arc::new(Worker::new(i as u32, None)))
-        .collect();
-    let running = Arc::new(running(
+    let running = running(
         options,
         iface,
         Backend::Socket,
         None,
-        shared.clone(),
+        planned.iter().map(|p| Arc::clone(&p.worker)).collect(),
         embedded.is_some(),
-    ));
-    let control = control::Server::start(&claim.paths().control, {
-        let running = Arc::clone(&running);
-        move || running.snapshot()
-    })?;
-    let (apps, api_queues) = worker_apps(options, embedded, n);
-    let cookie_seed = random_seed();
-    let busy = options.busy_poll;
-    let mut handles = Vec::new();
-    for (((sock, q), core), app) in sockets.into_iter().zip(shared).zip(cores).zip(apps) {
-        let Some(app) = app else {
-            bail!("the socket backend serves the protocol apps only (echo, relay)");
-        };
-        let mut service = new_service(options, app, q.id as u16, cookie_seed)?;
-        let stop = Arc::clone(&stop);
-        let worker = Arc::clone(&q);
-        handles.push(spawn_worker(
-            format!("xrudp-s{}", q.id),
-            core,
-            worker,
-            move || {
-                let span = tracing::info_span!("worker", socket = q.id);
-                let _g = span.enter();
-                crate::socket_backend::run(
-                    &sock,
-                    &mut service,
-                    &q.counters,
-                    &q.published,
-                    busy,
-                    &stop,
-                );
-            },
-        )?);
-    }
-    let engine = Engine {
-        running,
-        handles,
-        control: Some(control),
-        claim: Some(claim),
-        stop,
-        _busy_knobs: Arc::default(),
-    };
+    );
+    let (jobs, api_queues) = jobs(options, embedded, n)?;
+    let engine = launch(options, running, claim, planned, jobs, stop, Arc::default())?;
     Ok((engine, api_queues))
 }
 
@@ -638,7 +680,7 @@ fn running(
             "socket"
         },
         app: serde_name(options.app),
-        protocol: embedded || !matches!(options.app, App::Discard | App::UdpEcho),
+        protocol: embedded || options.app.is_protocol(),
         ports: options.ports.clone(),
         busy_poll: options.busy_poll,
         ring_size: if backend == Backend::Xdp {
@@ -909,17 +951,6 @@ fn bind_error(
         _ => "check the interface state (`ip link show`) and the kernel log (dmesg)".into(),
     };
     anyhow::Error::new(e).context(hint)
-}
-
-impl App {
-    /// Whether the XDP program's RUDP pre-filter suits this application.
-    #[must_use]
-    pub fn rudp_filter(self) -> bool {
-        match self {
-            Self::Discard | Self::UdpEcho => false,
-            Self::Echo | Self::Relay => true,
-        }
-    }
 }
 
 #[cfg(test)]

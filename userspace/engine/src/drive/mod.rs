@@ -1,0 +1,200 @@
+//! One data-path loop for every backend and every application.
+//!
+//! A worker is a [`Port`] — where datagrams come from and go to: an AF_XDP socket and
+//! its UMEM ([`xdp::XdpPort`]), or a kernel UDP socket ([`udp::UdpPort`]) — driven by
+//! [`run`] for a [`Handler`] — what answers them: the protocol
+//! ([`crate::service::Service`]) or a raw app ([`raw::Discard`], [`raw::UdpEcho`]).
+//! The loop owns what every data path shares: the order of a round, the publish
+//! cadence, the latency histogram, the idle strategy and the shutdown drain; a port
+//! owns only its I/O.
+//!
+//! One round: [`Port::receive`] takes up to [`BATCH`] datagrams, [`Port::deliver`]
+//! hands each to the handler, [`Handler::on_round`] runs timers and the application,
+//! [`Port::transmit`] sends the replies and what the handler originates. With nothing
+//! received and nothing waiting to leave, the worker sleeps until traffic or the next
+//! protocol deadline (or, with `--busy-poll`, polls without sleeping).
+
+use std::{
+    net::SocketAddr,
+    sync::atomic::{AtomicBool, Ordering::Relaxed},
+    time::{Duration, Instant},
+};
+
+use xrudp_proto::Transmit;
+
+use crate::telemetry::{Counters, Published, Tally, Worker, latency::Recorder};
+
+pub(crate) mod raw;
+pub(crate) mod udp;
+pub(crate) mod xdp;
+
+/// Datagrams taken per round.
+pub(crate) const BATCH: usize = 64;
+
+/// After [`Handler::shutdown`], the rounds every data path still drives before its
+/// worker leaves, [`SHUTDOWN_PAUSE`] apart: they let the disconnect notices, and their
+/// redundant copies, out.
+pub(crate) const SHUTDOWN_ROUNDS: u32 = 4;
+/// The pause between two [`SHUTDOWN_ROUNDS`].
+pub(crate) const SHUTDOWN_PAUSE: Duration = Duration::from_millis(5);
+
+/// How often the figures that need work to gather (protocol figures, the latency
+/// histogram, ring levels) are published.
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+
+/// The longest an idle worker sleeps before it looks at `stop` again.
+const IDLE_MS: i32 = 100;
+
+/// What a handler does with a received datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Taken (or dropped) by the handler; nothing goes back for it.
+    Consumed,
+    /// Send the same UDP payload back to its sender (the AF_XDP port turns the frame
+    /// around in place).
+    Echo,
+}
+
+/// What answers the datagrams of one worker.
+pub(crate) trait Handler {
+    /// Whether the handler looks at datagrams at all: when not, a port counts them and
+    /// gives their buffers back without parsing them.
+    const INSPECTS: bool = true;
+    /// Whether the handler originates datagrams through [`Handler::poll_transmit`]: the
+    /// AF_XDP port then learns each sender's link-layer route and keeps UMEM frames
+    /// back from the fill ring to build them in.
+    const ORIGINATES: bool;
+
+    /// One received datagram: its sender and UDP payload.
+    fn on_datagram(&mut self, now: Instant, from: SocketAddr, payload: &[u8]) -> Verdict;
+    /// Once per round, after the received datagrams: timers and the application.
+    fn on_round(&mut self, _now: Instant) {}
+    /// Writes the next datagram to send into `out`.
+    fn poll_transmit(&mut self, _now: Instant, _out: &mut [u8]) -> Option<Transmit> {
+        None
+    }
+    /// When the handler next needs a round even without traffic.
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+    /// The worker is stopping: say goodbye (sent during the shutdown rounds).
+    fn shutdown(&mut self) {}
+    /// Publishes the handler's own figures.
+    fn publish(&self, _to: &Published) {}
+}
+
+/// How an idle worker waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// Poll once without sleeping (`--busy-poll`).
+    Spin,
+    /// Sleep until traffic arrives or this many milliseconds pass.
+    Sleep(i32),
+}
+
+/// Where a worker's datagrams come from and go to.
+pub(crate) trait Port {
+    /// Housekeeping (sent frames back, receive buffers topped up, replies that waited
+    /// for room sent), then takes up to [`BATCH`] received datagrams; returns how many.
+    fn receive(&mut self, t: &mut Tally) -> usize;
+    /// Hands the datagrams [`Port::receive`] took to `handler`, in order, and queues the
+    /// replies it asks for.
+    fn deliver<H: Handler>(&mut self, now: Instant, handler: &mut H, t: &mut Tally);
+    /// Sends the queued replies and what `handler` originates.
+    fn transmit<H: Handler>(&mut self, now: Instant, handler: &mut H, t: &mut Tally);
+    /// Whether datagrams still wait for room on the way out (the worker does not sleep).
+    fn backlogged(&self) -> bool;
+    /// The longest the port lets the worker sleep now.
+    fn max_sleep_ms(&self) -> i32 {
+        IDLE_MS
+    }
+    /// Waits for traffic.
+    fn wait(&mut self, how: Wait);
+    /// Called once, after the first datagrams arrived.
+    fn on_first_traffic(&mut self, _worker: &Worker) {}
+    /// Publishes the port's levels: every round (cheap ones), and with `periodic` the
+    /// ones read from the kernel's rings.
+    fn publish_levels(&mut self, _c: &Counters, _periodic: bool) {}
+    /// Gives back what the port holds (frames the kernel may still read) before it closes.
+    fn close(&mut self) {}
+}
+
+/// Drives `port` for `handler` until `stop` is set, then for [`SHUTDOWN_ROUNDS`] more
+/// rounds after telling the handler; publishes into `worker`.
+pub(crate) fn run<P: Port, H: Handler>(
+    port: &mut P,
+    handler: &mut H,
+    worker: &Worker,
+    busy_poll: bool,
+    stop: &AtomicBool,
+) {
+    let c = &worker.counters;
+    // The first publication allocates once (reject-reason names, room for every slot):
+    // make it before serving, not under traffic.
+    handler.publish(&worker.published);
+    let mut latency = Recorder::default();
+    let mut last_publish = Instant::now();
+    let mut first_traffic = true;
+    let mut stopping_rounds = 0u32;
+    loop {
+        let stopping = stop.load(Relaxed);
+        let mut t = Tally::default();
+        let n = port.receive(&mut t);
+        if n > 0 && first_traffic {
+            first_traffic = false;
+            port.on_first_traffic(worker);
+        }
+        let now = Instant::now();
+        t.rx_packets = n as u64;
+        port.deliver(now, handler, &mut t);
+        if stopping && stopping_rounds == 0 {
+            handler.shutdown();
+        }
+        handler.on_round(now);
+        port.transmit(now, handler, &mut t);
+        if n > 0 {
+            // Receive to transmit for this batch, counted once per datagram (docs/STATS.md).
+            latency.record(now.elapsed(), n as u64);
+        }
+        t.publish(c);
+        let periodic = now.duration_since(last_publish) >= PUBLISH_EVERY;
+        port.publish_levels(c, periodic);
+        if periodic {
+            handler.publish(&worker.published);
+            latency.flush(&c.latency);
+            last_publish = now;
+        }
+        if stopping {
+            stopping_rounds += 1;
+            if stopping_rounds >= SHUTDOWN_ROUNDS {
+                handler.publish(&worker.published);
+                break;
+            }
+            std::thread::sleep(SHUTDOWN_PAUSE);
+            continue;
+        }
+        if n == 0 && !port.backlogged() {
+            idle(port, handler, busy_poll, now);
+        }
+    }
+    port.close();
+}
+
+/// Nothing arrived and nothing waits to leave: spin once, or sleep until traffic, the
+/// handler's next deadline or the port's limit, whichever comes first.
+fn idle<P: Port, H: Handler>(port: &mut P, handler: &H, busy_poll: bool, now: Instant) {
+    if busy_poll {
+        port.wait(Wait::Spin);
+        return;
+    }
+    let deadline = handler.poll_timeout().map_or(IDLE_MS, |d| {
+        i32::try_from(d.saturating_duration_since(now).as_millis()).unwrap_or(IDLE_MS)
+    });
+    let ms = deadline.min(IDLE_MS).min(port.max_sleep_ms());
+    if ms > 0 {
+        port.wait(Wait::Sleep(ms));
+    }
+}
+
+#[cfg(test)]
+mod tests;

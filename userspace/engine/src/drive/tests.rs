@@ -1,0 +1,202 @@
+//! The drive loop over an in-memory port: what every backend inherits from it.
+
+use std::{
+    collections::VecDeque,
+    net::SocketAddr,
+    sync::{Arc, atomic::AtomicBool},
+    time::{Duration, Instant},
+};
+
+use super::*;
+
+/// A port fed from a script of rounds; it sets `stop` once the script is played.
+struct Scripted {
+    rounds: VecDeque<Vec<(SocketAddr, Vec<u8>)>>,
+    current: Vec<(SocketAddr, Vec<u8>)>,
+    replies: Vec<(SocketAddr, Vec<u8>)>,
+    sent: Vec<(SocketAddr, Vec<u8>)>,
+    waits: Vec<Wait>,
+    closed: u32,
+    stop: Arc<AtomicBool>,
+}
+
+impl Scripted {
+    fn new(rounds: Vec<Vec<(SocketAddr, Vec<u8>)>>, stop: &Arc<AtomicBool>) -> Self {
+        Self {
+            rounds: rounds.into(),
+            current: Vec::new(),
+            replies: Vec::new(),
+            sent: Vec::new(),
+            waits: Vec::new(),
+            closed: 0,
+            stop: Arc::clone(stop),
+        }
+    }
+}
+
+impl Port for Scripted {
+    fn receive(&mut self, _t: &mut Tally) -> usize {
+        match self.rounds.pop_front() {
+            Some(r) => self.current = r,
+            None => self.stop.store(true, Relaxed),
+        }
+        self.current.len()
+    }
+
+    fn deliver<H: Handler>(&mut self, now: Instant, handler: &mut H, t: &mut Tally) {
+        for (from, data) in self.current.drain(..) {
+            t.rx_bytes += data.len() as u64;
+            if handler.on_datagram(now, from, &data) == Verdict::Echo {
+                self.replies.push((from, data));
+            }
+        }
+    }
+
+    fn transmit<H: Handler>(&mut self, now: Instant, handler: &mut H, t: &mut Tally) {
+        let mut buf = [0u8; 64];
+        while let Some(tr) = handler.poll_transmit(now, &mut buf) {
+            self.replies.push((tr.dst, buf[..tr.len].to_vec()));
+        }
+        for r in self.replies.drain(..) {
+            t.tx_packets += 1;
+            t.tx_bytes += r.1.len() as u64;
+            self.sent.push(r);
+        }
+    }
+
+    fn backlogged(&self) -> bool {
+        false
+    }
+
+    fn wait(&mut self, how: Wait) {
+        self.waits.push(how);
+    }
+
+    fn close(&mut self) {
+        self.closed += 1;
+    }
+}
+
+/// A protocol-like handler: counts what it is asked, says goodbye once on shutdown.
+#[derive(Default)]
+struct Probe {
+    datagrams: u64,
+    rounds: u64,
+    shutdowns: u32,
+    rounds_after_shutdown: u32,
+    goodbyes: u32,
+    deadline: Option<Instant>,
+}
+
+impl Handler for Probe {
+    const ORIGINATES: bool = true;
+
+    fn on_datagram(&mut self, _now: Instant, _from: SocketAddr, _payload: &[u8]) -> Verdict {
+        self.datagrams += 1;
+        Verdict::Consumed
+    }
+
+    fn on_round(&mut self, _now: Instant) {
+        self.rounds += 1;
+        if self.shutdowns > 0 {
+            self.rounds_after_shutdown += 1;
+        }
+    }
+
+    fn poll_transmit(&mut self, _now: Instant, out: &mut [u8]) -> Option<Transmit> {
+        if self.shutdowns > 0 && self.goodbyes < self.shutdowns {
+            self.goodbyes += 1;
+            out[..3].copy_from_slice(b"bye");
+            return Some(Transmit {
+                dst: addr(9),
+                len: 3,
+            });
+        }
+        None
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    fn shutdown(&mut self) {
+        self.shutdowns += 1;
+    }
+}
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([192, 0, 2, 1], port))
+}
+
+fn script(rounds: usize, per_round: usize) -> Vec<Vec<(SocketAddr, Vec<u8>)>> {
+    (0..rounds)
+        .map(|r| {
+            (0..per_round)
+                .map(|i| (addr(1000 + i as u16), format!("r{r}m{i}").into_bytes()))
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn the_raw_echo_answers_every_datagram_once_in_order_and_counts_it() {
+    let stop = Arc::new(AtomicBool::new(false));
+    let input = script(5, 7);
+    let mut port = Scripted::new(input.clone(), &stop);
+    let worker = Worker::new(0, None);
+    run(&mut port, &mut raw::UdpEcho, &worker, false, &stop);
+    let expected: Vec<_> = input.into_iter().flatten().collect();
+    assert_eq!(port.sent, expected);
+    let c = &worker.counters;
+    assert_eq!(c.rx_packets.load(Relaxed), 35);
+    assert_eq!(c.tx_packets.load(Relaxed), 35);
+    assert_eq!(c.rx_bytes.load(Relaxed), c.tx_bytes.load(Relaxed));
+    assert_eq!(
+        port.closed, 1,
+        "the port is closed once, after the last round"
+    );
+}
+
+#[test]
+fn shutdown_is_told_once_and_followed_by_the_drain_rounds() {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut port = Scripted::new(script(3, 2), &stop);
+    let mut probe = Probe::default();
+    let worker = Worker::new(0, None);
+    run(&mut port, &mut probe, &worker, false, &stop);
+    assert_eq!(probe.datagrams, 6);
+    assert_eq!(probe.shutdowns, 1);
+    assert_eq!(probe.rounds_after_shutdown, SHUTDOWN_ROUNDS);
+    assert_eq!(
+        port.sent,
+        vec![(addr(9), b"bye".to_vec())],
+        "the goodbye went out"
+    );
+    assert_eq!(port.closed, 1);
+}
+
+#[test]
+fn an_idle_worker_sleeps_until_the_nearest_of_deadline_and_limit_or_spins_when_busy_polling() {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut port = Scripted::new(Vec::new(), &stop);
+    let now = Instant::now();
+    let mut probe = Probe::default();
+    idle(&mut port, &probe, false, now);
+    probe.deadline = Some(now + Duration::from_millis(7));
+    idle(&mut port, &probe, false, now);
+    probe.deadline = Some(now + Duration::from_secs(10));
+    idle(&mut port, &probe, false, now);
+    probe.deadline = Some(now);
+    idle(&mut port, &probe, false, now);
+    idle(&mut port, &probe, true, now);
+    assert_eq!(
+        port.waits,
+        [
+            Wait::Sleep(IDLE_MS),
+            Wait::Sleep(7),
+            Wait::Sleep(IDLE_MS),
+            // A deadline already due: no sleep at all.
+            Wait::Spin,
+        ]
+    );
+}
