@@ -32,7 +32,7 @@ use std::sync::{
 
 pub use crate::service::{ConnId, Event};
 use crate::{
-    engine::{Backend, Engine, Options},
+    engine::{Backend, Engine, Options, StartError},
     service::{Command, Queues},
     telemetry::Snapshot,
 };
@@ -81,7 +81,7 @@ pub struct GameServer {
 
 impl GameServer {
     /// Starts the engine with one event/command queue pair per worker.
-    pub fn start(options: &ServerOptions) -> anyhow::Result<Self> {
+    pub fn start(options: &ServerOptions) -> Result<Self, StartError> {
         let stop = Arc::new(AtomicBool::new(false));
         let (engine, queues) = Engine::start(&options.engine, Some(options.queue_capacity), stop)?;
         Ok(Self {

@@ -68,6 +68,33 @@ pub enum Backend {
     Auto,
 }
 
+/// Why [`Engine::start`] (and so `xrudp attach` and `GameServer::start`) failed. Every
+/// message says what to do; the alternate form (`{:#}`) adds the causes.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A setting is invalid or does not fit this host: ports, ring and UMEM sizes,
+    /// queues, cores, huge pages, protocol settings.
+    #[error(transparent)]
+    Options(anyhow::Error),
+    /// The interface does not exist or cannot be read.
+    #[error(transparent)]
+    Interface(#[from] crate::iface::IfaceError),
+    /// Another engine serves the interface, or the runtime directory is unusable.
+    #[error(transparent)]
+    Claim(#[from] crate::runtime::ClaimError),
+    /// The XDP program or the AF_XDP sockets could not be set up (with
+    /// [`Backend::Auto`], only when the kernel-socket fallback failed as well).
+    #[error(transparent)]
+    Xdp(anyhow::Error),
+    /// The kernel-socket backend could not bind its UDP port.
+    #[error(transparent)]
+    Socket(anyhow::Error),
+    /// The control socket or a worker thread could not be started.
+    #[error(transparent)]
+    Runtime(anyhow::Error),
+}
+
 /// Everything `xrudp attach` needs.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -222,8 +249,8 @@ impl Engine {
         options: &Options,
         embedded: Option<usize>,
         stop: Arc<AtomicBool>,
-    ) -> anyhow::Result<(Self, Vec<Arc<Queues>>)> {
-        validate(options)?;
+    ) -> Result<(Self, Vec<Arc<Queues>>), StartError> {
+        validate(options).map_err(StartError::Options)?;
         let iface = Interface::lookup(&options.iface)?;
         match options.backend {
             Backend::Xdp => start_xdp(options, &iface, embedded, stop),
@@ -231,10 +258,11 @@ impl Engine {
             Backend::Auto => {
                 let claim_probe = crate::runtime::live_engine(&iface.name).ok().flatten();
                 if let Some(pid) = claim_probe {
-                    bail!(crate::runtime::ClaimError::Busy {
+                    return Err(crate::runtime::ClaimError::Busy {
                         iface: iface.name.clone(),
-                        pid
-                    });
+                        pid,
+                    }
+                    .into());
                 }
                 match start_xdp(options, &iface, embedded, Arc::clone(&stop)) {
                     Ok(e) => Ok(e),
@@ -436,31 +464,37 @@ fn start_xdp(
     iface: &Interface,
     embedded: Option<usize>,
     stop: Arc<AtomicBool>,
-) -> anyhow::Result<(Engine, Vec<Arc<Queues>>)> {
-    let queues = select_queues(iface, options.queues.as_deref())?;
-    let cores = assign_cores(options.cores.as_deref(), queues.len(), iface.numa_node)?;
+) -> Result<(Engine, Vec<Arc<Queues>>), StartError> {
+    let queues = select_queues(iface, options.queues.as_deref()).map_err(StartError::Options)?;
+    let cores = assign_cores(options.cores.as_deref(), queues.len(), iface.numa_node)
+        .map_err(StartError::Options)?;
     if options.umem_hugepages {
-        check_huge_pages(options, queues.len())?;
+        check_huge_pages(options, queues.len()).map_err(StartError::Options)?;
     }
     let claim = Claim::acquire(&iface.name)?;
 
-    let mut program = Program::load()?;
+    let xdp = |e: crate::loader::LoadError| StartError::Xdp(e.into());
+    let mut program = Program::load().map_err(xdp)?;
     let rudp_filter = embedded.is_some() || options.app.is_protocol();
-    program.configure(&options.ports, rudp_filter)?;
+    program
+        .configure(&options.ports, rudp_filter)
+        .map_err(xdp)?;
 
     // Native XDP first decides which zero-copy attempts make sense: SKB mode is copy only.
-    let mode = program.attach(&iface.name, options.mode)?;
-    let sockets = open_sockets(options, iface, &queues, &cores, mode, &mut program)?;
+    let mode = program.attach(&iface.name, options.mode).map_err(xdp)?;
+    let sockets = open_sockets(options, iface, &queues, &cores, mode, &mut program)
+        .map_err(StartError::Xdp)?;
     let busy_knobs = busy_poll_knobs(options, iface, &sockets);
     log_attached(options, iface, mode, &sockets, &cores);
 
-    let (jobs, api_queues) = jobs(options, embedded, sockets.len())?;
+    let (jobs, api_queues) = jobs(options, embedded, sockets.len()).map_err(StartError::Options)?;
     let mut planned = Vec::with_capacity(sockets.len());
     for (((q, xsk), core), job) in sockets.into_iter().zip(cores).zip(&jobs) {
         let telemetry = telemetry::Xsk {
             socket: xsk
                 .try_clone_fd()
-                .context("duplicating the AF_XDP socket descriptor")?,
+                .context("duplicating the AF_XDP socket descriptor")
+                .map_err(StartError::Xdp)?,
             zero_copy: xsk.zero_copy(),
             umem_frames: xsk.frames(),
         };
@@ -483,7 +517,8 @@ fn start_xdp(
         planned.iter().map(|p| Arc::clone(&p.worker)).collect(),
         embedded.is_some(),
     );
-    let engine = launch(options, running, claim, planned, jobs, stop, busy_knobs)?;
+    let engine = launch(options, running, claim, planned, jobs, stop, busy_knobs)
+        .map_err(StartError::Runtime)?;
     Ok((engine, api_queues))
 }
 
@@ -586,21 +621,26 @@ fn start_socket(
     iface: &Interface,
     embedded: Option<usize>,
     stop: Arc<AtomicBool>,
-) -> anyhow::Result<(Engine, Vec<Arc<Queues>>)> {
+) -> Result<(Engine, Vec<Arc<Queues>>), StartError> {
     let Some(&port) = options.ports.first() else {
-        bail!("no --port given: name the game's UDP port, e.g. --port 7777");
+        return Err(StartError::Options(anyhow::anyhow!(
+            "no --port given: name the game's UDP port, e.g. --port 7777"
+        )));
     };
     if options.ports.len() > 1 {
         tracing::warn!(ports = ?options.ports, "the socket backend serves only the first port");
     }
     let n = options.workers.unwrap_or(iface.rx_queues as usize).max(1);
-    let cores = assign_cores(options.cores.as_deref(), n, iface.numa_node)?;
+    let cores =
+        assign_cores(options.cores.as_deref(), n, iface.numa_node).map_err(StartError::Options)?;
     let claim = Claim::acquire(&iface.name)?;
     let mut planned = Vec::with_capacity(n);
     for (i, core) in cores.iter().enumerate() {
-        let sock = UdpPort::open(port).with_context(|| {
-            format!("binding UDP port {port} (SO_REUSEPORT): is another program using it? (`ss -ulpn sport = :{port}`)")
-        })?;
+        let sock = UdpPort::open(port)
+            .with_context(|| {
+                format!("binding UDP port {port} (SO_REUSEPORT): is another program using it? (`ss -ulpn sport = :{port}`)")
+            })
+            .map_err(StartError::Socket)?;
         planned.push(Planned {
             port: move || UdpPort::new(sock),
             worker: Arc::new(Worker::new(i as u32, None)),
@@ -625,8 +665,9 @@ fn start_socket(
         planned.iter().map(|p| Arc::clone(&p.worker)).collect(),
         embedded.is_some(),
     );
-    let (jobs, api_queues) = jobs(options, embedded, n)?;
-    let engine = launch(options, running, claim, planned, jobs, stop, Arc::default())?;
+    let (jobs, api_queues) = jobs(options, embedded, n).map_err(StartError::Options)?;
+    let engine = launch(options, running, claim, planned, jobs, stop, Arc::default())
+        .map_err(StartError::Runtime)?;
     Ok((engine, api_queues))
 }
 
