@@ -27,10 +27,11 @@ bash scripts/netns.sh down --all
 step "format"
 cargo fmt --all -- --check
 
-step "import cycles among the engine's modules (tools/import-cycles)"
+step "import cycles among the engine's and the load generator's modules (tools/import-cycles)"
 cargo fmt --manifest-path tools/import-cycles/Cargo.toml -- --check
 cargo test --locked --manifest-path tools/import-cycles/Cargo.toml
 cargo run --locked --quiet --manifest-path tools/import-cycles/Cargo.toml -- userspace/engine/src
+cargo run --locked --quiet --manifest-path tools/import-cycles/Cargo.toml -- userspace/bench/src
 
 step "clippy (host crates, the privileged tests crate, the import-cycle checker)"
 cargo clippy --all-targets --locked --workspace --exclude xrudp-ebpf -- -D warnings

@@ -9,7 +9,7 @@ use crate::{
     engine::AppKind,
     engine::{self, Backend},
     iface,
-    loader::ModeChoice,
+    loader::{self, ModeChoice, Program},
     runtime,
     sys::{self, xsk::ZeroCopy},
 };
@@ -44,7 +44,7 @@ pub enum Command {
     /// Load-test an echo server with N real connections; report msg/s, RTT percentiles,
     /// loss and retransmissions. Example:
     /// xrudp bench --server 198.18.0.1:7777 --clients 1000 --rate 20000 --duration 10
-    Bench(crate::bench::BenchArgs),
+    Bench(xrudp_bench::BenchArgs),
 }
 
 /// `xrudp attach` options.
@@ -202,7 +202,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Attach(a) => attach(a),
         Command::Detach(d) => detach(&d),
         Command::Stats(s) => stats(&s),
-        Command::Bench(b) => crate::bench::run(&b),
+        Command::Bench(b) => xrudp_bench::run(&b, &BenchSteering),
     }
 }
 
@@ -302,6 +302,53 @@ fn detach(d: &DetachArgs) -> anyhow::Result<()> {
 
 fn stats(s: &StatsArgs) -> anyhow::Result<()> {
     crate::stats::run(s.iface.as_deref(), s.json, s.watch)
+}
+
+/// `xrudp bench --backend xdp` steers its ports into its AF_XDP sockets with the
+/// engine's own XDP program, attached to the client end of the link.
+#[derive(Debug)]
+struct BenchSteering;
+
+impl xrudp_bench::Steering for BenchSteering {
+    fn rx_queues(&self, iface: &str) -> anyhow::Result<u32> {
+        Ok(iface::Interface::lookup(iface)?.rx_queues)
+    }
+
+    fn steer(&self, iface: &str, ports: &[u16]) -> anyhow::Result<Box<dyn xrudp_bench::Steered>> {
+        let mut program = Program::load().context(
+            "loading the XDP program (needs a kernel with XDP and BPF; see docs/OPERATIONS.md)",
+        )?;
+        program
+            .configure(ports, false)
+            .context("writing the steered ports to the XDP program's maps")?;
+        let mode = program.attach(iface, ModeChoice::Auto).with_context(|| {
+            format!("attaching the XDP program to {iface} (is another XDP program attached there?)")
+        })?;
+        let mode = match mode {
+            loader::Mode::Native => sys::xsk::ProgramMode::Native,
+            loader::Mode::Skb => sys::xsk::ProgramMode::Skb,
+        };
+        Ok(Box::new(BenchProgram { program, mode }))
+    }
+}
+
+/// The bench's attached XDP program; dropping it detaches the program.
+#[derive(Debug)]
+struct BenchProgram {
+    program: Program,
+    mode: sys::xsk::ProgramMode,
+}
+
+impl xrudp_bench::Steered for BenchProgram {
+    fn mode(&self) -> sys::xsk::ProgramMode {
+        self.mode
+    }
+
+    fn register_socket(&mut self, queue: u32, fd: std::os::fd::RawFd) -> anyhow::Result<()> {
+        self.program
+            .register_socket(queue, fd)
+            .context("putting the AF_XDP socket in the XDP program's map")
+    }
 }
 
 #[cfg(test)]

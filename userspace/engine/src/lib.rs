@@ -4,7 +4,8 @@
 //! one AF_XDP socket per NIC queue, and runs one pinned worker per queue that receives,
 //! validates and answers datagrams in the UMEM. Modules, each depending only on those
 //! listed after it:
-//! - [`cli`]: the `xrudp` command line;
+//! - [`cli`]: the `xrudp` command line (`xrudp bench` is the `xrudp-bench` crate, given
+//!   the engine's XDP program to steer its AF_XDP load);
 //! - [`api`]: embedding the engine in game code;
 //! - [`engine`]: `xrudp attach` — load, attach, bind, run workers, tear down;
 //! - [`stats`]: `xrudp stats` (rates, table, JSON) and the Prometheus endpoint;
@@ -15,11 +16,12 @@
 //! - [`iface`], [`busy_poll`]: interface discovery and `--busy-poll` knobs;
 //! - [`telemetry`]: counters, latency histograms, published figures and the snapshot
 //!   schema — a leaf that the workers write and every reader reads;
-//! - [`sys`]: the only module with `unsafe` — AF_XDP rings, libbpf, raw syscalls.
+//! - [`sys`]: the only module with `unsafe` — libbpf and raw syscalls; it re-exports
+//!   `xrudp-xdp` (AF_XDP rings, `recvmmsg`/`sendmmsg`, epoll), the one other crate with
+//!   `unsafe`.
 #![deny(unsafe_code)]
 
 pub mod api;
-pub mod bench;
 pub mod busy_poll;
 pub mod cli;
 pub mod control;

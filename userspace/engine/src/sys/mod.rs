@@ -1,15 +1,16 @@
 //! The one corner of the engine where `unsafe` lives: libbpf queries of XDP attachments
 //! ([`bpf`]), and a few raw syscalls (ethtool channel counts, socket options, thread CPU
-//! time). AF_XDP rings and UMEM live in their own crate, `xrudp-xdp`, re-exported here as
-//! [`xsk`] and [`ring`]. Everything outside `sys` is `#![deny(unsafe_code)]` and reaches
+//! time). The userspace I/O the load generator shares lives in its own crate,
+//! `xrudp-xdp`, re-exported here: AF_XDP rings and UMEM as [`xsk`] and [`ring`], the
+//! batched UDP syscalls as [`mmsg`] and [`epoll`], and [`geteuid`] and
+//! [`set_thread_idle`]. Everything outside `sys` is `#![deny(unsafe_code)]` and reaches
 //! the kernel only through the safe functions here and in `xrudp-xdp`.
 #![allow(unsafe_code)]
 
 pub mod bpf;
-pub mod epoll;
-pub mod mmsg;
 
-pub use xrudp_xdp::{ring, xsk};
+pub use xrudp_xdp::os::{geteuid, set_thread_idle};
+pub use xrudp_xdp::{epoll, mmsg, ring, xsk};
 
 use std::{ffi::CString, io, os::fd::AsRawFd as _};
 
@@ -117,13 +118,6 @@ pub fn try_lock_exclusive(file: &std::fs::File) -> io::Result<bool> {
 pub fn gettid() -> i32 {
     // SAFETY: gettid has no preconditions.
     unsafe { libc::gettid() }
-}
-
-/// The effective user id of the process.
-#[must_use]
-pub fn geteuid() -> u32 {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() }
 }
 
 /// Sets an integer socket option; used for the busy-poll knobs.
@@ -236,21 +230,6 @@ pub fn wait_readable(fd: std::os::fd::BorrowedFd<'_>, timeout_ms: i32) -> io::Re
                 Err(e)
             }
         }
-    }
-}
-
-/// Moves the calling thread to `SCHED_IDLE` (sched(7)): it runs only when its core has
-/// nothing else to do and is preempted at once when something wakes (the bench's
-/// noise probe uses this so it never delays the engine or the load).
-pub fn set_thread_idle() -> io::Result<()> {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: pid 0 is the calling thread; `param` is a valid, initialised sched_param
-    // that outlives the call, and SCHED_IDLE requires priority 0.
-    let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &raw const param) };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
     }
 }
 

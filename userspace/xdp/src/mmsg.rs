@@ -1,9 +1,9 @@
 //! Batched datagram I/O on kernel UDP sockets: `recvmmsg(2)` and `sendmmsg(2)`.
 //!
-//! The socket backend's workers receive and send up to [`BATCH`] datagrams per syscall.
-//! Buffers are allocated once per worker; the `mmsghdr`/`iovec` arrays that point into
-//! them are rebuilt on the stack-free scratch vectors each call (cheap, and it keeps the
-//! buffers free of self-references).
+//! The engine's socket backend and the load generator's socket backend receive and send
+//! up to [`BATCH`] datagrams per syscall. Buffers are allocated once per worker; the
+//! `mmsghdr`/`iovec` arrays that point into them are rebuilt on the stack-free scratch
+//! vectors each call (cheap, and it keeps the buffers free of self-references).
 
 use std::{
     io,

@@ -1,4 +1,4 @@
-//! `xrudp bench`: the load generator.
+//! `xrudp bench`: the load generator, a library the `xrudp` binary runs as a subcommand.
 //!
 //! N real protocol connections ([`conns::Conns`] of [`xrudp_proto::Client`]s per thread,
 //! over a batched transport: kernel sockets with `recvmmsg`/`sendmmsg`, or AF_XDP on the
@@ -19,6 +19,14 @@
 //! - [`socket_io`], [`xdp_io`]: the two load backends;
 //! - [`probe`], [`host`]: the noise-floor probe and procfs figures;
 //! - [`report`], [`plot`]: the summary, its JSON, and the percentile plot (SVG).
+//!
+//! Its I/O goes through `xrudp-xdp` (AF_XDP sockets, `recvmmsg`/`sendmmsg`, epoll), so
+//! this crate has no `unsafe`. It does not depend on the engine crate, whose binary
+//! depends on it: what `--backend xdp` needs from the engine — the interface's queue
+//! count and the engine's XDP program, attached on the client end of the link to steer
+//! the load's ports into its AF_XDP sockets — comes in through a [`Steering`], which
+//! `xrudp bench` implements with the engine's loader and passes to [`run`].
+#![deny(unsafe_code)]
 #![expect(
     clippy::cast_precision_loss,
     reason = "counts and nanoseconds become f64 only for figures shown to people (rates, \
@@ -35,6 +43,8 @@ pub mod report;
 pub mod schedule;
 pub mod socket_io;
 pub mod xdp_io;
+
+pub use self::xdp_io::{Steered, Steering};
 
 use std::io::{IsTerminal as _, Write as _};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -148,9 +158,10 @@ pub enum Backend {
 }
 
 /// Runs `xrudp bench`: prints the summary (or JSON) on stdout, a progress line on stderr
-/// when it is a terminal, and writes the plot if asked.
-pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
-    let (report, rtt) = measure(args, std::io::stderr().is_terminal())?;
+/// when it is a terminal, and writes the plot if asked. `steering` attaches the XDP
+/// program for `--backend xdp`; the socket backend never calls it.
+pub fn run(args: &BenchArgs, steering: &dyn Steering) -> anyhow::Result<()> {
+    let (report, rtt) = measure(args, steering, std::io::stderr().is_terminal())?;
     let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer(&mut out, &report).context("writing JSON")?;
@@ -170,12 +181,14 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
 }
 
 /// Runs the load and returns the report and the merged round-trip histogram (ns).
+/// `steering` is used with `--backend xdp` only.
 #[expect(
     clippy::too_many_lines,
     reason = "the run's phases (start, connect, schedule, join, merge) read best in order"
 )]
 pub fn measure(
     args: &BenchArgs,
+    steering: &dyn Steering,
     show_progress: bool,
 ) -> anyhow::Result<(Report, hdrhistogram::Histogram<u64>)> {
     let plans = plans(args)?;
@@ -185,6 +198,7 @@ pub fn measure(
         (Backend::Xdp, Some(iface)) => {
             let clients: Vec<usize> = plans.iter().map(|p| p.clients).collect();
             let (a, r) = xdp_io::attach(
+                steering,
                 iface,
                 args.server,
                 args.xdp_ports,
@@ -480,6 +494,18 @@ mod tests {
     use super::*;
     use xrudp_client::testing::EchoServer;
 
+    /// The socket backend steers nothing.
+    struct Unused;
+
+    impl Steering for Unused {
+        fn rx_queues(&self, _: &str) -> anyhow::Result<u32> {
+            unreachable!("the socket backend has no interface")
+        }
+        fn steer(&self, _: &str, _: &[u16]) -> anyhow::Result<Box<dyn Steered>> {
+            unreachable!("the socket backend attaches no XDP program")
+        }
+    }
+
     fn args(server: SocketAddr) -> BenchArgs {
         BenchArgs {
             server,
@@ -509,7 +535,7 @@ mod tests {
     #[test]
     fn reliable_echo_run_accounts_for_every_message() {
         let server = EchoServer::start(xrudp_proto::ServerConfig::default()).unwrap();
-        let (report, rtt) = measure(&args(server.addr()), false).unwrap();
+        let (report, rtt) = measure(&args(server.addr()), &Unused, false).unwrap();
         let m = &report.messages;
         assert_eq!(report.connected, 20);
         assert_eq!(report.connect_failed, 0);

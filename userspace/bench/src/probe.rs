@@ -161,7 +161,7 @@ impl Recorder {
     }
 }
 
-/// Moves the calling thread to `SCHED_IDLE` (sched(7)); see [`crate::sys::set_thread_idle`].
+/// Moves the calling thread to `SCHED_IDLE` (sched(7)); see [`xrudp_xdp::os::set_thread_idle`].
 fn set_idle_policy() -> std::io::Result<()> {
-    crate::sys::set_thread_idle()
+    xrudp_xdp::os::set_thread_idle()
 }

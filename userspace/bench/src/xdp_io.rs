@@ -3,16 +3,17 @@
 //! link, bypassing the kernel's UDP stack.
 //!
 //! Each connection gets its own local UDP port, from a contiguous range that the engine's
-//! XDP program (attached to IF, its ports map set to that range) steers into one AF_XDP
-//! socket per load thread (thread `i` on queue `i`). Frames are built in the UMEM with
-//! complete checksums ([`xrudp_packet::datagram::build`]) and batched on the TX ring;
-//! echoes are taken off the RX ring in batches, checksum-verified and handed to the
-//! connection their destination port names. IPv4 only: the source address is the one the
+//! XDP program (attached to IF by a [`Steering`], its ports map set to that range) steers
+//! into one AF_XDP socket per load thread (thread `i` on queue `i`). Frames are built in
+//! the UMEM with complete checksums ([`xrudp_packet::datagram::build`]) and batched on the
+//! TX ring; echoes are taken off the RX ring in batches, checksum-verified and handed to
+//! the connection their destination port names. IPv4 only: the source address is the one the
 //! kernel would use toward the server, the source MAC is IF's, and the server's MAC comes
 //! from the kernel's neighbour table, which a datagram to the server's discard port fills.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -20,10 +21,9 @@ use xrudp_packet::Kernel;
 use xrudp_packet::datagram::{self, Datagram, Route};
 use xrudp_packet::ethernet::Address;
 use xrudp_proto::Client;
+use xrudp_xdp::xsk::{Frame, ProgramMode, Xsk, XskConfig, ZeroCopy};
 
 use super::conns::{IoCounters, Transport};
-use crate::loader::{ModeChoice, Program};
-use crate::sys::xsk::{Frame, ProgramMode, Xsk, XskConfig, ZeroCopy};
 
 /// Frames taken off the RX ring, or put on the TX ring, per pass.
 const BATCH: usize = 64;
@@ -42,25 +42,47 @@ const XSK: XskConfig = XskConfig {
     huge_pages: false,
 };
 
+/// What `--backend xdp` needs from the engine: the interface's queue count and the XDP
+/// program that steers the load's ports into its AF_XDP sockets. The `xrudp` binary
+/// implements it with the engine's loader; this crate cannot, since the engine's binary
+/// depends on it.
+pub trait Steering {
+    /// Active receive queues of `iface` in this network namespace; an error if there is
+    /// no such interface.
+    fn rx_queues(&self, iface: &str) -> anyhow::Result<u32>;
+    /// Loads the XDP program, sets its steered ports to `ports` and attaches it to
+    /// `iface` (native if the driver can, else SKB). Errors say what to do.
+    fn steer(&self, iface: &str, ports: &[u16]) -> anyhow::Result<Box<dyn Steered>>;
+}
+
+/// An XDP program attached by [`Steering::steer`]; dropping it detaches the program.
+pub trait Steered: std::fmt::Debug {
+    /// Where the program attached; the AF_XDP sockets bind to match.
+    fn mode(&self) -> ProgramMode;
+    /// Puts the AF_XDP socket bound to `queue` in the program's socket map.
+    fn register_socket(&mut self, queue: u32, fd: RawFd) -> anyhow::Result<()>;
+}
+
 /// The XDP program attached to the client interface, and one transport per load thread.
 /// Keep the [`Attachment`] alive for the run: dropping it detaches the program.
 #[derive(Debug)]
 pub struct Attachment {
-    _program: Program,
+    _program: Box<dyn Steered>,
 }
 
-/// Attaches to `iface`, steering ports `port_base .. port_base + sum(clients)`, and opens
-/// one AF_XDP socket per entry of `clients` (thread `i` on queue `i`, its connections on
-/// the next `clients[i]` ports). `verify_checksums`: drop echoes whose UDP checksum
-/// does not verify.
+/// Attaches to `iface` through `steering`, steering ports
+/// `port_base .. port_base + sum(clients)`, and opens one AF_XDP socket per entry of
+/// `clients` (thread `i` on queue `i`, its connections on the next `clients[i]` ports).
+/// `verify_checksums`: drop echoes whose UDP checksum does not verify.
 pub fn attach(
+    steering: &dyn Steering,
     iface: &str,
     server: SocketAddr,
     port_base: u16,
     clients: &[usize],
     verify_checksums: bool,
 ) -> anyhow::Result<(Attachment, Vec<Rings>)> {
-    if crate::sys::geteuid() != 0 {
+    if xrudp_xdp::os::geteuid() != 0 {
         bail!(
             "--backend xdp loads an XDP program and binds AF_XDP sockets: run as root (or with \
              CAP_NET_ADMIN, CAP_BPF and CAP_NET_RAW), or use --backend socket"
@@ -69,7 +91,7 @@ pub fn attach(
     let SocketAddr::V4(server4) = server else {
         bail!("--backend xdp supports IPv4 servers only; use --backend socket for IPv6");
     };
-    let info = crate::iface::Interface::lookup(iface).with_context(|| {
+    let rx_queues = steering.rx_queues(iface).with_context(|| {
         format!(
             "--iface {iface}: no such interface in this network namespace; run the bench in \
              the client's namespace (`ip netns exec NS xrudp bench ...`) and name the link \
@@ -77,13 +99,11 @@ pub fn attach(
         )
     })?;
     let threads = clients.len();
-    if threads as u64 > u64::from(info.rx_queues) {
+    if threads as u64 > u64::from(rx_queues) {
         bail!(
             "--backend xdp binds one AF_XDP socket per load thread, thread i on queue i, but \
-             {iface} has {} active queue(s): use --threads {} or fewer (or give the link more \
-             queues)",
-            info.rx_queues,
-            info.rx_queues
+             {iface} has {rx_queues} active queue(s): use --threads {rx_queues} or fewer (or \
+             give the link more queues)"
         );
     }
     let total: usize = clients.iter().sum();
@@ -102,19 +122,8 @@ pub fn attach(
     let ports: Vec<u16> = (0..total)
         .filter_map(|k| u16::try_from(usize::from(port_base) + k).ok())
         .collect();
-    let mut program = Program::load().context(
-        "loading the XDP program (needs a kernel with XDP and BPF; see docs/OPERATIONS.md)",
-    )?;
-    program
-        .configure(&ports, false)
-        .context("writing the steered ports to the XDP program's maps")?;
-    let mode = program.attach(iface, ModeChoice::Auto).with_context(|| {
-        format!("attaching the XDP program to {iface} (is another XDP program attached there?)")
-    })?;
-    let program_mode = match mode {
-        crate::loader::Mode::Native => ProgramMode::Native,
-        crate::loader::Mode::Skb => ProgramMode::Skb,
-    };
+    let mut program = steering.steer(iface, &ports)?;
+    let program_mode = program.mode();
     let kernel = Kernel::detect();
     let mut rings = Vec::with_capacity(threads);
     let mut first = port_base;
@@ -126,9 +135,7 @@ pub fn attach(
                  program owns the queue, stop it"
             )
         })?;
-        program
-            .register_socket(queue, xsk.fd())
-            .context("putting the AF_XDP socket in the XDP program's map")?;
+        program.register_socket(queue, xsk.fd())?;
         rings.push(Rings {
             xsk,
             kernel,

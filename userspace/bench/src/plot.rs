@@ -187,7 +187,7 @@ mod tests {
 
     #[test]
     fn svg_is_well_formed_and_has_the_curve() {
-        let mut h = crate::bench::loadgen::histogram();
+        let mut h = crate::loadgen::histogram();
         for us in 1..=10_000u64 {
             h.record(us * 100).unwrap();
         }
@@ -220,7 +220,7 @@ mod tests {
 
     #[test]
     fn empty_histogram_still_renders() {
-        let doc = svg(&crate::bench::loadgen::histogram(), "empty");
+        let doc = svg(&crate::loadgen::histogram(), "empty");
         well_formed(&doc).unwrap();
         assert!(!doc.contains("<polyline"));
         assert!((nice_ceiling(0.0) - 1.0).abs() < f64::EPSILON);

@@ -11,10 +11,10 @@ use std::os::fd::AsFd as _;
 use std::time::{Duration, Instant};
 
 use xrudp_proto::Client;
+use xrudp_xdp::epoll::Epoll;
+use xrudp_xdp::mmsg::{self, BATCH, Batch};
 
 use super::conns::{IoCounters, Transport};
-use crate::sys::epoll::Epoll;
-use crate::sys::mmsg::{self, BATCH, Batch};
 
 /// `recvmmsg` calls per readable socket per round at most; a socket with more waiting is
 /// read again next round (epoll is level-triggered, so it is reported again).
