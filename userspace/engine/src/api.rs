@@ -30,10 +30,9 @@ use std::sync::{
     atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed},
 };
 
-pub use crate::service::{ConnId, Event};
+pub use crate::service::{Command, ConnId, Event, Queues, RELAY_JOIN};
 use crate::{
     engine::{Backend, Engine, Options, StartError},
-    service::{Command, Queues},
     telemetry::Snapshot,
 };
 

@@ -13,17 +13,17 @@ use std::{fs, io, path::PathBuf};
 use crate::sys;
 
 /// `SO_BUSY_POLL`: microseconds a busy-poll call may spin for packets.
-pub const BUSY_POLL_USECS: i32 = 20;
+pub(crate) const BUSY_POLL_USECS: i32 = 20;
 /// `SO_BUSY_POLL_BUDGET`: packets one busy-poll round may process.
-pub const BUSY_POLL_BUDGET: i32 = 64;
+pub(crate) const BUSY_POLL_BUDGET: i32 = 64;
 /// `napi_defer_hard_irqs`: NAPI polls that may find nothing before IRQs come back.
-pub const DEFER_HARD_IRQS: &str = "2";
+pub(crate) const DEFER_HARD_IRQS: &str = "2";
 /// `gro_flush_timeout` in ns: the watchdog that re-arms IRQs if polling stops.
-pub const GRO_FLUSH_TIMEOUT_NS: &str = "200000";
+pub(crate) const GRO_FLUSH_TIMEOUT_NS: &str = "200000";
 
 /// What could and could not be set, for the log.
 #[derive(Debug, Default)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// Settings that took effect.
     pub applied: Vec<String>,
     /// Settings the kernel or driver refused, with the reason.
@@ -31,7 +31,7 @@ pub struct Outcome {
 }
 
 /// Sets the three busy-poll socket options on an AF_XDP socket.
-pub fn configure_socket(fd: i32, out: &mut Outcome) {
+pub(crate) fn configure_socket(fd: i32, out: &mut Outcome) {
     for (name, opt, value) in [
         ("SO_PREFER_BUSY_POLL", libc::SO_PREFER_BUSY_POLL, 1),
         ("SO_BUSY_POLL", libc::SO_BUSY_POLL, BUSY_POLL_USECS),
@@ -51,7 +51,7 @@ pub fn configure_socket(fd: i32, out: &mut Outcome) {
 /// The interface's sysfs knobs as they were before the engine changed them; writing
 /// them back on drop restores the interface even when the engine fails later on.
 #[derive(Debug)]
-pub struct IfaceKnobs {
+pub(crate) struct IfaceKnobs {
     saved: Vec<(PathBuf, String)>,
 }
 
@@ -59,7 +59,7 @@ impl IfaceKnobs {
     /// Sets `napi_defer_hard_irqs` and `gro_flush_timeout` on `iface`, remembering the
     /// previous values. Refusals go to `out` and are not errors.
     #[must_use]
-    pub fn apply(iface: &str, out: &mut Outcome) -> Self {
+    pub(crate) fn apply(iface: &str, out: &mut Outcome) -> Self {
         let dir = PathBuf::from("/sys/class/net").join(iface);
         let mut saved = Vec::new();
         for (knob, value) in [
@@ -80,7 +80,7 @@ impl IfaceKnobs {
 
     /// Whether anything was changed.
     #[must_use]
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.saved.is_empty()
     }
 }
@@ -104,14 +104,14 @@ impl Drop for IfaceKnobs {
 /// only hold every packet for `gro_flush_timeout`: the first worker to see that restores
 /// the interface's settings and says so.
 #[derive(Debug, Default)]
-pub struct Knobs {
+pub(crate) struct Knobs {
     knobs: std::sync::Mutex<Option<IfaceKnobs>>,
 }
 
 impl Knobs {
     /// Holds `knobs` (none: nothing to restore).
     #[must_use]
-    pub fn new(knobs: Option<IfaceKnobs>) -> Self {
+    pub(crate) fn new(knobs: Option<IfaceKnobs>) -> Self {
         Self {
             knobs: std::sync::Mutex::new(knobs),
         }
@@ -120,7 +120,7 @@ impl Knobs {
     /// Called once per queue, after its first packets, with the socket's
     /// `SO_INCOMING_NAPI_ID`. Returns the id to publish (0 when the kernel has none).
     #[cold]
-    pub fn queue_napi_id(&self, queue: u32, napi_id: io::Result<i32>) -> u32 {
+    pub(crate) fn queue_napi_id(&self, queue: u32, napi_id: io::Result<i32>) -> u32 {
         let id = match napi_id {
             Ok(id) => u32::try_from(id).unwrap_or(0),
             Err(e) => {

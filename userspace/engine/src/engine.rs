@@ -28,6 +28,8 @@ use crate::{
     telemetry::{self, Running, Worker},
 };
 
+pub use crate::iface::IfaceError;
+
 /// What the workers do with the datagrams they receive (`--app`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]

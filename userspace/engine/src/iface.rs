@@ -6,7 +6,7 @@ use crate::sys;
 
 /// An interface the engine can attach to.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Interface {
+pub(crate) struct Interface {
     /// Name, e.g. `eth0`.
     pub name: String,
     /// Kernel interface index.
@@ -36,7 +36,7 @@ pub enum IfaceError {
 
 impl Interface {
     /// Looks up `name` in the calling thread's network namespace.
-    pub fn lookup(name: &str) -> Result<Self, IfaceError> {
+    pub(crate) fn lookup(name: &str) -> Result<Self, IfaceError> {
         let index = sys::if_index(name).ok_or_else(|| IfaceError::NotFound {
             name: name.to_owned(),
         })?;
