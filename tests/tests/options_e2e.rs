@@ -96,7 +96,15 @@ fn token_key_file_admits_only_clients_with_a_token_signed_by_it() {
             other => panic!("{what}: expected a refusal ({want:?}), got {other:?}"),
         }
     }
-    let snap = engine.snapshot();
+    // Protocol figures are published every 100 ms: wait for the refusals to show.
+    let refused = |s: &xrudp::telemetry::Snapshot, name: &str| {
+        protocol_sum(s, |f| f.rejected.get(name).copied().unwrap_or(0))
+    };
+    let snap = engine.wait_for(TIMEOUT, |s| {
+        ["token_required", "token_invalid", "token_expired"]
+            .iter()
+            .all(|n| refused(s, n) >= 1)
+    });
     for name in ["token_required", "token_invalid", "token_expired"] {
         assert!(
             protocol_sum(&snap, |f| f.rejected.get(name).copied().unwrap_or(0)) >= 1,
@@ -167,9 +175,11 @@ fn busy_poll_serves_echo_and_says_so() {
         64,
         "every reliable echo came back under busy polling"
     );
-    let snap = engine.snapshot();
+    // Several messages share a datagram, and protocol figures are published every
+    // 100 ms: wait for the worker to report the 64 messages it received.
+    let snap = engine.wait_for(TIMEOUT, |s| protocol_sum(s, |f| f.messages_in) >= 64);
     assert!(
-        snap.queues[0].rx_packets >= 64,
+        snap.queues[0].rx_packets > 0 && protocol_sum(&snap, |f| f.messages_in) >= 64,
         "served from the AF_XDP queue: {:?}",
         snap.queues[0]
     );
@@ -212,9 +222,11 @@ fn mode_auto_falls_back_to_skb_when_the_driver_refuses_native() {
     let server = t.srv_addr(PORT);
     let back = Topology::in_ns(&t.ns_cli.clone(), move || echo(server, None, 16));
     assert_eq!(back.expect("connects in skb mode"), 16);
+    let snap = engine.wait_for(TIMEOUT, |s| protocol_sum(s, |f| f.messages_in) >= 16);
     assert!(
-        engine.snapshot().queues[0].rx_packets >= 16,
-        "served through AF_XDP in skb mode"
+        snap.queues[0].rx_packets > 0 && protocol_sum(&snap, |f| f.messages_in) >= 16,
+        "served through AF_XDP in skb mode: {:?}",
+        snap.queues[0]
     );
     assert!(
         engine
