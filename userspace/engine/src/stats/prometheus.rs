@@ -541,6 +541,16 @@ mod tests {
     }
 
     #[test]
+    fn exposition_of_fixed_snapshots_is_unchanged() {
+        use crate::stats::fixture;
+        fixture::check_golden("prometheus-full.txt", &render(&fixture::full().snapshot));
+        fixture::check_golden(
+            "prometheus-sparse.txt",
+            &render(&fixture::sparse().snapshot),
+        );
+    }
+
+    #[test]
     fn label_values_are_escaped() {
         assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }

@@ -255,6 +255,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn tables_of_fixed_reports_are_unchanged() {
+        use crate::stats::fixture;
+        for (name, report) in [
+            ("table-full.txt", fixture::full()),
+            ("table-sparse.txt", fixture::sparse()),
+        ] {
+            let mut out = Vec::new();
+            render(&mut out, &report).expect("rendering into a Vec");
+            fixture::check_golden(name, &String::from_utf8(out).expect("UTF-8"));
+        }
+    }
+
+    #[test]
     fn units_read_well() {
         assert_eq!(si(950.0), "950");
         assert_eq!(si(12_345.0), "12.3k");
