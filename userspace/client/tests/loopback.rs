@@ -103,12 +103,32 @@ fn a_fleet_of_200_connects_and_echoes_everything() {
     assert_eq!(fleet.len(), CLIENTS as usize);
     assert_eq!(fleet.count(ClientState::Connecting), CLIENTS as usize);
 
-    let mut next = vec![0u32; CLIENTS as usize];
-    let mut echoed = vec![0u32; CLIENTS as usize];
+    fleet_echoes_in_order(&mut fleet, &ids, N);
+    assert_eq!(fleet.count(ClientState::Connected), CLIENTS as usize);
+    let stats = fleet.stats();
+    assert!(stats.io.datagrams_sent >= u64::from(CLIENTS * 2));
+    assert!(stats.io.datagrams_received >= u64::from(CLIENTS * 2));
+    assert_eq!(stats.socket_errors, 0);
+
+    fleet_disconnects(&mut fleet, &ids, 9);
+    server_saw_every_client_go(server, CLIENTS, u64::from(CLIENTS * N), 9);
+    for id in ids {
+        assert!(fleet.remove(id));
+        assert!(!fleet.remove(id), "stale after removal");
+    }
+    assert!(fleet.is_empty());
+}
+
+/// Drives `fleet` until every client has connected and had `n` messages echoed, each
+/// client's in the order it sent them.
+fn fleet_echoes_in_order(fleet: &mut Fleet, ids: &[FleetId], n: u32) {
+    let clients = ids.len() as u32;
+    let mut next = vec![0u32; ids.len()];
+    let mut echoed = vec![0u32; ids.len()];
     let mut connected = 0;
     let mut total = 0;
     let start = Instant::now();
-    while total < CLIENTS * N && start.elapsed() < DEADLINE {
+    while total < clients * n && start.elapsed() < DEADLINE {
         fleet.drive(Duration::from_millis(20)).unwrap();
         while let Some((id, e)) = fleet.poll_event() {
             let i = id.index();
@@ -126,7 +146,7 @@ fn a_fleet_of_200_connects_and_echoes_everything() {
             }
         }
         for (i, &id) in ids.iter().enumerate() {
-            while next[i] < N && fleet.state(id) == Some(ClientState::Connected) {
+            while next[i] < n && fleet.state(id) == Some(ClientState::Connected) {
                 if fleet.send(id, 0, &message(i as u32, next[i])).is_err() {
                     break;
                 }
@@ -134,59 +154,57 @@ fn a_fleet_of_200_connects_and_echoes_everything() {
             }
         }
     }
-    assert_eq!(connected, CLIENTS);
-    assert_eq!(total, CLIENTS * N, "every message echoed: {echoed:?}");
-    assert_eq!(fleet.count(ClientState::Connected), CLIENTS as usize);
-    let stats = fleet.stats();
-    assert!(stats.io.datagrams_sent >= u64::from(CLIENTS * 2));
-    assert!(stats.io.datagrams_received >= u64::from(CLIENTS * 2));
-    assert_eq!(stats.socket_errors, 0);
+    assert_eq!(connected, clients);
+    assert_eq!(total, clients * n, "every message echoed: {echoed:?}");
+}
 
-    // Disconnect them all; the server sees each go.
-    for &id in &ids {
-        fleet.disconnect(id, 9);
+/// Disconnects every client with `code` and waits until each reports it.
+fn fleet_disconnects(fleet: &mut Fleet, ids: &[FleetId], code: u16) {
+    for &id in ids {
+        fleet.disconnect(id, code);
     }
     let mut gone = 0;
     let start = Instant::now();
-    while gone < CLIENTS && start.elapsed() < DEADLINE {
+    while gone < ids.len() && start.elapsed() < DEADLINE {
         fleet.drive(Duration::from_millis(20)).unwrap();
         while let Some((_, e)) = fleet.poll_event() {
             if let ClientEvent::Disconnected { reason } = e {
-                assert_eq!(reason, DisconnectReason::Local { code: 9 });
+                assert_eq!(reason, DisconnectReason::Local { code });
                 gone += 1;
             }
         }
     }
-    assert_eq!(gone, CLIENTS);
-    assert_eq!(fleet.count(ClientState::Disconnected), CLIENTS as usize);
+    assert_eq!(gone, ids.len());
+    assert_eq!(fleet.count(ClientState::Disconnected), ids.len());
+}
+
+/// Stops `server` once it has seen `clients` disconnects, and checks it echoed
+/// `messages` and saw each client go: by its `Disconnect` (`code`), or by timeout when
+/// every copy of it was lost.
+fn server_saw_every_client_go(server: EchoServer, clients: u32, messages: u64, code: u16) {
     let start = Instant::now();
-    while server.stats().disconnects.len() < CLIENTS as usize && start.elapsed() < DEADLINE {
+    while server.stats().disconnects.len() < clients as usize && start.elapsed() < DEADLINE {
         std::thread::sleep(Duration::from_millis(10));
     }
     let stats = server.stop().unwrap();
-    assert_eq!(stats.messages, u64::from(CLIENTS * N));
-    assert_eq!(stats.connected, u64::from(CLIENTS));
-    assert_eq!(stats.disconnects.len(), CLIENTS as usize);
+    assert_eq!(stats.messages, messages);
+    assert_eq!(stats.connected, u64::from(clients));
+    assert_eq!(stats.disconnects.len(), clients as usize);
     let graceful = stats
         .disconnects
         .iter()
-        .filter(|r| **r == DisconnectReason::Peer { code: 9 })
+        .filter(|r| **r == DisconnectReason::Peer { code })
         .count();
     assert!(graceful > 0, "{:?}", stats.disconnects);
     assert!(
-        stats.disconnects.iter().all(|r| matches!(
-            r,
-            DisconnectReason::Peer { code: 9 } | DisconnectReason::TimedOut
-        )),
+        stats
+            .disconnects
+            .iter()
+            .all(|r| *r == DisconnectReason::Peer { code } || *r == DisconnectReason::TimedOut),
         "{:?}",
         stats.disconnects
     );
-    eprintln!("{graceful} of {CLIENTS} disconnects arrived, the rest timed out");
-    for id in ids {
-        assert!(fleet.remove(id));
-        assert!(!fleet.remove(id), "stale after removal");
-    }
-    assert!(fleet.is_empty());
+    eprintln!("{graceful} of {clients} disconnects arrived, the rest timed out");
 }
 
 /// A loopback port with nothing bound to it (bound, read and released).

@@ -10,6 +10,8 @@
     reason = "counters far below 2^52 keep their precision as f64 rates and ratios"
 )]
 
+#[cfg(test)]
+mod fixture;
 pub mod prometheus;
 pub mod table;
 

@@ -29,15 +29,27 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// seconds and sizes in bytes; per-queue series carry a `queue` label, and every series
 /// an `iface` label.
 #[must_use]
-#[expect(
-    clippy::many_single_char_names,
-    reason = "s(napshot), t(otals), r(eport), q(ueue): the figures' usual short names"
-)]
 pub fn render(s: &Snapshot) -> String {
     let mut m = Metrics {
         out: String::with_capacity(16 * 1024),
         iface: escape(&s.iface),
     };
+    engine(&mut m, s);
+    xdp_program(&mut m, s);
+    worker_traffic(&mut m, s);
+    umem(&mut m, s);
+    xsk_statistics(&mut m, s);
+    if s.queues.iter().any(|x| x.protocol.is_some()) {
+        connections(&mut m, s);
+        protocol_traffic(&mut m, s);
+        path_estimates(&mut m, s);
+    }
+    processing_latency(&mut m, s);
+    m.out
+}
+
+/// The engine's settings, uptime and memory.
+fn engine(m: &mut Metrics, s: &Snapshot) {
     m.family(
         "xrudp_info",
         "gauge",
@@ -73,47 +85,50 @@ pub fn render(s: &Snapshot) -> String {
             &[(None, rss as f64)],
         );
     }
-    if !s.xdp.is_empty() {
-        m.family(
-            "xrudp_xdp_program_packets_total",
-            "counter",
-            "XDP program verdicts and drop reasons, summed over CPUs.",
-        );
-        for c in Counter::ALL {
-            if let Some(v) = s.xdp_counter(c.label()) {
-                m.sample_raw(
-                    "xrudp_xdp_program_packets_total",
-                    &format!("counter=\"{}\"", c.label()),
-                    v as f64,
-                );
-            }
+}
+
+/// The XDP program's verdict and drop counters (none on the socket backend).
+fn xdp_program(m: &mut Metrics, s: &Snapshot) {
+    if s.xdp.is_empty() {
+        return;
+    }
+    m.family(
+        "xrudp_xdp_program_packets_total",
+        "counter",
+        "XDP program verdicts and drop reasons, summed over CPUs.",
+    );
+    for c in Counter::ALL {
+        if let Some(v) = s.xdp_counter(c.label()) {
+            m.sample_raw(
+                "xrudp_xdp_program_packets_total",
+                &format!("counter=\"{}\"", c.label()),
+                v as f64,
+            );
         }
     }
-    let q = |f: &dyn Fn(&QueueSnapshot) -> Option<f64>| -> Vec<(Option<u32>, f64)> {
-        s.queues
-            .iter()
-            .filter_map(|x| f(x).map(|v| (Some(x.queue), v)))
-            .collect()
-    };
+}
+
+/// What the workers received, sent and dropped, and the CPU time they took.
+fn worker_traffic(m: &mut Metrics, s: &Snapshot) {
     m.counter(
         "xrudp_rx_packets_total",
         "Datagrams taken off the RX ring (or recvmmsg) by the workers.",
-        &q(&|x| Some(x.rx_packets as f64)),
+        &per_queue(s, |x| Some(x.rx_packets as f64)),
     );
     m.counter(
         "xrudp_rx_bytes_total",
         "Bytes of the frames received by the workers.",
-        &q(&|x| Some(x.rx_bytes as f64)),
+        &per_queue(s, |x| Some(x.rx_bytes as f64)),
     );
     m.counter(
         "xrudp_tx_packets_total",
         "Datagrams handed to TX by the workers.",
-        &q(&|x| Some(x.tx_packets as f64)),
+        &per_queue(s, |x| Some(x.tx_packets as f64)),
     );
     m.counter(
         "xrudp_tx_bytes_total",
         "Bytes of the frames handed to TX.",
-        &q(&|x| Some(x.tx_bytes as f64)),
+        &per_queue(s, |x| Some(x.tx_bytes as f64)),
     );
     m.family(
         "xrudp_worker_drops_total",
@@ -137,224 +152,262 @@ pub fn render(s: &Snapshot) -> String {
     m.counter(
         "xrudp_worker_cpu_seconds_total",
         "CPU time of the worker thread (user + system).",
-        &q(&|x| x.cpu_secs),
+        &per_queue(s, |x| x.cpu_secs),
     );
+}
+
+/// UMEM frame use and the fill ring's level.
+fn umem(m: &mut Metrics, s: &Snapshot) {
     m.gauge(
         "xrudp_umem_frames",
         "UMEM frames of the queue.",
-        &q(&|x| Some(f64::from(x.umem_frames))),
+        &per_queue(s, |x| Some(f64::from(x.umem_frames))),
     );
     m.gauge(
         "xrudp_umem_frames_in_use",
         "UMEM frames out of the pool (rings, kernel, worker).",
-        &q(&|x| Some(x.frames_in_use as f64)),
+        &per_queue(s, |x| Some(x.frames_in_use as f64)),
     );
     m.gauge(
         "xrudp_umem_frames_high_water",
         "Highest UMEM frames in use since start.",
-        &q(&|x| Some(x.frames_high_water as f64)),
+        &per_queue(s, |x| Some(x.frames_high_water as f64)),
     );
     m.gauge(
         "xrudp_fill_ring_descriptors",
         "Descriptors on the fill ring.",
-        &q(&|x| x.fill_ring_level.map(|v| v as f64)),
+        &per_queue(s, |x| x.fill_ring_level.map(|v| v as f64)),
     );
-    let stat = |f: fn(&XdpStatistics) -> u64| {
-        q(&move |x: &QueueSnapshot| x.xdp_statistics.as_ref().map(|st| f(st) as f64))
-    };
-    m.counter(
-        "xrudp_xsk_rx_dropped_total",
-        "XDP_STATISTICS rx_dropped: dropped for reasons other than invalid descriptors.",
-        &stat(|x| x.rx_dropped),
-    );
-    m.counter(
-        "xrudp_xsk_rx_invalid_descs_total",
-        "XDP_STATISTICS rx_invalid_descs.",
-        &stat(|x| x.rx_invalid_descs),
-    );
-    m.counter(
-        "xrudp_xsk_tx_invalid_descs_total",
-        "XDP_STATISTICS tx_invalid_descs.",
-        &stat(|x| x.tx_invalid_descs),
-    );
-    m.counter(
-        "xrudp_xsk_rx_ring_full_total",
-        "XDP_STATISTICS rx_ring_full: dropped because the RX ring was full.",
-        &stat(|x| x.rx_ring_full),
-    );
-    m.counter(
-        "xrudp_xsk_rx_fill_ring_empty_total",
-        "XDP_STATISTICS rx_fill_ring_empty_descs.",
-        &stat(|x| x.rx_fill_ring_empty_descs),
-    );
-    m.counter(
-        "xrudp_xsk_tx_ring_empty_total",
-        "XDP_STATISTICS tx_ring_empty_descs.",
-        &stat(|x| x.tx_ring_empty_descs),
-    );
+}
 
-    let p = |f: fn(&Figures) -> u64| {
-        q(&move |x: &QueueSnapshot| x.protocol.as_ref().map(|pr| f(pr) as f64))
-    };
-    if s.queues.iter().any(|x| x.protocol.is_some()) {
-        m.gauge(
-            "xrudp_connections",
-            "Established connections.",
-            &p(|f| f.connections),
-        );
-        m.counter(
-            "xrudp_connections_accepted_total",
-            "Connections admitted.",
-            &p(|f| f.accepted),
-        );
-        m.counter(
-            "xrudp_handshakes_total",
-            "Hellos answered with a stateless cookie.",
-            &p(|f| f.handshakes),
-        );
-        m.counter(
-            "xrudp_bad_cookies_total",
-            "Responses with a forged, stale or misaddressed cookie.",
-            &p(|f| f.bad_cookies),
-        );
-        m.counter(
-            "xrudp_connections_timed_out_total",
-            "Connections closed by the idle timeout.",
-            &p(|f| f.timed_out),
-        );
-        m.counter(
-            "xrudp_protocol_violations_total",
-            "Connections closed for protocol violations.",
-            &p(|f| f.violations),
-        );
-        m.family(
-            "xrudp_connections_rejected_total",
-            "counter",
-            "Admissions refused, by reason.",
-        );
-        for x in &s.queues {
-            if let Some(f) = &x.protocol {
-                for (reason, v) in &f.rejected {
-                    m.sample_raw(
-                        "xrudp_connections_rejected_total",
-                        &format!("queue=\"{}\",reason=\"{}\"", x.queue, escape(reason)),
-                        *v as f64,
-                    );
-                }
-            }
+/// The kernel's per-socket XDP_STATISTICS.
+fn xsk_statistics(m: &mut Metrics, s: &Snapshot) {
+    for (name, help, field) in [
+        (
+            "xrudp_xsk_rx_dropped_total",
+            "XDP_STATISTICS rx_dropped: dropped for reasons other than invalid descriptors.",
+            (|x| x.rx_dropped) as fn(&XdpStatistics) -> u64,
+        ),
+        (
+            "xrudp_xsk_rx_invalid_descs_total",
+            "XDP_STATISTICS rx_invalid_descs.",
+            |x| x.rx_invalid_descs,
+        ),
+        (
+            "xrudp_xsk_tx_invalid_descs_total",
+            "XDP_STATISTICS tx_invalid_descs.",
+            |x| x.tx_invalid_descs,
+        ),
+        (
+            "xrudp_xsk_rx_ring_full_total",
+            "XDP_STATISTICS rx_ring_full: dropped because the RX ring was full.",
+            |x| x.rx_ring_full,
+        ),
+        (
+            "xrudp_xsk_rx_fill_ring_empty_total",
+            "XDP_STATISTICS rx_fill_ring_empty_descs.",
+            |x| x.rx_fill_ring_empty_descs,
+        ),
+        (
+            "xrudp_xsk_tx_ring_empty_total",
+            "XDP_STATISTICS tx_ring_empty_descs.",
+            |x| x.tx_ring_empty_descs,
+        ),
+    ] {
+        let values = per_queue(s, |x| x.xdp_statistics.as_ref().map(|st| field(st) as f64));
+        m.counter(name, help, &values);
+    }
+}
+
+/// Connection admission and closing (protocol apps only).
+fn connections(m: &mut Metrics, s: &Snapshot) {
+    m.gauge(
+        "xrudp_connections",
+        "Established connections.",
+        &per_worker(s, |f| f.connections),
+    );
+    m.counter(
+        "xrudp_connections_accepted_total",
+        "Connections admitted.",
+        &per_worker(s, |f| f.accepted),
+    );
+    m.counter(
+        "xrudp_handshakes_total",
+        "Hellos answered with a stateless cookie.",
+        &per_worker(s, |f| f.handshakes),
+    );
+    m.counter(
+        "xrudp_bad_cookies_total",
+        "Responses with a forged, stale or misaddressed cookie.",
+        &per_worker(s, |f| f.bad_cookies),
+    );
+    m.counter(
+        "xrudp_connections_timed_out_total",
+        "Connections closed by the idle timeout.",
+        &per_worker(s, |f| f.timed_out),
+    );
+    m.counter(
+        "xrudp_protocol_violations_total",
+        "Connections closed for protocol violations.",
+        &per_worker(s, |f| f.violations),
+    );
+    m.family(
+        "xrudp_connections_rejected_total",
+        "counter",
+        "Admissions refused, by reason.",
+    );
+    for x in &s.queues {
+        let Some(f) = &x.protocol else { continue };
+        for (reason, v) in &f.rejected {
+            m.sample_raw(
+                "xrudp_connections_rejected_total",
+                &format!("queue=\"{}\",reason=\"{}\"", x.queue, escape(reason)),
+                *v as f64,
+            );
         }
-        m.counter(
+    }
+}
+
+/// Protocol packets and messages, losses, decode failures and connection memory.
+fn protocol_traffic(m: &mut Metrics, s: &Snapshot) {
+    for (name, help, field) in [
+        (
             "xrudp_protocol_packets_received_total",
             "Protocol packets received and accepted.",
-            &p(|f| f.packets_in),
-        );
-        m.counter(
+            (|f| f.packets_in) as fn(&Figures) -> u64,
+        ),
+        (
             "xrudp_protocol_packets_sent_total",
             "Protocol packets sent.",
-            &p(|f| f.packets_out),
-        );
-        m.counter(
+            |f| f.packets_out,
+        ),
+        (
             "xrudp_retransmitted_packets_total",
             "Packets sent again after being declared lost.",
-            &p(|f| f.retransmitted_packets),
-        );
-        m.counter(
+            |f| f.retransmitted_packets,
+        ),
+        (
             "xrudp_lost_packets_total",
             "Packets declared lost (acks or timeouts).",
-            &p(|f| f.lost_packets),
-        );
-        m.counter(
+            |f| f.lost_packets,
+        ),
+        (
             "xrudp_messages_received_total",
             "Messages delivered to the application.",
-            &p(|f| f.messages_in),
-        );
-        m.counter(
+            |f| f.messages_in,
+        ),
+        (
             "xrudp_messages_sent_total",
             "Messages queued by the application.",
-            &p(|f| f.messages_out),
-        );
-        m.counter(
+            |f| f.messages_out,
+        ),
+        (
             "xrudp_crc_failures_total",
             "Datagrams dropped for a bad CRC32C.",
-            &p(|f| f.crc_failures),
-        );
-        m.counter(
+            |f| f.crc_failures,
+        ),
+        (
             "xrudp_decode_errors_total",
             "Undecodable datagrams (CRC failures included).",
-            &p(|f| f.decode_errors),
-        );
-        m.gauge(
-            "xrudp_connection_memory_bytes",
-            "Bytes of protocol state held by the connection table.",
-            &p(|f| f.memory),
-        );
-        m.family(
-            "xrudp_rtt_seconds",
-            "gauge",
-            "Smoothed RTT over the worker's connections, by quantile.",
-        );
-        for x in &s.queues {
-            if let Some((p50, p99)) = x.protocol.as_ref().and_then(|f| f.rtt_us) {
-                for (qt, v) in [("0.5", p50), ("0.99", p99)] {
-                    m.sample_raw(
-                        "xrudp_rtt_seconds",
-                        &format!("queue=\"{}\",quantile=\"{qt}\"", x.queue),
-                        v as f64 / 1e6,
-                    );
-                }
-            }
-        }
-        m.family(
-            "xrudp_congestion_window_bytes",
-            "gauge",
-            "Congestion windows over the worker's connections: min, median, max.",
-        );
-        for x in &s.queues {
-            if let Some((lo, mid, hi)) = x.protocol.as_ref().and_then(|f| f.cwnd) {
-                for (st, v) in [("min", lo), ("median", mid), ("max", hi)] {
-                    m.sample_raw(
-                        "xrudp_congestion_window_bytes",
-                        &format!("queue=\"{}\",stat=\"{st}\"", x.queue),
-                        v as f64,
-                    );
-                }
-            }
+            |f| f.decode_errors,
+        ),
+    ] {
+        m.counter(name, help, &per_worker(s, field));
+    }
+    m.gauge(
+        "xrudp_connection_memory_bytes",
+        "Bytes of protocol state held by the connection table.",
+        &per_worker(s, |f| f.memory),
+    );
+}
+
+/// RTT quantiles and congestion windows over each worker's connections.
+fn path_estimates(m: &mut Metrics, s: &Snapshot) {
+    m.family(
+        "xrudp_rtt_seconds",
+        "gauge",
+        "Smoothed RTT over the worker's connections, by quantile.",
+    );
+    for x in &s.queues {
+        let Some((p50, p99)) = x.protocol.as_ref().and_then(|f| f.rtt_us) else {
+            continue;
+        };
+        for (quantile, us) in [("0.5", p50), ("0.99", p99)] {
+            m.sample_raw(
+                "xrudp_rtt_seconds",
+                &format!("queue=\"{}\",quantile=\"{quantile}\"", x.queue),
+                us as f64 / 1e6,
+            );
         }
     }
-    if s.queues.iter().any(|x| x.latency.is_some()) {
-        let name = "xrudp_processing_latency_seconds";
-        m.family(
-            name,
-            "histogram",
-            "Worker processing latency from RX to TX, per batch, weighted by the batch's packets.",
-        );
-        for x in &s.queues {
-            let Some(l) = &x.latency else { continue };
-            for b in &l.buckets {
-                m.sample_raw(
-                    &format!("{name}_bucket"),
-                    &format!("queue=\"{}\",le=\"{}\"", x.queue, b.le_seconds),
-                    b.count as f64,
-                );
-            }
+    m.family(
+        "xrudp_congestion_window_bytes",
+        "gauge",
+        "Congestion windows over the worker's connections: min, median, max.",
+    );
+    for x in &s.queues {
+        let Some((lo, mid, hi)) = x.protocol.as_ref().and_then(|f| f.cwnd) else {
+            continue;
+        };
+        for (stat, bytes) in [("min", lo), ("median", mid), ("max", hi)] {
+            m.sample_raw(
+                "xrudp_congestion_window_bytes",
+                &format!("queue=\"{}\",stat=\"{stat}\"", x.queue),
+                bytes as f64,
+            );
+        }
+    }
+}
+
+/// The workers' RX-to-TX processing latency histograms (none before traffic).
+fn processing_latency(m: &mut Metrics, s: &Snapshot) {
+    if !s.queues.iter().any(|x| x.latency.is_some()) {
+        return;
+    }
+    let name = "xrudp_processing_latency_seconds";
+    m.family(
+        name,
+        "histogram",
+        "Worker processing latency from RX to TX, per batch, weighted by the batch's packets.",
+    );
+    for x in &s.queues {
+        let Some(l) = &x.latency else { continue };
+        for b in &l.buckets {
             m.sample_raw(
                 &format!("{name}_bucket"),
-                &format!("queue=\"{}\",le=\"+Inf\"", x.queue),
-                l.count as f64,
-            );
-            m.sample_raw(
-                &format!("{name}_sum"),
-                &format!("queue=\"{}\"", x.queue),
-                l.sum_ns as f64 / 1e9,
-            );
-            m.sample_raw(
-                &format!("{name}_count"),
-                &format!("queue=\"{}\"", x.queue),
-                l.count as f64,
+                &format!("queue=\"{}\",le=\"{}\"", x.queue, b.le_seconds),
+                b.count as f64,
             );
         }
+        m.sample_raw(
+            &format!("{name}_bucket"),
+            &format!("queue=\"{}\",le=\"+Inf\"", x.queue),
+            l.count as f64,
+        );
+        m.sample_raw(
+            &format!("{name}_sum"),
+            &format!("queue=\"{}\"", x.queue),
+            l.sum_ns as f64 / 1e9,
+        );
+        m.sample_raw(
+            &format!("{name}_count"),
+            &format!("queue=\"{}\"", x.queue),
+            l.count as f64,
+        );
     }
-    m.out
+}
+
+/// One value per queue that has it, labelled with the queue.
+fn per_queue(s: &Snapshot, f: impl Fn(&QueueSnapshot) -> Option<f64>) -> Vec<(Option<u32>, f64)> {
+    s.queues
+        .iter()
+        .filter_map(|x| f(x).map(|v| (Some(x.queue), v)))
+        .collect()
+}
+
+/// One protocol figure per queue whose worker publishes figures.
+fn per_worker(s: &Snapshot, field: fn(&Figures) -> u64) -> Vec<(Option<u32>, f64)> {
+    per_queue(s, |x| x.protocol.as_ref().map(|f| field(f) as f64))
 }
 
 struct Metrics {
@@ -538,6 +591,16 @@ mod tests {
         assert_eq!(request_target(b"GET /metrics HTTP/1.1"), None);
         assert_eq!(request_target(b"\xff\xfe / HTTP/1.1\r\n"), None);
         assert_eq!(request_target(b"GET  /metrics HTTP/1.1\r\n"), None);
+    }
+
+    #[test]
+    fn exposition_of_fixed_snapshots_is_unchanged() {
+        use crate::stats::fixture;
+        fixture::check_golden("prometheus-full.txt", &render(&fixture::full().snapshot));
+        fixture::check_golden(
+            "prometheus-sparse.txt",
+            &render(&fixture::sparse().snapshot),
+        );
     }
 
     #[test]

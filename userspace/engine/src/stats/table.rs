@@ -4,16 +4,22 @@ use std::io::{self, Write};
 
 use xrudp_common::maps::Counter;
 
-use super::{Rates, Report};
+use super::{ProtocolTotals, Rates, Report};
 
 /// Writes one engine's table.
-#[expect(
-    clippy::many_single_char_names,
-    reason = "s(napshot), t(otals), r(eport), q(ueue): the figures' usual short names"
-)]
 pub fn render(out: &mut impl Write, r: &Report) -> io::Result<()> {
+    header(out, r)?;
+    queue_table(out, r)?;
+    datapath_totals(out, r)?;
+    if let Some(p) = &r.totals.protocol {
+        protocol(out, p)?;
+    }
+    Ok(())
+}
+
+/// The engine's identity and settings, and the interval the rates cover.
+fn header(out: &mut impl Write, r: &Report) -> io::Result<()> {
     let s = &r.snapshot;
-    let t = &r.totals;
     writeln!(
         out,
         "{} ({}) pid {} · {} · xdp {} · {} · {} · simd {} · app {} · ports {:?} · up {} · rss {}",
@@ -39,9 +45,14 @@ pub fn render(out: &mut impl Write, r: &Report) -> io::Result<()> {
         s.rss_bytes.map_or_else(|| "?".into(), bytes),
     )?;
     match r.interval_secs {
-        Some(i) => writeln!(out, "  rates over the last {i:.1} s")?,
-        None => writeln!(out, "  (no earlier sample of this engine yet: no rates)")?,
+        Some(i) => writeln!(out, "  rates over the last {i:.1} s"),
+        None => writeln!(out, "  (no earlier sample of this engine yet: no rates)"),
     }
+}
+
+/// One row of rates, frame use and latency per queue, and a total row when there are
+/// several queues.
+fn queue_table(out: &mut impl Write, r: &Report) -> io::Result<()> {
     writeln!(
         out,
         "  {:<6} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>6} {:>11} {:>5} {:>20}",
@@ -57,7 +68,8 @@ pub fn render(out: &mut impl Write, r: &Report) -> io::Result<()> {
         "fill",
         "lat p50/p99/p99.9 µs"
     )?;
-    for (q, qr) in s.queues.iter().zip(&r.queue_rates) {
+    let queues = &r.snapshot.queues;
+    for (q, qr) in queues.iter().zip(&r.queue_rates) {
         let lat = q.latency.as_ref().map(|l| (l.p50_ns, l.p99_ns, l.p999_ns));
         row(
             out,
@@ -68,7 +80,8 @@ pub fn render(out: &mut impl Write, r: &Report) -> io::Result<()> {
             lat,
         )?;
     }
-    if s.queues.len() > 1 {
+    if queues.len() > 1 {
+        let t = &r.totals;
         let lat = t.latency.as_ref().map(|l| (l.p50_ns, l.p99_ns, l.p999_ns));
         row(
             out,
@@ -79,6 +92,12 @@ pub fn render(out: &mut impl Write, r: &Report) -> io::Result<()> {
             lat,
         )?;
     }
+    Ok(())
+}
+
+/// Totals since start: traffic, XDP program counters, XDP_STATISTICS and drops.
+fn datapath_totals(out: &mut impl Write, r: &Report) -> io::Result<()> {
+    let t = &r.totals;
     writeln!(
         out,
         "  totals: rx {} pkts {} · tx {} pkts {} · cpu {}",
@@ -92,7 +111,8 @@ pub fn render(out: &mut impl Write, r: &Report) -> io::Result<()> {
     let xdp: Vec<String> = Counter::ALL
         .iter()
         .filter_map(|c| {
-            s.xdp_counter(c.label())
+            r.snapshot
+                .xdp_counter(c.label())
                 .map(|v| format!("{}={v}", c.label()))
         })
         .collect();
@@ -117,43 +137,44 @@ pub fn render(out: &mut impl Write, r: &Report) -> io::Result<()> {
         out,
         "  drops: malformed={} udp_checksum={} crc={} unanswerable={} tx_full={}",
         t.drop_malformed, t.drop_checksum, crc, t.drop_unanswerable, t.drop_tx_full
+    )
+}
+
+/// Connections, protocol traffic and path estimates (protocol apps only).
+fn protocol(out: &mut impl Write, p: &ProtocolTotals) -> io::Result<()> {
+    let rejected: Vec<String> = p.rejected.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    writeln!(
+        out,
+        "  conns: active={} handshakes={} accepted={} timed_out={} violations={} rejected={} ({})",
+        p.connections,
+        p.handshakes,
+        p.accepted,
+        p.timed_out,
+        p.violations,
+        p.rejected_total,
+        rejected.join(" ")
     )?;
-    if let Some(p) = &t.protocol {
-        let rejected: Vec<String> = p.rejected.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        writeln!(
-            out,
-            "  conns: active={} handshakes={} accepted={} timed_out={} violations={} rejected={} ({})",
-            p.connections,
-            p.handshakes,
-            p.accepted,
-            p.timed_out,
-            p.violations,
-            p.rejected_total,
-            rejected.join(" ")
-        )?;
-        writeln!(
-            out,
-            "  proto: pkts in={} out={} · msgs in={} out={} · retransmitted={} ({}) · lost={} ({})",
-            p.packets_in,
-            p.packets_out,
-            p.messages_in,
-            p.messages_out,
-            p.retransmitted_packets,
-            ratio(p.retransmission_ratio),
-            p.lost_packets,
-            ratio(p.loss_rate),
-        )?;
-        writeln!(
-            out,
-            "  rtt p50/p99: {} µs · cwnd min/median/max: {} bytes",
-            opt_pair(p.rtt_p50_us, p.rtt_p99_us),
-            match (p.cwnd_min, p.cwnd_median, p.cwnd_max) {
-                (Some(a), Some(b), Some(c)) => format!("{a}/{b}/{c}"),
-                _ => "-".into(),
-            }
-        )?;
-    }
-    Ok(())
+    writeln!(
+        out,
+        "  proto: pkts in={} out={} · msgs in={} out={} · retransmitted={} ({}) · lost={} ({})",
+        p.packets_in,
+        p.packets_out,
+        p.messages_in,
+        p.messages_out,
+        p.retransmitted_packets,
+        ratio(p.retransmission_ratio),
+        p.lost_packets,
+        ratio(p.loss_rate),
+    )?;
+    writeln!(
+        out,
+        "  rtt p50/p99: {} µs · cwnd min/median/max: {} bytes",
+        opt_pair(p.rtt_p50_us, p.rtt_p99_us),
+        match (p.cwnd_min, p.cwnd_median, p.cwnd_max) {
+            (Some(a), Some(b), Some(c)) => format!("{a}/{b}/{c}"),
+            _ => "-".into(),
+        }
+    )
 }
 
 fn row(
@@ -253,6 +274,19 @@ fn duration(secs: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tables_of_fixed_reports_are_unchanged() {
+        use crate::stats::fixture;
+        for (name, report) in [
+            ("table-full.txt", fixture::full()),
+            ("table-sparse.txt", fixture::sparse()),
+        ] {
+            let mut out = Vec::new();
+            render(&mut out, &report).expect("rendering into a Vec");
+            fixture::check_golden(name, &String::from_utf8(out).expect("UTF-8"));
+        }
+    }
 
     #[test]
     fn units_read_well() {
