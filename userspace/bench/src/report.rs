@@ -321,6 +321,147 @@ mod tests {
         );
     }
 
+    /// A report with every field set to a distinct value, optional sections included.
+    fn full_report() -> Report {
+        Report {
+            settings: Settings {
+                server: "198.18.0.1:7777".to_owned(),
+                clients: 1000,
+                threads: 2,
+                rate: 20_000,
+                size: 64,
+                channel: 1,
+                duration_secs: 10.25,
+                wait: super::super::loadgen::Wait::Spin,
+                backend: super::super::Backend::Xdp,
+            },
+            connected: 998,
+            connect_failed: 2,
+            connect_failure: Some("HandshakeTimedOut".to_owned()),
+            connect_us: Percentiles {
+                count: 998,
+                p50: 812.4,
+                p90: 1500.5,
+                p99: 2048.6,
+                p999: 3000.0,
+                max: 4096.5,
+                mean: 900.25,
+            },
+            closed_during_run: 1,
+            close_reason: Some("TimedOut".to_owned()),
+            messages: Messages {
+                scheduled: 205_000,
+                sent: 204_990,
+                send_refused: 7,
+                not_connected: 3,
+                echoed: 204_980,
+                lost: 20,
+                loss_ratio: 20.0 / 205_000.0,
+                duplicates: 4,
+                foreign: 5,
+            },
+            offered_msg_per_s: 20_000.0,
+            achieved_msg_per_s: 19_998.049,
+            rtt_us: Percentiles {
+                count: 204_980,
+                p50: 41.25,
+                p90: 55.55,
+                p99: 120.04,
+                p999: 480.96,
+                max: 2500.5,
+                mean: 44.449,
+            },
+            retransmitted_packets: 12,
+            packets_out: 410_000,
+            retransmission_ratio: 12.0 / 410_000.0,
+            socket_errors: 1,
+            send_dropped: 6,
+            rx_dropped: 8,
+            loadgen_cpu_ns_per_msg: 1234.5,
+            loadgen_syscalls_per_datagram: 0.125,
+            cpu: vec![
+                CpuShare {
+                    core: 0,
+                    busy: 0.5,
+                    softirq: 0.125,
+                    steal: 0.0,
+                },
+                CpuShare {
+                    core: 1,
+                    busy: 0.987_65,
+                    softirq: 0.333_33,
+                    steal: 0.012_34,
+                },
+            ],
+            probe: vec![
+                Gaps {
+                    core: 0,
+                    source: "load-loop",
+                    pinned: true,
+                    over_50us: 17,
+                    over_1ms: 2,
+                    longest_us: 1520.6,
+                    lost_share: 0.001,
+                    ran_secs: 10.0,
+                },
+                Gaps {
+                    core: 1,
+                    source: "probe",
+                    pinned: false,
+                    over_50us: 0,
+                    over_1ms: 0,
+                    longest_us: 49.4,
+                    lost_share: 0.0,
+                    ran_secs: 10.0,
+                },
+            ],
+            server: Some(ServerFigures {
+                pid: 4242,
+                cpu_ns: 1_500_000_000,
+                cpu_ns_per_msg: 7317.8,
+                rss_bytes: 50 * 1_048_576 + 524_288,
+                hwm_bytes: 64 * 1_048_576,
+            }),
+        }
+    }
+
+    #[test]
+    fn text_of_a_full_report_is_pinned() {
+        let want = concat!(
+            "xrudp bench → 198.18.0.1:7777: 1000 clients on 2 thread(s), 20000 msg/s offered, 64 B, channel 1, 10.2 s, wait Spin, load backend Xdp\n",
+            "connect   998 admitted, 2 failed (HandshakeTimedOut); p50 812 µs  p99 2049 µs  max 4096 µs\n",
+            "messages  205000 scheduled, 204990 sent, 204980 echoed; achieved 19998 msg/s; lost 20 (0.0098%: 7 refused by a full queue, 3 on closed connections); 4 duplicates, 5 foreign\n",
+            "rtt µs    p50 41.2  p90 55.5  p99 120.0  p99.9 481.0  max 2500.5  mean 44.4  (n=204980)\n",
+            "probe     core 0 (load-loop): 17 >50µs, 2 >1ms, longest 1521 µs; core 1 (probe): 0 >50µs, 0 >1ms, longest 49 µs (not pinned)\n",
+            "retrans   12 of 410000 packets (0.0029%); client I/O errors 1, send drops 6, receive drops 8\n",
+            "cpu       core 0: busy 50.0% softirq 12.5% steal 0.0%; core 1: busy 98.8% softirq 33.3% steal 1.2%; load generator 1234 ns/msg, 0.12 syscalls/datagram\n",
+            "server    pid 4242: 7318 ns CPU/msg (1.500 s), RSS 50.5 MiB (peak 64.0 MiB)\n",
+        );
+        assert_eq!(full_report().text(), want);
+    }
+
+    #[test]
+    fn text_without_the_optional_sections_is_pinned() {
+        let mut r = full_report();
+        r.connect_failure = None;
+        r.messages.duplicates = 0;
+        r.messages.foreign = 0;
+        r.probe.clear();
+        r.cpu.clear();
+        r.server = None;
+        r.settings.wait = super::super::loadgen::Wait::Sleep;
+        r.settings.backend = super::super::Backend::Socket;
+        let want = concat!(
+            "xrudp bench → 198.18.0.1:7777: 1000 clients on 2 thread(s), 20000 msg/s offered, 64 B, channel 1, 10.2 s, wait Sleep, load backend Socket\n",
+            "connect   998 admitted, 2 failed; p50 812 µs  p99 2049 µs  max 4096 µs\n",
+            "messages  205000 scheduled, 204990 sent, 204980 echoed; achieved 19998 msg/s; lost 20 (0.0098%: 7 refused by a full queue, 3 on closed connections)\n",
+            "rtt µs    p50 41.2  p90 55.5  p99 120.0  p99.9 481.0  max 2500.5  mean 44.4  (n=204980)\n",
+            "retrans   12 of 410000 packets (0.0029%); client I/O errors 1, send drops 6, receive drops 8\n",
+            "cpu       ; load generator 1234 ns/msg, 0.12 syscalls/datagram\n",
+        );
+        assert_eq!(r.text(), want);
+    }
+
     #[test]
     fn ratio_guards_zero() {
         assert!(ratio(1.0, 0.0).abs() < f64::EPSILON);
