@@ -1,7 +1,7 @@
 //! The run's summary: figures merged over the threads, as a table for people and one JSON
 //! object for scripts.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -164,15 +164,29 @@ pub struct Report {
 impl Report {
     /// The human-readable summary.
     #[must_use]
-    #[expect(clippy::too_many_lines, reason = "one line of output after another")]
     pub fn text(&self) -> String {
         let mut s = String::new();
-        let st = &self.settings;
-        let m = &self.messages;
-        let r = &self.rtt_us;
-        let c = &self.connect_us;
         // Writing into a String cannot fail.
-        let _ = writeln!(
+        let _ = self.write_text(&mut s);
+        s
+    }
+
+    /// Writes the summary, one line per part; the probe and server lines only when there
+    /// is something to show.
+    fn write_text(&self, s: &mut String) -> fmt::Result {
+        self.write_settings(s)?;
+        self.write_connect(s)?;
+        self.write_messages(s)?;
+        self.write_rtt(s)?;
+        self.write_probe(s)?;
+        self.write_retrans(s)?;
+        self.write_cpu(s)?;
+        self.write_server(s)
+    }
+
+    fn write_settings(&self, s: &mut String) -> fmt::Result {
+        let st = &self.settings;
+        writeln!(
             s,
             "xrudp bench → {}: {} clients on {} thread(s), {} msg/s offered, {} B, channel {}, {:.1} s, wait {:?}, load backend {:?}",
             st.server,
@@ -184,8 +198,12 @@ impl Report {
             st.duration_secs,
             st.wait,
             st.backend
-        );
-        let _ = writeln!(
+        )
+    }
+
+    fn write_connect(&self, s: &mut String) -> fmt::Result {
+        let c = &self.connect_us;
+        writeln!(
             s,
             "connect   {} admitted, {} failed{}; p50 {:.0} µs  p99 {:.0} µs  max {:.0} µs",
             self.connected,
@@ -196,8 +214,12 @@ impl Report {
             c.p50,
             c.p99,
             c.max
-        );
-        let _ = writeln!(
+        )
+    }
+
+    fn write_messages(&self, s: &mut String) -> fmt::Result {
+        let m = &self.messages;
+        writeln!(
             s,
             "messages  {} scheduled, {} sent, {} echoed; achieved {:.0} msg/s; lost {} ({:.4}%: {} refused by a full queue, {} on closed connections){}",
             m.scheduled,
@@ -213,31 +235,29 @@ impl Report {
             } else {
                 String::new()
             }
-        );
-        let _ = writeln!(
+        )
+    }
+
+    fn write_rtt(&self, s: &mut String) -> fmt::Result {
+        let r = &self.rtt_us;
+        writeln!(
             s,
             "rtt µs    p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  mean {:.1}  (n={})",
             r.p50, r.p90, r.p99, r.p999, r.max, r.mean, r.count
-        );
-        let gaps: Vec<String> = self
-            .probe
-            .iter()
-            .map(|g| {
-                format!(
-                    "core {} ({}): {} >50µs, {} >1ms, longest {:.0} µs{}",
-                    g.core,
-                    g.source,
-                    g.over_50us,
-                    g.over_1ms,
-                    g.longest_us,
-                    if g.pinned { "" } else { " (not pinned)" }
-                )
-            })
-            .collect();
-        if !gaps.is_empty() {
-            let _ = writeln!(s, "probe     {}", gaps.join("; "));
+        )
+    }
+
+    /// The probe's line, left out when no core was probed.
+    fn write_probe(&self, s: &mut String) -> fmt::Result {
+        let gaps: Vec<String> = self.probe.iter().map(gaps_text).collect();
+        if gaps.is_empty() {
+            return Ok(());
         }
-        let _ = writeln!(
+        writeln!(s, "probe     {}", gaps.join("; "))
+    }
+
+    fn write_retrans(&self, s: &mut String) -> fmt::Result {
+        writeln!(
             s,
             "retrans   {} of {} packets ({:.4}%); client I/O errors {}, send drops {}, receive drops {}",
             self.retransmitted_packets,
@@ -246,40 +266,59 @@ impl Report {
             self.socket_errors,
             self.send_dropped,
             self.rx_dropped
-        );
-        let cpu: Vec<String> = self
-            .cpu
-            .iter()
-            .map(|c| {
-                format!(
-                    "core {}: busy {:.1}% softirq {:.1}% steal {:.1}%",
-                    c.core,
-                    c.busy * 100.0,
-                    c.softirq * 100.0,
-                    c.steal * 100.0
-                )
-            })
-            .collect();
-        let _ = writeln!(
+        )
+    }
+
+    fn write_cpu(&self, s: &mut String) -> fmt::Result {
+        let cpu: Vec<String> = self.cpu.iter().map(cpu_share_text).collect();
+        writeln!(
             s,
             "cpu       {}; load generator {:.0} ns/msg, {:.2} syscalls/datagram",
             cpu.join("; "),
             self.loadgen_cpu_ns_per_msg,
             self.loadgen_syscalls_per_datagram
-        );
-        if let Some(sv) = &self.server {
-            let _ = writeln!(
-                s,
-                "server    pid {}: {:.0} ns CPU/msg ({:.3} s), RSS {:.1} MiB (peak {:.1} MiB)",
-                sv.pid,
-                sv.cpu_ns_per_msg,
-                sv.cpu_ns as f64 / 1e9,
-                sv.rss_bytes as f64 / 1_048_576.0,
-                sv.hwm_bytes as f64 / 1_048_576.0
-            );
-        }
-        s
+        )
     }
+
+    /// The server's line, left out when no pid was given.
+    fn write_server(&self, s: &mut String) -> fmt::Result {
+        let Some(sv) = &self.server else {
+            return Ok(());
+        };
+        writeln!(
+            s,
+            "server    pid {}: {:.0} ns CPU/msg ({:.3} s), RSS {:.1} MiB (peak {:.1} MiB)",
+            sv.pid,
+            sv.cpu_ns_per_msg,
+            sv.cpu_ns as f64 / 1e9,
+            sv.rss_bytes as f64 / 1_048_576.0,
+            sv.hwm_bytes as f64 / 1_048_576.0
+        )
+    }
+}
+
+/// One core's probe figures, as the probe line shows them.
+fn gaps_text(g: &Gaps) -> String {
+    format!(
+        "core {} ({}): {} >50µs, {} >1ms, longest {:.0} µs{}",
+        g.core,
+        g.source,
+        g.over_50us,
+        g.over_1ms,
+        g.longest_us,
+        if g.pinned { "" } else { " (not pinned)" }
+    )
+}
+
+/// One core's CPU shares, as the cpu line shows them.
+fn cpu_share_text(c: &CpuShare) -> String {
+    format!(
+        "core {}: busy {:.1}% softirq {:.1}% steal {:.1}%",
+        c.core,
+        c.busy * 100.0,
+        c.softirq * 100.0,
+        c.steal * 100.0
+    )
 }
 
 /// Nanoseconds as microseconds.
