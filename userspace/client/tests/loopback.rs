@@ -103,39 +103,14 @@ fn a_fleet_of_200_connects_and_echoes_everything() {
     assert_eq!(fleet.len(), CLIENTS as usize);
     assert_eq!(fleet.count(ClientState::Connecting), CLIENTS as usize);
 
-    let mut next = vec![0u32; CLIENTS as usize];
-    let mut echoed = vec![0u32; CLIENTS as usize];
-    let mut connected = 0;
-    let mut total = 0;
-    let start = Instant::now();
-    while total < CLIENTS * N && start.elapsed() < DEADLINE {
-        fleet.drive(Duration::from_millis(20)).unwrap();
-        while let Some((id, e)) = fleet.poll_event() {
-            let i = id.index();
-            assert_eq!(ids[i], id);
-            match e {
-                ClientEvent::Connected => connected += 1,
-                ClientEvent::Message { channel, data } => {
-                    assert_eq!(channel, 0);
-                    assert_eq!(data, message(i as u32, echoed[i]), "client {i} in order");
-                    echoed[i] += 1;
-                    total += 1;
-                    fleet.recycle(id, data);
-                }
-                e @ ClientEvent::Disconnected { .. } => panic!("client {i}: {e:?}"),
-            }
-        }
-        for (i, &id) in ids.iter().enumerate() {
-            while next[i] < N && fleet.state(id) == Some(ClientState::Connected) {
-                if fleet.send(id, 0, &message(i as u32, next[i])).is_err() {
-                    break;
-                }
-                next[i] += 1;
-            }
-        }
-    }
-    assert_eq!(connected, CLIENTS);
-    assert_eq!(total, CLIENTS * N, "every message echoed: {echoed:?}");
+    let echo = exchange(&mut fleet, &ids, N);
+    assert_eq!(echo.connected, CLIENTS);
+    assert_eq!(
+        echo.total,
+        CLIENTS * N,
+        "every message echoed: {:?}",
+        echo.echoed
+    );
     assert_eq!(fleet.count(ClientState::Connected), CLIENTS as usize);
     let stats = fleet.stats();
     assert!(stats.io.datagrams_sent >= u64::from(CLIENTS * 2));
@@ -143,50 +118,116 @@ fn a_fleet_of_200_connects_and_echoes_everything() {
     assert_eq!(stats.socket_errors, 0);
 
     // Disconnect them all; the server sees each go.
-    for &id in &ids {
-        fleet.disconnect(id, 9);
-    }
-    let mut gone = 0;
-    let start = Instant::now();
-    while gone < CLIENTS && start.elapsed() < DEADLINE {
-        fleet.drive(Duration::from_millis(20)).unwrap();
-        while let Some((_, e)) = fleet.poll_event() {
-            if let ClientEvent::Disconnected { reason } = e {
-                assert_eq!(reason, DisconnectReason::Local { code: 9 });
-                gone += 1;
-            }
-        }
-    }
-    assert_eq!(gone, CLIENTS);
+    assert_eq!(disconnect_all(&mut fleet, &ids, 9), CLIENTS);
     assert_eq!(fleet.count(ClientState::Disconnected), CLIENTS as usize);
-    let start = Instant::now();
-    while server.stats().disconnects.len() < CLIENTS as usize && start.elapsed() < DEADLINE {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let stats = server.stop().unwrap();
-    assert_eq!(stats.messages, u64::from(CLIENTS * N));
-    assert_eq!(stats.connected, u64::from(CLIENTS));
-    assert_eq!(stats.disconnects.len(), CLIENTS as usize);
-    let graceful = stats
-        .disconnects
-        .iter()
-        .filter(|r| **r == DisconnectReason::Peer { code: 9 })
-        .count();
-    assert!(graceful > 0, "{:?}", stats.disconnects);
-    assert!(
-        stats.disconnects.iter().all(|r| matches!(
-            r,
-            DisconnectReason::Peer { code: 9 } | DisconnectReason::TimedOut
-        )),
-        "{:?}",
-        stats.disconnects
-    );
+    let graceful = server_saw_every_disconnect(server, CLIENTS, N, 9);
     eprintln!("{graceful} of {CLIENTS} disconnects arrived, the rest timed out");
     for id in ids {
         assert!(fleet.remove(id));
         assert!(!fleet.remove(id), "stale after removal");
     }
     assert!(fleet.is_empty());
+}
+
+/// What [`exchange`] saw: connections admitted, echoes in all and per client.
+struct Exchange {
+    connected: u32,
+    total: u32,
+    echoed: Vec<u32>,
+}
+
+/// Sends `n` messages on every connection of `ids` as soon as it is connected, checking
+/// each echo comes back in order, until all are echoed or the deadline passes.
+fn exchange(fleet: &mut Fleet, ids: &[FleetId], n: u32) -> Exchange {
+    let clients = ids.len() as u32;
+    let mut next = vec![0u32; ids.len()];
+    let mut echo = Exchange {
+        connected: 0,
+        total: 0,
+        echoed: vec![0u32; ids.len()],
+    };
+    let start = Instant::now();
+    while echo.total < clients * n && start.elapsed() < DEADLINE {
+        fleet.drive(Duration::from_millis(20)).unwrap();
+        while let Some((id, e)) = fleet.poll_event() {
+            let i = id.index();
+            assert_eq!(ids[i], id);
+            match e {
+                ClientEvent::Connected => echo.connected += 1,
+                ClientEvent::Message { channel, data } => {
+                    assert_eq!(channel, 0);
+                    assert_eq!(
+                        data,
+                        message(i as u32, echo.echoed[i]),
+                        "client {i} in order"
+                    );
+                    echo.echoed[i] += 1;
+                    echo.total += 1;
+                    fleet.recycle(id, data);
+                }
+                e @ ClientEvent::Disconnected { .. } => panic!("client {i}: {e:?}"),
+            }
+        }
+        for (i, &id) in ids.iter().enumerate() {
+            while next[i] < n && fleet.state(id) == Some(ClientState::Connected) {
+                if fleet.send(id, 0, &message(i as u32, next[i])).is_err() {
+                    break;
+                }
+                next[i] += 1;
+            }
+        }
+    }
+    echo
+}
+
+/// Disconnects every connection of `ids` with `code` and drives the fleet until each has
+/// reported it (or the deadline passes); returns how many did.
+fn disconnect_all(fleet: &mut Fleet, ids: &[FleetId], code: u16) -> u32 {
+    for &id in ids {
+        fleet.disconnect(id, code);
+    }
+    let clients = ids.len() as u32;
+    let mut gone = 0;
+    let start = Instant::now();
+    while gone < clients && start.elapsed() < DEADLINE {
+        fleet.drive(Duration::from_millis(20)).unwrap();
+        while let Some((_, e)) = fleet.poll_event() {
+            if let ClientEvent::Disconnected { reason } = e {
+                assert_eq!(reason, DisconnectReason::Local { code });
+                gone += 1;
+            }
+        }
+    }
+    gone
+}
+
+/// Waits for the server to see `clients` disconnects, stops it, and checks it echoed `n`
+/// messages per client and saw each client go, by `code` or by timeout; returns how many
+/// went by `code`.
+fn server_saw_every_disconnect(server: EchoServer, clients: u32, n: u32, code: u16) -> usize {
+    let start = Instant::now();
+    while server.stats().disconnects.len() < clients as usize && start.elapsed() < DEADLINE {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let stats = server.stop().unwrap();
+    assert_eq!(stats.messages, u64::from(clients * n));
+    assert_eq!(stats.connected, u64::from(clients));
+    assert_eq!(stats.disconnects.len(), clients as usize);
+    let graceful = stats
+        .disconnects
+        .iter()
+        .filter(|r| **r == DisconnectReason::Peer { code })
+        .count();
+    assert!(graceful > 0, "{:?}", stats.disconnects);
+    assert!(
+        stats
+            .disconnects
+            .iter()
+            .all(|r| *r == DisconnectReason::Peer { code } || *r == DisconnectReason::TimedOut),
+        "{:?}",
+        stats.disconnects
+    );
+    graceful
 }
 
 /// A loopback port with nothing bound to it (bound, read and released).
