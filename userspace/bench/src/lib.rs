@@ -50,7 +50,8 @@ use std::io::{IsTerminal as _, Write as _};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -182,10 +183,6 @@ pub fn run(args: &BenchArgs, steering: &dyn Steering) -> anyhow::Result<()> {
 
 /// Runs the load and returns the report and the merged round-trip histogram (ns).
 /// `steering` is used with `--backend xdp` only.
-#[expect(
-    clippy::too_many_lines,
-    reason = "the run's phases (start, connect, schedule, join, merge) read best in order"
-)]
 pub fn measure(
     args: &BenchArgs,
     steering: &dyn Steering,
@@ -194,79 +191,200 @@ pub fn measure(
     let plans = plans(args)?;
     let threads = plans.len();
     // Dropping the attachment detaches the XDP program: it lives until `measure` returns.
-    let (_attachment, mut rings) = match (args.backend, &args.iface) {
-        (Backend::Xdp, Some(iface)) => {
-            let clients: Vec<usize> = plans.iter().map(|p| p.clients).collect();
-            let (a, r) = xdp_io::attach(
-                steering,
-                iface,
-                args.server,
-                args.xdp_ports,
-                &clients,
-                !args.no_udp_checksum_check,
-            )?;
-            (Some(a), r.into_iter().map(Some).collect())
-        }
-        _ => (None, Vec::new()),
+    let (_attachment, rings) = attach(args, steering, &plans)?;
+    let load = LoadThreads::spawn(plans, rings)?;
+    load.wait_connected(args.clients, show_progress);
+    let probe = start_probe(args, threads)?;
+    let (window, gaps) = run_schedule(args, &load, probe, show_progress);
+    let outcomes = load.join(show_progress)?;
+    let totals = Totals::merge(outcomes, gaps)?;
+    totals.ensure_connected(args.server)?;
+    Ok(totals.into_report(args, threads, &window))
+}
+
+/// With `--backend xdp` (and `--iface`), attaches the XDP program and opens one AF_XDP
+/// transport per plan; otherwise nothing, and each thread opens its own sockets.
+fn attach(
+    args: &BenchArgs,
+    steering: &dyn Steering,
+    plans: &[Plan],
+) -> anyhow::Result<(Option<xdp_io::Attachment>, Vec<Option<xdp_io::Rings>>)> {
+    let (Backend::Xdp, Some(iface)) = (args.backend, &args.iface) else {
+        return Ok((None, Vec::new()));
     };
-    let start = Arc::new(Start::default());
-    let progress: Arc<Vec<Progress>> =
-        Arc::new((0..threads).map(|_| Progress::default()).collect());
-    let mut handles = Vec::with_capacity(threads);
-    for (i, plan) in plans.into_iter().enumerate() {
-        let start = Arc::clone(&start);
-        let progress = Arc::clone(&progress);
-        let builder = std::thread::Builder::new().name(format!("bench-{i}"));
-        let spawned = match rings.get_mut(i).and_then(Option::take) {
-            Some(r) => builder.spawn(move || loadgen::run(&plan, || Ok(r), &start, &progress[i])),
-            None => builder
-                .spawn(move || loadgen::run(&plan, socket_io::Sockets::new, &start, &progress[i])),
-        };
-        handles.push(spawned.context("spawning a load thread")?);
+    let clients: Vec<usize> = plans.iter().map(|p| p.clients).collect();
+    let (a, r) = xdp_io::attach(
+        steering,
+        iface,
+        args.server,
+        args.xdp_ports,
+        &clients,
+        !args.no_udp_checksum_check,
+    )?;
+    Ok((Some(a), r.into_iter().map(Some).collect()))
+}
+
+/// The load threads, and what the main thread shares with them.
+struct LoadThreads {
+    start: Arc<Start>,
+    progress: Arc<Vec<Progress>>,
+    handles: Vec<JoinHandle<std::io::Result<loadgen::Outcome>>>,
+}
+
+impl LoadThreads {
+    /// Spawns one thread per plan: thread `i` over `rings[i]` if there is one, else
+    /// over kernel sockets.
+    fn spawn(plans: Vec<Plan>, mut rings: Vec<Option<xdp_io::Rings>>) -> anyhow::Result<Self> {
+        let threads = plans.len();
+        let start = Arc::new(Start::default());
+        let progress: Arc<Vec<Progress>> =
+            Arc::new((0..threads).map(|_| Progress::default()).collect());
+        let mut handles = Vec::with_capacity(threads);
+        for (i, plan) in plans.into_iter().enumerate() {
+            let start = Arc::clone(&start);
+            let progress = Arc::clone(&progress);
+            let builder = std::thread::Builder::new().name(format!("bench-{i}"));
+            let spawned = match rings.get_mut(i).and_then(Option::take) {
+                Some(r) => {
+                    builder.spawn(move || loadgen::run(&plan, || Ok(r), &start, &progress[i]))
+                }
+                None => builder.spawn(move || {
+                    loadgen::run(&plan, socket_io::Sockets::new, &start, &progress[i])
+                }),
+            };
+            handles.push(spawned.context("spawning a load thread")?);
+        }
+        Ok(Self {
+            start,
+            progress,
+            handles,
+        })
     }
 
-    // Connect phase.
-    let connect_started = Instant::now();
-    while start.ready.load(Ordering::Acquire) < threads {
-        std::thread::sleep(Duration::from_millis(50));
+    /// Waits for every thread to finish connecting, showing the admitted count.
+    fn wait_connected(&self, clients: usize, show_progress: bool) {
+        let connect_started = Instant::now();
+        while self.start.ready.load(Ordering::Acquire) < self.handles.len() {
+            std::thread::sleep(Duration::from_millis(50));
+            if show_progress {
+                let c = self.total(|p| &p.connected);
+                eprint!(
+                    "\rconnecting: {c}/{clients} admitted ({:.1} s)   ",
+                    connect_started.elapsed().as_secs_f64()
+                );
+            }
+        }
+    }
+
+    /// Shows messages sent and echoed so far, and the echo rate since `last` (when, and
+    /// how many echoed then); returns the new `last`.
+    fn show_schedule_progress(
+        &self,
+        t0: Instant,
+        duration_secs: f64,
+        last: (Instant, u64),
+    ) -> (Instant, u64) {
+        let sent = self.total(|p| &p.sent);
+        let echoed = self.total(|p| &p.echoed);
+        let now = Instant::now();
+        let rate = (echoed - last.1.min(echoed)) as f64 / (now - last.0).as_secs_f64();
+        eprint!(
+            "\r{:5.1}/{duration_secs:.0} s  sent {sent}  echoed {echoed}  {rate:.0} msg/s   ",
+            now.saturating_duration_since(t0).as_secs_f64(),
+        );
+        (now, echoed)
+    }
+
+    /// One progress counter summed over the threads.
+    fn total(&self, counter: impl Fn(&Progress) -> &AtomicU64) -> u64 {
+        self.progress
+            .iter()
+            .map(|p| counter(p).load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Waits for every thread's outcome; fails if any thread failed or panicked.
+    fn join(self, show_progress: bool) -> anyhow::Result<Vec<loadgen::Outcome>> {
+        let mut outcomes = Vec::with_capacity(self.handles.len());
+        for h in self.handles {
+            match h.join() {
+                Ok(r) => outcomes.push(r.context("a load thread failed")?),
+                Err(_) => bail!("a load thread panicked"),
+            }
+        }
         if show_progress {
-            let c: u64 = progress
-                .iter()
-                .map(|p| p.connected.load(Ordering::Relaxed))
-                .sum();
-            eprint!(
-                "\rconnecting: {c}/{} admitted ({:.1} s)   ",
-                args.clients,
-                connect_started.elapsed().as_secs_f64()
-            );
+            eprint!("\r{:60}\r", "");
         }
+        Ok(outcomes)
     }
+}
 
-    // The schedule.
-    let probe = if args.no_probe {
-        None
-    } else {
-        // A core with a spinning, pinned load thread is measured by that thread's loop;
-        // a SCHED_IDLE probe there would starve.
-        let spun: Vec<usize> = match (&args.cores, args.wait) {
-            (Some(c), Wait::Spin) => c.iter().copied().take(threads).collect(),
-            _ => Vec::new(),
-        };
-        let cores: Vec<usize> = core_affinity::get_core_ids()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|c| c.id)
-            .filter(|c| !spun.contains(c))
-            .collect();
-        Some(probe::Probe::start(&cores).context("starting the probe threads")?)
+/// Starts the noise-floor probe on every core but those a spinning, pinned load thread
+/// measures itself (a `SCHED_IDLE` probe there would starve); none with `--no-probe`.
+fn start_probe(args: &BenchArgs, threads: usize) -> anyhow::Result<Option<probe::Probe>> {
+    if args.no_probe {
+        return Ok(None);
+    }
+    let spun: Vec<usize> = match (&args.cores, args.wait) {
+        (Some(c), Wait::Spin) => c.iter().copied().take(threads).collect(),
+        _ => Vec::new(),
     };
+    let cores: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .filter(|c| !spun.contains(c))
+        .collect();
+    Ok(Some(
+        probe::Probe::start(&cores).context("starting the probe threads")?,
+    ))
+}
+
+/// The host's and the server's counters on either side of the schedule.
+struct Window {
+    duration: Duration,
+    cpu_before: Vec<host::CpuTicks>,
+    cpu_after: Vec<host::CpuTicks>,
+    server_cpu_before: Option<u64>,
+    server_cpu_after: Option<u64>,
+    /// The server's RSS and peak RSS at the end of the schedule.
+    server_rss: Option<(u64, u64)>,
+}
+
+impl Window {
+    /// The server's figures, if its pid was given; `echoed` messages share its CPU time.
+    fn server(&self, pid: Option<u32>, echoed: u64) -> Option<ServerFigures> {
+        pid.map(|pid| {
+            let cpu = self
+                .server_cpu_after
+                .zip(self.server_cpu_before)
+                .map_or(0, |(a, b)| a.saturating_sub(b));
+            ServerFigures {
+                pid,
+                cpu_ns: cpu,
+                cpu_ns_per_msg: ratio(cpu as f64, echoed as f64),
+                rss_bytes: self.server_rss.map_or(0, |r| r.0),
+                hwm_bytes: self.server_rss.map_or(0, |r| r.1),
+            }
+        })
+    }
+}
+
+/// Starts every thread's schedule 20 ms from now and waits it out, reading the counters
+/// on either side; then stops the probe. Returns the counters and the probe's gaps.
+fn run_schedule(
+    args: &BenchArgs,
+    load: &LoadThreads,
+    probe: Option<probe::Probe>,
+    show_progress: bool,
+) -> (Window, Vec<probe::Gaps>) {
     let duration = Duration::from_secs_f64(args.duration);
     let t0 = Instant::now() + Duration::from_millis(20);
     std::thread::sleep(t0.saturating_duration_since(Instant::now()));
     let cpu_before = host::cpu_ticks();
     let server_cpu_before = args.server_pid.and_then(host::process_cpu_ns);
     // Only this thread sets t0, once, so this cannot find it set.
-    let _ = start.t0.set(t0);
+    let _ = load.start.t0.set(t0);
     let end = t0 + duration;
     let mut last = (Instant::now(), 0u64);
     while Instant::now() < end {
@@ -274,55 +392,83 @@ pub fn measure(
             Duration::from_millis(200).min(end.saturating_duration_since(Instant::now())),
         );
         if show_progress {
-            let sent: u64 = progress
-                .iter()
-                .map(|p| p.sent.load(Ordering::Relaxed))
-                .sum();
-            let echoed: u64 = progress
-                .iter()
-                .map(|p| p.echoed.load(Ordering::Relaxed))
-                .sum();
-            let now = Instant::now();
-            let rate = (echoed - last.1.min(echoed)) as f64 / (now - last.0).as_secs_f64();
-            last = (now, echoed);
-            eprint!(
-                "\r{:5.1}/{:.0} s  sent {sent}  echoed {echoed}  {rate:.0} msg/s   ",
-                now.saturating_duration_since(t0).as_secs_f64(),
-                args.duration
-            );
+            last = load.show_schedule_progress(t0, args.duration, last);
         }
     }
     let cpu_after = host::cpu_ticks();
     let server_cpu_after = args.server_pid.and_then(host::process_cpu_ns);
     let server_rss = args.server_pid.and_then(host::rss);
-    let mut gaps = probe.map(probe::Probe::finish).unwrap_or_default();
+    let gaps = probe.map(probe::Probe::finish).unwrap_or_default();
     if show_progress {
         eprint!("\rdraining…                                              \r");
     }
+    let window = Window {
+        duration,
+        cpu_before,
+        cpu_after,
+        server_cpu_before,
+        server_cpu_after,
+        server_rss,
+    };
+    (window, gaps)
+}
 
-    let mut outcomes = Vec::with_capacity(threads);
-    for h in handles {
-        match h.join() {
-            Ok(r) => outcomes.push(r.context("a load thread failed")?),
-            Err(_) => bail!("a load thread panicked"),
+/// The threads' outcomes summed, their histograms merged.
+struct Totals {
+    rtt: hdrhistogram::Histogram<u64>,
+    connect: hdrhistogram::Histogram<u64>,
+    messages: Messages,
+    connected: u64,
+    connect_failed: u64,
+    closed: u64,
+    retrans: u64,
+    packets_out: u64,
+    socket_errors: u64,
+    send_dropped: u64,
+    rx_dropped: u64,
+    datagrams: u64,
+    syscalls: u64,
+    cpu_ns: u64,
+    connect_failure: Option<String>,
+    close_reason: Option<String>,
+    /// The probe's gaps and the spinning threads' loop gaps, by core.
+    gaps: Vec<probe::Gaps>,
+}
+
+impl Totals {
+    /// Sums `outcomes` in order; `gaps` are the probe's, to which the threads' loop gaps
+    /// are added.
+    fn merge(outcomes: Vec<loadgen::Outcome>, gaps: Vec<probe::Gaps>) -> anyhow::Result<Self> {
+        let mut t = Self {
+            rtt: loadgen::histogram(),
+            connect: loadgen::histogram(),
+            messages: Messages::default(),
+            connected: 0,
+            connect_failed: 0,
+            closed: 0,
+            retrans: 0,
+            packets_out: 0,
+            socket_errors: 0,
+            send_dropped: 0,
+            rx_dropped: 0,
+            datagrams: 0,
+            syscalls: 0,
+            cpu_ns: 0,
+            connect_failure: None,
+            close_reason: None,
+            gaps,
+        };
+        for o in outcomes {
+            t.add(o)?;
         }
-    }
-    if show_progress {
-        eprint!("\r{:60}\r", "");
+        t.gaps.sort_by_key(|g| g.core);
+        Ok(t)
     }
 
-    let mut rtt = loadgen::histogram();
-    let mut connect = loadgen::histogram();
-    let mut m = Messages::default();
-    let (mut connected, mut connect_failed, mut closed) = (0, 0, 0);
-    let (mut retrans, mut packets_out, mut socket_errors, mut send_dropped, mut cpu_ns) =
-        (0, 0, 0, 0, 0);
-    let (mut rx_dropped, mut datagrams, mut syscalls) = (0, 0, 0);
-    let mut connect_failure = None;
-    let mut close_reason = None;
-    for o in outcomes {
-        rtt.add(&o.rtt).context("merging histograms")?;
-        connect.add(&o.connect).context("merging histograms")?;
+    fn add(&mut self, o: loadgen::Outcome) -> anyhow::Result<()> {
+        self.rtt.add(&o.rtt).context("merging histograms")?;
+        self.connect.add(&o.connect).context("merging histograms")?;
+        let m = &mut self.messages;
         m.scheduled += o.scheduled;
         m.sent += o.sent;
         m.send_refused += o.send_refused;
@@ -330,23 +476,29 @@ pub fn measure(
         m.echoed += o.echoed;
         m.duplicates += o.duplicates;
         m.foreign += o.foreign;
-        connected += o.connected;
-        connect_failed += o.connect_failed;
-        closed += o.closed_during_run;
-        retrans += o.retransmitted_packets;
-        packets_out += o.packets_out;
-        socket_errors += o.socket_errors;
-        send_dropped += o.send_dropped;
-        rx_dropped += o.rx_dropped;
-        datagrams += o.datagrams;
-        syscalls += o.syscalls;
-        cpu_ns += o.cpu_ns;
-        gaps.extend(o.loop_gaps);
-        connect_failure = connect_failure.or(o.connect_failure);
-        close_reason = close_reason.or(o.close_reason);
+        self.connected += o.connected;
+        self.connect_failed += o.connect_failed;
+        self.closed += o.closed_during_run;
+        self.retrans += o.retransmitted_packets;
+        self.packets_out += o.packets_out;
+        self.socket_errors += o.socket_errors;
+        self.send_dropped += o.send_dropped;
+        self.rx_dropped += o.rx_dropped;
+        self.datagrams += o.datagrams;
+        self.syscalls += o.syscalls;
+        self.cpu_ns += o.cpu_ns;
+        self.gaps.extend(o.loop_gaps);
+        self.connect_failure = self.connect_failure.take().or(o.connect_failure);
+        self.close_reason = self.close_reason.take().or(o.close_reason);
+        Ok(())
     }
-    gaps.sort_by_key(|g| g.core);
-    if connected == 0 {
+
+    /// Fails, saying what to check, if no connection to `server` was admitted.
+    fn ensure_connected(&self, server: SocketAddr) -> anyhow::Result<()> {
+        if self.connected > 0 {
+            return Ok(());
+        }
+        let rx_dropped = self.rx_dropped;
         let dropped = if rx_dropped > 0 {
             format!(
                 "; the load backend dropped {rx_dropped} received datagrams (malformed, bad UDP \
@@ -357,68 +509,58 @@ pub fn measure(
             String::new()
         };
         bail!(
-            "no connection to {} was admitted ({}){dropped}; check that `xrudp attach --app echo` serves that address and port",
-            args.server,
-            connect_failure.as_deref().unwrap_or("no reason given")
+            "no connection to {server} was admitted ({}){dropped}; check that `xrudp attach --app echo` serves that address and port",
+            self.connect_failure.as_deref().unwrap_or("no reason given")
         );
     }
-    m.lost = m.scheduled.saturating_sub(m.echoed);
-    m.loss_ratio = ratio(m.lost as f64, m.scheduled as f64);
-    let secs = duration.as_secs_f64();
-    let server = args.server_pid.map(|pid| {
-        let cpu = server_cpu_after
-            .zip(server_cpu_before)
-            .map_or(0, |(a, b)| a.saturating_sub(b));
-        ServerFigures {
-            pid,
-            cpu_ns: cpu,
-            cpu_ns_per_msg: ratio(cpu as f64, m.echoed as f64),
-            rss_bytes: server_rss.map_or(0, |r| r.0),
-            hwm_bytes: server_rss.map_or(0, |r| r.1),
-        }
-    });
-    let report = Report {
-        settings: Settings {
-            server: args.server.to_string(),
-            clients: args.clients,
-            threads,
-            rate: args.rate,
-            size: args.size,
-            channel: args.channel,
-            duration_secs: secs,
-            wait: args.wait,
-            backend: args.backend,
-        },
-        connected,
-        connect_failed,
-        connect_failure,
-        connect_us: Percentiles::of(&connect),
-        closed_during_run: closed,
-        close_reason,
-        offered_msg_per_s: ratio(m.scheduled as f64, secs),
-        achieved_msg_per_s: ratio(m.echoed as f64, secs),
-        messages: m,
-        rtt_us: Percentiles::of(&rtt),
-        retransmitted_packets: retrans,
-        packets_out,
-        retransmission_ratio: ratio(retrans as f64, packets_out as f64),
-        socket_errors,
-        send_dropped,
-        rx_dropped,
-        loadgen_cpu_ns_per_msg: 0.0,
-        loadgen_syscalls_per_datagram: ratio(syscalls as f64, datagrams as f64),
-        cpu: host::shares(&cpu_before, &cpu_after),
-        probe: gaps,
-        server,
-    };
-    let echoed = report.messages.echoed;
-    Ok((
-        Report {
-            loadgen_cpu_ns_per_msg: ratio(cpu_ns as f64, echoed as f64),
-            ..report
-        },
-        rtt,
-    ))
+
+    /// The report, and the merged round-trip histogram.
+    fn into_report(
+        self,
+        args: &BenchArgs,
+        threads: usize,
+        window: &Window,
+    ) -> (Report, hdrhistogram::Histogram<u64>) {
+        let mut m = self.messages;
+        m.lost = m.scheduled.saturating_sub(m.echoed);
+        m.loss_ratio = ratio(m.lost as f64, m.scheduled as f64);
+        let secs = window.duration.as_secs_f64();
+        let report = Report {
+            settings: Settings {
+                server: args.server.to_string(),
+                clients: args.clients,
+                threads,
+                rate: args.rate,
+                size: args.size,
+                channel: args.channel,
+                duration_secs: secs,
+                wait: args.wait,
+                backend: args.backend,
+            },
+            connected: self.connected,
+            connect_failed: self.connect_failed,
+            connect_failure: self.connect_failure,
+            connect_us: Percentiles::of(&self.connect),
+            closed_during_run: self.closed,
+            close_reason: self.close_reason,
+            offered_msg_per_s: ratio(m.scheduled as f64, secs),
+            achieved_msg_per_s: ratio(m.echoed as f64, secs),
+            rtt_us: Percentiles::of(&self.rtt),
+            retransmitted_packets: self.retrans,
+            packets_out: self.packets_out,
+            retransmission_ratio: ratio(self.retrans as f64, self.packets_out as f64),
+            socket_errors: self.socket_errors,
+            send_dropped: self.send_dropped,
+            rx_dropped: self.rx_dropped,
+            loadgen_cpu_ns_per_msg: ratio(self.cpu_ns as f64, m.echoed as f64),
+            loadgen_syscalls_per_datagram: ratio(self.syscalls as f64, self.datagrams as f64),
+            cpu: host::shares(&window.cpu_before, &window.cpu_after),
+            probe: self.gaps,
+            server: window.server(args.server_pid, m.echoed),
+            messages: m,
+        };
+        (report, self.rtt)
+    }
 }
 
 /// Splits the work over the threads and checks the arguments.

@@ -155,10 +155,6 @@ pub struct Outcome {
 /// # Panics
 ///
 /// If `plan.size` is below [`super::payload::HEADER_LEN`] (the caller checks it).
-#[expect(
-    clippy::too_many_lines,
-    reason = "the thread's phases (connect, wait, schedule, drain, close) read best in order"
-)]
 pub fn run<T: Transport>(
     plan: &Plan,
     transport: impl FnOnce() -> io::Result<T>,
@@ -174,104 +170,15 @@ pub fn run<T: Transport>(
         transport,
         super::conns::random_seed() ^ u64::from(plan.thread),
     );
-    let mut out = Outcome {
-        rtt: histogram(),
-        connect: histogram(),
-        connected: 0,
-        connect_failed: 0,
-        connect_failure: None,
-        scheduled: 0,
-        sent: 0,
-        send_refused: 0,
-        not_connected: 0,
-        echoed: 0,
-        duplicates: 0,
-        foreign: 0,
-        closed_during_run: 0,
-        close_reason: None,
-        retransmitted_packets: 0,
-        packets_out: 0,
-        socket_errors: 0,
-        send_dropped: 0,
-        rx_dropped: 0,
-        datagrams: 0,
-        syscalls: 0,
-        cpu_ns: 0,
-        loop_gaps: None,
-    };
+    let mut out = Outcome::empty();
     let ids = connect_all(plan, &mut fleet, &mut out, progress)?;
     ready_guard.release();
+    let t0 = serve_until_t0(plan, &mut fleet, start, &mut out);
 
-    // Keep the connections served until every thread is ready.
-    let t0 = loop {
-        if let Some(&t0) = start.t0.get() {
-            break t0;
-        }
-        fleet.drive(Duration::from_millis(1));
-        while let Some((id, event)) = fleet.poll_event() {
-            note_event(&mut fleet, id, event, None, plan, &mut out);
-        }
-    };
-
-    let schedule = Schedule::new(
-        if ids.is_empty() { 0 } else { plan.rate },
-        nanos(plan.duration),
-    );
-    out.scheduled = schedule.total();
-    let mut seen = vec![0u64; usize::try_from(schedule.total().div_ceil(64)).unwrap_or(0)];
-    let mut buf = vec![0u8; plan.size];
-    let mut next = 0u64;
-    let mut rr = 0usize;
-    let end = t0 + plan.duration;
-    let drain_end = end + plan.drain;
+    let mut sender = Sender::new(plan, &ids, t0);
+    out.scheduled = sender.schedule.total();
     let cpu_before = super::host::thread_cpu_ns();
-    let mut gaps = super::probe::Recorder::new(plan.core.unwrap_or(usize::MAX));
-    loop {
-        let now = Instant::now();
-        if now >= t0 && now < end {
-            gaps.tick(now);
-        }
-        if now >= t0 {
-            let due = schedule.due(nanos(now - t0));
-            while next < due {
-                let stamp = Stamp {
-                    thread: plan.thread,
-                    seq: next,
-                    scheduled_ns: schedule.scheduled_ns(next),
-                };
-                // INVARIANT: `buf` holds at least a stamp (checked when the plan was made).
-                stamp.encode(&mut buf).expect("message holds a stamp");
-                let id = ids[rr];
-                rr = if rr + 1 == ids.len() { 0 } else { rr + 1 };
-                match fleet.send(id, plan.channel, &buf) {
-                    Ok(()) => out.sent += 1,
-                    Err(SendError::QueueFull) => out.send_refused += 1,
-                    Err(_) => out.not_connected += 1,
-                }
-                next += 1;
-            }
-        }
-        let done_sending = next >= schedule.total() && now >= end;
-        if done_sending && (out.echoed >= out.sent || now >= drain_end) {
-            break;
-        }
-        let wait = match plan.wait {
-            Wait::Spin => Duration::ZERO,
-            Wait::Sleep if next < schedule.total() => {
-                let at = t0 + Duration::from_nanos(schedule.scheduled_ns(next));
-                at.saturating_duration_since(now)
-            }
-            Wait::Sleep => (if done_sending { drain_end } else { end })
-                .saturating_duration_since(now)
-                .min(Duration::from_millis(10)),
-        };
-        fleet.drive(wait);
-        while let Some((id, event)) = fleet.poll_event() {
-            note_event(&mut fleet, id, event, Some((t0, &mut seen)), plan, &mut out);
-        }
-        progress.sent.store(out.sent, Ordering::Relaxed);
-        progress.echoed.store(out.echoed, Ordering::Relaxed);
-    }
+    let gaps = sender.run(&mut fleet, progress, &mut out);
     // Only a pinned thread's loop speaks for one core.
     if plan.wait == Wait::Spin && plan.core.is_some() {
         out.loop_gaps = Some(super::probe::Gaps {
@@ -282,7 +189,187 @@ pub fn run<T: Transport>(
     out.cpu_ns = super::host::thread_cpu_ns()
         .zip(cpu_before)
         .map_or(0, |(a, b)| a.saturating_sub(b));
-    for &id in &ids {
+    count_packets_and_io(&fleet, &ids, &mut out);
+    close_all(&mut fleet, &ids);
+    Ok(out)
+}
+
+impl Outcome {
+    /// Nothing counted yet.
+    fn empty() -> Self {
+        Self {
+            rtt: histogram(),
+            connect: histogram(),
+            connected: 0,
+            connect_failed: 0,
+            connect_failure: None,
+            scheduled: 0,
+            sent: 0,
+            send_refused: 0,
+            not_connected: 0,
+            echoed: 0,
+            duplicates: 0,
+            foreign: 0,
+            closed_during_run: 0,
+            close_reason: None,
+            retransmitted_packets: 0,
+            packets_out: 0,
+            socket_errors: 0,
+            send_dropped: 0,
+            rx_dropped: 0,
+            datagrams: 0,
+            syscalls: 0,
+            cpu_ns: 0,
+            loop_gaps: None,
+        }
+    }
+}
+
+/// Keeps the connections served until every thread is ready and the main thread sets
+/// the schedule's start; returns it.
+fn serve_until_t0<T: Transport>(
+    plan: &Plan,
+    fleet: &mut Conns<T>,
+    start: &Start,
+    out: &mut Outcome,
+) -> Instant {
+    loop {
+        if let Some(&t0) = start.t0.get() {
+            return t0;
+        }
+        fleet.drive(Duration::from_millis(1));
+        while let Some((id, event)) = fleet.poll_event() {
+            note_event(fleet, id, event, None, plan, out);
+        }
+    }
+}
+
+/// One thread's open-loop schedule, from `t0` to the end of the drain: what falls due,
+/// where it goes, and which echoes came back.
+struct Sender<'a> {
+    plan: &'a Plan,
+    /// The admitted connections, sent to round-robin.
+    ids: &'a [usize],
+    schedule: Schedule,
+    t0: Instant,
+    /// The end of the schedule.
+    end: Instant,
+    /// The end of the wait for the last echoes.
+    drain_end: Instant,
+    /// One bit per scheduled message: echoed already.
+    seen: Vec<u64>,
+    /// The message being built.
+    buf: Vec<u8>,
+    /// The next message due.
+    next: u64,
+    /// Where it goes: an index into `ids`.
+    rr: usize,
+}
+
+impl<'a> Sender<'a> {
+    /// No connections (`ids` empty) schedule nothing.
+    fn new(plan: &'a Plan, ids: &'a [usize], t0: Instant) -> Self {
+        let schedule = Schedule::new(
+            if ids.is_empty() { 0 } else { plan.rate },
+            nanos(plan.duration),
+        );
+        let seen = vec![0u64; usize::try_from(schedule.total().div_ceil(64)).unwrap_or(0)];
+        let end = t0 + plan.duration;
+        Self {
+            plan,
+            ids,
+            schedule,
+            t0,
+            end,
+            drain_end: end + plan.drain,
+            seen,
+            buf: vec![0u8; plan.size],
+            next: 0,
+            rr: 0,
+        }
+    }
+
+    /// Sends what falls due and accounts the echoes until the schedule is sent and every
+    /// echo is in (or the drain is over); returns the loop's gaps over the schedule.
+    fn run<T: Transport>(
+        &mut self,
+        fleet: &mut Conns<T>,
+        progress: &Progress,
+        out: &mut Outcome,
+    ) -> super::probe::Recorder {
+        let mut gaps = super::probe::Recorder::new(self.plan.core.unwrap_or(usize::MAX));
+        loop {
+            let now = Instant::now();
+            if now >= self.t0 && now < self.end {
+                gaps.tick(now);
+            }
+            if now >= self.t0 {
+                self.send_due(fleet, now, out);
+            }
+            let done_sending = self.next >= self.schedule.total() && now >= self.end;
+            if done_sending && (out.echoed >= out.sent || now >= self.drain_end) {
+                break;
+            }
+            fleet.drive(self.wait(now, done_sending));
+            while let Some((id, event)) = fleet.poll_event() {
+                let run = Some((self.t0, &mut self.seen));
+                note_event(fleet, id, event, run, self.plan, out);
+            }
+            progress.sent.store(out.sent, Ordering::Relaxed);
+            progress.echoed.store(out.echoed, Ordering::Relaxed);
+        }
+        gaps
+    }
+
+    /// Sends every message due by `now`, round-robin over the connections.
+    fn send_due<T: Transport>(&mut self, fleet: &mut Conns<T>, now: Instant, out: &mut Outcome) {
+        let due = self.schedule.due(nanos(now - self.t0));
+        while self.next < due {
+            let stamp = Stamp {
+                thread: self.plan.thread,
+                seq: self.next,
+                scheduled_ns: self.schedule.scheduled_ns(self.next),
+            };
+            // INVARIANT: `buf` holds at least a stamp (checked when the plan was made).
+            stamp.encode(&mut self.buf).expect("message holds a stamp");
+            let id = self.ids[self.rr];
+            self.rr = if self.rr + 1 == self.ids.len() {
+                0
+            } else {
+                self.rr + 1
+            };
+            match fleet.send(id, self.plan.channel, &self.buf) {
+                Ok(()) => out.sent += 1,
+                Err(SendError::QueueFull) => out.send_refused += 1,
+                Err(_) => out.not_connected += 1,
+            }
+            self.next += 1;
+        }
+    }
+
+    /// How long to wait for input at `now`: not at all when spinning; when sleeping,
+    /// until the next message is due, or (10 ms at most) until the schedule or drain ends.
+    fn wait(&self, now: Instant, done_sending: bool) -> Duration {
+        match self.plan.wait {
+            Wait::Spin => Duration::ZERO,
+            Wait::Sleep if self.next < self.schedule.total() => {
+                let at = self.t0 + Duration::from_nanos(self.schedule.scheduled_ns(self.next));
+                at.saturating_duration_since(now)
+            }
+            Wait::Sleep => (if done_sending {
+                self.drain_end
+            } else {
+                self.end
+            })
+            .saturating_duration_since(now)
+            .min(Duration::from_millis(10)),
+        }
+    }
+}
+
+/// Adds the connections' packet counters and the transport's I/O counters to `out`.
+fn count_packets_and_io<T: Transport>(fleet: &Conns<T>, ids: &[usize], out: &mut Outcome) {
+    for &id in ids {
         if let Some(c) = fleet.counters(id) {
             out.retransmitted_packets += c.retransmitted_packets;
             out.packets_out += c.packets_out;
@@ -294,9 +381,12 @@ pub fn run<T: Transport>(
     out.rx_dropped = io.rx_dropped;
     out.datagrams = io.sent + io.received;
     out.syscalls = io.send_calls + io.recv_calls;
+}
 
-    // Close gracefully so the server frees the slots before the next run.
-    for &id in &ids {
+/// Closes gracefully so the server frees the slots before the next run (waiting 500 ms
+/// at most for the closes to complete).
+fn close_all<T: Transport>(fleet: &mut Conns<T>, ids: &[usize]) {
+    for &id in ids {
         fleet.disconnect(id, 0);
     }
     let close_end = Instant::now() + Duration::from_millis(500);
@@ -304,7 +394,6 @@ pub fn run<T: Transport>(
         fleet.drive(Duration::from_millis(5));
         while fleet.poll_event().is_some() {}
     }
-    Ok(out)
 }
 
 /// Opens the plan's connections, at most `connect_window` handshaking at once; returns

@@ -1,7 +1,7 @@
 //! The run's summary: figures merged over the threads, as a table for people and one JSON
 //! object for scripts.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -164,15 +164,29 @@ pub struct Report {
 impl Report {
     /// The human-readable summary.
     #[must_use]
-    #[expect(clippy::too_many_lines, reason = "one line of output after another")]
     pub fn text(&self) -> String {
         let mut s = String::new();
-        let st = &self.settings;
-        let m = &self.messages;
-        let r = &self.rtt_us;
-        let c = &self.connect_us;
         // Writing into a String cannot fail.
-        let _ = writeln!(
+        let _ = self.write_text(&mut s);
+        s
+    }
+
+    /// Writes the summary, one line per part; the probe and server lines only when there
+    /// is something to show.
+    fn write_text(&self, s: &mut String) -> fmt::Result {
+        self.write_settings(s)?;
+        self.write_connect(s)?;
+        self.write_messages(s)?;
+        self.write_rtt(s)?;
+        self.write_probe(s)?;
+        self.write_retrans(s)?;
+        self.write_cpu(s)?;
+        self.write_server(s)
+    }
+
+    fn write_settings(&self, s: &mut String) -> fmt::Result {
+        let st = &self.settings;
+        writeln!(
             s,
             "xrudp bench → {}: {} clients on {} thread(s), {} msg/s offered, {} B, channel {}, {:.1} s, wait {:?}, load backend {:?}",
             st.server,
@@ -184,8 +198,12 @@ impl Report {
             st.duration_secs,
             st.wait,
             st.backend
-        );
-        let _ = writeln!(
+        )
+    }
+
+    fn write_connect(&self, s: &mut String) -> fmt::Result {
+        let c = &self.connect_us;
+        writeln!(
             s,
             "connect   {} admitted, {} failed{}; p50 {:.0} µs  p99 {:.0} µs  max {:.0} µs",
             self.connected,
@@ -196,8 +214,12 @@ impl Report {
             c.p50,
             c.p99,
             c.max
-        );
-        let _ = writeln!(
+        )
+    }
+
+    fn write_messages(&self, s: &mut String) -> fmt::Result {
+        let m = &self.messages;
+        writeln!(
             s,
             "messages  {} scheduled, {} sent, {} echoed; achieved {:.0} msg/s; lost {} ({:.4}%: {} refused by a full queue, {} on closed connections){}",
             m.scheduled,
@@ -213,31 +235,29 @@ impl Report {
             } else {
                 String::new()
             }
-        );
-        let _ = writeln!(
+        )
+    }
+
+    fn write_rtt(&self, s: &mut String) -> fmt::Result {
+        let r = &self.rtt_us;
+        writeln!(
             s,
             "rtt µs    p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  mean {:.1}  (n={})",
             r.p50, r.p90, r.p99, r.p999, r.max, r.mean, r.count
-        );
-        let gaps: Vec<String> = self
-            .probe
-            .iter()
-            .map(|g| {
-                format!(
-                    "core {} ({}): {} >50µs, {} >1ms, longest {:.0} µs{}",
-                    g.core,
-                    g.source,
-                    g.over_50us,
-                    g.over_1ms,
-                    g.longest_us,
-                    if g.pinned { "" } else { " (not pinned)" }
-                )
-            })
-            .collect();
-        if !gaps.is_empty() {
-            let _ = writeln!(s, "probe     {}", gaps.join("; "));
+        )
+    }
+
+    /// The probe's line, left out when no core was probed.
+    fn write_probe(&self, s: &mut String) -> fmt::Result {
+        let gaps: Vec<String> = self.probe.iter().map(gaps_text).collect();
+        if gaps.is_empty() {
+            return Ok(());
         }
-        let _ = writeln!(
+        writeln!(s, "probe     {}", gaps.join("; "))
+    }
+
+    fn write_retrans(&self, s: &mut String) -> fmt::Result {
+        writeln!(
             s,
             "retrans   {} of {} packets ({:.4}%); client I/O errors {}, send drops {}, receive drops {}",
             self.retransmitted_packets,
@@ -246,40 +266,59 @@ impl Report {
             self.socket_errors,
             self.send_dropped,
             self.rx_dropped
-        );
-        let cpu: Vec<String> = self
-            .cpu
-            .iter()
-            .map(|c| {
-                format!(
-                    "core {}: busy {:.1}% softirq {:.1}% steal {:.1}%",
-                    c.core,
-                    c.busy * 100.0,
-                    c.softirq * 100.0,
-                    c.steal * 100.0
-                )
-            })
-            .collect();
-        let _ = writeln!(
+        )
+    }
+
+    fn write_cpu(&self, s: &mut String) -> fmt::Result {
+        let cpu: Vec<String> = self.cpu.iter().map(cpu_share_text).collect();
+        writeln!(
             s,
             "cpu       {}; load generator {:.0} ns/msg, {:.2} syscalls/datagram",
             cpu.join("; "),
             self.loadgen_cpu_ns_per_msg,
             self.loadgen_syscalls_per_datagram
-        );
-        if let Some(sv) = &self.server {
-            let _ = writeln!(
-                s,
-                "server    pid {}: {:.0} ns CPU/msg ({:.3} s), RSS {:.1} MiB (peak {:.1} MiB)",
-                sv.pid,
-                sv.cpu_ns_per_msg,
-                sv.cpu_ns as f64 / 1e9,
-                sv.rss_bytes as f64 / 1_048_576.0,
-                sv.hwm_bytes as f64 / 1_048_576.0
-            );
-        }
-        s
+        )
     }
+
+    /// The server's line, left out when no pid was given.
+    fn write_server(&self, s: &mut String) -> fmt::Result {
+        let Some(sv) = &self.server else {
+            return Ok(());
+        };
+        writeln!(
+            s,
+            "server    pid {}: {:.0} ns CPU/msg ({:.3} s), RSS {:.1} MiB (peak {:.1} MiB)",
+            sv.pid,
+            sv.cpu_ns_per_msg,
+            sv.cpu_ns as f64 / 1e9,
+            sv.rss_bytes as f64 / 1_048_576.0,
+            sv.hwm_bytes as f64 / 1_048_576.0
+        )
+    }
+}
+
+/// One core's probe figures, as the probe line shows them.
+fn gaps_text(g: &Gaps) -> String {
+    format!(
+        "core {} ({}): {} >50µs, {} >1ms, longest {:.0} µs{}",
+        g.core,
+        g.source,
+        g.over_50us,
+        g.over_1ms,
+        g.longest_us,
+        if g.pinned { "" } else { " (not pinned)" }
+    )
+}
+
+/// One core's CPU shares, as the cpu line shows them.
+fn cpu_share_text(c: &CpuShare) -> String {
+    format!(
+        "core {}: busy {:.1}% softirq {:.1}% steal {:.1}%",
+        c.core,
+        c.busy * 100.0,
+        c.softirq * 100.0,
+        c.steal * 100.0
+    )
 }
 
 /// Nanoseconds as microseconds.
@@ -319,6 +358,147 @@ mod tests {
             Percentiles::of(&super::super::loadgen::histogram()),
             Percentiles::default()
         );
+    }
+
+    /// A report with every field set to a distinct value, optional sections included.
+    fn full_report() -> Report {
+        Report {
+            settings: Settings {
+                server: "198.18.0.1:7777".to_owned(),
+                clients: 1000,
+                threads: 2,
+                rate: 20_000,
+                size: 64,
+                channel: 1,
+                duration_secs: 10.25,
+                wait: super::super::loadgen::Wait::Spin,
+                backend: super::super::Backend::Xdp,
+            },
+            connected: 998,
+            connect_failed: 2,
+            connect_failure: Some("HandshakeTimedOut".to_owned()),
+            connect_us: Percentiles {
+                count: 998,
+                p50: 812.4,
+                p90: 1500.5,
+                p99: 2048.6,
+                p999: 3000.0,
+                max: 4096.5,
+                mean: 900.25,
+            },
+            closed_during_run: 1,
+            close_reason: Some("TimedOut".to_owned()),
+            messages: Messages {
+                scheduled: 205_000,
+                sent: 204_990,
+                send_refused: 7,
+                not_connected: 3,
+                echoed: 204_980,
+                lost: 20,
+                loss_ratio: 20.0 / 205_000.0,
+                duplicates: 4,
+                foreign: 5,
+            },
+            offered_msg_per_s: 20_000.0,
+            achieved_msg_per_s: 19_998.049,
+            rtt_us: Percentiles {
+                count: 204_980,
+                p50: 41.25,
+                p90: 55.55,
+                p99: 120.04,
+                p999: 480.96,
+                max: 2500.5,
+                mean: 44.449,
+            },
+            retransmitted_packets: 12,
+            packets_out: 410_000,
+            retransmission_ratio: 12.0 / 410_000.0,
+            socket_errors: 1,
+            send_dropped: 6,
+            rx_dropped: 8,
+            loadgen_cpu_ns_per_msg: 1234.5,
+            loadgen_syscalls_per_datagram: 0.125,
+            cpu: vec![
+                CpuShare {
+                    core: 0,
+                    busy: 0.5,
+                    softirq: 0.125,
+                    steal: 0.0,
+                },
+                CpuShare {
+                    core: 1,
+                    busy: 0.987_65,
+                    softirq: 0.333_33,
+                    steal: 0.012_34,
+                },
+            ],
+            probe: vec![
+                Gaps {
+                    core: 0,
+                    source: "load-loop",
+                    pinned: true,
+                    over_50us: 17,
+                    over_1ms: 2,
+                    longest_us: 1520.6,
+                    lost_share: 0.001,
+                    ran_secs: 10.0,
+                },
+                Gaps {
+                    core: 1,
+                    source: "probe",
+                    pinned: false,
+                    over_50us: 0,
+                    over_1ms: 0,
+                    longest_us: 49.4,
+                    lost_share: 0.0,
+                    ran_secs: 10.0,
+                },
+            ],
+            server: Some(ServerFigures {
+                pid: 4242,
+                cpu_ns: 1_500_000_000,
+                cpu_ns_per_msg: 7317.8,
+                rss_bytes: 50 * 1_048_576 + 524_288,
+                hwm_bytes: 64 * 1_048_576,
+            }),
+        }
+    }
+
+    #[test]
+    fn text_of_a_full_report_is_pinned() {
+        let want = concat!(
+            "xrudp bench → 198.18.0.1:7777: 1000 clients on 2 thread(s), 20000 msg/s offered, 64 B, channel 1, 10.2 s, wait Spin, load backend Xdp\n",
+            "connect   998 admitted, 2 failed (HandshakeTimedOut); p50 812 µs  p99 2049 µs  max 4096 µs\n",
+            "messages  205000 scheduled, 204990 sent, 204980 echoed; achieved 19998 msg/s; lost 20 (0.0098%: 7 refused by a full queue, 3 on closed connections); 4 duplicates, 5 foreign\n",
+            "rtt µs    p50 41.2  p90 55.5  p99 120.0  p99.9 481.0  max 2500.5  mean 44.4  (n=204980)\n",
+            "probe     core 0 (load-loop): 17 >50µs, 2 >1ms, longest 1521 µs; core 1 (probe): 0 >50µs, 0 >1ms, longest 49 µs (not pinned)\n",
+            "retrans   12 of 410000 packets (0.0029%); client I/O errors 1, send drops 6, receive drops 8\n",
+            "cpu       core 0: busy 50.0% softirq 12.5% steal 0.0%; core 1: busy 98.8% softirq 33.3% steal 1.2%; load generator 1234 ns/msg, 0.12 syscalls/datagram\n",
+            "server    pid 4242: 7318 ns CPU/msg (1.500 s), RSS 50.5 MiB (peak 64.0 MiB)\n",
+        );
+        assert_eq!(full_report().text(), want);
+    }
+
+    #[test]
+    fn text_without_the_optional_sections_is_pinned() {
+        let mut r = full_report();
+        r.connect_failure = None;
+        r.messages.duplicates = 0;
+        r.messages.foreign = 0;
+        r.probe.clear();
+        r.cpu.clear();
+        r.server = None;
+        r.settings.wait = super::super::loadgen::Wait::Sleep;
+        r.settings.backend = super::super::Backend::Socket;
+        let want = concat!(
+            "xrudp bench → 198.18.0.1:7777: 1000 clients on 2 thread(s), 20000 msg/s offered, 64 B, channel 1, 10.2 s, wait Sleep, load backend Socket\n",
+            "connect   998 admitted, 2 failed; p50 812 µs  p99 2049 µs  max 4096 µs\n",
+            "messages  205000 scheduled, 204990 sent, 204980 echoed; achieved 19998 msg/s; lost 20 (0.0098%: 7 refused by a full queue, 3 on closed connections)\n",
+            "rtt µs    p50 41.2  p90 55.5  p99 120.0  p99.9 481.0  max 2500.5  mean 44.4  (n=204980)\n",
+            "retrans   12 of 410000 packets (0.0029%); client I/O errors 1, send drops 6, receive drops 8\n",
+            "cpu       ; load generator 1234 ns/msg, 0.12 syscalls/datagram\n",
+        );
+        assert_eq!(r.text(), want);
     }
 
     #[test]
