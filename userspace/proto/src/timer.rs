@@ -13,7 +13,10 @@
 //! When the cursor enters a revolution, its coarse slot is cascaded: entries of that
 //! revolution move to the fine level, so every entry moves down at most once. An
 //! occupancy bitmap per level (64 words, and one word) finds the next non-empty slot with
-//! a few word scans.
+//! a few word scans, and each fine slot keeps its earliest deadline and how many entries
+//! share it, so [`Wheel::next_deadline`] and a round with nothing due cost O(1) however
+//! many connections share a tick: a slot is walked again only when the last entry holding
+//! its minimum leaves without expiring.
 //!
 //! The wheel only buckets: an entry expires when `now >= deadline`, never earlier, and
 //! [`Wheel::next_deadline`] is the exact earliest deadline. Entries that expire in the same
@@ -61,8 +64,23 @@ pub struct Wheel {
     heads: Vec<u32>,
     fine: [u64; FINE_SLOTS / 64],
     coarse: u64,
+    /// Per fine slot: its earliest deadline and how many entries have it (`EMPTY` when
+    /// the slot is empty).
+    fine_min: Vec<SlotMin>,
     len: usize,
 }
+
+/// A fine slot's earliest deadline and the number of its entries at that deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct SlotMin {
+    at: u64,
+    count: u32,
+}
+
+const EMPTY: SlotMin = SlotMin {
+    at: u64::MAX,
+    count: 0,
+};
 
 impl Wheel {
     /// A wheel for indices `0..capacity`, with ticks counted from `origin`. Allocates
@@ -89,6 +107,7 @@ impl Wheel {
             heads: vec![NIL; FINE_SLOTS + COARSE_SLOTS],
             fine: [0; FINE_SLOTS / 64],
             coarse: 0,
+            fine_min: vec![EMPTY; FINE_SLOTS],
             len: 0,
         }
     }
@@ -111,6 +130,7 @@ impl Wheel {
         size_of::<Self>()
             + self.nodes.capacity() * size_of::<Node>()
             + self.heads.capacity() * size_of::<u32>()
+            + self.fine_min.capacity() * size_of::<SlotMin>()
     }
 
     /// Bytes each index costs (its node).
@@ -164,7 +184,13 @@ impl Wheel {
         }
         // Fine entries all lie between the cursor and the end of its revolution.
         if let Some(slot) = self.next_fine((self.cursor & FINE_MASK) as usize, FINE_SLOTS - 1) {
-            return self.min_in(slot, |_| true).map(|at| self.instant(at));
+            let m = self.fine_min[slot];
+            debug_assert_eq!(
+                Some(m.at),
+                self.min_in(slot, |_| true),
+                "slot {slot} minimum"
+            );
+            return Some(self.instant(m.at));
         }
         // Then the first coarse slot, in revolution order, holding an entry of the round
         // it stands for; an entry of a later round is later than all of those.
@@ -259,10 +285,63 @@ impl Wheel {
         };
         self.heads[slot] = index;
         self.set_occupied(slot, true);
+        if let Some(m) = self.fine_min.get_mut(slot) {
+            if at < m.at {
+                *m = SlotMin { at, count: 1 };
+            } else if at == m.at {
+                m.count += 1;
+            }
+        }
         self.len += 1;
     }
 
+    /// Takes `index` out of its slot and keeps the slot's minimum exact: when the last
+    /// entry at the minimum leaves, the slot is walked once for the new one.
     fn unlink(&mut self, index: u32) {
+        let n = self.nodes[index as usize];
+        let slot = usize::from(n.slot);
+        self.detach(index);
+        if self.forget_min(slot, n.at) {
+            self.refresh_min(slot);
+        }
+    }
+
+    /// Accounts for an entry at `at` leaving `slot`; returns whether the slot's minimum
+    /// must be recomputed (its last entry at the minimum left and others remain).
+    fn forget_min(&mut self, slot: usize, at: u64) -> bool {
+        let empty = self.heads.get(slot).is_none_or(|&h| h == NIL);
+        let Some(m) = self.fine_min.get_mut(slot) else {
+            return false;
+        };
+        if empty {
+            *m = EMPTY;
+            return false;
+        }
+        if at == m.at {
+            m.count -= 1;
+            return m.count == 0;
+        }
+        false
+    }
+
+    /// Recomputes a fine slot's minimum and its count by walking the slot.
+    fn refresh_min(&mut self, slot: usize) {
+        let mut m = EMPTY;
+        let mut i = self.heads[slot];
+        while i != NIL {
+            let n = &self.nodes[i as usize];
+            if n.at < m.at {
+                m = SlotMin { at: n.at, count: 1 };
+            } else if n.at == m.at {
+                m.count += 1;
+            }
+            i = n.next;
+        }
+        self.fine_min[slot] = m;
+    }
+
+    /// Takes `index` out of its slot's list; the slot's minimum is the caller's concern.
+    fn detach(&mut self, index: u32) {
         let n = self.nodes[index as usize];
         let slot = usize::from(n.slot);
         if n.prev == NIL {
@@ -330,17 +409,22 @@ impl Wheel {
         min
     }
 
-    /// Moves the due entries of a fine slot to `due`.
+    /// Moves the due entries of a fine slot to `due`. A slot whose minimum is not due
+    /// is not walked; one that is, is walked once and its minimum recomputed once.
     fn drain(&mut self, slot: usize, now: u64, due: &mut Vec<u32>) {
+        if self.fine_min[slot].at > now {
+            return;
+        }
         let mut i = self.heads[slot];
         while i != NIL {
             let n = self.nodes[i as usize];
             if n.at <= now {
-                self.unlink(i);
+                self.detach(i);
                 due.push(i);
             }
             i = n.next;
         }
+        self.refresh_min(slot);
     }
 
     /// Sorts a coarse slot's entries as the cursor enters revolution `block`: earlier ones
@@ -471,7 +555,7 @@ mod tests {
         assert_eq!(expired(&mut w, t0 + ms(100)), vec![0]);
     }
 
-    #[derive(Clone, Debug)]
+    #[derive(Clone, Copy, Debug)]
     enum Op {
         Schedule(u32, u64),
         Cancel(u32),
@@ -488,59 +572,107 @@ mod tests {
         ]
     }
 
+    /// Crowded ticks: many indices, deadlines on a 250 µs grid a few ticks out, so slots
+    /// hold several entries and ties at their minimum (what a tick-rate game server's
+    /// connections look like to the wheel).
+    fn crowded_op() -> impl Strategy<Value = Op> {
+        let grid = (0u64..16).prop_map(|k| k * 250);
+        prop_oneof![
+            6 => (0u32..16, grid.clone()).prop_map(|(i, d)| Op::Schedule(i, d)),
+            2 => (0u32..16).prop_map(Op::Cancel),
+            2 => grid.prop_map(Op::Advance),
+        ]
+    }
+
+    #[test]
+    fn a_crowded_slot_keeps_its_minimum_through_cancels() {
+        let t0 = Instant::now();
+        let mut w = Wheel::new(8, t0);
+        let base = t0 + ms(3);
+        for i in 0..8u32 {
+            // 0 and 1 share the minimum; the rest come later in the same tick.
+            let us = [0, 0, 100, 200, 300, 400, 500, 600][i as usize];
+            w.schedule(i, base + Duration::from_micros(us));
+        }
+        assert_eq!(w.next_deadline(), Some(base));
+        assert!(w.cancel(0));
+        assert_eq!(w.next_deadline(), Some(base), "1 still holds the minimum");
+        w.schedule(1, base + ms(10));
+        assert_eq!(w.next_deadline(), Some(base + Duration::from_micros(100)));
+        // Partly due: the slot keeps the rest and its new minimum.
+        assert_eq!(
+            expired(&mut w, base + Duration::from_micros(250)),
+            vec![2, 3]
+        );
+        assert_eq!(w.next_deadline(), Some(base + Duration::from_micros(300)));
+        assert_eq!(expired(&mut w, base + ms(1)), vec![4, 5, 6, 7]);
+        assert_eq!(w.next_deadline(), Some(base + ms(10)));
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
 
         /// The wheel against a `BTreeSet` of `(deadline, index)`.
         #[test]
         fn matches_a_sorted_map(ops in proptest::collection::vec(op(), 1..200)) {
-            let t0 = Instant::now();
-            let mut w = Wheel::new(16, t0);
-            let mut model: BTreeSet<(Instant, u32)> = BTreeSet::new();
-            let mut at: HashMap<u32, Instant> = HashMap::new();
-            // Deadlines may lie behind `now`, never before the wheel's origin.
-            let mut now = t0 + ms(1);
-            for op in ops {
-                match op {
-                    Op::Schedule(i, us) => {
-                        // Deadlines from a little in the past to far in the future.
-                        let d = (now + Duration::from_micros(us))
-                            .checked_sub(Duration::from_micros(500))
-                            .expect("after t0");
-                        w.schedule(i, d);
-                        if let Some(old) = at.insert(i, d) {
-                            model.remove(&(old, i));
-                        }
-                        model.insert((d, i));
+            check_against_model(&ops)?;
+        }
+
+        /// The same, with crowded slots and ties.
+        #[test]
+        fn matches_a_sorted_map_when_crowded(ops in proptest::collection::vec(crowded_op(), 1..300)) {
+            check_against_model(&ops)?;
+        }
+    }
+
+    fn check_against_model(ops: &[Op]) -> Result<(), TestCaseError> {
+        let t0 = Instant::now();
+        let mut w = Wheel::new(16, t0);
+        let mut model: BTreeSet<(Instant, u32)> = BTreeSet::new();
+        let mut at: HashMap<u32, Instant> = HashMap::new();
+        // Deadlines may lie behind `now`, never before the wheel's origin.
+        let mut now = t0 + ms(1);
+        for op in ops.iter().copied() {
+            match op {
+                Op::Schedule(i, us) => {
+                    // Deadlines from a little in the past to far in the future.
+                    let d = (now + Duration::from_micros(us))
+                        .checked_sub(Duration::from_micros(500))
+                        .expect("after t0");
+                    w.schedule(i, d);
+                    if let Some(old) = at.insert(i, d) {
+                        model.remove(&(old, i));
                     }
-                    Op::Cancel(i) => {
-                        let was = at.remove(&i);
-                        if let Some(old) = was {
-                            model.remove(&(old, i));
-                        }
-                        prop_assert_eq!(w.cancel(i), was.is_some());
-                    }
-                    Op::Advance(us) => {
-                        now += Duration::from_micros(us);
-                        let got = expired(&mut w, now);
-                        let mut want = Vec::new();
-                        while let Some(&(d, i)) = model.first() {
-                            if d > now {
-                                break;
-                            }
-                            model.pop_first();
-                            at.remove(&i);
-                            want.push(i);
-                        }
-                        prop_assert_eq!(got, want);
-                    }
+                    model.insert((d, i));
                 }
-                prop_assert_eq!(w.len(), model.len());
-                prop_assert_eq!(w.next_deadline(), model.first().map(|k| k.0));
-                for i in 0..16 {
-                    prop_assert_eq!(w.deadline(i), at.get(&i).copied());
+                Op::Cancel(i) => {
+                    let was = at.remove(&i);
+                    if let Some(old) = was {
+                        model.remove(&(old, i));
+                    }
+                    prop_assert_eq!(w.cancel(i), was.is_some());
+                }
+                Op::Advance(us) => {
+                    now += Duration::from_micros(us);
+                    let got = expired(&mut w, now);
+                    let mut want = Vec::new();
+                    while let Some(&(d, i)) = model.first() {
+                        if d > now {
+                            break;
+                        }
+                        model.pop_first();
+                        at.remove(&i);
+                        want.push(i);
+                    }
+                    prop_assert_eq!(got, want);
                 }
             }
+            prop_assert_eq!(w.len(), model.len());
+            prop_assert_eq!(w.next_deadline(), model.first().map(|k| k.0));
+            for i in 0..16 {
+                prop_assert_eq!(w.deadline(i), at.get(&i).copied());
+            }
         }
+        Ok(())
     }
 }
