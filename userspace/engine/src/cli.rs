@@ -121,10 +121,26 @@ pub struct AttachArgs {
     /// Default: spread over all cores except core 0 (when there is more than one).
     #[arg(long, value_delimiter = ',')]
     pub cores: Option<Vec<usize>>,
-    /// Busy-poll for the lowest latency (a core per worker spins) instead of sleeping
-    /// on need_wakeup (near-zero CPU when idle).
+    /// How an idle worker waits for traffic. `sleep`: on need_wakeup (or poll(2) on the
+    /// socket backend), near-zero CPU when idle. `spin`: busy-poll, the lowest latency,
+    /// a core per worker at 100 %. `adaptive`: keep checking the rings for up to
+    /// --spin-us after the last datagram while traffic is dense, then sleep — close to
+    /// spin's latency under load, sleep's CPU when idle.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "sleep",
+        conflicts_with = "busy_poll"
+    )]
+    pub wait: engine::WaitStrategy,
+    /// The same as --wait spin (kept for existing scripts).
     #[arg(long = "busy-poll")]
     pub busy_poll: bool,
+    /// With --wait adaptive: the longest a worker keeps checking its rings after the
+    /// last datagram before it sleeps, in microseconds (1–10000).
+    #[arg(long = "spin-us", default_value_t = default_spin_us(),
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub spin_us: u64,
     /// Skip verifying incoming UDP checksums. Frames from a local veth peer with TX
     /// checksum offload on carry only the pseudo-header sum (the kernel never finishes
     /// it on veth), so they fail verification: either run
@@ -140,6 +156,10 @@ pub struct AttachArgs {
 /// The engine's defaults, which the options' `default_value_t`s show.
 fn defaults() -> engine::Options {
     engine::Options::default()
+}
+
+fn default_spin_us() -> u64 {
+    u64::try_from(defaults().spin.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Zero-copy choice on the command line.
@@ -225,7 +245,12 @@ fn attach(a: AttachArgs) -> anyhow::Result<()> {
         frame_size: a.frame_size,
         ring_size: a.ring_size,
         cores: a.cores,
-        busy_poll: a.busy_poll,
+        wait: if a.busy_poll {
+            engine::WaitStrategy::Spin
+        } else {
+            a.wait
+        },
+        spin: std::time::Duration::from_micros(a.spin_us),
         udp_checksum_check: !a.no_udp_checksum_check,
         backend: a.backend,
         workers: a.workers,

@@ -58,6 +58,40 @@ impl AppKind {
     }
 }
 
+/// How an idle worker waits for traffic (`--wait`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WaitStrategy {
+    /// Sleep until traffic or the next protocol deadline (AF_XDP need_wakeup, or
+    /// poll(2) on a kernel socket): near-zero CPU when idle.
+    Sleep,
+    /// Never sleep: the socket's busy-poll loop drives the NAPI context (a core per
+    /// worker spins at 100 %), for the lowest latency.
+    Spin,
+    /// Keep checking the rings, without a syscall, for up to `--spin-us` after the last
+    /// datagram while datagrams arrive closer together than that, then sleep as
+    /// `sleep` does: close to `spin`'s latency under load, `sleep`'s CPU when idle.
+    Adaptive,
+}
+
+impl WaitStrategy {
+    /// The name `xrudp stats` shows ("need_wakeup", "busy-poll" or "adaptive").
+    #[must_use]
+    pub fn wakeup_name(self) -> &'static str {
+        match self {
+            Self::Sleep => "need_wakeup",
+            Self::Spin => "busy-poll",
+            Self::Adaptive => "adaptive",
+        }
+    }
+
+    /// Whether the sockets busy-poll (need_wakeup off, busy-poll options on).
+    #[must_use]
+    pub fn busy_poll(self) -> bool {
+        self == Self::Spin
+    }
+}
+
 /// Which data path serves the traffic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -122,8 +156,11 @@ pub struct Options {
     pub ring_size: u32,
     /// Cores to pin workers to, in queue order (default: spread, avoiding core 0).
     pub cores: Option<Vec<usize>>,
-    /// Busy-poll instead of sleeping on need_wakeup.
-    pub busy_poll: bool,
+    /// How an idle worker waits for traffic.
+    pub wait: WaitStrategy,
+    /// With [`WaitStrategy::Adaptive`]: the longest a worker keeps checking its rings
+    /// after the last datagram before it sleeps.
+    pub spin: std::time::Duration,
     /// Verify incoming UDP checksums (`--no-udp-checksum-check` turns it off).
     pub udp_checksum_check: bool,
     /// The data path.
@@ -153,7 +190,8 @@ impl Default for Options {
             frame_size: 2048,
             ring_size: 2048,
             cores: None,
-            busy_poll: false,
+            wait: WaitStrategy::Sleep,
+            spin: std::time::Duration::from_micros(200),
             udp_checksum_check: true,
             backend: Backend::Xdp,
             workers: None,
@@ -345,11 +383,11 @@ impl Job {
     }
 
     /// Drives `port` for this job until `stop` (see [`drive::run`]).
-    fn run<P: Port>(self, port: &mut P, worker: &Worker, busy_poll: bool, stop: &AtomicBool) {
+    fn run<P: Port>(self, port: &mut P, worker: &Worker, idle: drive::Idle, stop: &AtomicBool) {
         match self {
-            Self::Protocol(mut s) => drive::run(port, &mut *s, worker, busy_poll, stop),
-            Self::Discard => drive::run(port, &mut raw::Discard, worker, busy_poll, stop),
-            Self::UdpEcho => drive::run(port, &mut raw::UdpEcho, worker, busy_poll, stop),
+            Self::Protocol(mut s) => drive::run(port, &mut *s, worker, idle, stop),
+            Self::Discard => drive::run(port, &mut raw::Discard, worker, idle, stop),
+            Self::UdpEcho => drive::run(port, &mut raw::UdpEcho, worker, idle, stop),
         }
     }
 }
@@ -434,7 +472,7 @@ fn launch<P: Port, F: FnOnce() -> P + Send + 'static>(
         move || running.snapshot()
     })?;
     let prefix = if running.backend == "xdp" { "q" } else { "s" };
-    let busy_poll = options.busy_poll;
+    let idle = drive::Idle::new(options.wait, options.spin);
     let mut handles = Vec::with_capacity(planned.len());
     for (p, job) in planned.into_iter().zip(jobs) {
         let Planned { port, worker, core } = p;
@@ -447,7 +485,7 @@ fn launch<P: Port, F: FnOnce() -> P + Send + 'static>(
             move || {
                 let span = tracing::info_span!("worker", id);
                 let _g = span.enter();
-                job.run(&mut port(), &worker, busy_poll, &stop);
+                job.run(&mut port(), &worker, idle, &stop);
             },
         )?);
     }
@@ -543,7 +581,7 @@ fn open_sockets(
         frame_size: options.frame_size,
         ring_size: options.ring_size,
         zero_copy: options.zero_copy,
-        need_wakeup: !options.busy_poll,
+        need_wakeup: !options.wait.busy_poll(),
         huge_pages: options.umem_hugepages,
     };
     let program_mode = match mode {
@@ -574,7 +612,7 @@ fn busy_poll_knobs(
     iface: &Interface,
     sockets: &[(u32, Xsk)],
 ) -> Arc<crate::busy_poll::Knobs> {
-    let knobs = options.busy_poll.then(|| {
+    let knobs = options.wait.busy_poll().then(|| {
         let mut out = crate::busy_poll::Outcome::default();
         let knobs = crate::busy_poll::IfaceKnobs::apply(&iface.name, &mut out);
         for (_, xsk) in sockets {
@@ -611,7 +649,7 @@ fn log_attached(
         cores = ?cores,
         numa_node = ?iface.numa_node,
         numa = numa_note(iface),
-        wakeup = if options.busy_poll { "busy-poll" } else { "need_wakeup" },
+        wakeup = options.wait.wakeup_name(),
         ports = ?options.ports,
         app = ?options.app,
         "attached"
@@ -655,7 +693,7 @@ fn start_socket(
         workers = n,
         cores = ?cores,
         port,
-        wakeup = if options.busy_poll { "busy-poll" } else { "poll(2)" },
+        wakeup = options.wait.wakeup_name(),
         app = ?options.app,
         "serving on kernel UDP sockets"
     );
@@ -725,7 +763,7 @@ fn running(
         app: serde_name(options.app),
         protocol: embedded || options.app.is_protocol(),
         ports: options.ports.clone(),
-        busy_poll: options.busy_poll,
+        wakeup: options.wait.wakeup_name(),
         ring_size: if backend == Backend::Xdp {
             options.ring_size
         } else {

@@ -11,8 +11,11 @@
 //! One round: [`Port::receive`] takes up to [`BATCH`] datagrams, [`Port::deliver`]
 //! hands each to the handler, [`Handler::on_round`] runs timers and the application,
 //! [`Port::transmit`] sends the replies and what the handler originates. With nothing
-//! received and nothing waiting to leave, the worker sleeps until traffic or the next
-//! protocol deadline (or, with `--busy-poll`, polls without sleeping).
+//! received and nothing waiting to leave, the worker waits as its [`Idle`] strategy
+//! says: sleeps until traffic or the next protocol deadline (`--wait sleep`), busy-polls
+//! (`--wait spin`), or keeps checking its rings for a short while after dense traffic
+//! before it sleeps (`--wait adaptive`). The handler's next deadline is asked for only
+//! when the worker is about to sleep.
 
 use std::{
     net::SocketAddr,
@@ -22,7 +25,10 @@ use std::{
 
 use xrudp_proto::Transmit;
 
-use crate::telemetry::{Counters, Published, Tally, Worker, latency::Recorder};
+use crate::{
+    engine::WaitStrategy,
+    telemetry::{Counters, Published, Tally, Worker, latency::Recorder},
+};
 
 pub(crate) mod raw;
 pub(crate) mod udp;
@@ -83,13 +89,72 @@ pub(crate) trait Handler {
     fn publish(&self, _to: &Published) {}
 }
 
-/// How an idle worker waits.
+/// How an idle worker waits, once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Wait {
-    /// Poll once without sleeping (`--busy-poll`).
+    /// Poll once without sleeping (`--wait spin`: the syscall drives busy polling).
     Spin,
+    /// Look again without a syscall (`--wait adaptive`, within its spin window).
+    Peek,
     /// Sleep until traffic arrives or this many milliseconds pass.
     Sleep(i32),
+}
+
+/// A worker's idle strategy: [`WaitStrategy`] with its spin window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Idle {
+    strategy: WaitStrategy,
+    /// With [`WaitStrategy::Adaptive`]: how long after the last datagram to keep looking.
+    spin_ns: u64,
+}
+
+impl Idle {
+    pub(crate) fn new(strategy: WaitStrategy, spin: Duration) -> Self {
+        Self {
+            strategy,
+            spin_ns: u64::try_from(spin.as_nanos()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+/// What the adaptive strategy knows of the traffic: when datagrams last came, and how
+/// far apart receiving rounds have been lately (a moving average, 1/8 per round).
+#[derive(Clone, Copy, Debug)]
+struct Traffic {
+    last: Option<Instant>,
+    gap_ns: u64,
+}
+
+impl Traffic {
+    fn new() -> Self {
+        Self {
+            last: None,
+            gap_ns: u64::MAX,
+        }
+    }
+
+    fn on_receive(&mut self, now: Instant) {
+        if let Some(last) = self.last {
+            let gap =
+                u64::try_from(now.saturating_duration_since(last).as_nanos()).unwrap_or(u64::MAX);
+            self.gap_ns = if self.gap_ns == u64::MAX {
+                gap
+            } else {
+                self.gap_ns - self.gap_ns / 8 + gap / 8
+            };
+        }
+        self.last = Some(now);
+    }
+
+    /// Whether to keep looking rather than sleep: datagrams came within the window and
+    /// lately arrive closer together than it, so the next one is likely inside it.
+    fn spin(&self, now: Instant, window_ns: u64) -> bool {
+        self.last.is_some_and(|last| {
+            let since =
+                u64::try_from(now.saturating_duration_since(last).as_nanos()).unwrap_or(u64::MAX);
+            since < window_ns && self.gap_ns < window_ns
+        })
+    }
 }
 
 /// Where a worker's datagrams come from and go to.
@@ -125,7 +190,7 @@ pub(crate) fn run<P: Port, H: Handler>(
     port: &mut P,
     handler: &mut H,
     worker: &Worker,
-    busy_poll: bool,
+    idle: Idle,
     stop: &AtomicBool,
 ) {
     let c = &worker.counters;
@@ -136,6 +201,7 @@ pub(crate) fn run<P: Port, H: Handler>(
     let mut last_publish = Instant::now();
     let mut first_traffic = true;
     let mut stopping_rounds = 0u32;
+    let mut traffic = Traffic::new();
     loop {
         let stopping = stop.load(Relaxed);
         let mut t = Tally::default();
@@ -145,6 +211,9 @@ pub(crate) fn run<P: Port, H: Handler>(
             port.on_first_traffic(worker);
         }
         let now = Instant::now();
+        if n > 0 {
+            traffic.on_receive(now);
+        }
         t.rx_packets = n as u64;
         port.deliver(now, handler, &mut t);
         if stopping && stopping_rounds == 0 {
@@ -174,18 +243,31 @@ pub(crate) fn run<P: Port, H: Handler>(
             continue;
         }
         if n == 0 && !port.backlogged() {
-            idle(port, handler, busy_poll, now);
+            wait(port, handler, idle, &traffic, now);
         }
     }
     port.close();
 }
 
-/// Nothing arrived and nothing waits to leave: spin once, or sleep until traffic, the
-/// handler's next deadline or the port's limit, whichever comes first.
-fn idle<P: Port, H: Handler>(port: &mut P, handler: &H, busy_poll: bool, now: Instant) {
-    if busy_poll {
-        port.wait(Wait::Spin);
-        return;
+/// Nothing arrived and nothing waits to leave: spin once, look again, or sleep until
+/// traffic, the handler's next deadline or the port's limit, whichever comes first.
+fn wait<P: Port, H: Handler>(
+    port: &mut P,
+    handler: &H,
+    idle: Idle,
+    traffic: &Traffic,
+    now: Instant,
+) {
+    match idle.strategy {
+        WaitStrategy::Spin => {
+            port.wait(Wait::Spin);
+            return;
+        }
+        WaitStrategy::Adaptive if traffic.spin(now, idle.spin_ns) => {
+            port.wait(Wait::Peek);
+            return;
+        }
+        WaitStrategy::Adaptive | WaitStrategy::Sleep => {}
     }
     let deadline = handler.poll_timeout().map_or(IDLE_MS, |d| {
         i32::try_from(d.saturating_duration_since(now).as_millis()).unwrap_or(IDLE_MS)

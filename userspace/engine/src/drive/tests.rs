@@ -144,7 +144,7 @@ fn the_raw_echo_answers_every_datagram_once_in_order_and_counts_it() {
     let input = script(5, 7);
     let mut port = Scripted::new(input.clone(), &stop);
     let worker = Worker::new(0, None);
-    run(&mut port, &mut raw::UdpEcho, &worker, false, &stop);
+    run(&mut port, &mut raw::UdpEcho, &worker, SLEEP, &stop);
     let expected: Vec<_> = input.into_iter().flatten().collect();
     assert_eq!(port.sent, expected);
     let c = &worker.counters;
@@ -163,7 +163,7 @@ fn shutdown_is_told_once_and_followed_by_the_drain_rounds() {
     let mut port = Scripted::new(script(3, 2), &stop);
     let mut probe = Probe::default();
     let worker = Worker::new(0, None);
-    run(&mut port, &mut probe, &worker, false, &stop);
+    run(&mut port, &mut probe, &worker, SLEEP, &stop);
     assert_eq!(probe.datagrams, 6);
     assert_eq!(probe.shutdowns, 1);
     assert_eq!(probe.rounds_after_shutdown, SHUTDOWN_ROUNDS);
@@ -175,20 +175,27 @@ fn shutdown_is_told_once_and_followed_by_the_drain_rounds() {
     assert_eq!(port.closed, 1);
 }
 
+const SLEEP: Idle = Idle {
+    strategy: WaitStrategy::Sleep,
+    spin_ns: 0,
+};
+
 #[test]
 fn an_idle_worker_sleeps_until_the_nearest_of_deadline_and_limit_or_spins_when_busy_polling() {
     let stop = Arc::new(AtomicBool::new(false));
     let mut port = Scripted::new(Vec::new(), &stop);
     let now = Instant::now();
     let mut probe = Probe::default();
-    idle(&mut port, &probe, false, now);
+    let quiet = Traffic::new();
+    wait(&mut port, &probe, SLEEP, &quiet, now);
     probe.deadline = Some(now + Duration::from_millis(7));
-    idle(&mut port, &probe, false, now);
+    wait(&mut port, &probe, SLEEP, &quiet, now);
     probe.deadline = Some(now + Duration::from_secs(10));
-    idle(&mut port, &probe, false, now);
+    wait(&mut port, &probe, SLEEP, &quiet, now);
     probe.deadline = Some(now);
-    idle(&mut port, &probe, false, now);
-    idle(&mut port, &probe, true, now);
+    wait(&mut port, &probe, SLEEP, &quiet, now);
+    let spin = Idle::new(WaitStrategy::Spin, Duration::ZERO);
+    wait(&mut port, &probe, spin, &quiet, now);
     assert_eq!(
         port.waits,
         [
@@ -197,6 +204,40 @@ fn an_idle_worker_sleeps_until_the_nearest_of_deadline_and_limit_or_spins_when_b
             Wait::Sleep(IDLE_MS),
             // A deadline already due: no sleep at all.
             Wait::Spin,
+        ]
+    );
+}
+
+#[test]
+fn adaptive_looks_again_after_dense_traffic_and_sleeps_after_sparse_or_none() {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut port = Scripted::new(Vec::new(), &stop);
+    let adaptive = Idle::new(WaitStrategy::Adaptive, Duration::from_micros(200));
+    let probe = Probe::default();
+    let t0 = Instant::now();
+    let us = |n| t0 + Duration::from_micros(n);
+    // Never any traffic: sleep.
+    wait(&mut port, &probe, adaptive, &Traffic::new(), t0);
+    // Datagrams every 20 µs: look again within the window, sleep past it.
+    let mut dense = Traffic::new();
+    for i in 0..16 {
+        dense.on_receive(us(20 * i));
+    }
+    wait(&mut port, &probe, adaptive, &dense, us(300 + 50));
+    wait(&mut port, &probe, adaptive, &dense, us(300 + 250));
+    // Datagrams a millisecond apart (keepalives): the next is not worth spinning for.
+    let mut sparse = Traffic::new();
+    for i in 0..16 {
+        sparse.on_receive(us(1_000 * i));
+    }
+    wait(&mut port, &probe, adaptive, &sparse, us(15_000 + 10));
+    assert_eq!(
+        port.waits,
+        [
+            Wait::Sleep(IDLE_MS),
+            Wait::Peek,
+            Wait::Sleep(IDLE_MS),
+            Wait::Sleep(IDLE_MS),
         ]
     );
 }

@@ -255,6 +255,11 @@ impl Port for XdpPort {
         // NAPI context the socket is bound to) and returns at once.
         let ms = match how {
             Wait::Spin => 0,
+            Wait::Peek => {
+                // The rings are shared memory: the next round reads them again.
+                std::hint::spin_loop();
+                return;
+            }
             Wait::Sleep(ms) => ms,
         };
         let _ = self.xsk.wait(ms);

@@ -186,8 +186,8 @@ pub struct Running {
     pub protocol: bool,
     /// Served UDP ports.
     pub ports: Vec<u16>,
-    /// Whether the workers busy-poll.
-    pub busy_poll: bool,
+    /// How idle workers wait: "need_wakeup", "busy-poll" or "adaptive".
+    pub wakeup: &'static str,
     /// Entries per AF_XDP ring (0 without AF_XDP).
     pub ring_size: u32,
     /// The XDP program, when one is attached.

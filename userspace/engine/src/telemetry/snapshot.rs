@@ -29,7 +29,7 @@ pub struct Snapshot {
     pub xdp_mode: String,
     /// Whether every socket is bound zero-copy.
     pub zero_copy: bool,
-    /// "need_wakeup" or "busy-poll".
+    /// How idle workers wait: "need_wakeup", "busy-poll" or "adaptive".
     pub wakeup: String,
     /// The application the workers run.
     pub app: String,
@@ -189,12 +189,7 @@ pub(super) fn take(r: &Running) -> Snapshot {
             .workers
             .iter()
             .all(|w| w.xsk.as_ref().is_some_and(|x| x.zero_copy)),
-        wakeup: if r.busy_poll {
-            "busy-poll"
-        } else {
-            "need_wakeup"
-        }
-        .into(),
+        wakeup: r.wakeup.into(),
         app: r.app.clone(),
         ports: r.ports.clone(),
         uptime_secs: up.as_secs_f64(),
