@@ -95,6 +95,79 @@ pub fn shares(before: &[CpuTicks], after: &[CpuTicks]) -> Vec<CpuShare> {
         .collect()
 }
 
+/// The cores that running xrudp engines have pinned a worker to: threads named
+/// `xrudp-q<N>` (AF_XDP) or `xrudp-s<N>` (kernel sockets) allowed on exactly one core.
+/// Threads and processes that come and go meanwhile are skipped.
+#[must_use]
+pub fn engine_worker_cores() -> Vec<usize> {
+    let mut cores = Vec::new();
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return cores;
+    };
+    for p in procs.flatten() {
+        if !p
+            .file_name()
+            .to_string_lossy()
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+        {
+            continue;
+        }
+        let Ok(tasks) = fs::read_dir(p.path().join("task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let comm = fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            if !is_worker_name(comm.trim_end()) {
+                continue;
+            }
+            let status = fs::read_to_string(t.path().join("status")).unwrap_or_default();
+            if let Some(&[core]) = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .map(parse_cpu_list)
+                .as_deref()
+                && !cores.contains(&core)
+            {
+                cores.push(core);
+            }
+        }
+    }
+    cores.sort_unstable();
+    cores
+}
+
+/// Whether a thread name is an engine worker's (`xrudp-q3`, `xrudp-s0`).
+#[must_use]
+pub fn is_worker_name(comm: &str) -> bool {
+    ["xrudp-q", "xrudp-s"].iter().any(|p| {
+        comm.strip_prefix(p)
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    })
+}
+
+/// A kernel CPU list (`0-3,6`) as core numbers; nothing for text it cannot read.
+#[must_use]
+pub fn parse_cpu_list(text: &str) -> Vec<usize> {
+    let mut out = Vec::new();
+    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
+        let range = match part.split_once('-') {
+            Some((a, b)) => a
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .zip(b.trim().parse::<usize>().ok()),
+            None => part.trim().parse::<usize>().ok().map(|a| (a, a)),
+        };
+        match range {
+            // A list longer than any machine's cores is not one this reads.
+            Some((a, b)) if a <= b && b - a < 4096 => out.extend(a..=b),
+            _ => return Vec::new(),
+        }
+    }
+    out
+}
+
 /// A process's time on CPU, nanoseconds, summed over its live threads; `None` if the
 /// process is gone.
 #[must_use]
@@ -144,6 +217,20 @@ pub fn parse_status(text: &str) -> Option<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_lists_and_worker_names_parse() {
+        assert_eq!(parse_cpu_list("1\n"), [1]);
+        assert_eq!(parse_cpu_list("0-3,6"), [0, 1, 2, 3, 6]);
+        assert_eq!(parse_cpu_list("3-1"), Vec::<usize>::new());
+        assert_eq!(parse_cpu_list("x"), Vec::<usize>::new());
+        assert_eq!(parse_cpu_list("0-999999"), Vec::<usize>::new());
+        assert!(is_worker_name("xrudp-q0"));
+        assert!(is_worker_name("xrudp-s12"));
+        assert!(!is_worker_name("xrudp-q"));
+        assert!(!is_worker_name("xrudp-ctl"));
+        assert!(!is_worker_name("xrudp"));
+    }
 
     #[test]
     fn stat_lines_parse_and_diff() {

@@ -92,7 +92,10 @@ pub struct BenchArgs {
     /// Load threads, each with its own share of the connections and of the rate.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
-    /// Cores to pin the load threads to (round-robin), comma-separated.
+    /// Cores to pin the load threads to (round-robin), comma-separated. Default: the
+    /// cores no running xrudp engine has pinned a worker to (a load thread on a
+    /// worker's core would slow the engine it measures); unpinned when there are none
+    /// or no engine runs here. Naming a worker's core is allowed, with a warning.
     #[arg(long, value_delimiter = ',')]
     pub cores: Option<Vec<usize>>,
     /// Local addresses to connect from, round-robin, comma-separated (one address has
@@ -325,7 +328,7 @@ fn start_probe(args: &BenchArgs, threads: usize) -> anyhow::Result<Option<probe:
     if args.no_probe {
         return Ok(None);
     }
-    let spun: Vec<usize> = match (&args.cores, args.wait) {
+    let spun: Vec<usize> = match (&load_cores(args), args.wait) {
         (Some(c), Wait::Spin) => c.iter().copied().take(threads).collect(),
         _ => Vec::new(),
     };
@@ -564,6 +567,51 @@ impl Totals {
 }
 
 /// Splits the work over the threads and checks the arguments.
+/// The cores the load threads are pinned to: `--cores`, else the cores no engine
+/// worker on this host is pinned to (see [`BenchArgs::cores`]).
+fn load_cores(args: &BenchArgs) -> Option<Vec<usize>> {
+    let taken = host::engine_worker_cores();
+    let all: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    choose_cores(args.cores.as_deref(), &taken, &all)
+}
+
+/// [`load_cores`] given the engine workers' cores (`taken`) and the host's cores;
+/// warns where the load will share a core with a worker.
+fn choose_cores(asked: Option<&[usize]>, taken: &[usize], all: &[usize]) -> Option<Vec<usize>> {
+    if let Some(asked) = asked {
+        let shared: Vec<usize> = asked
+            .iter()
+            .copied()
+            .filter(|c| taken.contains(c))
+            .collect();
+        if !shared.is_empty() {
+            tracing::warn!(
+                cores = ?shared,
+                "--cores names cores an xrudp engine worker is pinned to: the load will \
+                 take time from the engine it measures"
+            );
+        }
+        return Some(asked.to_vec());
+    }
+    if taken.is_empty() {
+        return None;
+    }
+    let free: Vec<usize> = all.iter().copied().filter(|c| !taken.contains(c)).collect();
+    if free.is_empty() {
+        tracing::warn!(
+            workers = ?taken,
+            "every core runs a pinned xrudp engine worker: the load threads share them \
+             (give the engine fewer --cores, or pass --cores here to choose)"
+        );
+        return None;
+    }
+    Some(free)
+}
+
 fn plans(args: &BenchArgs) -> anyhow::Result<Vec<Plan>> {
     if args.size < payload::HEADER_LEN {
         bail!(
@@ -609,7 +657,7 @@ fn plans(args: &BenchArgs) -> anyhow::Result<Vec<Plan>> {
             SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
         }],
     };
-    let cores = args.cores.clone().unwrap_or_default();
+    let cores = load_cores(args).unwrap_or_default();
     Ok((0..threads)
         .map(|i| Plan {
             // `threads` is at most u16::MAX.
@@ -701,6 +749,23 @@ mod tests {
         let v: serde_json::Value = serde_json::to_value(&report).unwrap();
         assert_eq!(v["messages"]["echoed"], 4000);
         assert_eq!(v["settings"]["wait"], "sleep");
+    }
+
+    #[test]
+    fn load_threads_keep_off_engine_workers_cores_unless_told() {
+        let all = [0, 1, 2, 3];
+        assert_eq!(choose_cores(None, &[], &all), None, "no engine: unpinned");
+        assert_eq!(choose_cores(None, &[1, 3], &all), Some(vec![0, 2]));
+        assert_eq!(
+            choose_cores(None, &[0, 1, 2, 3], &all),
+            None,
+            "no free core"
+        );
+        assert_eq!(
+            choose_cores(Some(&[1]), &[1], &all),
+            Some(vec![1]),
+            "told to: allowed (with a warning)"
+        );
     }
 
     #[test]
