@@ -12,7 +12,9 @@ need_root() {
   fi
 }
 
-APT_PKGS=(clang llvm-22-dev m4 libelf-dev zlib1g-dev make pkg-config iproute2 ethtool iputils-ping procps)
+# libenet-dev: the ENet peer in tools/peers (benchmarked beside xrudp, built and smoke-tested
+# by the test command).
+APT_PKGS=(clang llvm-22-dev m4 libelf-dev zlib1g-dev make pkg-config iproute2 ethtool iputils-ping procps libenet-dev)
 
 install_apt() {
   local missing=()

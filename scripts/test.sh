@@ -55,6 +55,9 @@ step "AF_XDP ring and frame-pool logic under miri"
 cargo +nightly miri setup >/dev/null
 cargo +nightly miri test --locked -p xrudp-xdp --lib ring
 
+step "benchmark peers (tools/peers: ENet and kernel UDP echo, built and checked on loopback)"
+bash tools/peers/smoke.sh
+
 step "privileged integration tests (serial)"
 cargo test --locked -p xrudp-tests -- --test-threads=1
 
