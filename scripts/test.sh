@@ -2,7 +2,8 @@
 # The test command: from a fresh machine (root, Debian bookworm) to a full test run.
 # Installs what is missing, then: fmt check, the import-cycle check on the engine's
 # modules, clippy -D warnings (host crates, and the eBPF crate for bpfel), build, unit
-# tests, the fuzz seed replays, the ring logic under miri, privileged integration tests
+# tests, the fuzz seed replays, the ring logic under miri, the benchmark peers' loopback
+# smoke check (tools/peers), privileged integration tests
 # (serial: they create namespaces and attach XDP), and short fuzz runs when the fuzz
 # targets exist. The privileged `tests` crate is not a default member (a plain
 # `cargo test` must pass for a contributor without root), so every step names it.

@@ -195,6 +195,60 @@ fn busy_poll_serves_echo_and_says_so() {
     );
 }
 
+#[test]
+fn adaptive_wait_serves_echo_on_both_backends_and_says_so() {
+    for backend in ["xdp", "socket"] {
+        let t = Topology::new(1, true);
+        let mut engine = Engine::start(
+            &t,
+            &[
+                "--port",
+                &PORT.to_string(),
+                "--backend",
+                backend,
+                "--wait",
+                "adaptive",
+                "--spin-us",
+                "500",
+            ],
+        );
+        let snap = engine.snapshot();
+        assert_eq!(snap.backend, backend);
+        assert_eq!(
+            snap.wakeup, "adaptive",
+            "{backend}: the strategy is reported"
+        );
+        let server = t.srv_addr(PORT);
+        let back = Topology::in_ns(&t.ns_cli.clone(), move || echo(server, None, 200));
+        assert_eq!(
+            back.expect("connects"),
+            200,
+            "{backend}: every reliable echo came back"
+        );
+        let snap = engine.wait_for(TIMEOUT, |s| protocol_sum(s, |f| f.messages_in) >= 200);
+        assert!(
+            protocol_sum(&snap, |f| f.messages_in) >= 200,
+            "{backend}: counted"
+        );
+        assert!(
+            engine
+                .signal_and_wait(nix::sys::signal::Signal::SIGTERM)
+                .success()
+        );
+    }
+}
+
+#[test]
+fn wait_and_busy_poll_together_are_refused() {
+    let out = std::process::Command::new(xrudp_tests::xrudp_bin())
+        .args(["attach", "--iface", "lo", "--wait", "sleep", "--busy-poll"])
+        .output()
+        .expect("runs xrudp");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--busy-poll"), "names the conflict: {err}");
+}
+
 /// veth refuses a native XDP program (one without multi-buffer support) while its peer's
 /// MTU is larger than a page minus the headroom ("Peer MTU is too large to set XDP",
 /// ERANGE, drivers/net/veth.c): a jumbo MTU on the client end is a real driver refusal.
