@@ -4,10 +4,20 @@
 #
 #   scripts/bench.sh [--pairs N] [--quick] [--out FILE]
 #
-# Three server configurations run interleaved (xdp, xdp --busy-poll, socket; again; ...,
-# --pairs rounds, default 3), the engine restarted fresh for every run, pinned to core 1;
-# the load generator (`xrudp bench`) runs in the client namespace pinned to core 0.
-# Workloads:
+# Four server configurations run interleaved (xdp, xdp --wait spin, xdp --wait adaptive,
+# socket; again; ..., --pairs rounds, default 3), the engine restarted fresh for every
+# run, pinned to core 1; the load generator (`xrudp bench`) runs in the client namespace
+# pinned to core 0. The peers a studio would otherwise pick run in the same rounds:
+# ENet (libenet, reliable packets) and the plain kernel UDP echo path, with the C
+# programs in tools/peers (their own echo servers and load client, tick_load).
+# Workloads, the headline first:
+#   t. the tick workload: N clients x a tick rate (60 and 128 Hz), one reliable 64-byte
+#      message per client per tick (every message its own datagram), a ladder over N
+#      that finds the highest client count with < 0.1% loss and p90 < 0.5 ms; every
+#      configuration and both peers (ENet stops at its 4,095 peers per host);
+#   f. engine CPU per packet and both cores' busy share at a fixed tick point (5,000
+#      clients x 60 Hz, 300k packets/s each way);
+#   i. idle CPU: the engine's CPU share with no clients and with 1,000 idle ones;
 #   a. highest sustainable rate: the largest msg/s of a fixed ladder with < 0.1% loss and
 #      p90 < 0.5 ms (16 clients, 64 B, unreliable channel);
 #   b. latency at the design point: 1,000 clients, 20,000 msg/s, 64 B, reliable-ordered;
@@ -22,19 +32,23 @@
 # recvmmsg/sendmmsg). It applies to workloads a, b and d; c's idle connections always
 # use sockets (100,000 of them need more ports than one address has for AF_XDP).
 # --quick: one pair, shorter runs, no 100,000-connection step (a smoke test of the suite).
+# --only t,f,i,p: run only these workloads (p: the peers; the report's other sections
+# then say they were not run).
 # Needs root (namespaces, XDP). Every load is bounded in time and stops by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PAIRS=3
 QUICK=0
+ONLY=,a,b,c,d,L,t,f,i,p,
 OUT=docs/BENCHMARKS.md
 while [ $# -gt 0 ]; do
   case "$1" in
     --pairs) PAIRS="$2"; shift 2 ;;
     --quick) QUICK=1; PAIRS=1; shift ;;
+    --only) ONLY=",$2,"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
-    *) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *) sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
   esac
 done
 [[ "$PAIRS" =~ ^[1-9][0-9]*$ ]] || { echo "bench.sh: --pairs must be a positive integer" >&2; exit 2; }
@@ -64,7 +78,14 @@ if [ "$QUICK" -eq 1 ]; then DUR=3; MEM_SIZES="1000 10000"; else DUR=5; MEM_SIZES
 # 500k and 600k: with the AF_XDP load backend the busy-polling engine passed 400k, the old
 # top of the ladder (docs/BENCHMARKS.md, load-backend note).
 RATES="25000 50000 100000 150000 200000 250000 300000 400000 500000 600000 800000 1000000"
-CONFIGS="xdp xdp-busy socket"
+CONFIGS="xdp xdp-busy xdp-adaptive socket"
+TICK_HZ="60 128"
+if [ "$QUICK" -eq 1 ]; then TICK_CLIENTS="1000 2000 5000"; else TICK_CLIENTS="1000 2000 3000 5000 7500 10000 12500 15000"; fi
+TICK_DUR=$([ "$QUICK" -eq 1 ] && echo 2 || echo 3)
+ENET_MAX_PEERS=4095
+want() { [[ "$ONLY" == *",$1,"* ]]; }
+PEERS="$TARGET/peers"
+if want p; then bash tools/peers/build.sh "$PEERS"; fi
 
 # The topology, as scripts/netns.sh builds it (one queue, TX checksum offload off on the
 # client end) but under its own names: other suites' `netns.sh down --all` must not take
@@ -97,6 +118,7 @@ stop_engine() {
 }
 cleanup() {
   stop_engine
+  stop_peer
   ip netns del "$XR_NS_SRV" 2>/dev/null || true
   ip netns del "$XR_NS_CLI" 2>/dev/null || true
 }
@@ -128,7 +150,8 @@ start_engine() {
   background
   case "$cfg" in
     xdp) args=(--backend xdp) ;;
-    xdp-busy) args=(--backend xdp --busy-poll) ;;
+    xdp-busy) args=(--backend xdp --wait spin) ;;
+    xdp-adaptive) args=(--backend xdp --wait adaptive) ;;
     socket) args=(--backend socket --workers 1) ;;
   esac
   ip netns exec "$XR_NS_SRV" "$BIN" attach --iface "$XR_IF_SRV" --port "$PORT" --app echo \
@@ -257,37 +280,156 @@ passes() { python3 -c 'import json,sys
 r=json.loads(sys.stdin.read())
 sys.exit(0 if r["messages"]["loss_ratio"]<0.001 and r["rtt_us"]["p90"]<500 else 1)'; }
 
+# The peers (tools/peers): an echo server in the server namespace pinned to the engine's
+# core, and tick_load in the client namespace pinned to the load generator's.
+PEER_PID=
+# ENet walks every peer slot on each service pass (tools/peers/README.md): its server
+# gets the step's client count plus 64 slots, its best case, and the client hosts hold
+# 64 peers each.
+start_peer() {
+  local kind=$1 slots=${2:-$ENET_MAX_PEERS}
+  background
+  case "$kind" in
+    enet) ip netns exec "$XR_NS_SRV" "$PEERS/enet_echo" --bind "$XR_IP_SRV:$PORT" \
+            --max-peers "$slots" --core "$SERVER_CORE" >"$RESULTS/peer-server.json" 2>>"$RESULTS/engine.log" & ;;
+    udp) ip netns exec "$XR_NS_SRV" "$PEERS/udp_echo" --bind "$XR_IP_SRV:$PORT" \
+            --core "$SERVER_CORE" >"$RESULTS/peer-server.json" 2>>"$RESULTS/engine.log" & ;;
+  esac
+  PEER_PID=$!
+  sleep 0.5
+  kill -0 "$PEER_PID" 2>/dev/null || { echo "bench.sh: the $kind echo server exited; see $RESULTS/engine.log" >&2; exit 1; }
+}
+stop_peer() {
+  if [ -n "$PEER_PID" ]; then
+    kill -TERM "$PEER_PID" 2>/dev/null || true
+    wait "$PEER_PID" 2>/dev/null || true
+    PEER_PID=
+  fi
+}
+# peer WORKLOAD KIND PAIR CLIENTS HZ SECONDS [tick_load args...]: one tick_load run
+# against the running peer server; appends a tagged JSON line.
+peer() {
+  local wl=$1 kind=$2 pair=$3 n=$4 hz=$5 secs=$6 line; shift 6
+  local extra=()
+  [ "$kind" = enet ] && extra=(--peers-per-host 64)
+  line=$(ulimit -n 19000; ip netns exec "$XR_NS_CLI" timeout $((secs + 120)) "$PEERS/tick_load" \
+    --proto "$kind" --server "$XR_IP_SRV:$PORT" --clients "$n" --tick-hz "$hz" --size 64 \
+    --seconds "$secs" --drain 1 --core "$CLIENT_CORE" --server-pid "$PEER_PID" "${extra[@]}" "$@") || {
+    echo "bench.sh: tick_load failed ($wl $kind $n x $hz Hz)" >&2; return 1; }
+  printf '{"workload":"%s","config":"%s","pair":%s,"background":%s,"args":"%s","report":%s}\n' \
+    "$wl" "$kind" "$pair" "$BACKGROUND" "$n x $hz Hz $*" "$line" >>"$JSONL"
+  echo "$line"
+}
+
+# tick CONFIG PAIR HZ: the tick ladder on one engine (every run closes its connections).
+tick() {
+  local cfg=$1 pair=$2 hz=$3 n out top
+  top=$(echo "$TICK_CLIENTS" | tr ' ' '\n' | tail -n1)
+  start_engine "$cfg" "$top"
+  for n in $TICK_CLIENTS; do
+    out=$(bench t "$cfg" "$pair" --clients "$n" --rate $((n * hz)) --size 64 --channel 0 \
+      --duration "$TICK_DUR" --drain 1 --connect-window 256 --connect-timeout 60) || break
+    echo "$out" | passes || break
+  done
+  stop_engine
+}
+
+# tick_peer KIND PAIR HZ: the same ladder against a peer (ENet up to its peer limit),
+# its server restarted for every step (ENet sized to the step).
+tick_peer() {
+  local kind=$1 pair=$2 hz=$3 n out ok
+  for n in $TICK_CLIENTS; do
+    [ "$kind" = enet ] && [ "$n" -gt "$ENET_MAX_PEERS" ] && break
+    start_peer "$kind" $(( n + 64 > ENET_MAX_PEERS ? ENET_MAX_PEERS : n + 64 ))
+    ok=1
+    out=$(peer t "$kind" "$pair" "$n" "$hz" "$TICK_DUR") && echo "$out" | passes || ok=0
+    stop_peer
+    [ "$ok" -eq 1 ] || break
+  done
+}
+
+# idle CONFIG PAIR: the engine's CPU share over 5 s with no clients, then while 1,000
+# connected clients send nothing (keepalives only).
+idle_cpu() {
+  local cfg=$1 pair=$2 t0 t1
+  start_engine "$cfg" 1024
+  sleep 1
+  t0=$(awk '{print $14 + $15}' "/proc/$ENGINE_PID/stat"); sleep 5
+  t1=$(awk '{print $14 + $15}' "/proc/$ENGINE_PID/stat")
+  printf '{"workload":"i0","config":"%s","pair":%s,"background":%s,"cpu_share":%s}\n' "$cfg" "$pair" \
+    "$BACKGROUND" "$(python3 -c "import os,sys; print(($t1 - $t0) / os.sysconf('SC_CLK_TCK') / 5)")" >>"$JSONL"
+  bench i "$cfg" "$pair" --clients 1000 --rate 0 --duration 5 --wait sleep --no-probe >/dev/null ||
+    echo "bench.sh: idle run failed ($cfg); continuing" >&2
+  stop_engine
+}
+
 echo "==> results: $JSONL"
 for pair in $(seq "$PAIRS"); do
   for cfg in $CONFIGS; do
     echo "==> pair $pair, $cfg"
-    # a. highest sustainable rate: climb the ladder until a step fails.
-    start_engine "$cfg" 1024
-    for rate in $RATES; do
-      out=$(bench a "$cfg" "$pair" --clients 16 --rate "$rate" --size 64 --channel 2 \
-        --duration "$([ "$QUICK" -eq 1 ] && echo 2 || echo 3)" --drain 1) || break
-      echo "$out" | passes || break
-    done
-    stop_engine
-    # b. latency at the design point.
-    start_engine "$cfg" 1024
-    bench b "$cfg" "$pair" --clients 1000 --rate 20000 --size 64 --channel 0 --duration "$DUR" \
-      --plot "$RESULTS/rtt-$cfg-$pair.svg" >/dev/null || echo "bench.sh: latency run failed ($cfg); continuing" >&2
-    stop_engine
-    # c. memory with idle connections.
-    # 100,000 connections take the longest to open: only in the first round.
-    for n in $MEM_SIZES; do
-      [ "$n" -ge 100000 ] && [ "$pair" -gt 1 ] && continue
-      start_engine "$cfg" $(( n > 1024 ? n : 1024 ))
-      memory "$cfg" "$pair" "$n" || echo "bench.sh: memory run failed ($cfg, $n clients); continuing" >&2
+    # t. the tick workload, the headline.
+    if want t; then for hz in $TICK_HZ; do tick "$cfg" "$pair" "$hz"; done; fi
+    # f. CPU per packet at a fixed tick point: 5,000 clients x 60 Hz.
+    if want f; then
+      start_engine "$cfg" 5000
+      bench f "$cfg" "$pair" --clients 5000 --rate 300000 --size 64 --channel 0 --duration "$DUR" \
+        --drain 1 --connect-window 256 --connect-timeout 60 --wait sleep --no-probe >/dev/null ||
+        echo "bench.sh: fixed-point run failed ($cfg); continuing" >&2
       stop_engine
-    done
+    fi
+    if want i; then idle_cpu "$cfg" "$pair"; fi
+    # a. highest sustainable rate: climb the ladder until a step fails.
+    if want a; then
+      start_engine "$cfg" 1024
+      for rate in $RATES; do
+        out=$(bench a "$cfg" "$pair" --clients 16 --rate "$rate" --size 64 --channel 2 \
+          --duration "$([ "$QUICK" -eq 1 ] && echo 2 || echo 3)" --drain 1) || break
+        echo "$out" | passes || break
+      done
+      stop_engine
+    fi
+    # b. latency at the design point.
+    if want b; then
+      start_engine "$cfg" 1024
+      bench b "$cfg" "$pair" --clients 1000 --rate 20000 --size 64 --channel 0 --duration "$DUR" \
+        --plot "$RESULTS/rtt-$cfg-$pair.svg" >/dev/null || echo "bench.sh: latency run failed ($cfg); continuing" >&2
+      stop_engine
+    fi
+    # c. memory with idle connections (the adaptive idle strategy holds the same memory
+    # as need_wakeup: not repeated). 100,000 connections take the longest to open: only
+    # in the first round.
+    if want c && [ "$cfg" != xdp-adaptive ]; then
+      for n in $MEM_SIZES; do
+        [ "$n" -ge 100000 ] && [ "$pair" -gt 1 ] && continue
+        start_engine "$cfg" $(( n > 1024 ? n : 1024 ))
+        memory "$cfg" "$pair" "$n" || echo "bench.sh: memory run failed ($cfg, $n clients); continuing" >&2
+        stop_engine
+      done
+    fi
     # d. CPU per message at a fixed rate.
-    start_engine "$cfg" 1024
-    bench d "$cfg" "$pair" --clients 100 --rate 50000 --size 64 --channel 0 --duration "$DUR" \
-      --wait sleep --no-probe >/dev/null || echo "bench.sh: CPU run failed ($cfg); continuing" >&2
-    stop_engine
+    if want d; then
+      start_engine "$cfg" 1024
+      bench d "$cfg" "$pair" --clients 100 --rate 50000 --size 64 --channel 0 --duration "$DUR" \
+        --wait sleep --no-probe >/dev/null || echo "bench.sh: CPU run failed ($cfg); continuing" >&2
+      stop_engine
+    fi
   done
+  if want p; then
+    for kind in enet udp; do
+      echo "==> pair $pair, peer $kind"
+      for hz in $TICK_HZ; do tick_peer "$kind" "$pair" "$hz"; done
+      start_peer "$kind" 4064
+      # The design point (1,000 clients, 20,000 msg/s: 20 Hz ticks) and the fixed tick
+      # point (300k packets/s: 5,000 x 60 Hz; ENet 4,000 x 75 Hz, within its peer limit).
+      peer b "$kind" "$pair" 1000 20 "$DUR" >/dev/null || echo "bench.sh: peer latency run failed ($kind); continuing" >&2
+      if [ "$kind" = enet ]; then
+        peer f "$kind" "$pair" 4000 75 "$DUR" >/dev/null || echo "bench.sh: peer CPU run failed ($kind); continuing" >&2
+      else
+        peer f "$kind" "$pair" 5000 60 "$DUR" >/dev/null || echo "bench.sh: peer CPU run failed ($kind); continuing" >&2
+      fi
+      stop_peer
+    done
+  fi
 done
 
 # Load-backend headroom: the load generator's two backends side by side at the top of
@@ -295,29 +437,38 @@ done
 # choice of XRUDP_BENCH_LOAD is shown by figures of the same run, not assumed. The load
 # thread sleeps between sends (no probe) so that its CPU time is its work, not spinning.
 HEADROOM_RATE=300000
-echo "==> load backends side by side at $HEADROOM_RATE msg/s"
-start_engine xdp-busy 1024
-for pair in $(seq "$PAIRS"); do
-  for lb in xdp socket; do
-    (LOAD_BACKEND=$lb; bench L "$lb" "$pair" --clients 16 --rate "$HEADROOM_RATE" --size 64 \
-      --channel 2 --duration "$([ "$QUICK" -eq 1 ] && echo 2 || echo 3)" --drain 1 \
-      --wait sleep --no-probe >/dev/null) ||
-      echo "bench.sh: load-backend run failed ($lb); continuing" >&2
+if want L; then
+  echo "==> load backends side by side at $HEADROOM_RATE msg/s"
+  start_engine xdp-busy 1024
+  for pair in $(seq "$PAIRS"); do
+    for lb in xdp socket; do
+      (LOAD_BACKEND=$lb; bench L "$lb" "$pair" --clients 16 --rate "$HEADROOM_RATE" --size 64 \
+        --channel 2 --duration "$([ "$QUICK" -eq 1 ] && echo 2 || echo 3)" --drain 1 \
+        --wait sleep --no-probe >/dev/null) ||
+        echo "bench.sh: load-backend run failed ($lb); continuing" >&2
+    done
   done
-done
-stop_engine
+  stop_engine
+fi
 
 MACHINE=$(printf '%s; %s vCPU; %s MiB RAM; kernel %s; %s' \
   "$(lscpu | sed -n 's/^Model name: *//p' | head -n1)" "$(nproc)" \
   "$(free -m | awk '/^Mem:/{print $2}')" "$(uname -r)" \
   "$(systemd-detect-virt 2>/dev/null || lscpu | sed -n 's/^Hypervisor vendor: *//p' || echo unknown)")
-python3 - "$JSONL" "$OUT" "$PAIRS" "$QUICK" "$MACHINE" "$(git rev-parse --short HEAD)" "$RESULTS" "$DUR" "$LOAD_BACKEND" "$RATES" <<'PY'
-import json, statistics, sys, datetime
-jsonl, out, pairs, quick, machine, commit, results, dur, load, rates = sys.argv[1:11]
+python3 - "$JSONL" "$OUT" "$PAIRS" "$QUICK" "$MACHINE" "$(git rev-parse --short HEAD)" "$RESULTS" "$DUR" "$LOAD_BACKEND" "$RATES" "$TICK_CLIENTS" "$TICK_DUR" "$ONLY" <<'PY'
+import json, os, statistics, sys, datetime
+jsonl, out, pairs, quick, machine, commit, results, dur, load, rates, tick_clients, tick_dur, only = sys.argv[1:14]
+# Name files relative to the repository, never by this machine's absolute path.
+results = os.path.relpath(results) if os.path.isabs(results) else results
 ladder = ", ".join(f"{int(r) // 1_000_000}M" if int(r) % 1_000_000 == 0 else f"{int(r) // 1000}k" for r in rates.split())
 rows = [json.loads(l) for l in open(jsonl) if l.strip()]
-CFGS = ["xdp", "xdp-busy", "socket"]
-NAMES = {"xdp": "xdp (need_wakeup)", "xdp-busy": "xdp --busy-poll", "socket": "socket"}
+CFGS = ["xdp", "xdp-busy", "xdp-adaptive", "socket"]
+PEERS = ["enet", "udp"]
+NAMES = {"xdp": "xdp (need_wakeup)", "xdp-busy": "xdp --wait spin (busy-poll)", "xdp-adaptive": "xdp --wait adaptive",
+         "socket": "socket", "enet": "ENet 1.3.17 (peer)", "udp": "kernel UDP echo (peer: no protocol)"}
+
+def ran(wl):
+    return f",{wl}," in only
 
 def med(xs):
     return statistics.median(xs) if xs else float("nan")
@@ -375,7 +526,7 @@ if LR:
       "`xdp --busy-poll`, the load thread on core 0 sleeping between sends (so its CPU time is its work; sends then leave "
       "in bursts of up to 1 ms, which is what the latency figures of these two runs show), the two load backends interleaved: "
       + "; ".join(lb_figs(lb) for lb in ("xdp", "socket") if any(r["config"] == lb for r in LR)) + ".")
-w(f"- Server configurations, run interleaved (xdp, xdp --busy-poll, socket, then again), {pairs} round(s); "
+w(f"- Server configurations, run interleaved (xdp, xdp --wait spin, xdp --wait adaptive, socket, then the peers, then again), {pairs} round(s); "
   "the engine is restarted for every run. Each figure is the median over the rounds, with the range (min–max) in brackets.")
 w("- The load generator is open-loop: message k of a thread is due at t0 + k/rate and its round-trip time is taken from that "
   "scheduled time to its echo, so stalls are not hidden (no coordinated omission).")
@@ -388,8 +539,105 @@ if bg:
       f"of this suite running. Median {med(bg):.0f}%, range {min(bg):.0f}–{max(bg):.0f}% "
       f"(over {len(bg)} core-samples)." + (" **The machine was shared with other work during this run (compiles by other "
       "engineers): figures are disturbed accordingly — see the background columns below.**" if med(bg) > 10 else ""))
+w("- Peers (tools/peers, C): ENet's echo server (every packet back on its channel, reliable as reliable) and a plain "
+  "kernel UDP echo server (recvmmsg/sendmmsg, no protocol at all: the floor any UDP server pays), pinned like the engine, "
+  "loaded by `tick_load` (ENet client hosts, or one kernel UDP socket per client) pinned like `xrudp bench`. "
+  "The load generators differ (xrudp's goes through AF_XDP, the peers' through the client's kernel stack): each run "
+  "reports how far its load generator fell behind, so a limit of the load is not read as one of the server.")
 w("")
 
+def tick_hz(r):
+    s = r["report"]["settings"]
+    return round(s["rate"] / max(1, s["clients"]))
+
+def why(rep):
+    s = rep["settings"]
+    parts = [f'loss {rep["messages"]["loss_ratio"] * 100:.2f}%', f'p90 {rep["rtt_us"]["p90"]:,.0f} µs']
+    if rep.get("connected", s["clients"]) < s["clients"]:
+        parts.append(f'{rep["connected"]:,} of {s["clients"]:,} connected')
+    if rep.get("behind"):
+        parts.append(f'load generator behind on {rep["behind"]:,} sends')
+    return f'{s["clients"]:,}: ' + ", ".join(parts)
+
+tick_best = {}
+if ran("t"):
+    w("## The tick workload (headline)")
+    w("")
+    w(f"N clients × a tick rate, each client sending one 64-byte message per tick on the reliable-ordered channel (0) "
+      f"(ENet: a reliable packet on channel 0; the UDP echo peer: a plain datagram), so every message is its own datagram "
+      f"and packets/s = N × Hz each way. {tick_dur} s per step on the ladder "
+      f"{', '.join(f'{int(n):,}' for n in tick_clients.split())} clients; the figure is the highest step with < 0.1% loss "
+      f"and p90 < 0.5 ms. ENet's ladder ends at 4,095 clients, the most peers one ENet host can hold.")
+    w("")
+    for hz in (60, 128):
+        w(f"### {hz} Hz")
+        w("")
+        w("| server | highest passing clients | packets/s each way there | p50 µs | p90 µs | first failing step (why) |")
+        w("|---|---|---|---|---|---|")
+        for cfg in CFGS + PEERS:
+            rs = [r for r in rows if r["workload"] == "t" and r["config"] == cfg and tick_hz(r) == hz]
+            if not rs:
+                continue
+            per_pair, fails = {}, []
+            for r in rs:
+                rep = r["report"]
+                ok = rep["messages"]["loss_ratio"] < 0.001 and rep["rtt_us"]["p90"] < 500
+                if ok and rep["settings"]["clients"] > per_pair.get(r["pair"], {"settings": {"clients": 0}})["settings"]["clients"]:
+                    per_pair[r["pair"]] = rep
+                if not ok:
+                    fails.append(why(rep))
+            reps = list(per_pair.values())
+            tick_best[(cfg, hz)] = [x["settings"]["clients"] for x in reps] + [0] * (len({r["pair"] for r in rs}) - len(reps))
+            w(f"| {NAMES[cfg]} | {fig(tick_best[(cfg, hz)], '{:,.0f}')} | {fig([x['achieved_msg_per_s'] for x in reps], '{:,.0f}')} | "
+              f"{fig([x['rtt_us']['p50'] for x in reps])} | {fig([x['rtt_us']['p90'] for x in reps])} | {'; '.join(fails) or '—'} |")
+        w("")
+        tb = lambda c: tick_best.get((c, hz), [])
+        w(f"Clients sustained, ratio to the socket backend: need_wakeup {ratio(tb('xdp'), tb('socket'))}, "
+          f"spin {ratio(tb('xdp-busy'), tb('socket'))}, adaptive {ratio(tb('xdp-adaptive'), tb('socket'))}; "
+          f"to ENet: need_wakeup {ratio(tb('xdp'), tb('enet'))}.")
+        w("")
+
+fixed = {}
+if ran("f"):
+    w("## Engine CPU per packet at a fixed tick point")
+    w("")
+    w(f"5,000 clients × 60 Hz (300,000 packets/s each way; ENet: 4,000 × 75 Hz, the same packet rate within its peer limit), "
+      f"64 B, reliable, {dur} s, the load generator sleeping between sends. Server CPU = on-CPU time of all the server's "
+      "threads over the schedule, per echoed message; on veth the receive path runs on the sender's core, so each core's busy "
+      "and softirq share is given for the xrudp runs.")
+    w("")
+    w("| server | server ns/msg | achieved msg/s | loss | core 0 busy / softirq % | core 1 busy / softirq % |")
+    w("|---|---|---|---|---|---|")
+    for cfg in CFGS + PEERS:
+        reps = [r["report"] for r in rows if r["workload"] == "f" and r["config"] == cfg]
+        if not reps:
+            continue
+        fixed[cfg] = [x["server"]["cpu_ns_per_msg"] for x in reps if x.get("server")]
+        def c(core, key):
+            return [100 * s[key] for x in reps for s in x.get("cpu", []) if s["core"] == core]
+        w(f"| {NAMES[cfg]} | {fig(fixed[cfg], '{:,.0f}')} | {fig([x['achieved_msg_per_s'] for x in reps], '{:,.0f}')} | "
+          f"{fig([x['messages']['loss_ratio'] * 100 for x in reps], '{:.3f}%')} | "
+          f"{fig(c(0, 'busy'))} / {fig(c(0, 'softirq'))} | {fig(c(1, 'busy'))} / {fig(c(1, 'softirq'))} |")
+    w("")
+
+idle = {}
+if ran("i"):
+    w("## Idle CPU")
+    w("")
+    w("The engine's CPU time as a share of one core over 5 s: with no clients at all, and while 1,000 connected clients send "
+      "nothing (keepalives and acks only).")
+    w("")
+    w("| server | no clients | 1,000 idle clients |")
+    w("|---|---|---|")
+    for cfg in CFGS:
+        none = [100 * r["cpu_share"] for r in rows if r["workload"] == "i0" and r["config"] == cfg]
+        some = [100 * r["report"]["server"]["cpu_ns"] / (r["report"]["settings"]["duration_secs"] * 1e9)
+                for r in rows if r["workload"] == "i" and r["config"] == cfg and r["report"].get("server")]
+        idle[cfg] = (none, some)
+        w(f"| {NAMES[cfg]} | {fig(none, '{:.1f}%')} | {fig(some, '{:.1f}%')} |")
+    w("")
+
+sec = len(L)
 # a
 w("## a. Highest sustainable rate")
 w("")
@@ -417,6 +665,9 @@ for cfg in CFGS:
 w("")
 w(f"xdp/socket ratio of the highest passing rate: need_wakeup {ratio(best['xdp'], best['socket'])}, busy-poll {ratio(best['xdp-busy'], best['socket'])}.")
 w("")
+if not ran("a"):
+    del L[sec:]
+sec = len(L)
 
 # b
 w("## b. Latency at the design point")
@@ -444,6 +695,22 @@ w(f"- Connect time (1,000 clients, p50 / p99 µs): " + "; ".join(
     f"{NAMES[c]} {fig([x['connect_us']['p50'] for x in lat[c]], '{:.0f}')} / {fig([x['connect_us']['p99'] for x in lat[c]], '{:.0f}')}" for c in CFGS) + ".")
 w(f"- Plots (latency by percentile): `{results}/rtt-<server>-<round>.svg`.")
 w("")
+peer_b = {c: [r["report"] for r in rows if r["workload"] == "b" and r["config"] == c] for c in PEERS}
+if any(peer_b.values()):
+    w("The peers at the same point (`tick_load`: 1,000 clients × 20 Hz; server CPU per echoed message):")
+    w("")
+    w("| peer | p50 | p90 | p99 | p99.9 | max | loss | server ns/msg |")
+    w("|---|---|---|---|---|---|---|---|")
+    for c, reps in peer_b.items():
+        if reps:
+            w(f"| {NAMES[c]} | {fig([x['rtt_us']['p50'] for x in reps])} | {fig([x['rtt_us']['p90'] for x in reps])} | "
+              f"{fig([x['rtt_us']['p99'] for x in reps])} | {fig([x['rtt_us']['p999'] for x in reps])} | "
+              f"{fig([x['rtt_us']['max'] for x in reps], '{:.0f}')} | {fig([x['messages']['loss_ratio'] * 100 for x in reps], '{:.3f}%')} | "
+              f"{fig([x['server']['cpu_ns_per_msg'] for x in reps if x.get('server')], '{:,.0f}')} |")
+    w("")
+if not ran("b"):
+    del L[sec:]
+sec = len(L)
 
 # c
 w("## c. Memory with idle connections")
@@ -463,9 +730,13 @@ for cfg in CFGS:
         hwm = [r["rss_hwm_bytes"] / 2**20 for r in rs]
         um = [r["umem"]["bytes"] / 2**20 for r in rs]
         ur = [r["umem"]["resident"] / 2**20 for r in rs]
-        w(f"| {NAMES[cfg]} | {n:,} | {fig([r['connected'] for r in rs], '{:,.0f}')} | {fig(mem[(cfg, n)])} | {fig(hwm)} | "
-          f"{fig(um)} ({fig(ur)}) | {next((r['connect_failure'] for r in rs if r.get('connect_failure')), '—')} |")
+        if rs:
+            w(f"| {NAMES[cfg]} | {n:,} | {fig([r['connected'] for r in rs], '{:,.0f}')} | {fig(mem[(cfg, n)])} | {fig(hwm)} | "
+              f"{fig(um)} ({fig(ur)}) | {next((r['connect_failure'] for r in rs if r.get('connect_failure')), '—')} |")
 w("")
+if not ran("c"):
+    del L[sec:]
+sec = len(L)
 
 # d
 w("## d. CPU per message at a fixed rate")
@@ -490,12 +761,30 @@ w("")
 w(f"xdp/socket ratio of engine CPU per message: need_wakeup {ratio(cpu['xdp'], cpu['socket'])}, busy-poll {ratio(cpu['xdp-busy'], cpu['socket'])} "
   "(busy-poll spins, so its CPU per message is the spin time divided by the messages).")
 w("")
+if not ran("d"):
+    del L[sec:]
 
 # targets
 w("## Targets")
 w("")
 def verdict(ok):
     return "met" if ok else "**not met**"
+if ran("t"):
+    t60 = lambda c: tick_best.get((c, 60), [])
+    w(f"- (t) tick workload at 60 Hz: xdp need_wakeup sustains ≥ 2× the socket backend's clients: "
+      f"{verdict(bool(t60('xdp')) and bool(t60('socket')) and med(t60('xdp')) >= 2 * med(t60('socket')))} "
+      f"({fig(t60('xdp'), '{:,.0f}')} vs {fig(t60('socket'), '{:,.0f}')}); ≥ 10,000 clients: "
+      f"{verdict(bool(t60('xdp')) and med(t60('xdp')) >= 10000)}.")
+if ran("f") and fixed.get("xdp") and fixed.get("socket"):
+    w(f"- (f) engine CPU per message at 300k packets/s ≤ 1.5 µs on xdp and ≤ ½ of socket's: "
+      f"{verdict(med(fixed['xdp']) <= 1500 and med(fixed['xdp']) <= med(fixed['socket']) / 2)} "
+      f"({fig(fixed['xdp'], '{:,.0f}')} ns vs socket {fig(fixed['socket'], '{:,.0f}')} ns).")
+if ran("b") and lat.get("xdp-adaptive") and lat.get("xdp-busy"):
+    ad = lambda q: ratio([x['rtt_us'][q] for x in lat['xdp-adaptive']], [x['rtt_us'][q] for x in lat['xdp-busy']])
+    ok = all(ad(q) != "—" and float(ad(q)) <= 1.2 for q in ("p50", "p90"))
+    idle_ok = ran("i") and all(v and med(v) <= 5 for v in idle.get("xdp-adaptive", ([], [])))
+    w(f"- (adaptive) p50/p90 within 1.2× of busy-poll's at the design point: {verdict(ok)} (ratios {ad('p50')} / {ad('p90')}); "
+      f"idle CPU ≤ 5% of a core: {verdict(idle_ok)}.")
 a_ok = bool(best["xdp"]) and med(best["xdp"]) >= 250000 and med(best["xdp"]) > med(best["socket"] or [0])
 top = max(r["report"]["settings"]["rate"] for r in rows if r["workload"] == "a") if any(r["workload"] == "a" for r in rows) else 0
 a_tie = bool(best["xdp"]) and bool(best["socket"]) and med(best["xdp"]) == med(best["socket"]) == top
