@@ -28,7 +28,7 @@ use crate::{
     telemetry::{self, Running, Worker},
 };
 
-pub use crate::iface::IfaceError;
+pub use crate::{drive::WaitStrategy, iface::IfaceError};
 
 /// What the workers do with the datagrams they receive (`--app`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -55,40 +55,6 @@ impl AppKind {
             Self::Discard | Self::UdpEcho => false,
             Self::Echo | Self::Relay => true,
         }
-    }
-}
-
-/// How an idle worker waits for traffic (`--wait`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WaitStrategy {
-    /// Sleep until traffic or the next protocol deadline (AF_XDP need_wakeup, or
-    /// poll(2) on a kernel socket): near-zero CPU when idle.
-    Sleep,
-    /// Never sleep: the socket's busy-poll loop drives the NAPI context (a core per
-    /// worker spins at 100 %), for the lowest latency.
-    Spin,
-    /// Keep checking the rings, without a syscall, for up to `--spin-us` after the last
-    /// datagram while datagrams arrive closer together than that, then sleep as
-    /// `sleep` does: close to `spin`'s latency under load, `sleep`'s CPU when idle.
-    Adaptive,
-}
-
-impl WaitStrategy {
-    /// The name `xrudp stats` shows ("need_wakeup", "busy-poll" or "adaptive").
-    #[must_use]
-    pub fn wakeup_name(self) -> &'static str {
-        match self {
-            Self::Sleep => "need_wakeup",
-            Self::Spin => "busy-poll",
-            Self::Adaptive => "adaptive",
-        }
-    }
-
-    /// Whether the sockets busy-poll (need_wakeup off, busy-poll options on).
-    #[must_use]
-    pub fn busy_poll(self) -> bool {
-        self == Self::Spin
     }
 }
 

@@ -25,10 +25,7 @@ use std::{
 
 use xrudp_proto::Transmit;
 
-use crate::{
-    engine::WaitStrategy,
-    telemetry::{Counters, Published, Tally, Worker, latency::Recorder},
-};
+use crate::telemetry::{Counters, Published, Tally, Worker, latency::Recorder};
 
 pub(crate) mod raw;
 pub(crate) mod udp;
@@ -87,6 +84,40 @@ pub(crate) trait Handler {
     fn shutdown(&mut self) {}
     /// Publishes the handler's own figures.
     fn publish(&self, _to: &Published) {}
+}
+
+/// How an idle worker waits for traffic (`--wait`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WaitStrategy {
+    /// Sleep until traffic or the next protocol deadline (AF_XDP need_wakeup, or
+    /// poll(2) on a kernel socket): near-zero CPU when idle.
+    Sleep,
+    /// Never sleep: the socket's busy-poll loop drives the NAPI context (a core per
+    /// worker spins at 100 %), for the lowest latency.
+    Spin,
+    /// Keep checking the rings, without a syscall, for up to `--spin-us` after the last
+    /// datagram while datagrams arrive closer together than that, then sleep as
+    /// `sleep` does: close to `spin`'s latency under load, `sleep`'s CPU when idle.
+    Adaptive,
+}
+
+impl WaitStrategy {
+    /// The name `xrudp stats` shows ("need_wakeup", "busy-poll" or "adaptive").
+    #[must_use]
+    pub fn wakeup_name(self) -> &'static str {
+        match self {
+            Self::Sleep => "need_wakeup",
+            Self::Spin => "busy-poll",
+            Self::Adaptive => "adaptive",
+        }
+    }
+
+    /// Whether the sockets busy-poll (need_wakeup off, busy-poll options on).
+    #[must_use]
+    pub fn busy_poll(self) -> bool {
+        self == Self::Spin
+    }
 }
 
 /// How an idle worker waits, once.
