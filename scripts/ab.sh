@@ -51,6 +51,9 @@ trap cleanup EXIT INT TERM
 start_engine() {
   local bin=$1 backend=$2 args=(--backend "$backend")
   [ "$backend" = socket ] && args+=(--workers 1)
+  # Engines with session encryption run without it here: the load generator is OLD's,
+  # and an engine from before encryption has neither the flag nor the protocol mode.
+  "$bin" attach --help | grep -q -- '--encryption' && args+=(--encryption off)
   ip netns exec "$XR_NS_SRV" "$bin" attach --iface "$XR_IF_SRV" --port "$PORT" --app echo \
     --cores 1 --max-connections 1024 --idle-timeout 60 "${args[@]}" 2>>"$OUT/engine.log" &
   ENGINE_PID=$!

@@ -24,6 +24,9 @@
 #   c. memory: the engine's RSS with 1,000, 10,000 and 100,000 idle connections (the
 #      100,000 step in the first round only: it takes the longest to open);
 #   d. CPU per message at 50,000 msg/s (100 clients, 64 B, reliable-ordered).
+# Session encryption (docs/PROTOCOL.md §13) on both ends is XRUDP_BENCH_ENCRYPTION: off
+# (default: the figures in docs/BENCHMARKS.md were measured before the protocol had
+# encryption, and this reproduces them) or open (the engine's default).
 # Each run also records the probe's gaps per core (the VM's noise floor) and each core's
 # busy/softirq/steal share. Raw JSON lines go to target/bench/results.jsonl.
 # The load generator's own backend (how `xrudp bench` moves its datagrams) is chosen by
@@ -68,6 +71,8 @@ fi
 
 PORT=7777
 LOAD_BACKEND=${XRUDP_BENCH_LOAD:-xdp}
+ENCRYPTION=${XRUDP_BENCH_ENCRYPTION:-off}
+case "$ENCRYPTION" in off|open) ;; *) echo "bench.sh: XRUDP_BENCH_ENCRYPTION must be off or open, not $ENCRYPTION" >&2; exit 2 ;; esac
 case "$LOAD_BACKEND" in
   xdp|socket) ;;
   *) echo "bench.sh: XRUDP_BENCH_LOAD must be xdp or socket, not '$LOAD_BACKEND'" >&2; exit 2 ;;
@@ -159,7 +164,7 @@ start_engine() {
     socket) args=(--backend socket --workers 1) ;;
   esac
   ip netns exec "$XR_NS_SRV" "$BIN" attach --iface "$XR_IF_SRV" --port "$PORT" --app echo \
-    --cores "$SERVER_CORE" --max-connections "$maxc" --idle-timeout 60 "${args[@]}" \
+    --encryption "$ENCRYPTION" --cores "$SERVER_CORE" --max-connections "$maxc" --idle-timeout 60 "${args[@]}" \
     2>>"$RESULTS/engine.log" &
   ENGINE_PID=$!
   for _ in $(seq 100); do
@@ -222,7 +227,7 @@ bench() {
   # CRC still checks every packet.
   [ "$LOAD_BACKEND" = xdp ] && load=(--backend xdp --iface "$XR_IF_CLI" --no-udp-checksum-check)
   line=$(ulimit -n 19000; ip netns exec "$XR_NS_CLI" "$BIN" bench --server "$XR_IP_SRV:$PORT" \
-    --cores "$CLIENT_CORE" --server-pid "$ENGINE_PID" --json "${load[@]}" "$@") || {
+    --encryption "$ENCRYPTION" --cores "$CLIENT_CORE" --server-pid "$ENGINE_PID" --json "${load[@]}" "$@") || {
     echo "bench.sh: xrudp bench failed ($wl $cfg $*)" >&2; return 1; }
   local umem
   umem=$(umem_share)
@@ -248,7 +253,7 @@ memory() {
   sampler=$!
   for i in $(seq "$procs"); do
     (ulimit -n 19000; ip netns exec "$XR_NS_CLI" "$BIN" bench --server "$XR_IP_SRV:$PORT" \
-      --cores "$CLIENT_CORE" --clients $(( n / procs )) --rate 0 --duration 5 --wait sleep \
+      --encryption "$ENCRYPTION" --cores "$CLIENT_CORE" --clients $(( n / procs )) --rate 0 --duration 5 --wait sleep \
       --local "$LOCALS" --connect-window 128 --connect-timeout 90 --no-probe --json \
       >"$RESULTS/mem-$i.json") &
     pids+=($!)

@@ -420,7 +420,11 @@ pub fn connect_fleet(server: SocketAddr, n: usize, timeout: Duration) -> Clients
     let ids: Vec<FleetId> = (0..n)
         .map(|_| {
             fleet
-                .add(server, ClientConfig::default(), None)
+                .add(
+                    server,
+                    ClientConfig::default(),
+                    &xrudp_client::Protection::default(),
+                )
                 .expect("adding a client to the fleet")
         })
         .collect();

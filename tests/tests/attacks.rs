@@ -159,8 +159,14 @@ fn spoofed(i: u64) -> SocketAddrV4 {
 
 /// A real padded hello, as a client sends it.
 fn hello_bytes(server: SocketAddr) -> Vec<u8> {
-    let mut c =
-        Client::new(ClientConfig::default(), server, 7, Instant::now(), None).expect("client");
+    let mut c = Client::new(
+        ClientConfig::default(),
+        server,
+        7,
+        Instant::now(),
+        xrudp_proto::session::Security::insecure_from_seed(7),
+    )
+    .expect("client");
     let mut buf = vec![0u8; 1500];
     let t = c.poll_transmit(Instant::now(), &mut buf).expect("hello");
     buf.truncate(t.len);
@@ -280,8 +286,14 @@ fn honest_players_keep_playing_through_every_attack() {
                 let sock = UdpSocket::bind("0.0.0.0:0").expect("bind");
                 sock.set_read_timeout(Some(Duration::from_millis(5)))
                     .expect("timeout");
-                let mut c = Client::new(ClientConfig::default(), server, 11, Instant::now(), None)
-                    .expect("client");
+                let mut c = Client::new(
+                    ClientConfig::default(),
+                    server,
+                    11,
+                    Instant::now(),
+                    xrudp_proto::session::Security::insecure_from_seed(11),
+                )
+                .expect("client");
                 let mut sent: Vec<Vec<u8>> = Vec::new();
                 let mut buf = vec![0u8; 2048];
                 let t0 = Instant::now();
@@ -320,7 +332,14 @@ fn honest_players_keep_playing_through_every_attack() {
                 let mut fleet = Fleet::new().expect("fleet");
                 let mut n = 0u64;
                 for _ in 0..250 {
-                    if fleet.add(server, ClientConfig::default(), None).is_ok() {
+                    if fleet
+                        .add(
+                            server,
+                            ClientConfig::default(),
+                            &xrudp_client::Protection::default(),
+                        )
+                        .is_ok()
+                    {
                         n += 1;
                     }
                 }

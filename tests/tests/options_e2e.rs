@@ -1,6 +1,6 @@
 //! Engine options that only matter end to end, each exercised in fresh namespaces over a
-//! veth pair: `--token-key-file` admits exactly the clients with a token signed by its
-//! key; `--backend auto` falls back to kernel sockets when AF_XDP cannot be had;
+//! veth pair: `--token-key-file` admits exactly the clients with a connect token sealed
+//! under its key for this server, and serves them encrypted with the token's keys; `--backend auto` falls back to kernel sockets when AF_XDP cannot be had;
 //! `--busy-poll` serves; `--mode auto` falls back from native to skb when the driver
 //! refuses native XDP. Every assertion is on counts and contents (what the engine reports
 //! over its control socket, what its log says, what came back), never on timing; the
@@ -11,10 +11,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use xrudp_client::{
-    ClientConfig, ClientEvent, ConnectError, ConnectToken, Connection, RejectReason,
-};
+use xrudp_client::{ClientConfig, ClientEvent, ConnectError, Connection, Protection, RejectReason};
 use xrudp_proto::TokenKey;
+use xrudp_proto::token::{self, TokenParams};
 use xrudp_tests::{Engine, Topology, protocol_sum, tagged};
 
 const PORT: u16 = 7777;
@@ -22,10 +21,10 @@ const RELIABLE: u8 = 0;
 /// Bounds a hung run; this VM stalls for milliseconds, so every wait has seconds of room.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Connects to `server` (with `token`), sends `n` reliable messages and counts the echoes
-/// that came back intact. Call it in the client namespace.
-fn echo(server: SocketAddr, token: Option<ConnectToken>, n: u32) -> Result<u32, ConnectError> {
-    let mut c = Connection::connect_blocking(server, ClientConfig::default(), token, TIMEOUT)?;
+/// Connects to `server` (protected as `protection` says), sends `n` reliable messages and
+/// counts the echoes that came back intact. Call it in the client namespace.
+fn echo(server: SocketAddr, protection: &Protection, n: u32) -> Result<u32, ConnectError> {
+    let mut c = Connection::connect_blocking(server, ClientConfig::default(), protection, TIMEOUT)?;
     for seq in 0..n {
         c.send(RELIABLE, &tagged(0, seq))
             .expect("8 messages fit the send window");
@@ -49,7 +48,7 @@ fn echo(server: SocketAddr, token: Option<ConnectToken>, n: u32) -> Result<u32, 
 }
 
 #[test]
-fn token_key_file_admits_only_clients_with_a_token_signed_by_it() {
+fn token_key_file_admits_only_clients_with_a_token_sealed_under_it_for_this_server() {
     let t = Topology::new(1, true);
     let key = TokenKey([7; 32]);
     let file = std::env::temp_dir().join(format!("xrudp-token-key-{}", t.id));
@@ -61,6 +60,8 @@ fn token_key_file_admits_only_clients_with_a_token_signed_by_it() {
             &PORT.to_string(),
             "--token-key-file",
             file.to_str().expect("utf-8 path"),
+            "--public-addr",
+            &t.srv_addr(PORT).to_string(),
         ],
     );
     let server = t.srv_addr(PORT);
@@ -69,27 +70,48 @@ fn token_key_file_admits_only_clients_with_a_token_signed_by_it() {
         .expect("clock after 1970")
         .as_secs()
         + 3600;
-    let good = ConnectToken::issue(&key, 1, valid_until, b"player one");
-    let forged = ConnectToken::issue(&TokenKey([8; 32]), 2, valid_until, b"");
-    let stale = ConnectToken::issue(&key, 3, 1, b"");
-    let (signed, none, forged, stale) = Topology::in_ns(&t.ns_cli.clone(), move || {
+    let issue = |key: &TokenKey, id: u64, expires: u64, to: SocketAddr| {
+        let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::seed_from_u64(id);
+        let params = TokenParams {
+            client_id: id,
+            expires,
+            handshake_timeout: TIMEOUT,
+            addresses: vec![to],
+            user_data: b"player".to_vec(),
+        };
+        Protection::Token(Box::new(
+            token::issue(key, &params, &mut rng).expect("issued"),
+        ))
+    };
+    let elsewhere: SocketAddr = "192.0.2.1:7777".parse().expect("addr");
+    let good = issue(&key, 1, valid_until, server);
+    let forged = issue(&TokenKey([8; 32]), 2, valid_until, server);
+    let stale = issue(&key, 3, 1, server);
+    let foreign = issue(&key, 4, valid_until, elsewhere);
+    let (signed, none, forged, stale, foreign) = Topology::in_ns(&t.ns_cli.clone(), move || {
         (
-            echo(server, Some(good), 8),
-            echo(server, None, 8),
-            echo(server, Some(forged), 8),
-            echo(server, Some(stale), 8),
+            echo(server, &good, 8),
+            echo(server, &Protection::default(), 8),
+            echo(server, &forged, 8),
+            echo(server, &stale, 8),
+            echo(server, &foreign, 8),
         )
     });
     let _ = std::fs::remove_file(&file);
-    assert_eq!(signed.expect("a signed token is admitted"), 8, "and served");
+    assert_eq!(signed.expect("a sealed token is admitted"), 8, "and served");
     for (what, got, want) in [
-        ("no token", none, RejectReason::TokenRequired),
+        ("no token", none, RejectReason::SecurityMismatch),
         (
-            "a token signed by another key",
+            "a token sealed under another key",
             forged,
             RejectReason::TokenInvalid,
         ),
         ("an expired token", stale, RejectReason::TokenExpired),
+        (
+            "a token for another server",
+            foreign,
+            RejectReason::TokenInvalid,
+        ),
     ] {
         match got {
             Err(ConnectError::Rejected { reason, .. }) => assert_eq!(reason, want, "{what}"),
@@ -101,11 +123,11 @@ fn token_key_file_admits_only_clients_with_a_token_signed_by_it() {
         protocol_sum(s, |f| f.rejected.get(name).copied().unwrap_or(0))
     };
     let snap = engine.wait_for(TIMEOUT, |s| {
-        ["token_required", "token_invalid", "token_expired"]
+        ["security_mismatch", "token_invalid", "token_expired"]
             .iter()
             .all(|n| refused(s, n) >= 1)
     });
-    for name in ["token_required", "token_invalid", "token_expired"] {
+    for name in ["security_mismatch", "token_invalid", "token_expired"] {
         assert!(
             protocol_sum(&snap, |f| f.rejected.get(name).copied().unwrap_or(0)) >= 1,
             "the engine counts the {name} refusal: {:?}",
@@ -148,7 +170,9 @@ fn backend_auto_falls_back_to_sockets_when_the_interface_has_another_xdp_program
         "the engine says why it fell back:\n{log}"
     );
     let server = t.srv_addr(PORT);
-    let back = Topology::in_ns(&t.ns_cli.clone(), move || echo(server, None, 8));
+    let back = Topology::in_ns(&t.ns_cli.clone(), move || {
+        echo(server, &Protection::default(), 8)
+    });
     assert_eq!(back.expect("connects over the socket backend"), 8);
     assert!(
         engine
@@ -169,7 +193,9 @@ fn busy_poll_serves_echo_and_says_so() {
         "the engine reports its wakeup strategy"
     );
     let server = t.srv_addr(PORT);
-    let back = Topology::in_ns(&t.ns_cli.clone(), move || echo(server, None, 64));
+    let back = Topology::in_ns(&t.ns_cli.clone(), move || {
+        echo(server, &Protection::default(), 64)
+    });
     assert_eq!(
         back.expect("connects"),
         64,
@@ -219,7 +245,9 @@ fn adaptive_wait_serves_echo_on_both_backends_and_says_so() {
             "{backend}: the strategy is reported"
         );
         let server = t.srv_addr(PORT);
-        let back = Topology::in_ns(&t.ns_cli.clone(), move || echo(server, None, 200));
+        let back = Topology::in_ns(&t.ns_cli.clone(), move || {
+            echo(server, &Protection::default(), 200)
+        });
         assert_eq!(
             back.expect("connects"),
             200,
@@ -274,7 +302,9 @@ fn mode_auto_falls_back_to_skb_when_the_driver_refuses_native() {
         "the engine logs the fallback:\n{log}"
     );
     let server = t.srv_addr(PORT);
-    let back = Topology::in_ns(&t.ns_cli.clone(), move || echo(server, None, 16));
+    let back = Topology::in_ns(&t.ns_cli.clone(), move || {
+        echo(server, &Protection::default(), 16)
+    });
     assert_eq!(back.expect("connects in skb mode"), 16);
     let snap = engine.wait_for(TIMEOUT, |s| protocol_sum(s, |f| f.messages_in) >= 16);
     assert!(

@@ -176,7 +176,11 @@ fn echo_allocates_only_high_water_growths(backend: xrudp::engine::Backend, worke
         let ids: Vec<FleetId> = (0..CLIENTS)
             .map(|_| {
                 fleet
-                    .add(dst, ClientConfig::default(), None)
+                    .add(
+                        dst,
+                        ClientConfig::default(),
+                        &xrudp_client::Protection::default(),
+                    )
                     .expect("add client")
             })
             .collect();

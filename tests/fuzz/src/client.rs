@@ -60,7 +60,7 @@ impl Rig {
             addrs[0],
             crate::CLIENT_SEED,
             now,
-            None,
+            xrudp_proto::session::Security::Off,
         )
         .expect("valid");
         Self {

@@ -8,7 +8,7 @@
 //! whose MESSAGE frames carry no sequence number. `71` is the default server layout.
 
 use xrudp_common::rudp::{self, PacketType};
-use xrudp_proto::handshake::{self, ConnectToken, Handshake, TokenKey};
+use xrudp_proto::handshake::{self, Handshake, TokenKey};
 use xrudp_proto::packet::{self, Datagram, Frame, Frames, Writer};
 
 /// Runs one input.
@@ -71,14 +71,17 @@ fn handshake_round_trip(kind: PacketType, body: &[u8], len: usize) {
     }
 }
 
-/// Connect tokens: decode keeps the bytes; verification of foreign bytes never succeeds
-/// for a key the bytes were not made with (a forged MAC would be a 2^-128 event).
+/// Connect tokens: a public token that decodes re-encodes to its bytes; foreign bytes
+/// never open as a private token under a key they were not sealed with (a forged tag
+/// would be a 2^-128 event). The `token` target goes deeper, from real tokens.
 fn token(d: &[u8]) {
-    if let Ok(t) = ConnectToken::decode(d) {
-        assert_eq!(t.as_bytes(), d);
+    if let Ok(t) = xrudp_proto::token::PublicToken::decode(d) {
+        assert_eq!(t.encode(), d);
     }
     let key = TokenKey([0x5a; 32]);
-    assert!(handshake::verify_token(&key, d, 0).is_err());
+    let mut scratch = [0u8; xrudp_proto::token::MAX_PRIVATE_LEN];
+    let server = crate::addrs()[0];
+    assert!(xrudp_proto::token::open(&key, d, 0, server, &mut scratch).is_err());
 }
 
 /// Frames decode until an error or the end; the frames that decode, written back with the

@@ -12,6 +12,7 @@ pub mod reassembly;
 pub mod seeds;
 pub mod server;
 pub mod steer;
+pub mod token;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
@@ -63,6 +64,9 @@ pub fn server_config() -> ServerConfig {
         max_connections: 2,
         idle_timeout: Duration::from_secs(10),
         keepalive: Duration::from_secs(1),
+        // The sequence targets write clear `Data` packets to reach deep protocol state;
+        // packet protection has its own target (`token`) and known-answer tests.
+        encryption: xrudp_proto::session::Encryption::Off,
         ..ServerConfig::default()
     }
 }

@@ -248,7 +248,7 @@ impl Rig {
             addrs[3],
             crate::CLIENT_SEED,
             now,
-            None,
+            xrudp_proto::session::Security::Off,
         )
         .expect("valid");
         let server_baseline = server.memory();

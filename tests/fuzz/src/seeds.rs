@@ -9,7 +9,7 @@ use xrudp_proto::{Client, ClientState};
 
 use crate::ops::{Endpoint, Op};
 use crate::reassembly::{self, Step};
-use crate::{client, server, steer};
+use crate::{client, server, steer, token};
 
 /// A target's name and the runner of its inputs.
 pub type Target = (&'static str, fn(&[u8]));
@@ -18,12 +18,13 @@ pub type Target = (&'static str, fn(&[u8]));
 type Steps = (&'static str, Vec<(Step, Vec<u8>)>);
 
 /// Every target whose harness lives in this library.
-pub const TARGETS: [Target; 5] = [
+pub const TARGETS: [Target; 6] = [
     ("steer", steer::run),
     ("rudp_decode", crate::decode::run),
     ("server_sequence", server::run),
     ("client_sequence", client::run),
     ("reassembly", reassembly::run),
+    ("token", token::run),
 ];
 
 /// Every seed: (target, file name, bytes).
@@ -61,6 +62,9 @@ pub fn all() -> Vec<(&'static str, String, Vec<u8>)> {
             reassembly::encode(s, &data, &mut b);
         }
         out.push(("reassembly", name.into(), b));
+    }
+    for (name, input) in token::seeds() {
+        out.push(("token", name, input));
     }
     out
 }
@@ -404,7 +408,7 @@ fn new_client(now: Instant) -> Client {
         crate::addrs()[3],
         crate::CLIENT_SEED,
         now,
-        None,
+        xrudp_proto::session::Security::Off,
     )
     .expect("valid")
 }

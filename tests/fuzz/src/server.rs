@@ -102,12 +102,29 @@ impl Endpoint for Rig {
             return;
         };
         let mut buf = [0u8; 2048];
+        // The first byte picks the protection mode, the next 32 the client's key (open
+        // modes), the rest is the token.
+        let mode = extra.first().map_or(0, |m| m % 4);
+        let extra = extra.get(1..).unwrap_or(&[]);
+        let client_key = (mode >= 2).then(|| {
+            let mut k = [0u8; 32];
+            let n = extra.len().min(32);
+            k[..n].copy_from_slice(&extra[..n]);
+            k
+        });
+        let extra = if mode >= 2 {
+            extra.get(32..).unwrap_or(&[])
+        } else {
+            extra
+        };
         let token = &extra[..extra.len().min(MAX_TOKEN_LEN)];
         let h = Handshake::Response {
             nonce,
             cookie,
             initial_seq: seq,
             token,
+            mode,
+            client_key,
         };
         // INVARIANT: 2048 bytes hold a padded response with the largest token.
         let n = handshake::encode(&mut buf, 0, &h).expect("fits");

@@ -65,6 +65,7 @@ fn every_target_has_committed_seeds() {
         "server_sequence",
         "client_sequence",
         "reassembly",
+        "token",
     ] {
         let dir = seeds_dir().join(target);
         let n = fs::read_dir(&dir).map_or(0, Iterator::count);
@@ -110,6 +111,32 @@ fn sessions_reach_connections_and_messages() {
     assert_eq!(rig.delivered(), (1, 1));
     let rig = xrudp_fuzz::reassembly::run_rig(&seed("reassembly", "hostile"));
     assert_eq!(rig.delivered().0, 1);
+}
+
+/// The token seeds open at the harness's server (or fail for the reason they were made
+/// for), so the fuzzer starts past authentication.
+#[test]
+fn token_seeds_reach_an_opened_token() {
+    use xrudp_fuzz::token::{KEY, NOW, server};
+    use xrudp_proto::token::{self, MAX_PRIVATE_LEN, PublicToken, TokenError};
+
+    let mut scratch = [0u8; MAX_PRIVATE_LEN];
+    for (name, want) in [
+        ("one_server", Ok(())),
+        ("ipv6_first", Ok(())),
+        ("largest", Ok(())),
+        ("other_servers", Err(TokenError::WrongServer)),
+        ("expired", Err(TokenError::Expired)),
+    ] {
+        let t = PublicToken::decode(&seed("token", name)).expect(name);
+        let opened = token::open(&KEY, t.private_bytes(), NOW, server(), &mut scratch);
+        if let Ok(o) = &opened {
+            assert_eq!((o.c2s_key, o.s2c_key), (t.c2s_key, t.s2c_key), "{name}");
+        }
+        assert_eq!(opened.map(|_| ()), want, "{name}");
+    }
+    let private = seed("token", "private_only");
+    assert!(token::open(&KEY, &private, NOW, server(), &mut scratch).is_ok());
 }
 
 /// Committed regression seeds (minimised inputs of fixed bugs, `seeds/<target>/regression-*`)

@@ -99,11 +99,12 @@ impl<T: Transport> Conns<T> {
         local: IpAddr,
         server: SocketAddr,
         config: ClientConfig,
+        security: xrudp_proto::session::Security,
     ) -> io::Result<usize> {
         let index = self.entries.len();
         let idx32 = u32::try_from(index)
             .map_err(|_| io::Error::other("more than 2^32 connections in one thread"))?;
-        let client = Client::new(config, server, self.seeds.draw(), Instant::now(), None)
+        let client = Client::new(config, server, self.seeds.draw(), Instant::now(), security)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         self.transport.open(index, local, server)?;
         self.entries.push(Some(Entry {

@@ -73,6 +73,13 @@ pub struct BenchArgs {
     /// The echo server, ADDR:PORT.
     #[arg(long)]
     pub server: SocketAddr,
+    /// Session encryption, as the server runs it: `open` (X25519 + AES-256-GCM, the
+    /// engine's default) or `off` (for a server attached with `--encryption off`).
+    #[arg(long, value_enum, default_value_t = Encryption::Open)]
+    pub encryption: Encryption,
+    /// Open mode: pin the server's public key (64 hex digits, as `xrudp attach` logs it).
+    #[arg(long = "server-key", value_parser = parse_key)]
+    pub server_key: Option<[u8; 32]>,
     /// Connections to open (spread over the threads).
     #[arg(long, default_value_t = 1)]
     pub clients: usize,
@@ -149,6 +156,31 @@ pub struct BenchArgs {
     /// Write a latency-by-percentile plot (SVG) to this file.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+}
+
+/// `--encryption`: how the load clients protect their sessions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Encryption {
+    /// Open mode (the engine's default).
+    Open,
+    /// No encryption.
+    Off,
+}
+
+/// Parses 64 hex digits into a 32-byte key.
+fn parse_key(s: &str) -> Result<[u8; 32], String> {
+    let s = s.trim();
+    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "expected 64 hex digits (the public key `xrudp attach` logs), got {} characters",
+            s.len()
+        ));
+    }
+    let mut k = [0u8; 32];
+    for (i, b) in k.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
+    }
+    Ok(k)
 }
 
 /// How the load generator moves its datagrams.
@@ -613,6 +645,7 @@ fn choose_cores(asked: Option<&[usize]>, taken: &[usize], all: &[usize]) -> Opti
 }
 
 fn plans(args: &BenchArgs) -> anyhow::Result<Vec<Plan>> {
+    let server_key = args.server_key;
     if args.size < payload::HEADER_LEN {
         bail!(
             "--size {} is below {} bytes, the stamp every message carries",
@@ -675,6 +708,10 @@ fn plans(args: &BenchArgs) -> anyhow::Result<Vec<Plan>> {
             core: (!cores.is_empty()).then(|| cores[i % cores.len()]),
             wait: args.wait,
             config: ClientConfig::default(),
+            encryption: match args.encryption {
+                Encryption::Open => Some(server_key),
+                Encryption::Off => None,
+            },
         })
         .collect())
 }
@@ -698,6 +735,8 @@ mod tests {
 
     fn args(server: SocketAddr) -> BenchArgs {
         BenchArgs {
+            encryption: Encryption::Open,
+            server_key: None,
             server,
             clients: 20,
             rate: 2000,

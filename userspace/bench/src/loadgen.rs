@@ -73,6 +73,9 @@ pub struct Plan {
     pub wait: Wait,
     /// Client configuration.
     pub config: ClientConfig,
+    /// Session protection: `None` for `--encryption off`, else open mode with the
+    /// server's public key pinned if given.
+    pub encryption: Option<Option<[u8; 32]>>,
 }
 
 /// Figures the main thread reads while the run goes on.
@@ -411,10 +414,27 @@ fn connect_all<T: Transport>(
     let mut handshaking = 0usize;
     let deadline = Instant::now() + plan.connect_timeout;
     let window = plan.connect_window.max(1);
+    let mut keys = {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed)
+            .map_err(|e| io::Error::other(format!("the OS random number generator failed: {e}")))?;
+        <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed(seed)
+    };
     while ids.len() + (out.connect_failed as usize) < plan.clients {
         while added < plan.clients && handshaking < window {
             let local = plan.locals[added % plan.locals.len()];
-            let id = fleet.add(local, plan.server, plan.config.clone())?;
+            let security = match plan.encryption {
+                None => xrudp_proto::session::Security::Off,
+                Some(server_key) => {
+                    let mut ephemeral = [0u8; 32];
+                    rand_core::RngCore::fill_bytes(&mut keys, &mut ephemeral);
+                    xrudp_proto::session::Security::Open {
+                        ephemeral,
+                        server_key,
+                    }
+                }
+            };
+            let id = fleet.add(local, plan.server, plan.config.clone(), security)?;
             if added_at.len() <= id {
                 added_at.resize(id + 1, Instant::now());
                 admitted.resize(id + 1, false);

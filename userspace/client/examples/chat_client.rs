@@ -27,8 +27,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let addr: SocketAddr = addr
         .parse()
         .map_err(|e| format!("{addr:?} is not an address like 127.0.0.1:7777: {e}"))?;
-    let mut conn =
-        Connection::connect_blocking(addr, ClientConfig::default(), None, Duration::from_secs(10))?;
+    let mut conn = Connection::connect_blocking(
+        addr,
+        ClientConfig::default(),
+        &xrudp_client::Protection::default(),
+        Duration::from_secs(10),
+    )?;
     let channel = conn
         .channels()
         .iter()

@@ -25,7 +25,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut fleet = Fleet::new()?;
     let start = Instant::now();
     let ids = (0..clients)
-        .map(|_| fleet.add(server.addr(), ClientConfig::default(), None))
+        .map(|_| {
+            fleet.add(
+                server.addr(),
+                ClientConfig::default(),
+                &xrudp_client::Protection::default(),
+            )
+        })
         .collect::<Result<Vec<_>, _>>()?;
     while fleet.count(ClientState::Connected) < clients && start.elapsed() < deadline {
         fleet.drive(Duration::from_millis(10))?;

@@ -4,8 +4,9 @@ use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
+use crate::protection::Protection;
 use xrudp_proto::{
-    ChannelKind, Client, ClientConfig, ClientEvent, ClientState, ConnStats, ConnectToken, Counters,
+    ChannelKind, Client, ClientConfig, ClientEvent, ClientState, ConnStats, Counters,
     DisconnectReason, SendError,
 };
 
@@ -43,9 +44,9 @@ impl Connection {
     pub fn connect(
         server: SocketAddr,
         config: ClientConfig,
-        token: Option<ConnectToken>,
+        protection: &Protection,
     ) -> io::Result<Self> {
-        Self::connect_from(sock::any_local(server), server, config, token)
+        Self::connect_from(sock::any_local(server), server, config, protection)
     }
 
     /// Like [`Connection::connect`], from a chosen local address (load generators spread
@@ -54,11 +55,11 @@ impl Connection {
         local: SocketAddr,
         server: SocketAddr,
         config: ClientConfig,
-        token: Option<ConnectToken>,
+        protection: &Protection,
     ) -> io::Result<Self> {
         let seed = sock::os_seed()?;
         let now = Instant::now();
-        let mut client = Client::new(config, server, seed, now, token)
+        let mut client = Client::new(config, server, seed, now, protection.security()?)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         client.prefill_pool(POOL_PREFILL);
         let socket = UdpSocket::bind(local)?;
@@ -82,13 +83,13 @@ impl Connection {
     pub fn connect_blocking(
         server: SocketAddr,
         config: ClientConfig,
-        token: Option<ConnectToken>,
+        protection: &Protection,
         timeout: Duration,
     ) -> Result<Self, ConnectError> {
         let io_err = |source| ConnectError::Io { server, source };
         let start = Instant::now();
         let deadline = start + timeout;
-        let mut conn = Self::connect(server, config, token).map_err(io_err)?;
+        let mut conn = Self::connect(server, config, protection).map_err(io_err)?;
         loop {
             let now = Instant::now();
             if now >= deadline {

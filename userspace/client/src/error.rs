@@ -75,5 +75,12 @@ fn reject_advice(reason: RejectReason) -> &'static str {
         RejectReason::TokenExpired => {
             "the connect token has expired (or the server's clock is unset); get a fresh one"
         }
+        RejectReason::TokenReused => {
+            "the connect token is in use from another address; the backend issues one per client"
+        }
+        RejectReason::SecurityMismatch => {
+            "the server does not accept this encryption mode (it may run with --encryption \
+             off, require connect tokens, or refuse unpinned clients); match its settings"
+        }
     }
 }

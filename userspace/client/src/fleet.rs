@@ -7,11 +7,10 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::protection::Protection;
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
-use xrudp_proto::{
-    Client, ClientConfig, ClientEvent, ClientState, ConnStats, ConnectToken, Counters, SendError,
-};
+use xrudp_proto::{Client, ClientConfig, ClientEvent, ClientState, ConnStats, Counters, SendError};
 
 use crate::bookkeeping::{Book, Seeds, StateCounts};
 use crate::sock::{self, IoStats, RECV_BUFFER_LEN, Recv, SEND_BUFFER_LEN};
@@ -141,9 +140,9 @@ impl Fleet {
         &mut self,
         server: SocketAddr,
         config: ClientConfig,
-        token: Option<ConnectToken>,
+        protection: &Protection,
     ) -> io::Result<FleetId> {
-        self.add_from(sock::any_local(server), server, config, token)
+        self.add_from(sock::any_local(server), server, config, protection)
     }
 
     /// Like [`Fleet::add`], from a chosen local address (port 0 for an ephemeral one).
@@ -152,10 +151,10 @@ impl Fleet {
         local: SocketAddr,
         server: SocketAddr,
         config: ClientConfig,
-        token: Option<ConnectToken>,
+        protection: &Protection,
     ) -> io::Result<FleetId> {
         let seed = self.seeds.draw();
-        let mut client = Client::new(config, server, seed, Instant::now(), token)
+        let mut client = Client::new(config, server, seed, Instant::now(), protection.security()?)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         client.prefill_pool(FLEET_POOL_PREFILL);
         let mut socket = UdpSocket::bind(local).map_err(|e| {
@@ -527,7 +526,11 @@ mod tests {
         let ids: Vec<_> = (0..CLIENTS)
             .map(|_| {
                 fleet
-                    .add(server.addr(), ClientConfig::default(), None)
+                    .add(
+                        server.addr(),
+                        ClientConfig::default(),
+                        &Protection::default(),
+                    )
                     .unwrap()
             })
             .collect();

@@ -17,10 +17,10 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use xrudp_client::{ClientConfig, ClientEvent, Connection};
+//! use xrudp_client::{ClientConfig, ClientEvent, Connection, Protection};
 //!
 //! let addr = "127.0.0.1:7777".parse().unwrap();
-//! let mut conn = Connection::connect_blocking(addr, ClientConfig::default(), None, Duration::from_secs(5))?;
+//! let mut conn = Connection::connect_blocking(addr, ClientConfig::default(), &Protection::default(), Duration::from_secs(5))?;
 //! conn.send(0, b"hello")?;
 //! loop {
 //!     conn.wait(Duration::from_millis(50))?;
@@ -55,11 +55,15 @@ mod sock;
 #[cfg(any(test, feature = "loadgen"))]
 pub mod testing;
 
+mod protection;
+
 pub use connection::{Connection, MAX_RECV_PER_POLL, POOL_PREFILL};
 pub use error::ConnectError;
 pub use fleet::{FLEET_POOL_PREFILL, Fleet, FleetId, FleetStats, RECV_BUDGET};
+pub use protection::Protection;
 pub use sock::{IoStats, RECV_BUFFER_LEN};
+pub use xrudp_proto::token::PublicToken;
 pub use xrudp_proto::{
-    ChannelKind, ClientConfig, ClientEvent, ClientState, ConnStats, ConnectToken, Counters,
-    DisconnectReason, RejectReason, SendError,
+    ChannelKind, ClientConfig, ClientEvent, ClientState, ConnStats, Counters, DisconnectReason,
+    RejectReason, SendError,
 };

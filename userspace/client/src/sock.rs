@@ -154,6 +154,14 @@ pub(crate) fn any_local(server: std::net::SocketAddr) -> std::net::SocketAddr {
 }
 
 /// A seed from the operating system's RNG.
+/// 32 bytes from the OS random source: an ephemeral X25519 key.
+pub(crate) fn os_key() -> io::Result<[u8; 32]> {
+    let mut k = [0; 32];
+    getrandom::fill(&mut k)
+        .map_err(|e| io::Error::other(format!("the OS random number generator failed: {e}")))?;
+    Ok(k)
+}
+
 pub(crate) fn os_seed() -> io::Result<u64> {
     getrandom::u64()
         .map_err(|e| io::Error::other(format!("the OS random number generator failed: {e}")))

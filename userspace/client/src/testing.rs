@@ -50,13 +50,16 @@ impl EchoServer {
     }
 
     /// Like [`EchoServer::start`], on `addr`.
-    pub fn bind(addr: SocketAddr, config: ServerConfig) -> io::Result<Self> {
+    /// In token mode without a `public_addr`, the bound address is used.
+    pub fn bind(addr: SocketAddr, mut config: ServerConfig) -> io::Result<Self> {
         let now = Instant::now();
-        let seed = crate::sock::os_seed()?;
-        let server = Server::new(config, seed, now)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let socket = UdpSocket::bind(addr)?;
         let addr = socket.local_addr()?;
+        if config.public_addr.is_none() {
+            config.public_addr = Some(addr);
+        }
+        let server = Server::with_entropy(config, crate::sock::os_key()?, now)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let stop = Arc::new(AtomicBool::new(false));
         let shared = Arc::new(Mutex::new(EchoStats::default()));
         let thread = std::thread::Builder::new()

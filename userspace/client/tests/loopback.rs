@@ -10,14 +10,19 @@ use xrudp_client::{
     ClientConfig, ClientEvent, ClientState, ConnectError, Connection, DisconnectReason, Fleet,
     FleetId, RejectReason,
 };
-use xrudp_proto::{ConnectToken, ServerConfig, TokenKey};
+use xrudp_proto::{ServerConfig, TokenKey};
 
 /// Far beyond what any of these exchanges needs, even on a VM that stalls.
 const DEADLINE: Duration = Duration::from_mins(1);
 
 fn connect(addr: SocketAddr) -> Connection {
-    Connection::connect_blocking(addr, ClientConfig::default(), None, DEADLINE)
-        .expect("connects to the echo server")
+    Connection::connect_blocking(
+        addr,
+        ClientConfig::default(),
+        &xrudp_client::Protection::default(),
+        DEADLINE,
+    )
+    .expect("connects to the echo server")
 }
 
 fn message(client: u32, seq: u32) -> Vec<u8> {
@@ -96,7 +101,11 @@ fn a_fleet_of_200_connects_and_echoes_everything() {
     let ids: Vec<FleetId> = (0..CLIENTS)
         .map(|_| {
             fleet
-                .add(server.addr(), ClientConfig::default(), None)
+                .add(
+                    server.addr(),
+                    ClientConfig::default(),
+                    &xrudp_client::Protection::default(),
+                )
                 .unwrap()
         })
         .collect();
@@ -221,7 +230,9 @@ fn connecting_to_a_port_with_no_server_times_out_clearly() {
         ..ClientConfig::default()
     };
     let addr = dead_port();
-    let err = Connection::connect_blocking(addr, config, None, DEADLINE).unwrap_err();
+    let err =
+        Connection::connect_blocking(addr, config, &xrudp_client::Protection::default(), DEADLINE)
+            .unwrap_err();
     let ConnectError::TimedOut {
         server, refused, ..
     } = &err
@@ -244,7 +255,9 @@ fn fleet_connections_to_no_server_time_out_by_their_timers() {
     let addr = dead_port();
     let mut fleet = Fleet::new().unwrap();
     for _ in 0..50 {
-        fleet.add(addr, config.clone(), None).unwrap();
+        fleet
+            .add(addr, config.clone(), &xrudp_client::Protection::default())
+            .unwrap();
     }
     let mut timed_out = 0;
     let start = Instant::now();
@@ -281,8 +294,13 @@ fn a_full_server_rejects_the_second_client_with_the_reason() {
     })
     .unwrap();
     let first = connect(server.addr());
-    let err = Connection::connect_blocking(server.addr(), ClientConfig::default(), None, DEADLINE)
-        .unwrap_err();
+    let err = Connection::connect_blocking(
+        server.addr(),
+        ClientConfig::default(),
+        &xrudp_client::Protection::default(),
+        DEADLINE,
+    )
+    .unwrap_err();
     assert!(
         matches!(
             err,
@@ -301,27 +319,43 @@ fn a_full_server_rejects_the_second_client_with_the_reason() {
 fn tokens_are_carried_and_checked() {
     let key = TokenKey([7; 32]);
     let server = EchoServer::start(ServerConfig {
-        token_key: Some(key.clone()),
+        encryption: xrudp_proto::session::Encryption::Token(key.clone()),
         ..ServerConfig::default()
     })
     .unwrap();
-    let err = Connection::connect_blocking(server.addr(), ClientConfig::default(), None, DEADLINE)
-        .unwrap_err();
+    let err = Connection::connect_blocking(
+        server.addr(),
+        ClientConfig::default(),
+        &xrudp_client::Protection::default(),
+        DEADLINE,
+    )
+    .unwrap_err();
     assert!(
         matches!(
             err,
             ConnectError::Rejected {
-                reason: RejectReason::TokenRequired,
+                reason: RejectReason::SecurityMismatch,
                 ..
             }
         ),
         "{err}"
     );
-    let token = ConnectToken::issue(&key, 42, u64::MAX, b"player");
+    let token = xrudp_proto::token::issue(
+        &key,
+        &xrudp_proto::token::TokenParams {
+            client_id: 42,
+            expires: u64::MAX,
+            handshake_timeout: DEADLINE,
+            addresses: vec![server.addr()],
+            user_data: b"player".to_vec(),
+        },
+        &mut <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::seed_from_u64(42),
+    )
+    .unwrap();
     let conn = Connection::connect_blocking(
         server.addr(),
         ClientConfig::default(),
-        Some(token),
+        &xrudp_client::Protection::Token(Box::new(token)),
         DEADLINE,
     )
     .unwrap();
@@ -356,11 +390,16 @@ fn a_bad_config_is_refused_before_any_socket() {
         handshake_resend: Duration::ZERO,
         ..ClientConfig::default()
     };
-    let err = Connection::connect(dead_port(), config.clone(), None).unwrap_err();
+    let err = Connection::connect(
+        dead_port(),
+        config.clone(),
+        &xrudp_client::Protection::default(),
+    )
+    .unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
     let err = Fleet::new()
         .unwrap()
-        .add(dead_port(), config, None)
+        .add(dead_port(), config, &xrudp_client::Protection::default())
         .unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
 }
@@ -393,9 +432,21 @@ fn a_large_message_is_fragmented_and_echoed_whole() {
 fn fleet_ids_go_stale_when_their_slot_is_reused() {
     let mut fleet = Fleet::new().unwrap();
     let addr = dead_port();
-    let a = fleet.add(addr, ClientConfig::default(), None).unwrap();
+    let a = fleet
+        .add(
+            addr,
+            ClientConfig::default(),
+            &xrudp_client::Protection::default(),
+        )
+        .unwrap();
     assert!(fleet.remove(a));
-    let b = fleet.add(addr, ClientConfig::default(), None).unwrap();
+    let b = fleet
+        .add(
+            addr,
+            ClientConfig::default(),
+            &xrudp_client::Protection::default(),
+        )
+        .unwrap();
     assert_eq!(a.index(), b.index(), "the slot is reused");
     assert_ne!(a, b);
     assert_eq!(fleet.state(a), None);
@@ -419,7 +470,13 @@ fn connections_and_fleets_can_move_to_other_threads() {
     let addr = server.addr();
     let echoed = std::thread::spawn(move || {
         let mut fleet = Fleet::new().unwrap();
-        let id = fleet.add(addr, ClientConfig::default(), None).unwrap();
+        let id = fleet
+            .add(
+                addr,
+                ClientConfig::default(),
+                &xrudp_client::Protection::default(),
+            )
+            .unwrap();
         let start = Instant::now();
         let mut sent = false;
         while start.elapsed() < DEADLINE {

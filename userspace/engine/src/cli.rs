@@ -45,9 +45,54 @@ pub enum Command {
     /// loss and retransmissions. Example:
     /// xrudp bench --server 198.18.0.1:7777 --clients 1000 --rate 20000 --duration 10
     Bench(xrudp_bench::BenchArgs),
+    /// Connect tokens for `--encryption token` servers: `xrudp token issue` writes one.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `xrudp token` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Issue a connect token (what a game backend does for an authenticated player) and
+    /// write the public token the client passes to its connect call. Example:
+    /// xrudp token issue --key-file token.key --client-id 42 --server 203.0.113.7:7777
+    /// --expires-in 30 --out player42.token
+    Issue(TokenIssueArgs),
+}
+
+/// `xrudp token issue` options.
+#[derive(Debug, Args)]
+pub struct TokenIssueArgs {
+    /// The 32-byte key shared with the servers (their --token-key-file).
+    #[arg(long = "key-file")]
+    pub key_file: PathBuf,
+    /// The player's id, handed to the game server on connect.
+    #[arg(long = "client-id")]
+    pub client_id: u64,
+    /// A server the token admits to, as players reach it (repeat for up to 8; the
+    /// server's --public-addr).
+    #[arg(long = "server", required = true)]
+    pub servers: Vec<std::net::SocketAddr>,
+    /// Seconds until the token expires (keep it short: it only has to outlive the
+    /// connect).
+    #[arg(long = "expires-in", default_value_t = 30)]
+    pub expires_in: u64,
+    /// How long the client tries to connect, seconds.
+    #[arg(long = "handshake-timeout", default_value_t = 10.0)]
+    pub handshake_timeout: f64,
+    /// Opaque data for the game server (at most 256 bytes), sealed from the client.
+    #[arg(long = "user-data", default_value = "")]
+    pub user_data: String,
+    /// Where to write the public token (binary); `-` writes it to stdout as hex.
+    #[arg(long, default_value = "-")]
+    pub out: String,
 }
 
 /// `xrudp attach` options.
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "each bool is a command-line flag"
+)]
 #[derive(Debug, Args)]
 pub struct AttachArgs {
     /// Network interface to attach to, e.g. eth0.
@@ -91,10 +136,30 @@ pub struct AttachArgs {
     /// the default and why).
     #[arg(long)]
     pub congestion: Option<xrudp_proto::Algorithm>,
-    /// Admit only clients with a connect token signed by this key: a file holding 32
-    /// bytes (the game backend that issues tokens holds the same key).
+    /// Session encryption (docs/PROTOCOL.md §13). `open`: every session runs an X25519
+    /// exchange and is sealed with AES-256-GCM; clients that pin the server's public key
+    /// (logged at start; fixed with --server-key-file) also authenticate the server.
+    /// `token`: clients present connect tokens from the game backend, which carry the
+    /// keys (needs --token-key-file and --public-addr). `off`: clear text, for LANs and
+    /// benchmarks only. Default: `token` with --token-key-file, else `open`.
+    #[arg(long, value_enum)]
+    pub encryption: Option<EncryptionArg>,
+    /// Token mode: the 32-byte key shared with the game backend that issues connect
+    /// tokens (a file holding exactly 32 bytes). Implies --encryption token.
     #[arg(long = "token-key-file")]
     pub token_key_file: Option<PathBuf>,
+    /// Token mode: the address players connect to, as the backend lists it in tokens
+    /// (tokens issued for other servers are refused), e.g. 203.0.113.7:7777.
+    #[arg(long = "public-addr")]
+    pub public_addr: Option<std::net::SocketAddr>,
+    /// Open mode: the server's static X25519 private key (a file holding exactly 32
+    /// bytes, e.g. `head -c 32 /dev/urandom > server.key`). Without it a fresh key is
+    /// drawn at every start, so clients cannot pin it.
+    #[arg(long = "server-key-file")]
+    pub server_key_file: Option<PathBuf>,
+    /// Open mode: refuse clients that do not pin the server's public key.
+    #[arg(long = "require-pinned")]
+    pub require_pinned: bool,
     /// First hellos each worker answers per second; a flood beyond it (spoofed
     /// handshakes) is shed and counted, so established players keep the CPU. 0: no limit.
     #[arg(long = "hello-rate", default_value_t = defaults().hello_rate)]
@@ -163,6 +228,17 @@ fn default_spin_us() -> u64 {
 }
 
 /// Zero-copy choice on the command line.
+/// `--encryption`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum EncryptionArg {
+    /// X25519 exchange per session, AES-256-GCM per packet.
+    Open,
+    /// Keys from connect tokens issued by the game backend.
+    Token,
+    /// No encryption or authentication (LANs and benchmarks).
+    Off,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ZeroCopyArg {
     /// Zero-copy where supported, copy mode otherwise.
@@ -223,6 +299,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Detach(d) => detach(&d),
         Command::Stats(s) => stats(&s),
         Command::Bench(b) => xrudp_bench::run(&b, &BenchSteering),
+        Command::Token(TokenCommand::Issue(t)) => issue_token(&t),
     }
 }
 
@@ -277,21 +354,135 @@ fn protocol_config(a: &AttachArgs) -> anyhow::Result<xrudp_proto::ServerConfig> 
     if let Some(c) = a.congestion {
         cfg.transport.congestion = c;
     }
-    if let Some(path) = &a.token_key_file {
-        let bytes = std::fs::read(path)
-            .with_context(|| format!("reading --token-key-file {}", path.display()))?;
-        let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
-            anyhow::anyhow!(
-                "--token-key-file {} holds {} bytes; it must hold exactly 32",
-                path.display(),
-                bytes.len()
-            )
-        })?;
-        cfg.token_key = Some(xrudp_proto::TokenKey(key));
+    cfg.encryption = encryption(a)?;
+    cfg.public_addr = a.public_addr;
+    if matches!(cfg.encryption, xrudp_proto::session::Encryption::Token(_))
+        && a.public_addr.is_none()
+    {
+        bail!(
+            "--encryption token needs --public-addr IP:PORT: the address players connect to, as \
+             the backend lists it in connect tokens"
+        );
     }
     cfg.validate()
         .map_err(|e| anyhow::anyhow!("invalid protocol settings: {e}"))?;
     Ok(cfg)
+}
+
+fn issue_token(t: &TokenIssueArgs) -> anyhow::Result<()> {
+    let key = xrudp_proto::TokenKey(key_file("--key-file", &t.key_file)?);
+    if !(t.handshake_timeout.is_finite() && t.handshake_timeout > 0.0) {
+        bail!(
+            "--handshake-timeout {} must be a positive number of seconds",
+            t.handshake_timeout
+        );
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("the system clock is before 1970")?
+        .as_secs();
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed)
+        .map_err(|e| anyhow::anyhow!("the OS random number generator failed: {e}"))?;
+    let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed(seed);
+    let params = xrudp_proto::token::TokenParams {
+        client_id: t.client_id,
+        expires: now.saturating_add(t.expires_in),
+        handshake_timeout: Duration::from_secs_f64(t.handshake_timeout),
+        addresses: t.servers.clone(),
+        user_data: t.user_data.as_bytes().to_vec(),
+    };
+    let token = xrudp_proto::token::issue(&key, &params, &mut rng)
+        .map_err(|e| anyhow::anyhow!("cannot issue the token: {e}"))?;
+    let bytes = token.encode();
+    if t.out == "-" {
+        let hex = bytes.iter().fold(String::new(), |mut s, b| {
+            use std::fmt::Write as _;
+            let _ = write!(s, "{b:02x}");
+            s
+        });
+        println!("{hex}");
+    } else {
+        std::fs::write(&t.out, &bytes).with_context(|| format!("writing --out {}", t.out))?;
+    }
+    Ok(())
+}
+
+/// Reads a file that must hold exactly 32 bytes (a key), naming `flag` in errors.
+fn key_file(flag: &str, path: &std::path::Path) -> anyhow::Result<[u8; 32]> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("reading {flag} {}", path.display()))?;
+    bytes.as_slice().try_into().map_err(|_| {
+        anyhow::anyhow!(
+            "{flag} {} holds {} bytes; it must hold exactly 32 (e.g. `head -c 32 /dev/urandom > FILE`)",
+            path.display(),
+            bytes.len()
+        )
+    })
+}
+
+/// The session protection the flags ask for (`--encryption`, the key files).
+fn encryption(a: &AttachArgs) -> anyhow::Result<xrudp_proto::session::Encryption> {
+    use xrudp_proto::session::Encryption;
+    let mode = match (a.encryption, &a.token_key_file) {
+        (None | Some(EncryptionArg::Token), Some(_)) => EncryptionArg::Token,
+        (Some(EncryptionArg::Token), None) => {
+            bail!("--encryption token needs --token-key-file (the key shared with the backend)")
+        }
+        (Some(m), Some(_)) => bail!(
+            "--token-key-file is for --encryption token, not {}",
+            format!("{m:?}").to_lowercase()
+        ),
+        (m, None) => m.unwrap_or(EncryptionArg::Open),
+    };
+    if mode != EncryptionArg::Open && (a.server_key_file.is_some() || a.require_pinned) {
+        bail!("--server-key-file and --require-pinned are for --encryption open");
+    }
+    Ok(match mode {
+        EncryptionArg::Off => {
+            tracing::warn!(
+                "--encryption off: sessions are neither encrypted nor authenticated; anyone \
+                 on the path can read, forge or hijack them. Use it only on a LAN or for \
+                 benchmarks"
+            );
+            Encryption::Off
+        }
+        EncryptionArg::Token => {
+            // INVARIANT: the match above requires the file in token mode.
+            let path = a
+                .token_key_file
+                .as_deref()
+                .expect("token mode has a key file");
+            Encryption::Token(xrudp_proto::TokenKey(key_file("--token-key-file", path)?))
+        }
+        EncryptionArg::Open => {
+            let key = if let Some(path) = &a.server_key_file {
+                key_file("--server-key-file", path)?
+            } else {
+                // One key for every worker, so a client pins one key whatever queue its
+                // flow lands on.
+                let mut k = [0; 32];
+                getrandom::fill(&mut k)
+                    .map_err(|e| anyhow::anyhow!("the OS random number generator failed: {e}"))?;
+                k
+            };
+            let public = xrudp_proto::session::public_key(&key);
+            let hex = public.iter().fold(String::new(), |mut s, b| {
+                use std::fmt::Write as _;
+                let _ = write!(s, "{b:02x}");
+                s
+            });
+            tracing::info!(
+                public_key = %hex,
+                pinned_by_restart = a.server_key_file.is_some(),
+                "encryption open: clients pin this server public key"
+            );
+            Encryption::Open {
+                static_key: Some(key),
+                allow_anonymous: !a.require_pinned,
+            }
+        }
+    })
 }
 
 fn detach(d: &DetachArgs) -> anyhow::Result<()> {
@@ -403,5 +594,61 @@ mod tests {
         assert_eq!(p.idle_timeout, d.protocol.idle_timeout);
         assert_eq!(p.transport.mtu, d.protocol.transport.mtu);
         assert_eq!(!a.no_udp_checksum_check, d.udp_checksum_check);
+    }
+
+    #[test]
+    fn token_issue_writes_a_token_the_servers_key_opens() {
+        let dir = std::env::temp_dir().join(format!("xrudp-token-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let key = dir.join("token.key");
+        std::fs::write(&key, [9u8; 32]).expect("key file");
+        let out = dir.join("player.token");
+        let cli = Cli::try_parse_from([
+            "xrudp",
+            "token",
+            "issue",
+            "--key-file",
+            key.to_str().expect("utf-8"),
+            "--client-id",
+            "42",
+            "--server",
+            "203.0.113.7:7777",
+            "--user-data",
+            "elo=1500",
+            "--out",
+            out.to_str().expect("utf-8"),
+        ])
+        .expect("parses");
+        let Command::Token(TokenCommand::Issue(t)) = cli.command else {
+            panic!("not token issue");
+        };
+        issue_token(&t).expect("issued");
+        let bytes = std::fs::read(&out).expect("token written");
+        let token = xrudp_proto::token::PublicToken::decode(&bytes).expect("decodes");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        assert!(
+            token.expires > now && token.expires <= now + 31,
+            "expires in 30 s"
+        );
+        let server = "203.0.113.7:7777".parse().expect("addr");
+        let mut scratch = [0u8; xrudp_proto::token::MAX_PRIVATE_LEN];
+        let opened = xrudp_proto::token::open(
+            &xrudp_proto::TokenKey([9; 32]),
+            token.private_bytes(),
+            now,
+            server,
+            &mut scratch,
+        )
+        .expect("the servers' key opens it");
+        assert_eq!((opened.client_id, opened.user_data), (42, &b"elo=1500"[..]));
+        assert_eq!(opened.c2s_key, token.c2s_key);
+        let short = dir.join("short.key");
+        std::fs::write(&short, [1u8; 31]).expect("key file");
+        let err = key_file("--key-file", &short).expect_err("31 bytes refused");
+        assert!(err.to_string().contains("exactly 32"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -367,7 +367,7 @@ fn jobs(
 ) -> anyhow::Result<(Vec<Job>, Vec<Arc<Queues>>)> {
     let mut queues = Vec::new();
     let relay = Arc::new(RelayShared::new(n, 16 * 1024));
-    let cookie_seed = random_seed();
+    let cookie_seed = random_seed()?;
     let slots = options.protocol.max_connections;
     let mut jobs = Vec::with_capacity(n);
     for i in 0..n {
@@ -405,7 +405,7 @@ fn new_service(
     let mut cfg = options.protocol.clone();
     cfg.cookie_seed = Some(cookie_seed);
     let now = Instant::now();
-    let mut server = xrudp_proto::Server::new(cfg, random_u64(), now)
+    let mut server = xrudp_proto::Server::with_entropy(cfg, random_seed()?, now)
         .map_err(|e| anyhow::anyhow!("invalid protocol settings: {e}"))?;
     // Connect tokens carry Unix expiry times; the sans-IO core reads no clock.
     server.set_unix_time(now, unix_now());
@@ -815,17 +815,12 @@ fn unix_now() -> u64 {
 }
 
 /// Random bytes from the kernel (per-worker RNG seeds, the shared cookie secret).
-fn random_seed() -> [u8; 32] {
+/// 32 bytes from the OS random source (they seed session keys: a failure is fatal).
+fn random_seed() -> anyhow::Result<[u8; 32]> {
     let mut b = [0u8; 32];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        let _ = std::io::Read::read_exact(&mut f, &mut b);
-    }
-    b
-}
-
-fn random_u64() -> u64 {
-    let b = random_seed();
-    u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+    getrandom::fill(&mut b)
+        .map_err(|e| anyhow::anyhow!("the OS random number generator failed: {e}"))?;
+    Ok(b)
 }
 
 fn validate(o: &Options) -> anyhow::Result<()> {

@@ -368,7 +368,7 @@ impl Busy {
             SERVER,
             u64::from(busy) + 2,
             now,
-            None,
+            xrudp_proto::session::Security::insecure_from_seed(u64::from(busy) + 2),
         )
         .expect("client config");
         let mut pair = Pair::connect_endpoints(server, client, client_addr(busy), now)
@@ -400,8 +400,14 @@ impl Busy {
 
 /// Connects one client through the full handshake, in memory.
 fn connect(server: &mut Server, addr: SocketAddr, seed: u64, now: &mut Instant, buf: &mut [u8]) {
-    let mut client =
-        Client::new(ClientConfig::default(), SERVER, seed, *now, None).expect("client config");
+    let mut client = Client::new(
+        ClientConfig::default(),
+        SERVER,
+        seed,
+        *now,
+        xrudp_proto::session::Security::insecure_from_seed(seed),
+    )
+    .expect("client config");
     for _ in 0..8 {
         while let Some(t) = client.poll_transmit(*now, buf) {
             server.handle_datagram(*now, addr, &buf[..t.len]);

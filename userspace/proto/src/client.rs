@@ -9,11 +9,13 @@ use rand_core::{RngCore, SeedableRng};
 use xrudp_common::rudp::PacketType;
 
 use crate::config::{ChannelKind, ClientConfig, ConfigError};
-use crate::conn::{Conn, Ctx, DisconnectReason, SendError, State, close_kind};
-use crate::handshake::{self, ConnectToken, Handshake, RejectReason};
-use crate::packet::{COOKIE_LEN, Datagram, DecodeError};
+use crate::conn::{Conn, Ctx, DisconnectReason, MAX_DATAGRAM, SendError, State, close_kind};
+use crate::crypto::{KEY_LEN, Role};
+use crate::handshake::{self, Handshake, RejectReason};
+use crate::packet::{COOKIE_LEN, Datagram, DecodeError, Reader};
 use crate::pool::BufPool;
 use crate::server::{ConnStats, Transmit};
+use crate::session::{self, Mode, PUBLIC_KEY_LEN, Security, Transcript};
 use crate::stats::Counters;
 
 /// Longest interval between handshake resends.
@@ -92,7 +94,9 @@ pub struct Client {
     server: SocketAddr,
     nonce: u64,
     initial_seq: u16,
-    token: Option<ConnectToken>,
+    security: Security,
+    /// Open modes: the ephemeral public key sent in `Response`.
+    ephemeral_public: Option<[u8; PUBLIC_KEY_LEN]>,
     phase: Phase,
     session: Session,
     started: Instant,
@@ -105,15 +109,24 @@ pub struct Client {
 }
 
 impl Client {
-    /// Starts connecting to `server`; `seed` drives the nonce and sequence numbers.
+    /// Starts connecting to `server`; `seed` drives the nonce and sequence numbers,
+    /// `security` says how the session gets its keys (docs/PROTOCOL.md §13). With a
+    /// connect token, its handshake timeout replaces the configured one.
     pub fn new(
-        config: ClientConfig,
+        mut config: ClientConfig,
         server: SocketAddr,
         seed: u64,
         now: Instant,
-        token: Option<ConnectToken>,
+        security: Security,
     ) -> Result<Self, ConfigError> {
+        if let Security::Token(t) = &security {
+            config.handshake_timeout = t.handshake_timeout;
+        }
         config.validate()?;
+        let ephemeral_public = match &security {
+            Security::Open { ephemeral, .. } => Some(session::public_key(ephemeral)),
+            _ => None,
+        };
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let nonce = rng.next_u64();
         let initial_seq = config
@@ -125,7 +138,8 @@ impl Client {
             server,
             nonce,
             initial_seq,
-            token,
+            security,
+            ephemeral_public,
             phase: Phase::Hello,
             session: Session::default(),
             started: now,
@@ -223,13 +237,24 @@ impl Client {
                     self.stats.unknown_connection += 1;
                     return;
                 }
+                let mut ctx =
+                    conn_ctx(&self.session, &self.config, &mut self.pool, &mut self.stats);
+                let mut scratch = [0u8; MAX_DATAGRAM];
+                let protected = conn.is_protected();
+                let Some(body) = conn.unprotect(data, &mut scratch, &mut ctx) else {
+                    return;
+                };
                 if d.kind == PacketType::Disconnect {
-                    conn.handle_disconnect(d.body, true, &mut self.pool);
+                    // Protected, the packet number precedes kind and code.
+                    let body = if protected {
+                        body.get(2..).unwrap_or(&[])
+                    } else {
+                        body
+                    };
+                    conn.handle_disconnect(body, true, ctx.pool);
                 } else {
-                    let mut ctx =
-                        conn_ctx(&self.session, &self.config, &mut self.pool, &mut self.stats);
                     let events = &mut self.events;
-                    conn.handle_data(now, d.body, &mut ctx, &mut |channel, data| {
+                    conn.handle_data(now, body, &mut ctx, &mut |channel, data| {
                         events.push_back(ClientEvent::Message { channel, data });
                     });
                 }
@@ -238,8 +263,99 @@ impl Client {
             PacketType::Hello | PacketType::Response => {
                 self.stats.decode_errors[DecodeError::Unexpected.index()] += 1;
             }
+            PacketType::Welcome if self.security.mode() != Mode::Off => {
+                self.handle_sealed_welcome(now, &d, data);
+            }
             _ => self.handle_handshake(now, &d),
         }
+    }
+
+    /// A `Welcome` in a protected mode (docs/PROTOCOL.md §13.5): derives the session keys
+    /// and opens its fields. One that does not authenticate is dropped (`auth_failed`) and
+    /// the handshake goes on: it may be forged.
+    fn handle_sealed_welcome(&mut self, now: Instant, d: &Datagram<'_>, data: &[u8]) {
+        let connecting = matches!(self.phase, Phase::Hello | Phase::Response { .. });
+        let mut r = Reader::new(d.body);
+        let Ok(nonce) = r.u64() else {
+            self.stats.decode_errors[DecodeError::Truncated.index()] += 1;
+            return;
+        };
+        if nonce != self.nonce || !connecting || d.conn_id == 0 {
+            self.stats.decode_errors[DecodeError::Unexpected.index()] += 1;
+            return;
+        }
+        let mode = self.security.mode();
+        let mut server_ephemeral = [0; PUBLIC_KEY_LEN];
+        if mode.is_open() {
+            let Ok(k) = r.bytes(PUBLIC_KEY_LEN) else {
+                self.stats.decode_errors[DecodeError::Truncated.index()] += 1;
+                return;
+            };
+            server_ephemeral.copy_from_slice(k);
+        }
+        let mut secret = [0u8; 2 * KEY_LEN];
+        let (secret_len, token_tag, server_static) = match &self.security {
+            Security::Off => return,
+            Security::Token(t) => {
+                secret[..KEY_LEN].copy_from_slice(&t.c2s_key);
+                secret[KEY_LEN..].copy_from_slice(&t.s2c_key);
+                let p = t.private_bytes();
+                let mut tag = [0; crate::crypto::TAG_LEN];
+                tag.copy_from_slice(&p[p.len().saturating_sub(crate::crypto::TAG_LEN)..]);
+                (2 * KEY_LEN, Some(tag), None)
+            }
+            Security::Open {
+                ephemeral,
+                server_key,
+            } => {
+                let Some(ee) = session::agree(ephemeral, &server_ephemeral) else {
+                    self.stats.auth_failed += 1;
+                    return;
+                };
+                secret[..KEY_LEN].copy_from_slice(&ee);
+                match server_key {
+                    Some(s) => {
+                        let Some(es) = session::agree(ephemeral, s) else {
+                            self.stats.auth_failed += 1;
+                            return;
+                        };
+                        secret[KEY_LEN..].copy_from_slice(&es);
+                        (2 * KEY_LEN, None, Some(*s))
+                    }
+                    None => (KEY_LEN, None, None),
+                }
+            }
+        };
+        let keys = Transcript {
+            mode,
+            nonce,
+            conn_id: d.conn_id,
+            client_seq: self.initial_seq,
+            client_key: self.ephemeral_public.as_ref(),
+            server_ephemeral: mode.is_open().then_some(&server_ephemeral),
+            server_static: server_static.as_ref(),
+            token_tag: token_tag.as_ref(),
+        }
+        .derive(&secret[..secret_len]);
+        let mut scratch = [0u8; MAX_DATAGRAM];
+        let Some(packet) = scratch.get_mut(..data.len()) else {
+            self.stats.decode_errors[DecodeError::BadField.index()] += 1;
+            return;
+        };
+        packet.copy_from_slice(data);
+        let clear = session::welcome_clear_len(mode);
+        let Ok(end) = session::open_welcome(&keys, packet, clear) else {
+            self.stats.auth_failed += 1;
+            return;
+        };
+        let w = match handshake::welcome_fields(nonce, &mut Reader::new(&packet[clear..end])) {
+            Ok(w) => w,
+            Err(e) => {
+                self.stats.decode_errors[e.index()] += 1;
+                return;
+            }
+        };
+        self.welcome(now, d.conn_id, &w, Some(keys));
     }
 
     fn handle_handshake(&mut self, now: Instant, d: &Datagram<'_>) {
@@ -258,42 +374,11 @@ impl Client {
                 self.resend_interval = self.config.handshake_resend;
             }
             Handshake::Welcome(w) if w.nonce == self.nonce && connecting => {
-                let mut channels = Vec::with_capacity(usize::from(w.channel_count));
-                for &k in &w.channels[..usize::from(w.channel_count)] {
-                    let Some(k) = ChannelKind::from_u8(k) else {
-                        self.stats.decode_errors[DecodeError::BadField.index()] += 1;
-                        return;
-                    };
-                    channels.push(k);
-                }
                 if d.conn_id == 0 {
                     self.stats.decode_errors[DecodeError::BadField.index()] += 1;
                     return;
                 }
-                self.session = Session {
-                    channels,
-                    idle_timeout: Duration::from_millis(u64::from(w.idle_timeout_ms.max(1000))),
-                    keepalive: Duration::from_millis(u64::from(w.keepalive_ms.max(100))),
-                };
-                let mtu = usize::from(w.mtu).clamp(1200, self.config.transport.mtu);
-                let ctx = conn_ctx(&self.session, &self.config, &mut self.pool, &mut self.stats);
-                let conn = Conn::new(
-                    now,
-                    self.server,
-                    d.conn_id,
-                    &ctx,
-                    mtu,
-                    Duration::from_micros(u64::from(w.max_ack_delay_us)),
-                    self.initial_seq,
-                    w.initial_seq,
-                );
-                self.phase = Phase::Open(Box::new(conn));
-                self.resend_at = None;
-                self.events.push_back(ClientEvent::Connected);
-                // Tell the server at once that the welcome arrived.
-                if let Phase::Open(c) = &mut self.phase {
-                    c.force_ping();
-                }
+                self.welcome(now, d.conn_id, &w, None);
             }
             Handshake::Reject { nonce, reason } if nonce == self.nonce && connecting => {
                 let reason = RejectReason::from_u8(reason).unwrap_or(RejectReason::ServerFull);
@@ -304,6 +389,50 @@ impl Client {
             }
             _ => self.stats.decode_errors[DecodeError::Unexpected.index()] += 1,
         }
+    }
+
+    /// Adopts an authenticated (or, in mode `Off`, clear) `Welcome` and opens the
+    /// connection.
+    fn welcome(
+        &mut self,
+        now: Instant,
+        conn_id: u32,
+        w: &handshake::Welcome,
+        keys: Option<crate::crypto::RawKeys>,
+    ) {
+        let mut channels = Vec::with_capacity(usize::from(w.channel_count));
+        for &k in &w.channels[..usize::from(w.channel_count)] {
+            let Some(k) = ChannelKind::from_u8(k) else {
+                self.stats.decode_errors[DecodeError::BadField.index()] += 1;
+                return;
+            };
+            channels.push(k);
+        }
+        self.session = Session {
+            channels,
+            idle_timeout: Duration::from_millis(u64::from(w.idle_timeout_ms.max(1000))),
+            keepalive: Duration::from_millis(u64::from(w.keepalive_ms.max(100))),
+        };
+        let mtu = usize::from(w.mtu).clamp(1200, self.config.transport.mtu);
+        let ctx = conn_ctx(&self.session, &self.config, &mut self.pool, &mut self.stats);
+        let mut conn = Conn::new(
+            now,
+            self.server,
+            conn_id,
+            &ctx,
+            mtu,
+            Duration::from_micros(u64::from(w.max_ack_delay_us)),
+            self.initial_seq,
+            w.initial_seq,
+        );
+        if let Some(k) = keys {
+            conn.set_keys(k.for_role(Role::Client), Vec::new());
+        }
+        // Tell the server at once that the welcome arrived.
+        conn.force_ping();
+        self.phase = Phase::Open(Box::new(conn));
+        self.resend_at = None;
+        self.events.push_back(ClientEvent::Connected);
     }
 
     fn end(&mut self, reason: DisconnectReason) {
@@ -365,7 +494,12 @@ impl Client {
                         nonce: self.nonce,
                         cookie: *cookie,
                         initial_seq: self.initial_seq,
-                        token: self.token.as_ref().map_or(&[][..], ConnectToken::as_bytes),
+                        token: match &self.security {
+                            Security::Token(t) => t.private_bytes(),
+                            _ => &[],
+                        },
+                        mode: self.security.mode() as u8,
+                        client_key: self.ephemeral_public,
                     },
                     _ => Handshake::Hello { nonce: self.nonce },
                 };

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use crate::congestion::Algorithm;
-use crate::handshake::TokenKey;
 use crate::packet::MAX_CHANNELS;
+use crate::session::Encryption;
 
 /// Delivery guarantee of a channel (docs/PROTOCOL.md §6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -64,6 +64,9 @@ pub enum ConfigError {
     /// A duration that must be positive is zero, or an ordering between durations is violated.
     #[error("{0}")]
     Timing(&'static str),
+    /// Inconsistent session protection settings.
+    #[error("{0}")]
+    Security(&'static str),
     /// A buffer is too small for the largest message.
     #[error("{0}")]
     Buffers(&'static str),
@@ -153,8 +156,13 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Send a keepalive after this long without sending (default 1 s).
     pub keepalive: Duration,
-    /// If set, only clients holding a valid connect token signed with this key are admitted.
-    pub token_key: Option<TokenKey>,
+    /// Session protection (docs/PROTOCOL.md §13). Default: [`Encryption::Open`] with a
+    /// static key the server draws at start, anonymous clients allowed.
+    pub encryption: Encryption,
+    /// The address clients are told to connect to (an address of a connect token's server
+    /// list): required with [`Encryption::Token`], which refuses tokens issued for other
+    /// servers.
+    pub public_addr: Option<std::net::SocketAddr>,
     /// Seed of the cookie secret; `None` derives it from the server's RNG seed. Servers
     /// behind one address that must accept each other's cookies share it.
     pub cookie_seed: Option<[u8; 32]>,
@@ -173,7 +181,11 @@ impl Default for ServerConfig {
             ],
             idle_timeout: Duration::from_secs(10),
             keepalive: Duration::from_secs(1),
-            token_key: None,
+            encryption: Encryption::Open {
+                static_key: None,
+                allow_anonymous: true,
+            },
+            public_addr: None,
             cookie_seed: None,
         }
     }
@@ -196,6 +208,11 @@ impl ServerConfig {
         }
         if self.idle_timeout > Duration::from_hours(1) {
             return Err(ConfigError::Timing("idle_timeout must be at most one hour"));
+        }
+        if matches!(self.encryption, Encryption::Token(_)) && self.public_addr.is_none() {
+            return Err(ConfigError::Security(
+                "token mode needs the server's public address (public_addr): tokens name the servers they admit to",
+            ));
         }
         Ok(())
     }

@@ -115,7 +115,13 @@ impl Pair {
         now: Instant,
     ) -> Result<Self, Error> {
         let server = Server::new(server, 1, now)?;
-        let client = Client::new(client, SERVER_ADDR, 2, now, None)?;
+        let client = Client::new(
+            client,
+            SERVER_ADDR,
+            2,
+            now,
+            crate::session::Security::insecure_from_seed(2),
+        )?;
         Self::connect_endpoints(server, client, client_addr(0), now)
     }
 
@@ -332,8 +338,14 @@ mod tests {
         let first = Pair::connect(ServerConfig::default(), ClientConfig::default(), start)
             .expect("first connects");
         let (server, now) = (first.server, first.now);
-        let client =
-            Client::new(ClientConfig::default(), SERVER_ADDR, 3, now, None).expect("config");
+        let client = Client::new(
+            ClientConfig::default(),
+            SERVER_ADDR,
+            3,
+            now,
+            crate::session::Security::insecure_from_seed(3),
+        )
+        .expect("config");
         let mut pair =
             Pair::connect_endpoints(server, client, client_addr(1), now).expect("second connects");
         assert_eq!(pair.server.connection_count(), 2, "both admitted");
@@ -358,8 +370,14 @@ mod tests {
             ..ServerConfig::default()
         };
         let first = Pair::connect(config, ClientConfig::default(), now).expect("first connects");
-        let client =
-            Client::new(ClientConfig::default(), SERVER_ADDR, 3, first.now, None).expect("config");
+        let client = Client::new(
+            ClientConfig::default(),
+            SERVER_ADDR,
+            3,
+            first.now,
+            crate::session::Security::insecure_from_seed(3),
+        )
+        .expect("config");
         let refused = Pair::connect_endpoints(first.server, client, client_addr(1), first.now)
             .expect_err("no room for a second client");
         assert!(

@@ -18,17 +18,8 @@ pub const COOKIE_ROTATION: Duration = Duration::from_secs(30);
 /// How old a cookie may be and still be accepted.
 pub const COOKIE_LIFETIME: Duration = Duration::from_secs(20);
 
-/// Length of the MAC carried in cookies and tokens (HMAC-SHA256 truncated, RFC 2104 §5).
+/// Length of the MAC carried in cookies (HMAC-SHA256 truncated, RFC 2104 §5).
 pub const MAC_LEN: usize = 16;
-
-/// Length of the fixed part of a connect token (before user data).
-pub const TOKEN_FIXED_LEN: usize = 1 + 8 + 8 + 2 + MAC_LEN;
-
-/// Largest user data a connect token carries.
-pub const MAX_USER_DATA: usize = MAX_TOKEN_LEN - TOKEN_FIXED_LEN;
-
-/// Version byte of the connect token format.
-pub const TOKEN_VERSION: u8 = 1;
 
 /// Computes cookies with a secret that rotates every [`COOKIE_ROTATION`]; the secret of
 /// period `n` is `HMAC(seed key, n)`, so cookies of the previous period still verify.
@@ -143,125 +134,6 @@ impl core::fmt::Debug for TokenKey {
     }
 }
 
-/// Why a connect token was refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum TokenError {
-    /// Malformed: wrong length or version.
-    #[error("connect token malformed (wrong length or version); have the backend issue a new one")]
-    Malformed,
-    /// The MAC does not verify under the server's key (forged or altered).
-    #[error("connect token does not verify under this server's key (forged or altered)")]
-    BadMac,
-    /// The expiry time has passed.
-    #[error("connect token expired; have the backend issue a new one")]
-    Expired,
-}
-
-/// A connect token: issued by a game backend that shares a [`TokenKey`] with the servers,
-/// proving that the holder may connect as `client_id` until `expires` (Unix seconds).
-///
-/// Wire layout: version (1) · client id (8) · expiry (8) · user data length (2) · user
-/// data · HMAC-SHA256 truncated to 16 bytes over everything before it. The token is signed,
-/// not encrypted: the client can read its own user data.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConnectToken {
-    /// Identity of the client, chosen by the backend.
-    pub client_id: u64,
-    /// Unix time (seconds) after which the token is refused.
-    pub expires: u64,
-    /// Opaque data for the game server (at most [`MAX_USER_DATA`] bytes).
-    pub user_data: Vec<u8>,
-    bytes: Vec<u8>,
-}
-
-impl ConnectToken {
-    /// Issues a token (the game backend's side). `user_data` is cut to [`MAX_USER_DATA`].
-    #[must_use]
-    pub fn issue(key: &TokenKey, client_id: u64, expires: u64, user_data: &[u8]) -> Self {
-        let user_data = &user_data[..user_data.len().min(MAX_USER_DATA)];
-        let mut bytes = Vec::with_capacity(TOKEN_FIXED_LEN + user_data.len());
-        bytes.push(TOKEN_VERSION);
-        bytes.extend_from_slice(&client_id.to_be_bytes());
-        bytes.extend_from_slice(&expires.to_be_bytes());
-        bytes.extend_from_slice(&(user_data.len() as u16).to_be_bytes());
-        bytes.extend_from_slice(user_data);
-        let mac = token_mac(key, &bytes);
-        bytes.extend_from_slice(&mac);
-        Self {
-            client_id,
-            expires,
-            user_data: user_data.to_vec(),
-            bytes,
-        }
-    }
-
-    /// The encoded token, as the backend hands it to the client.
-    #[must_use]
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes
-    }
-
-    /// Decodes a token without verifying it (the client's side: it cannot, lacking the key).
-    pub fn decode(bytes: &[u8]) -> Result<Self, TokenError> {
-        let (client_id, expires, user_data) = parse_token(bytes).ok_or(TokenError::Malformed)?;
-        Ok(Self {
-            client_id,
-            expires,
-            user_data: user_data.to_vec(),
-            bytes: bytes.to_vec(),
-        })
-    }
-}
-
-fn parse_token(bytes: &[u8]) -> Option<(u64, u64, &[u8])> {
-    let mut r = Reader::new(bytes);
-    if r.u8().ok()? != TOKEN_VERSION {
-        return None;
-    }
-    let client_id = r.u64().ok()?;
-    let expires = r.u64().ok()?;
-    let len = usize::from(r.u16().ok()?);
-    let user = r.bytes(len).ok()?;
-    r.bytes(MAC_LEN).ok()?;
-    (r.remaining() == 0).then_some((client_id, expires, user))
-}
-
-fn token_mac(key: &TokenKey, body: &[u8]) -> [u8; MAC_LEN] {
-    // INVARIANT: HMAC accepts keys of any length.
-    let mut mac = HmacSha256::new_from_slice(&key.0).expect("any key length");
-    mac.update(b"xrudp connect token");
-    mac.update(body);
-    let full = mac.finalize().into_bytes();
-    let mut out = [0; MAC_LEN];
-    out.copy_from_slice(&full[..MAC_LEN]);
-    out
-}
-
-/// Verifies a token (the server's side) at Unix time `unix_now`; returns client id and the
-/// user data slice. Allocates nothing.
-pub fn verify_token<'a>(
-    key: &TokenKey,
-    bytes: &'a [u8],
-    unix_now: u64,
-) -> Result<(u64, &'a [u8]), TokenError> {
-    let (client_id, expires, user) = parse_token(bytes).ok_or(TokenError::Malformed)?;
-    let split = bytes.len() - MAC_LEN;
-    let expect = token_mac(key, &bytes[..split]);
-    if expect
-        .iter()
-        .zip(&bytes[split..])
-        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-        != 0
-    {
-        return Err(TokenError::BadMac);
-    }
-    if unix_now >= expires {
-        return Err(TokenError::Expired);
-    }
-    Ok((client_id, user))
-}
-
 /// Why the server refused to admit a client (the `Reject` packet's reason byte).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -274,15 +146,22 @@ pub enum RejectReason {
     TokenInvalid = 3,
     /// The token has expired.
     TokenExpired = 4,
+    /// The token is already in use from another address.
+    TokenReused = 5,
+    /// The client asked for a session protection mode this server does not accept
+    /// (docs/PROTOCOL.md §13.1).
+    SecurityMismatch = 6,
 }
 
 impl RejectReason {
     /// All reasons, in counter order.
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 6] = [
         Self::ServerFull,
         Self::TokenRequired,
         Self::TokenInvalid,
         Self::TokenExpired,
+        Self::TokenReused,
+        Self::SecurityMismatch,
     ];
 
     /// Decodes a reason byte.
@@ -344,6 +223,10 @@ pub enum Handshake<'a> {
         initial_seq: u16,
         /// Connect token bytes (empty if none).
         token: &'a [u8],
+        /// The session's protection, [`crate::session::Mode`] (docs/PROTOCOL.md §13.1).
+        mode: u8,
+        /// The client's ephemeral X25519 public key (modes `Anonymous` and `Pinned`).
+        client_key: Option<[u8; 32]>,
     },
     /// `Welcome`.
     Welcome(Welcome),
@@ -383,36 +266,27 @@ pub fn decode(kind: PacketType, body: &[u8], len: usize) -> Result<Handshake<'_>
             if n > MAX_TOKEN_LEN {
                 return Err(DecodeError::BadField);
             }
+            let token = r.bytes(n)?;
+            let mode = r.u8()?;
+            let client_key = match crate::session::Mode::from_u8(mode) {
+                None => return Err(DecodeError::BadField),
+                Some(m) if m.is_open() => {
+                    let mut k = [0; 32];
+                    k.copy_from_slice(r.bytes(32)?);
+                    Some(k)
+                }
+                Some(_) => None,
+            };
             Handshake::Response {
                 nonce,
                 cookie,
                 initial_seq,
-                token: r.bytes(n)?,
+                token,
+                mode,
+                client_key,
             }
         }
-        PacketType::Welcome => {
-            let initial_seq = r.u16()?;
-            let mtu = r.u16()?;
-            let max_ack_delay_us = r.u32()?;
-            let idle_timeout_ms = r.u32()?;
-            let keepalive_ms = r.u32()?;
-            let count = r.u8()?;
-            if count == 0 || usize::from(count) > crate::packet::MAX_CHANNELS {
-                return Err(DecodeError::BadField);
-            }
-            let mut channels = [0; crate::packet::MAX_CHANNELS];
-            channels[..usize::from(count)].copy_from_slice(r.bytes(usize::from(count))?);
-            Handshake::Welcome(Welcome {
-                nonce,
-                initial_seq,
-                mtu,
-                max_ack_delay_us,
-                idle_timeout_ms,
-                keepalive_ms,
-                channels,
-                channel_count: count,
-            })
-        }
+        PacketType::Welcome => Handshake::Welcome(welcome_fields(nonce, &mut r)?),
         PacketType::Reject => Handshake::Reject {
             nonce,
             reason: r.u8()?,
@@ -422,6 +296,31 @@ pub fn decode(kind: PacketType, body: &[u8], len: usize) -> Result<Handshake<'_>
             versions: r.u64()?,
         },
         PacketType::Data | PacketType::Disconnect => return Err(DecodeError::Unexpected),
+    })
+}
+
+/// Decodes a `Welcome`'s fields after the nonce (in the clear, or once opened).
+pub fn welcome_fields(nonce: u64, r: &mut Reader<'_>) -> Result<Welcome, DecodeError> {
+    let initial_seq = r.u16()?;
+    let mtu = r.u16()?;
+    let max_ack_delay_us = r.u32()?;
+    let idle_timeout_ms = r.u32()?;
+    let keepalive_ms = r.u32()?;
+    let count = r.u8()?;
+    if count == 0 || usize::from(count) > crate::packet::MAX_CHANNELS {
+        return Err(DecodeError::BadField);
+    }
+    let mut channels = [0; crate::packet::MAX_CHANNELS];
+    channels[..usize::from(count)].copy_from_slice(r.bytes(usize::from(count))?);
+    Ok(Welcome {
+        nonce,
+        initial_seq,
+        mtu,
+        max_ack_delay_us,
+        idle_timeout_ms,
+        keepalive_ms,
+        channels,
+        channel_count: count,
     })
 }
 
@@ -452,22 +351,20 @@ pub fn encode(out: &mut [u8], conn_id: u32, packet: &Handshake<'_>) -> Option<us
             cookie,
             token,
             initial_seq,
+            mode,
+            client_key,
             ..
         } => {
             w.bytes(cookie)?;
             w.u16(*initial_seq)?;
             w.u16(u16::try_from(token.len()).ok()?)?;
             w.bytes(token)?;
+            w.u8(*mode)?;
+            if let Some(k) = client_key {
+                w.bytes(k)?;
+            }
         }
-        Handshake::Welcome(p) => {
-            w.u16(p.initial_seq)?;
-            w.u16(p.mtu)?;
-            w.u32(p.max_ack_delay_us)?;
-            w.u32(p.idle_timeout_ms)?;
-            w.u32(p.keepalive_ms)?;
-            w.u8(p.channel_count)?;
-            w.bytes(&p.channels[..usize::from(p.channel_count)])?;
-        }
+        Handshake::Welcome(p) => write_welcome_fields(&mut w, p)?,
         Handshake::Reject { reason, .. } => w.u8(*reason)?,
         Handshake::VersionMismatch { versions, .. } => w.u64(*versions)?,
     }
@@ -476,6 +373,17 @@ pub fn encode(out: &mut [u8], conn_id: u32, packet: &Handshake<'_>) -> Option<us
         w.zeros(pad)?;
     }
     Some(w.finish())
+}
+
+/// Writes a `Welcome`'s fields after the nonce.
+pub fn write_welcome_fields(w: &mut Writer<'_>, p: &Welcome) -> Option<()> {
+    w.u16(p.initial_seq)?;
+    w.u16(p.mtu)?;
+    w.u32(p.max_ack_delay_us)?;
+    w.u32(p.idle_timeout_ms)?;
+    w.u32(p.keepalive_ms)?;
+    w.u8(p.channel_count)?;
+    w.bytes(&p.channels[..usize::from(p.channel_count)])
 }
 
 #[cfg(test)]
@@ -514,32 +422,6 @@ mod tests {
     }
 
     #[test]
-    fn token_verifies_and_rejects_forgery_and_expiry() {
-        let key = TokenKey([3; 32]);
-        let t = ConnectToken::issue(&key, 99, 1000, b"team=red");
-        assert_eq!(
-            verify_token(&key, t.as_bytes(), 999),
-            Ok((99, &b"team=red"[..]))
-        );
-        assert_eq!(
-            verify_token(&key, t.as_bytes(), 1000),
-            Err(TokenError::Expired)
-        );
-        assert_eq!(
-            verify_token(&TokenKey([4; 32]), t.as_bytes(), 10),
-            Err(TokenError::BadMac)
-        );
-        let mut b = t.as_bytes().to_vec();
-        b[5] ^= 1; // change the client id
-        assert_eq!(verify_token(&key, &b, 10), Err(TokenError::BadMac));
-        assert_eq!(
-            verify_token(&key, &b[..b.len() - 1], 10),
-            Err(TokenError::Malformed)
-        );
-        assert_eq!(ConnectToken::decode(t.as_bytes()).unwrap(), t);
-    }
-
-    #[test]
     fn handshake_packets_round_trip() {
         let mut buf = [0u8; 1500];
         let welcome = Welcome {
@@ -563,6 +445,16 @@ mod tests {
                 cookie: [8; COOKIE_LEN],
                 initial_seq: 7,
                 token: b"tok",
+                mode: 0,
+                client_key: None,
+            },
+            Handshake::Response {
+                nonce: 3,
+                cookie: [8; COOKIE_LEN],
+                initial_seq: 7,
+                token: b"",
+                mode: 3,
+                client_key: Some([0x77; 32]),
             },
             Handshake::Reject {
                 nonce: 4,

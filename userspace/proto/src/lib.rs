@@ -10,7 +10,10 @@
 //! public as namespaces, because what they hold is used by name from outside:
 //! - [`packet`]: the codec (fixed header from `xrudp-common`, CRC32C, frames), for the
 //!   engine, the fuzz targets and hostile-peer tests that write raw datagrams.
-//! - [`handshake`]: stateless cookies, connect tokens, handshake packets.
+//! - [`handshake`]: stateless cookies and handshake packets.
+//! - [`crypto`], [`session`], [`token`]: session protection (docs/PROTOCOL.md §13) — the
+//!   AES-256-GCM packet keys and HKDF key schedule; the protection modes, the X25519
+//!   exchange and the sealed `Welcome`; connect tokens (issued by a game backend).
 //! - [`congestion`], [`rtt`], [`pacing`]: the controllers, the RTT estimator and the pacer,
 //!   tested on their own.
 //! - [`timer`]: the server's timing wheel (O(1) per connection timer change), benched.
@@ -26,6 +29,7 @@ mod client;
 mod config;
 pub mod congestion;
 mod conn;
+pub mod crypto;
 #[cfg(feature = "testing")]
 pub mod echo;
 pub mod handshake;
@@ -34,16 +38,18 @@ pub mod packet;
 pub mod pool;
 pub mod rtt;
 mod server;
+pub mod session;
 #[cfg(feature = "testing")]
 pub mod sim;
 mod stats;
 pub mod timer;
+pub mod token;
 
 pub use client::{Client, ClientEvent, ClientState};
 pub use config::{ChannelKind, ClientConfig, ConfigError, ServerConfig, Transport};
 pub use congestion::Algorithm;
 pub use conn::{DisconnectReason, SendError, Violation};
-pub use handshake::{ConnectToken, RejectReason, TokenKey};
+pub use handshake::{RejectReason, TokenKey};
 pub use packet::DecodeError;
 pub use server::{ConnHandle, ConnStats, Server, ServerEvent, Transmit};
 pub use stats::Counters;

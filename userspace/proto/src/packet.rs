@@ -16,7 +16,7 @@ pub const MIN_HANDSHAKE_LEN: usize = 1200;
 pub const COOKIE_LEN: usize = 20;
 
 /// Largest connect token accepted on the wire.
-pub const MAX_TOKEN_LEN: usize = 512;
+pub const MAX_TOKEN_LEN: usize = 1024;
 
 /// Largest number of channels a server may configure.
 pub const MAX_CHANNELS: usize = 8;

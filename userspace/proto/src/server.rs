@@ -5,18 +5,22 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use rand_chacha::ChaCha8Rng;
+use rand_chacha::{ChaCha8Rng, ChaCha20Rng};
 use rand_core::{RngCore, SeedableRng};
 use xrudp_common::rudp::{PacketType, VERSION};
 
 use crate::config::{ConfigError, ServerConfig};
+use crate::conn::MAX_DATAGRAM;
 use crate::conn::{Conn, Ctx, DisconnectReason, SendError, State, close_kind};
-use crate::handshake::{self, CookieJar, Handshake, RejectReason, TokenError, Welcome};
-use crate::packet::{Datagram, DecodeError, MAX_CHANNELS};
+use crate::crypto::{KEY_LEN, Role};
+use crate::handshake::{self, CookieJar, Handshake, RejectReason, Welcome};
+use crate::packet::{Datagram, DecodeError, MAX_CHANNELS, Writer};
 use crate::pool::BufPool;
 use crate::rtt::RttEstimator;
+use crate::session::{self, Encryption, Mode, PUBLIC_KEY_LEN, Transcript};
 use crate::stats::Counters;
 use crate::timer::Wheel;
+use crate::token::{self, ReuseTable, TokenError};
 
 /// Handshake replies queued at most; more are dropped (and counted) rather than queued, so a
 /// hello flood costs bounded memory.
@@ -27,6 +31,33 @@ const MAX_TIMER_ROUNDS: usize = 4;
 
 /// Largest handshake reply.
 const REPLY_LEN: usize = 64;
+
+/// Largest `Welcome`: header, nonce, ephemeral key, fields with 8 channels, tag.
+const WELCOME_LEN: usize = 12 + 8 + PUBLIC_KEY_LEN + 25 + MAX_CHANNELS + crate::crypto::TAG_LEN;
+
+/// Encodes a `Welcome` into `out` with its fields sealed (docs/PROTOCOL.md §13.5).
+/// Returns its length.
+fn seal_welcome(
+    out: &mut [u8],
+    conn_id: u32,
+    w: &Welcome,
+    mode: Mode,
+    server_ephemeral: Option<&[u8; PUBLIC_KEY_LEN]>,
+    keys: &crate::crypto::RawKeys,
+) -> Option<usize> {
+    let limit = out.len().checked_sub(crate::crypto::TAG_LEN)?;
+    let mut wr = Writer::new(&mut out[..limit]);
+    wr.header(xrudp_common::rudp::PacketType::Welcome, conn_id)?;
+    wr.u64(w.nonce)?;
+    if let Some(k) = server_ephemeral {
+        wr.bytes(k)?;
+    }
+    handshake::write_welcome_fields(&mut wr, w)?;
+    let len = wr.len();
+    let len = session::seal_welcome(keys, out, session::welcome_clear_len(mode), len)?;
+    crate::packet::seal(&mut out[..len]);
+    Some(len)
+}
 
 /// Identifies a connection of a [`Server`]; stale once the connection is gone (its slot's
 /// generation moves on), so a handle is never confused with a later connection.
@@ -121,6 +152,20 @@ struct Slot {
     initial_seq: u16,
 }
 
+/// What admission hands a new connection: the client's identity and the session keys.
+struct Admission {
+    client_id: Option<u64>,
+    user_data: Vec<u8>,
+    mode: Mode,
+    /// The key-schedule secret and the transcript fields that only the handshake knows.
+    secret: [u8; 2 * KEY_LEN],
+    secret_len: usize,
+    client_key: Option<[u8; PUBLIC_KEY_LEN]>,
+    server_ephemeral: Option<[u8; PUBLIC_KEY_LEN]>,
+    server_static: Option<[u8; PUBLIC_KEY_LEN]>,
+    token_tag: Option<[u8; crate::crypto::TAG_LEN]>,
+}
+
 /// A server endpoint (sans-IO). Feed it datagrams and timeouts; poll it for datagrams to
 /// send, the next timeout, and events. Call order per wakeup: `handle_datagram` for each
 /// datagram received and `handle_timeout` if the timeout passed, then `poll_transmit` until
@@ -131,6 +176,12 @@ pub struct Server {
     channel_kinds: [u8; MAX_CHANNELS],
     start: Instant,
     rng: ChaCha8Rng,
+    /// Draws the open modes' ephemeral keys (seeded from the caller's entropy).
+    key_rng: ChaCha20Rng,
+    /// Open mode: the static private key and its public key.
+    static_key: Option<([u8; KEY_LEN], [u8; PUBLIC_KEY_LEN])>,
+    /// Token mode: the tokens in use, by tag.
+    tokens: Option<ReuseTable>,
     cookies: CookieJar,
     slots: Vec<Slot>,
     free: Vec<u32>,
@@ -148,10 +199,39 @@ pub struct Server {
 }
 
 impl Server {
-    /// A server; `seed` drives every random choice (cookie secret, sequence numbers).
+    /// A deterministic server for tests and simulations: `seed` drives every random
+    /// choice (cookie secret, sequence numbers, and the keys of the open modes — 64 bits
+    /// of entropy: a production server uses [`Server::with_entropy`]).
     pub fn new(config: ServerConfig, seed: u64, now: Instant) -> Result<Self, ConfigError> {
+        let mut entropy = [0; 32];
+        ChaCha8Rng::seed_from_u64(seed).fill_bytes(&mut entropy);
+        Self::with_entropy(config, entropy, now)
+    }
+
+    /// A server whose random choices (cookie secret, sequence numbers, the static key if
+    /// the configuration has none, every ephemeral key) derive from `entropy`: 32 bytes
+    /// from the operating system's random source. The sans-IO core reads none itself.
+    pub fn with_entropy(
+        config: ServerConfig,
+        entropy: [u8; 32],
+        now: Instant,
+    ) -> Result<Self, ConfigError> {
         config.validate()?;
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut key_rng = ChaCha20Rng::from_seed(entropy);
+        let mut rng = ChaCha8Rng::seed_from_u64(key_rng.next_u64());
+        let static_key = match &config.encryption {
+            Encryption::Open { static_key, .. } => {
+                let private = static_key.unwrap_or_else(|| {
+                    let mut k = [0; KEY_LEN];
+                    key_rng.fill_bytes(&mut k);
+                    k
+                });
+                Some((private, session::public_key(&private)))
+            }
+            _ => None,
+        };
+        let tokens = matches!(config.encryption, Encryption::Token(_))
+            .then(|| ReuseTable::new(2 * config.max_connections));
         let cookie_seed = config.cookie_seed.unwrap_or_else(|| {
             let mut s = [0; 32];
             rng.fill_bytes(&mut s);
@@ -181,8 +261,33 @@ impl Server {
             stats: Counters::default(),
             unix_anchor: None,
             rng,
+            key_rng,
+            static_key,
+            tokens,
             config,
         })
+    }
+
+    /// The `Welcome` fields for a connection.
+    fn welcome_for(&self, nonce: u64, initial_seq: u16) -> Welcome {
+        let mut channels = [0; MAX_CHANNELS];
+        channels.copy_from_slice(&self.channel_kinds);
+        Welcome {
+            nonce,
+            initial_seq,
+            mtu: self.config.transport.mtu as u16,
+            max_ack_delay_us: self.config.transport.max_ack_delay.as_micros() as u32,
+            idle_timeout_ms: self.config.idle_timeout.as_millis() as u32,
+            keepalive_ms: self.config.keepalive.as_millis() as u32,
+            channels,
+            channel_count: self.config.channels.len() as u8,
+        }
+    }
+
+    /// The static X25519 public key clients pin (open mode), or `None`.
+    #[must_use]
+    pub fn public_key(&self) -> Option<[u8; PUBLIC_KEY_LEN]> {
+        self.static_key.map(|(_, public)| public)
     }
 
     /// Tells the server the wall-clock time, for connect token expiry: `unix_secs` is the
@@ -273,7 +378,9 @@ impl Server {
         };
         match d.kind {
             PacketType::Hello | PacketType::Response => self.handle_handshake(now, from, &d),
-            PacketType::Data | PacketType::Disconnect => self.handle_conn_packet(now, from, &d),
+            PacketType::Data | PacketType::Disconnect => {
+                self.handle_conn_packet(now, from, &d, data);
+            }
             _ => self.stats.decode_errors[DecodeError::Unexpected.index()] += 1,
         }
     }
@@ -313,6 +420,8 @@ impl Server {
                 cookie,
                 initial_seq,
                 token,
+                mode,
+                client_key,
             } => {
                 if !self.cookies.verify(&cookie, from, nonce, secs) {
                     self.stats.bad_cookies += 1;
@@ -332,34 +441,53 @@ impl Server {
                     }
                     self.finish(index);
                 }
-                let mut client = (None, Vec::new());
-                if let Some(key) = &self.config.token_key {
-                    if token.is_empty() {
-                        self.refuse(from, nonce, RejectReason::TokenRequired);
-                        return;
-                    }
-                    let unix = self
-                        .unix_anchor
-                        .map_or(0, |(t, s)| s + now.saturating_duration_since(t).as_secs());
-                    match handshake::verify_token(key, token, unix) {
-                        Ok((id, user)) if self.unix_anchor.is_some() => {
-                            client = (Some(id), user.to_vec());
-                        }
-                        Ok(_) | Err(TokenError::Expired) => {
-                            self.refuse(from, nonce, RejectReason::TokenExpired);
-                            return;
-                        }
-                        Err(_) => {
-                            self.refuse(from, nonce, RejectReason::TokenInvalid);
-                            return;
-                        }
-                    }
+                let Some(mode) = Mode::from_u8(mode) else {
+                    self.stats.decode_errors[DecodeError::BadField.index()] += 1;
+                    return;
+                };
+                if !self.config.encryption.accepts(mode) {
+                    self.refuse(from, nonce, RejectReason::SecurityMismatch);
+                    return;
                 }
+                if self.free.is_empty() {
+                    self.refuse(from, nonce, RejectReason::ServerFull);
+                    return;
+                }
+                let admission = match mode {
+                    Mode::Token => match self.open_token(now, from, token) {
+                        Ok(a) => a,
+                        Err(reason) => {
+                            self.refuse(from, nonce, reason);
+                            return;
+                        }
+                    },
+                    Mode::Anonymous | Mode::Pinned => {
+                        // INVARIANT: the decoder requires the key in the open modes.
+                        let client_key = client_key.expect("open modes carry a client key");
+                        let Some(a) = self.exchange(mode, &client_key) else {
+                            // A low-order key: no shared secret. Dropped, not answered.
+                            self.stats.decode_errors[DecodeError::BadField.index()] += 1;
+                            return;
+                        };
+                        a
+                    }
+                    Mode::Off => Admission {
+                        client_id: None,
+                        user_data: Vec::new(),
+                        mode,
+                        secret: [0; 2 * KEY_LEN],
+                        secret_len: 0,
+                        client_key: None,
+                        server_ephemeral: None,
+                        server_static: None,
+                        token_tag: None,
+                    },
+                };
                 let Some(index) = self.free.pop() else {
                     self.refuse(from, nonce, RejectReason::ServerFull);
                     return;
                 };
-                self.admit(now, from, index, nonce, initial_seq, client);
+                self.admit(now, from, index, nonce, initial_seq, admission);
             }
             _ => self.stats.decode_errors[DecodeError::Unexpected.index()] += 1,
         }
@@ -391,7 +519,7 @@ impl Server {
         index: u32,
         nonce: u64,
         peer_seq: u16,
-        client: (Option<u64>, Vec<u8>),
+        a: Admission,
     ) {
         let initial_seq = self
             .config
@@ -412,7 +540,7 @@ impl Server {
         let ctx = conn_ctx(&self.config, &mut self.pool, &mut self.stats);
         // The client's max ack delay is the same default unless configured otherwise: the
         // client announces none, so the server assumes its own.
-        let conn = Conn::new(
+        let mut conn = Conn::new(
             now,
             from,
             conn_id,
@@ -422,6 +550,36 @@ impl Server {
             initial_seq,
             peer_seq,
         );
+        let keys = (a.mode != Mode::Off).then(|| {
+            Transcript {
+                mode: a.mode,
+                nonce,
+                conn_id,
+                client_seq: peer_seq,
+                client_key: a.client_key.as_ref(),
+                server_ephemeral: a.server_ephemeral.as_ref(),
+                server_static: a.server_static.as_ref(),
+                token_tag: a.token_tag.as_ref(),
+            }
+            .derive(&a.secret[..a.secret_len])
+        });
+        if let Some(k) = &keys {
+            let mut welcome = vec![0; WELCOME_LEN];
+            let w = self.welcome_for(nonce, initial_seq);
+            // INVARIANT: WELCOME_LEN holds the largest Welcome (8 channels, sealed, open mode).
+            let len = seal_welcome(
+                &mut welcome,
+                conn_id,
+                &w,
+                a.mode,
+                a.server_ephemeral.as_ref(),
+                k,
+            )
+            .expect("a Welcome fits WELCOME_LEN");
+            welcome.truncate(len);
+            conn.set_keys(k.for_role(Role::Server), welcome);
+        }
+        let slot = &mut self.slots[index as usize];
         slot.conn = Some(conn);
         slot.nonce = nonce;
         slot.welcome = true;
@@ -431,11 +589,91 @@ impl Server {
         self.events.push_back(ServerEvent::Connected {
             handle,
             addr: from,
-            client_id: client.0,
-            user_data: client.1,
+            client_id: a.client_id,
+            user_data: a.user_data,
         });
         self.mark_ready(index);
         self.reschedule(index);
+    }
+
+    /// Token mode: opens the private token (after the cookie verified), checks it was not
+    /// used from another address, and returns the session's secret.
+    fn open_token(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        private: &[u8],
+    ) -> Result<Admission, RejectReason> {
+        let Encryption::Token(key) = &self.config.encryption else {
+            return Err(RejectReason::SecurityMismatch);
+        };
+        if private.is_empty() {
+            return Err(RejectReason::TokenRequired);
+        }
+        let Some(unix) = self
+            .unix_anchor
+            .map(|(t, s)| s + now.saturating_duration_since(t).as_secs())
+        else {
+            return Err(RejectReason::TokenExpired);
+        };
+        // INVARIANT: validate() requires public_addr in token mode.
+        let server = self
+            .config
+            .public_addr
+            .expect("token mode has a public address");
+        let mut scratch = [0u8; token::MAX_PRIVATE_LEN];
+        let t = match token::open(key, private, unix, server, &mut scratch) {
+            Ok(t) => t,
+            Err(TokenError::Expired) => return Err(RejectReason::TokenExpired),
+            Err(_) => return Err(RejectReason::TokenInvalid),
+        };
+        // INVARIANT: built with the server in token mode.
+        let table = self.tokens.as_mut().expect("token mode has a reuse table");
+        if table.check(t.tag, from, t.expires, unix).is_err() {
+            self.stats.token_reused += 1;
+            return Err(RejectReason::TokenReused);
+        }
+        let mut secret = [0; 2 * KEY_LEN];
+        secret[..KEY_LEN].copy_from_slice(&t.c2s_key);
+        secret[KEY_LEN..].copy_from_slice(&t.s2c_key);
+        Ok(Admission {
+            client_id: Some(t.client_id),
+            user_data: t.user_data.to_vec(),
+            mode: Mode::Token,
+            secret,
+            secret_len: 2 * KEY_LEN,
+            client_key: None,
+            server_ephemeral: None,
+            server_static: None,
+            token_tag: Some(t.tag),
+        })
+    }
+
+    /// Open modes: the server's half of the X25519 exchange (after the cookie verified).
+    /// `None` if the client's key is of low order.
+    fn exchange(&mut self, mode: Mode, client_key: &[u8; PUBLIC_KEY_LEN]) -> Option<Admission> {
+        let (static_private, static_public) = self.static_key?;
+        let mut ephemeral = [0; KEY_LEN];
+        self.key_rng.fill_bytes(&mut ephemeral);
+        let mut secret = [0; 2 * KEY_LEN];
+        secret[..KEY_LEN].copy_from_slice(&session::agree(&ephemeral, client_key)?);
+        let mut secret_len = KEY_LEN;
+        let pinned = mode == Mode::Pinned;
+        if pinned {
+            secret[KEY_LEN..].copy_from_slice(&session::agree(&static_private, client_key)?);
+            secret_len = 2 * KEY_LEN;
+        }
+        Some(Admission {
+            client_id: None,
+            user_data: Vec::new(),
+            mode,
+            secret,
+            secret_len,
+            client_key: Some(*client_key),
+            server_ephemeral: Some(session::public_key(&ephemeral)),
+            server_static: pinned.then_some(static_public),
+            token_tag: None,
+        })
     }
 
     fn refuse(&mut self, to: SocketAddr, nonce: u64, reason: RejectReason) {
@@ -476,7 +714,13 @@ impl Server {
         (c.conn_id == conn_id && c.peer == from).then_some(index)
     }
 
-    fn handle_conn_packet(&mut self, now: Instant, from: SocketAddr, d: &Datagram<'_>) {
+    fn handle_conn_packet(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        d: &Datagram<'_>,
+        data: &[u8],
+    ) {
         let Some(index) = self.lookup(d.conn_id, from) else {
             self.stats.unknown_connection += 1;
             return;
@@ -485,15 +729,26 @@ impl Server {
         let generation = slot.generation;
         // INVARIANT: lookup returned a slot holding a connection.
         let conn = slot.conn.as_mut().expect("looked up");
-        // Any data from the client means it has our welcome.
+        let mut ctx = conn_ctx(&self.config, &mut self.pool, &mut self.stats);
+        let mut scratch = [0u8; MAX_DATAGRAM];
+        let protected = conn.is_protected();
+        let Some(body) = conn.unprotect(data, &mut scratch, &mut ctx) else {
+            return;
+        };
+        // Any authenticated packet from the client means it has our welcome.
         slot.welcome = false;
         if d.kind == PacketType::Disconnect {
-            conn.handle_disconnect(d.body, false, &mut self.pool);
+            // Protected, the packet number precedes kind and code.
+            let body = if protected {
+                body.get(2..).unwrap_or(&[])
+            } else {
+                body
+            };
+            conn.handle_disconnect(body, false, ctx.pool);
         } else {
-            let mut ctx = conn_ctx(&self.config, &mut self.pool, &mut self.stats);
             let events = &mut self.events;
             let handle = ConnHandle { index, generation };
-            conn.handle_data(now, d.body, &mut ctx, &mut |channel, data| {
+            conn.handle_data(now, body, &mut ctx, &mut |channel, data| {
                 events.push_back(ServerEvent::Message {
                     handle,
                     channel,
@@ -609,21 +864,20 @@ impl Server {
             };
             if slot.welcome && conn.state == State::Open {
                 slot.welcome = false;
-                let mut channels = [0; MAX_CHANNELS];
-                channels.copy_from_slice(&self.channel_kinds);
-                let w = Welcome {
-                    nonce: slot.nonce,
-                    initial_seq: slot.initial_seq,
-                    mtu: self.config.transport.mtu as u16,
-                    max_ack_delay_us: self.config.transport.max_ack_delay.as_micros() as u32,
-                    idle_timeout_ms: self.config.idle_timeout.as_millis() as u32,
-                    keepalive_ms: self.config.keepalive.as_millis() as u32,
-                    channels,
-                    channel_count: self.config.channels.len() as u8,
-                };
                 let dst = conn.peer;
-                let Some(len) = handshake::encode(out, conn.conn_id, &Handshake::Welcome(w)) else {
-                    continue;
+                let len = if let Some(sealed) = conn.sealed_welcome() {
+                    let Some(buf) = out.get_mut(..sealed.len()) else {
+                        continue;
+                    };
+                    buf.copy_from_slice(sealed);
+                    sealed.len()
+                } else {
+                    let (nonce, seq, id) = (slot.nonce, slot.initial_seq, conn.conn_id);
+                    let w = Handshake::Welcome(self.welcome_for(nonce, seq));
+                    let Some(len) = handshake::encode(out, id, &w) else {
+                        continue;
+                    };
+                    len
                 };
                 self.stats.packets_out += 1;
                 self.mark_ready(index);

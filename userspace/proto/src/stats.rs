@@ -57,6 +57,15 @@ pub struct Counters {
     pub messages_out: u64,
     /// Fragmented messages reassembled.
     pub reassembled: u64,
+    /// Protected packets (or a `Welcome`) that failed authentication: forged, altered,
+    /// or sealed for another session; dropped before any of it was read.
+    pub auth_failed: u64,
+    /// Protected packets that authenticated but were received before (a replay, or a
+    /// duplicate the network made); dropped before delivery.
+    pub replayed: u64,
+    /// Server: connect tokens refused because they are in use from another address
+    /// (also counted in `rejected`).
+    pub token_reused: u64,
 }
 
 impl Counters {

@@ -41,8 +41,14 @@ fn link(prefill_client: bool) -> Pair {
     let now = Instant::now();
     let mut server = Server::new(ServerConfig::default(), 1, now).expect("server config");
     server.prefill_pool(PREFILL);
-    let mut client =
-        Client::new(ClientConfig::default(), SERVER_ADDR, 2, now, None).expect("client config");
+    let mut client = Client::new(
+        ClientConfig::default(),
+        SERVER_ADDR,
+        2,
+        now,
+        xrudp_proto::session::Security::insecure_from_seed(2),
+    )
+    .expect("client config");
     if prefill_client {
         client.prefill_pool(PREFILL);
     }

@@ -44,8 +44,14 @@ impl Rig {
             ..ClientConfig::default()
         };
         let server = Server::new(server_config, 1, now).expect("valid server config");
-        let client =
-            Client::new(client_config, SERVER_ADDR, 2, now, None).expect("valid client config");
+        let client = Client::new(
+            client_config,
+            SERVER_ADDR,
+            2,
+            now,
+            xrudp_proto::session::Security::insecure_from_seed(2),
+        )
+        .expect("valid client config");
         let mut rig = Self {
             server,
             client,

@@ -178,6 +178,9 @@ impl Handler for Service {
             f.accepted = st.accepted;
             f.handshakes = st.handshakes;
             f.bad_cookies = st.bad_cookies;
+            f.auth_failed = st.auth_failed;
+            f.replayed = st.replayed;
+            f.token_reused = st.token_reused;
             for r in xrudp_proto::RejectReason::ALL {
                 let (name, n) = (crate::telemetry::reject_name(r), st.rejected_for(r));
                 if let Some(v) = f.rejected.get_mut(name) {

@@ -101,6 +101,12 @@ pub struct ProtocolTotals {
     pub rejected_total: u64,
     /// Responses with a forged, stale or misaddressed cookie.
     pub bad_cookies: u64,
+    /// Protected packets that failed authentication.
+    pub auth_failed: u64,
+    /// Protected packets dropped as replays.
+    pub replayed: u64,
+    /// Connect tokens refused as in use from another address.
+    pub token_reused: u64,
     /// Connections closed by the idle timeout.
     pub timed_out: u64,
     /// Connections closed for protocol violations.
@@ -353,6 +359,9 @@ fn add_figures(p: &mut ProtocolTotals, f: &Figures) {
         *p.rejected.entry(k.clone()).or_default() += v;
     }
     p.bad_cookies += f.bad_cookies;
+    p.auth_failed += f.auth_failed;
+    p.replayed += f.replayed;
+    p.token_reused += f.token_reused;
     p.timed_out += f.timed_out;
     p.violations += f.violations;
     p.packets_in += f.packets_in;

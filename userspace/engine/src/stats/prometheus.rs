@@ -242,6 +242,21 @@ fn connections(m: &mut Metrics, s: &Snapshot) {
         &per_worker(s, |f| f.bad_cookies),
     );
     m.counter(
+        "xrudp_auth_failed_total",
+        "Protected packets that failed authentication (forged, altered or another session's).",
+        &per_worker(s, |f| f.auth_failed),
+    );
+    m.counter(
+        "xrudp_replayed_total",
+        "Protected packets that authenticated but were received before, dropped.",
+        &per_worker(s, |f| f.replayed),
+    );
+    m.counter(
+        "xrudp_token_reused_total",
+        "Connect tokens refused as in use from another address.",
+        &per_worker(s, |f| f.token_reused),
+    );
+    m.counter(
         "xrudp_connections_timed_out_total",
         "Connections closed by the idle timeout.",
         &per_worker(s, |f| f.timed_out),

@@ -11,6 +11,15 @@ pub struct Figures {
     pub handshakes: u64,
     /// Responses whose cookie was forged, stale or for another address.
     pub bad_cookies: u64,
+    /// Protected packets that failed authentication (forged, altered, another session's).
+    #[serde(default)]
+    pub auth_failed: u64,
+    /// Protected packets that authenticated but were received before (replays).
+    #[serde(default)]
+    pub replayed: u64,
+    /// Connect tokens refused because they are in use from another address.
+    #[serde(default)]
+    pub token_reused: u64,
     /// Admissions refused, by reason.
     pub rejected: std::collections::BTreeMap<String, u64>,
     /// Hellos of a version this server does not speak.
@@ -135,5 +144,7 @@ pub fn reject_name(r: xrudp_proto::RejectReason) -> &'static str {
         R::TokenRequired => "token_required",
         R::TokenInvalid => "token_invalid",
         R::TokenExpired => "token_expired",
+        R::TokenReused => "token_reused",
+        R::SecurityMismatch => "security_mismatch",
     }
 }

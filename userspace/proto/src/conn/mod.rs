@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{ChannelKind, Transport};
 use crate::congestion::{Congestion, Controller};
+use crate::crypto::SessionKeys;
 use crate::pacing::Pacer;
 use crate::packet::{MAX_CHANNELS, Reader};
 use crate::pool::BufPool;
@@ -31,6 +32,7 @@ mod ack;
 mod channels;
 mod reassembly;
 mod receive;
+pub(crate) use receive::MAX_DATAGRAM;
 mod recovery;
 mod streams;
 mod transmit;
@@ -174,7 +176,7 @@ pub(crate) enum State {
 
 // An idle connection must cost at most 512 bytes with its table slot and its one in-flight
 // keepalive record (docs/PROTOCOL.md §10); the simulator test measures the total.
-const _: () = assert!(size_of::<Conn>() <= 432);
+const _: () = assert!(size_of::<Conn>() <= 440);
 
 /// An established connection.
 #[derive(Debug)]
@@ -219,6 +221,16 @@ pub(crate) struct Conn {
     recv_next: [u16; MAX_CHANNELS],
     pub(crate) recv_used: u32,
     streams: Option<Box<Streams>>,
+    /// Packet protection (docs/PROTOCOL.md §13); `None` in mode `Off`.
+    keys: Option<Box<Protection>>,
+}
+
+/// A protected connection's keys, and (on the server) its sealed `Welcome`, resent as it
+/// is until the client's first packet arrives.
+#[derive(Debug)]
+pub(crate) struct Protection {
+    pub(crate) keys: SessionKeys,
+    pub(crate) welcome: Vec<u8>,
 }
 
 impl Conn {
@@ -270,14 +282,35 @@ impl Conn {
             recv_next: [peer_initial_seq; MAX_CHANNELS],
             recv_used: 0,
             streams: None,
+            keys: None,
         };
         c.timers[Deadline::Idle as usize] = Some(now + ctx.idle_timeout);
         c
     }
 
+    /// Protects every later packet with `keys` (docs/PROTOCOL.md §13.4); the server
+    /// passes its sealed `Welcome` along (the client an empty one).
+    pub(crate) fn set_keys(&mut self, keys: SessionKeys, welcome: Vec<u8>) {
+        self.keys = Some(Box::new(Protection { keys, welcome }));
+    }
+
+    /// The sealed `Welcome` the server resends, if protected.
+    pub(crate) fn sealed_welcome(&self) -> Option<&[u8]> {
+        self.keys.as_deref().map(|p| p.welcome.as_slice())
+    }
+
+    /// Whether packets are protected.
+    pub(crate) fn is_protected(&self) -> bool {
+        self.keys.is_some()
+    }
+
     /// Bytes of state this connection holds, inline and on the heap.
     pub(crate) fn memory(&self) -> usize {
         size_of::<Self>()
+            + self
+                .keys
+                .as_ref()
+                .map_or(0, |p| size_of::<Protection>() + p.welcome.capacity())
             + self.sent.capacity() * size_of::<SentPacket>()
             + self
                 .streams

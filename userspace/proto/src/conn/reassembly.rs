@@ -12,9 +12,13 @@ use crate::packet::{ACK_FRAME_LEN, DATA_PREFIX_LEN, FRAGMENT_OVERHEAD};
 use crate::pool::Parts;
 
 /// The smallest fragment payload a sender produces (every fragment but the last), at the
-/// smallest MTU.
-pub(super) const MIN_FRAGMENT: usize =
-    1200 - HEADER_LEN - DATA_PREFIX_LEN - ACK_FRAME_LEN - FRAGMENT_OVERHEAD;
+/// smallest MTU of a protected connection (whose packets carry a tag).
+pub(super) const MIN_FRAGMENT: usize = 1200
+    - HEADER_LEN
+    - DATA_PREFIX_LEN
+    - ACK_FRAME_LEN
+    - FRAGMENT_OVERHEAD
+    - crate::crypto::TAG_LEN;
 
 /// Reassemblies in progress per connection, at most.
 const MAX_REASSEMBLIES: usize = 32;

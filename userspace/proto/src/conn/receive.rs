@@ -5,11 +5,55 @@
 use std::time::Instant;
 
 use super::reassembly::MIN_FRAGMENT;
+use xrudp_common::rudp::HEADER_LEN;
+
+use super::transmit::nonce_counter;
 use super::{Conn, Ctx, Deadline, State, Violation};
 use crate::config::ChannelKind;
 use crate::packet::{DATA_PREFIX_LEN, DecodeError, Frame, Frames, Reader};
 
+/// Largest datagram a protected connection opens (the largest MTU, §1); longer ones are
+/// dropped.
+pub(crate) const MAX_DATAGRAM: usize = 1472;
+
 impl Conn {
+    /// Opens a protected `Data` or `Disconnect` packet (docs/PROTOCOL.md §13.4) into
+    /// `scratch` and returns its body after the fixed header (packet number first), or
+    /// `None` (counted in `auth_failed`) if it does not authenticate. An unprotected
+    /// connection returns the body as it is.
+    pub(crate) fn unprotect<'a>(
+        &mut self,
+        datagram: &'a [u8],
+        scratch: &'a mut [u8; MAX_DATAGRAM],
+        ctx: &mut Ctx<'_>,
+    ) -> Option<&'a [u8]> {
+        let Some(keys) = self.keys.as_deref_mut() else {
+            return Some(&datagram[HEADER_LEN..]);
+        };
+        let header_len = HEADER_LEN + DATA_PREFIX_LEN;
+        let opened = (|| {
+            let packet = scratch.get_mut(..datagram.len())?;
+            let wire = u16::from_be_bytes(datagram.get(HEADER_LEN..header_len)?.try_into().ok()?);
+            let pn = if self.rx_any {
+                crate::packet::expand16(self.rx_largest + 1, wire)
+            } else {
+                (1 << 32) + u64::from(wire)
+            };
+            packet.copy_from_slice(datagram);
+            let end = keys
+                .keys
+                .open
+                .open_packet(nonce_counter(pn)?, packet, header_len)
+                .ok()?;
+            Some(end)
+        })();
+        let Some(end) = opened else {
+            ctx.stats.auth_failed += 1;
+            return None;
+        };
+        Some(&scratch[HEADER_LEN..end])
+    }
+
     /// Handles a `Data` packet body (after the fixed header). `deliver` receives messages.
     pub(crate) fn handle_data(
         &mut self,
@@ -28,7 +72,13 @@ impl Conn {
         };
         let frames_body = &body[DATA_PREFIX_LEN..];
         let Some(pn) = self.received_pn(wire_pn) else {
-            ctx.stats.duplicate_packets += 1;
+            if self.is_protected() {
+                // It authenticated, so it is a copy of a packet already received: a
+                // replay (or a duplicate the network made).
+                ctx.stats.replayed += 1;
+            } else {
+                ctx.stats.duplicate_packets += 1;
+            }
             return;
         };
         // Pass 1: the whole packet must decode, and its messages must fit the receive

@@ -11,10 +11,18 @@ use super::streams::{OutMsg, Streams, Unrel, streams_of};
 use super::{Conn, Ctx, Deadline, MESSAGE_WINDOW, SendError, State};
 use crate::config::ChannelKind;
 use crate::congestion::Controller;
+use crate::crypto::TAG_LEN;
 use crate::packet::{
     self, ACK_FRAME_LEN, DATA_PREFIX_LEN, FRAGMENT_OVERHEAD, MESSAGE_OVERHEAD, Writer,
 };
 use crate::pool::BufPool;
+
+/// The packet number the AEAD nonce and key epoch use: the count from the initial
+/// sequence number *S*, `S + k` for the k-th packet (docs/PROTOCOL.md §13.4). Internally
+/// numbers start at 2^32 + S.
+pub(super) fn nonce_counter(pn: u64) -> Option<u64> {
+    pn.checked_sub(1 << 32)
+}
 
 /// What `write_data` put in a packet.
 #[derive(Debug, Default)]
@@ -80,6 +88,7 @@ impl Conn {
         }
         let limit = out.len().min(usize::from(self.mtu));
         let out = &mut out[..limit];
+        let overhead = self.overhead();
         let probe = self.probes > 0;
         let has_data = self.wants_data();
         let may_send_data = self.may_send_data(now, probe, has_data);
@@ -88,7 +97,7 @@ impl Conn {
             return None;
         }
         let pn = self.next_pn;
-        let mut w = Writer::new(out);
+        let mut w = Writer::new(&mut out[..limit - overhead]);
         w.header(PacketType::Data, self.conn_id)?;
         w.u16(pn as u16)?;
         if self.rx_any {
@@ -102,19 +111,50 @@ impl Conn {
         if !written.eliciting && !ack_due {
             return None;
         }
-        let len = w.finish();
+        let written_len = w.len();
+        let len = self.protect(pn, out, HEADER_LEN + DATA_PREFIX_LEN, written_len)?;
         self.on_written(now, pn, len, probe, &written, ctx);
+        Some(len)
+    }
+
+    /// Bytes a packet grows by when sealed.
+    pub(super) fn overhead(&self) -> usize {
+        if self.keys.is_some() { TAG_LEN } else { 0 }
+    }
+
+    /// Finishes a written packet `out[..len]`: seals `out[header_len..len]` with packet
+    /// number `pn` if the connection is protected, then fills in the CRC. Returns the
+    /// packet's final length.
+    fn protect(&mut self, pn: u64, out: &mut [u8], header_len: usize, len: usize) -> Option<usize> {
+        let len = match self.keys.as_deref_mut() {
+            Some(k) => k
+                .keys
+                .seal
+                .seal_packet(nonce_counter(pn)?, out, header_len, len)?,
+            None => len,
+        };
+        packet::seal(&mut out[..len]);
         Some(len)
     }
 
     /// Largest payload of a single MESSAGE frame in a packet that also carries an ack.
     pub(super) fn max_single(&self) -> usize {
-        usize::from(self.mtu) - HEADER_LEN - DATA_PREFIX_LEN - ACK_FRAME_LEN - MESSAGE_OVERHEAD
+        usize::from(self.mtu)
+            - self.overhead()
+            - HEADER_LEN
+            - DATA_PREFIX_LEN
+            - ACK_FRAME_LEN
+            - MESSAGE_OVERHEAD
     }
 
     /// Largest payload of a FRAGMENT frame in a packet that also carries an ack.
     fn max_fragment(&self) -> usize {
-        usize::from(self.mtu) - HEADER_LEN - DATA_PREFIX_LEN - ACK_FRAME_LEN - FRAGMENT_OVERHEAD
+        usize::from(self.mtu)
+            - self.overhead()
+            - HEADER_LEN
+            - DATA_PREFIX_LEN
+            - ACK_FRAME_LEN
+            - FRAGMENT_OVERHEAD
     }
 
     /// Queues a reliable message whole, or as fragments if it does not fit one packet.
@@ -171,12 +211,24 @@ impl Conn {
     }
 
     /// Writes one copy of `Disconnect` (docs/PROTOCOL.md §5.3); closed after the last.
+    /// Protected, it carries a packet number and its kind and code are sealed (§13.4).
     fn poll_close(&mut self, copies: u8, out: &mut [u8], ctx: &mut Ctx<'_>) -> Option<usize> {
-        let mut w = Writer::new(out);
+        let overhead = self.overhead();
+        let limit = out.len().checked_sub(overhead)?;
+        let mut w = Writer::new(&mut out[..limit]);
         w.header(PacketType::Disconnect, self.conn_id)?;
+        let pn = self.next_pn;
+        let header_len = if overhead > 0 {
+            w.u16(pn as u16)?;
+            self.next_pn += 1;
+            HEADER_LEN + DATA_PREFIX_LEN
+        } else {
+            HEADER_LEN
+        };
         w.u8(self.close_wire.0)?;
         w.u16(self.close_wire.1)?;
-        let n = w.finish();
+        let len = w.len();
+        let n = self.protect(pn, out, header_len, len)?;
         self.state = if copies <= 1 {
             State::Closed
         } else {

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use crate::client::{Client, ClientEvent, ClientState};
 use crate::config::{ClientConfig, ServerConfig};
-use crate::handshake::ConnectToken;
 use crate::server::{Server, ServerEvent};
+use crate::session::{Encryption, Security};
 use network::{Model, Network};
 
 /// The server's simulated address.
@@ -73,7 +73,10 @@ impl Cluster {
         model: Model,
         seed: u64,
     ) -> Self {
-        Self::with_tokens(server, client, (0..n).map(|_| None).collect(), model, seed)
+        let securities = (0..n)
+            .map(|i| default_security(&server, seed.wrapping_add(i as u64)))
+            .collect();
+        Self::with_securities(server, client, securities, model, seed)
     }
 
     /// As [`Cluster::new`], with one optional connect token per client.
@@ -81,17 +84,17 @@ impl Cluster {
     /// # Panics
     /// If a configuration does not validate (a bug in the test that builds it).
     #[must_use]
-    pub fn with_tokens(
+    pub fn with_securities(
         server: ServerConfig,
         client: &ClientConfig,
-        tokens: Vec<Option<ConnectToken>>,
+        securities: Vec<Security>,
         model: Model,
         seed: u64,
     ) -> Self {
         let now = Instant::now();
         // INVARIANT: callers pass configurations that validate; a test wants the panic.
         let server = Server::new(server, seed ^ 0x5e4e_4e4e, now).expect("valid server config");
-        let clients: Vec<Client> = tokens
+        let clients: Vec<Client> = securities
             .into_iter()
             .enumerate()
             .map(|(i, t)| {
@@ -300,15 +303,15 @@ impl Pair {
         clippy::needless_pass_by_value,
         reason = "tests read better passing configs by value"
     )]
-    pub fn with_token(
+    pub fn with_security(
         server: ServerConfig,
         client: ClientConfig,
         model: Model,
         seed: u64,
-        token: ConnectToken,
+        security: Security,
     ) -> Self {
         Self {
-            inner: Cluster::with_tokens(server, &client, vec![Some(token)], model, seed),
+            inner: Cluster::with_securities(server, &client, vec![security], model, seed),
         }
     }
 
@@ -344,5 +347,15 @@ impl Pair {
                 return;
             }
         }
+    }
+}
+
+/// What a test client uses against `server` unless told otherwise: no protection if the
+/// server has encryption off, else an anonymous exchange with a key derived from `seed`.
+#[must_use]
+pub fn default_security(server: &ServerConfig, seed: u64) -> Security {
+    match server.encryption {
+        Encryption::Off => Security::Off,
+        _ => Security::insecure_from_seed(seed),
     }
 }
