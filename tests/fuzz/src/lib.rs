@@ -8,6 +8,7 @@
 pub mod client;
 pub mod decode;
 pub mod ops;
+pub mod protected;
 pub mod reassembly;
 pub mod seeds;
 pub mod server;

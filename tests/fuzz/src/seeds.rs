@@ -9,7 +9,7 @@ use xrudp_proto::{Client, ClientState};
 
 use crate::ops::{Endpoint, Op};
 use crate::reassembly::{self, Step};
-use crate::{client, server, steer, token};
+use crate::{client, protected, server, steer, token};
 
 /// A target's name and the runner of its inputs.
 pub type Target = (&'static str, fn(&[u8]));
@@ -18,13 +18,14 @@ pub type Target = (&'static str, fn(&[u8]));
 type Steps = (&'static str, Vec<(Step, Vec<u8>)>);
 
 /// Every target whose harness lives in this library.
-pub const TARGETS: [Target; 6] = [
+pub const TARGETS: [Target; 7] = [
     ("steer", steer::run),
     ("rudp_decode", crate::decode::run),
     ("server_sequence", server::run),
     ("client_sequence", client::run),
     ("reassembly", reassembly::run),
     ("token", token::run),
+    ("protected", protected::run),
 ];
 
 /// Every seed: (target, file name, bytes).
@@ -65,6 +66,9 @@ pub fn all() -> Vec<(&'static str, String, Vec<u8>)> {
     }
     for (name, input) in token::seeds() {
         out.push(("token", name, input));
+    }
+    for (name, input) in protected::seeds() {
+        out.push(("protected", name, input));
     }
     out
 }

@@ -66,6 +66,7 @@ fn every_target_has_committed_seeds() {
         "client_sequence",
         "reassembly",
         "token",
+        "protected",
     ] {
         let dir = seeds_dir().join(target);
         let n = fs::read_dir(&dir).map_or(0, Iterator::count);
