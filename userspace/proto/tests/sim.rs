@@ -1205,3 +1205,46 @@ fn pinned_clients_authenticate_the_server() {
     );
     assert_eq!(c.server.public_key(), Some(right));
 }
+
+/// The first packets near the 16-bit wrap: a client whose initial number is 65,535 loses
+/// its first two `Data` packets (numbers 65,535 and 65,536, wire 65,535 and 0); the third
+/// (wire 1) must expand to 65,537 — not 1 — to open, and its message (on the unordered
+/// channel, so nothing waits for the lost ones) is delivered.
+#[test]
+fn a_lost_first_packet_across_the_16_bit_wrap_still_opens() {
+    let now = std::time::Instant::now();
+    let mut client_config = ClientConfig::default();
+    client_config.transport.initial_seq = Some(65_535);
+    let mut server = Server::new(ServerConfig::default(), 1, now).unwrap();
+    let mut client = Client::new(
+        client_config,
+        SERVER_ADDR,
+        2,
+        now,
+        Security::insecure_from_seed(2),
+    )
+    .unwrap();
+    let (mut a, mut b) = ([0u8; 1500], [0u8; 1500]);
+    for _ in 0..2 {
+        let t = client.poll_transmit(now, &mut a).unwrap();
+        server.handle_datagram(now, client_addr(0), &a[..t.len]);
+        let r = server.poll_transmit(now, &mut b).unwrap();
+        client.handle_datagram(now, SERVER_ADDR, &b[..r.len]);
+    }
+    while server.poll_event().is_some() {}
+    let mut wires = Vec::new();
+    let mut last = Vec::new();
+    for i in 0..3u8 {
+        client.send(UNORDERED, &[i]).unwrap();
+        let t = client.poll_transmit(now, &mut a).unwrap();
+        wires.push(u16::from_be_bytes([a[12], a[13]]));
+        last = a[..t.len].to_vec();
+    }
+    assert_eq!(wires, vec![65_535, 0, 1], "the numbers cross the wrap");
+    server.handle_datagram(now, client_addr(0), &last);
+    assert_eq!(server.stats().auth_failed, 0, "the third packet opened");
+    assert!(
+        messages(&mut server).contains(&vec![2]),
+        "its message is delivered"
+    );
+}

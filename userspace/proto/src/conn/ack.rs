@@ -12,7 +12,8 @@ impl Conn {
     /// received before or is too old to tell.
     pub(super) fn received_pn(&self, wire: u16) -> Option<u64> {
         if !self.rx_any {
-            return Some((1 << 32) + u64::from(wire));
+            // Before any packet, `rx_largest` holds the peer's first number (Conn::new).
+            return Some(expand16(self.rx_largest, wire));
         }
         let pn = expand16(self.rx_largest + 1, wire);
         (!is_duplicate(self.rx_largest, self.rx_bits, pn)).then_some(pn)

@@ -273,7 +273,9 @@ impl Conn {
             loss_armed: false,
             keepalive_ms: ctx.keepalive.as_millis().min(u128::from(u32::MAX)) as u32,
             send_seq: [initial_seq; MAX_CHANNELS],
-            rx_largest: 0,
+            // The peer's first packet number until one arrives: the first packets expand
+            // around it, so a lost first packet near the 16-bit wrap still expands right.
+            rx_largest: (1 << 32) + u64::from(peer_initial_seq),
             rx_bits: 0,
             rx_any: false,
             rx_largest_time: None,

@@ -34,11 +34,8 @@ impl Conn {
         let opened = (|| {
             let packet = scratch.get_mut(..datagram.len())?;
             let wire = u16::from_be_bytes(datagram.get(HEADER_LEN..header_len)?.try_into().ok()?);
-            let pn = if self.rx_any {
-                crate::packet::expand16(self.rx_largest + 1, wire)
-            } else {
-                (1 << 32) + u64::from(wire)
-            };
+            let expected = self.rx_largest + u64::from(self.rx_any);
+            let pn = crate::packet::expand16(expected, wire);
             packet.copy_from_slice(datagram);
             let end = keys
                 .keys
