@@ -351,6 +351,34 @@ fn nanos() -> u128 {
         .map_or(0, |d| d.as_nanos())
 }
 
+/// Waits until the engine answers a UDP datagram sent to `dst` (the udp-echo app): the
+/// engine's control socket answers before its workers have bound their sockets, so a
+/// test that needs a serving worker probes first. Probes every 200 ms for up to 30 s,
+/// then drains late probe echoes so that a caller counting echoes is not off by one.
+/// Call it in the client namespace.
+///
+/// # Panics
+/// If nothing echoes within 30 s.
+pub fn wait_udp_echo(sock: &std::net::UdpSocket, dst: SocketAddr) {
+    let mut buf = [0u8; 2048];
+    let saved = sock.read_timeout().expect("read timeout");
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        sock.send_to(b"ready?", dst).expect("send");
+        if sock.recv_from(&mut buf).is_ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the engine did not echo within 30 s"
+        );
+    }
+    while sock.recv_from(&mut buf).is_ok() {}
+    sock.set_read_timeout(saved).expect("timeout");
+}
+
 /// Sends `count` UDP datagrams of `size` bytes from a fresh socket in `ns` to `dst`,
 /// pausing `pause` after every `burst` datagrams so no ring overflows.
 pub fn send_udp(

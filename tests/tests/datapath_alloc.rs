@@ -19,29 +19,6 @@ static GLOBAL: xrudp_tests::alloc::ThreadCounting = xrudp_tests::alloc::ThreadCo
 
 const PORT: u16 = 7777;
 
-/// Waits until the engine echoes: the worker thread exists before its socket is bound and
-/// the XDP program attached, so the first datagrams can fall into that gap. Probes once per
-/// 200 ms for up to 30 s, then drains late probe echoes so they are not counted below.
-fn wait_ready(sock: &UdpSocket, dst: SocketAddr) {
-    let mut buf = [0u8; 2048];
-    sock.set_read_timeout(Some(Duration::from_millis(200)))
-        .expect("timeout");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        sock.send_to(b"ready?", dst).expect("send");
-        if sock.recv_from(&mut buf).is_ok() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the engine did not echo within 30 s"
-        );
-    }
-    while sock.recv_from(&mut buf).is_ok() {}
-    sock.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-}
-
 /// Echoes `count` datagrams (sizes 1..=1472) in windows of 32; returns how many came back.
 fn echoes(sock: &UdpSocket, dst: SocketAddr, count: usize) -> usize {
     let mut buf = [0u8; 2048];
@@ -93,7 +70,9 @@ fn worker_allocates_nothing_per_packet() {
     let dst: SocketAddr = format!("{}:{PORT}", t.ip_srv).parse().expect("addr");
     let (warm, counted, allocs) = Topology::in_ns(&t.ns_cli, move || {
         let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
-        wait_ready(&s, dst);
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        xrudp_tests::wait_udp_echo(&s, dst);
         let warm = echoes(&s, dst, 10_000);
         let (counted, allocs) = xrudp_tests::alloc::count_thread(tid, || echoes(&s, dst, 100_000));
         (warm, counted, allocs)

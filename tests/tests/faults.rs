@@ -286,20 +286,7 @@ fn tiny_umem_under_load_counts_drops_and_recovers() {
     // the frozen worker had received nothing, not the ring's worth this test is about.
     Topology::in_ns(&t.ns_cli.clone(), move || {
         let s = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind");
-        s.set_read_timeout(Some(Duration::from_millis(200)))
-            .expect("timeout");
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        let mut buf = [0u8; 64];
-        loop {
-            s.send_to(b"ready?", dst).expect("send");
-            if s.recv(&mut buf).is_ok() {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the engine did not echo within 30 s"
-            );
-        }
+        xrudp_tests::wait_udp_echo(&s, dst);
     });
     let before = engine.snapshot();
     // Freeze the engine (every worker) so the burst must overflow, whatever the speed of

@@ -98,6 +98,9 @@ pub struct Client {
     /// Open modes: the ephemeral public key sent in `Response`.
     ephemeral_public: Option<[u8; PUBLIC_KEY_LEN]>,
     phase: Phase,
+    /// Where protected packets are opened: [`MAX_DATAGRAM`] bytes once the session is
+    /// protected, empty otherwise (an unprotected connection never touches it).
+    scratch: Vec<u8>,
     session: Session,
     started: Instant,
     resend_at: Option<Instant>,
@@ -141,6 +144,7 @@ impl Client {
             security,
             ephemeral_public,
             phase: Phase::Hello,
+            scratch: Vec::new(),
             session: Session::default(),
             started: now,
             resend_at: None,
@@ -239,18 +243,10 @@ impl Client {
                 }
                 let mut ctx =
                     conn_ctx(&self.session, &self.config, &mut self.pool, &mut self.stats);
-                let mut scratch = [0u8; MAX_DATAGRAM];
-                let protected = conn.is_protected();
-                let Some(body) = conn.unprotect(data, &mut scratch, &mut ctx) else {
+                let Some(body) = conn.unprotect(data, &mut self.scratch, &mut ctx) else {
                     return;
                 };
                 if d.kind == PacketType::Disconnect {
-                    // Protected, the packet number precedes kind and code.
-                    let body = if protected {
-                        body.get(2..).unwrap_or(&[])
-                    } else {
-                        body
-                    };
                     conn.handle_disconnect(body, true, ctx.pool);
                 } else {
                     let events = &mut self.events;
@@ -427,6 +423,7 @@ impl Client {
         );
         if let Some(k) = keys {
             conn.set_keys(k.for_role(Role::Client), Vec::new());
+            self.scratch = vec![0; MAX_DATAGRAM];
         }
         // Tell the server at once that the welcome arrived.
         conn.force_ping();

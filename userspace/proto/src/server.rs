@@ -182,6 +182,8 @@ pub struct Server {
     static_key: Option<([u8; KEY_LEN], [u8; PUBLIC_KEY_LEN])>,
     /// Token mode: the tokens in use, by tag.
     tokens: Option<ReuseTable>,
+    /// Where protected packets are opened (one buffer, reused: no per-packet zeroing).
+    scratch: Box<[u8]>,
     cookies: CookieJar,
     slots: Vec<Slot>,
     free: Vec<u32>,
@@ -264,6 +266,7 @@ impl Server {
             key_rng,
             static_key,
             tokens,
+            scratch: vec![0; MAX_DATAGRAM].into_boxed_slice(),
             config,
         })
     }
@@ -730,20 +733,12 @@ impl Server {
         // INVARIANT: lookup returned a slot holding a connection.
         let conn = slot.conn.as_mut().expect("looked up");
         let mut ctx = conn_ctx(&self.config, &mut self.pool, &mut self.stats);
-        let mut scratch = [0u8; MAX_DATAGRAM];
-        let protected = conn.is_protected();
-        let Some(body) = conn.unprotect(data, &mut scratch, &mut ctx) else {
+        let Some(body) = conn.unprotect(data, &mut self.scratch, &mut ctx) else {
             return;
         };
         // Any authenticated packet from the client means it has our welcome.
         slot.welcome = false;
         if d.kind == PacketType::Disconnect {
-            // Protected, the packet number precedes kind and code.
-            let body = if protected {
-                body.get(2..).unwrap_or(&[])
-            } else {
-                body
-            };
             conn.handle_disconnect(body, false, ctx.pool);
         } else {
             let events = &mut self.events;

@@ -1036,18 +1036,12 @@ fn acks_are_delayed_at_most_max_ack_delay() {
     );
 }
 
-/// Endpoint to endpoint, no network: the handshake, then `client` sends `msg` on the
-/// reliable ordered channel; returns the datagram that carries it.
-fn protected_pair(now: std::time::Instant) -> (Server, Client, Vec<u8>) {
+/// Endpoint to endpoint, no network: a default (protected) server and a client with
+/// `config`, through the handshake, the server's events drained.
+fn handshaken(config: ClientConfig, now: std::time::Instant) -> (Server, Client) {
     let mut server = Server::new(ServerConfig::default(), 1, now).unwrap();
-    let mut client = Client::new(
-        ClientConfig::default(),
-        SERVER_ADDR,
-        2,
-        now,
-        Security::insecure_from_seed(2),
-    )
-    .unwrap();
+    let mut client =
+        Client::new(config, SERVER_ADDR, 2, now, Security::insecure_from_seed(2)).unwrap();
     let (mut a, mut b) = ([0u8; 1500], [0u8; 1500]);
     for _ in 0..2 {
         let t = client.poll_transmit(now, &mut a).unwrap();
@@ -1057,7 +1051,15 @@ fn protected_pair(now: std::time::Instant) -> (Server, Client, Vec<u8>) {
     }
     assert_eq!(client.state(), ClientState::Connected);
     while server.poll_event().is_some() {}
+    (server, client)
+}
+
+/// [`handshaken`], then the client sends a message on the reliable ordered channel;
+/// returns the datagram that carries it.
+fn protected_pair(now: std::time::Instant) -> (Server, Client, Vec<u8>) {
+    let (server, mut client) = handshaken(ClientConfig::default(), now);
     client.send(ORDERED, b"the message").unwrap();
+    let mut a = [0u8; 1500];
     let t = client.poll_transmit(now, &mut a).unwrap();
     (server, client, a[..t.len].to_vec())
 }
@@ -1215,23 +1217,8 @@ fn a_lost_first_packet_across_the_16_bit_wrap_still_opens() {
     let now = std::time::Instant::now();
     let mut client_config = ClientConfig::default();
     client_config.transport.initial_seq = Some(65_535);
-    let mut server = Server::new(ServerConfig::default(), 1, now).unwrap();
-    let mut client = Client::new(
-        client_config,
-        SERVER_ADDR,
-        2,
-        now,
-        Security::insecure_from_seed(2),
-    )
-    .unwrap();
-    let (mut a, mut b) = ([0u8; 1500], [0u8; 1500]);
-    for _ in 0..2 {
-        let t = client.poll_transmit(now, &mut a).unwrap();
-        server.handle_datagram(now, client_addr(0), &a[..t.len]);
-        let r = server.poll_transmit(now, &mut b).unwrap();
-        client.handle_datagram(now, SERVER_ADDR, &b[..r.len]);
-    }
-    while server.poll_event().is_some() {}
+    let (mut server, mut client) = handshaken(client_config, now);
+    let mut a = [0u8; 1500];
     let mut wires = Vec::new();
     let mut last = Vec::new();
     for i in 0..3u8 {

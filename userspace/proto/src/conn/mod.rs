@@ -531,8 +531,14 @@ impl Conn {
         self.recv_used = self.recv_used.saturating_sub(len as u32);
     }
 
-    /// Handles a `Disconnect` packet body.
+    /// Handles a `Disconnect` packet body (after the fixed header; protected, opened, its
+    /// packet number first).
     pub(crate) fn handle_disconnect(&mut self, body: &[u8], is_client: bool, pool: &mut BufPool) {
+        let body = if self.is_protected() {
+            body.get(2..).unwrap_or_default()
+        } else {
+            body
+        };
         let mut r = Reader::new(body);
         let (Ok(kind), Ok(code)) = (r.u8(), r.u16()) else {
             return;

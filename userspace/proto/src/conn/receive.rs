@@ -18,13 +18,15 @@ pub(crate) const MAX_DATAGRAM: usize = 1472;
 
 impl Conn {
     /// Opens a protected `Data` or `Disconnect` packet (docs/PROTOCOL.md §13.4) into
-    /// `scratch` and returns its body after the fixed header (packet number first), or
+    /// `scratch` (at least [`MAX_DATAGRAM`] bytes, the endpoint's one buffer; untouched
+    /// for an unprotected connection) and returns its body after the fixed header (packet
+    /// number first), or
     /// `None` (counted in `auth_failed`) if it does not authenticate. An unprotected
     /// connection returns the body as it is.
     pub(crate) fn unprotect<'a>(
         &mut self,
         datagram: &'a [u8],
-        scratch: &'a mut [u8; MAX_DATAGRAM],
+        scratch: &'a mut [u8],
         ctx: &mut Ctx<'_>,
     ) -> Option<&'a [u8]> {
         let Some(keys) = self.keys.as_deref_mut() else {
