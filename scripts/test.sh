@@ -10,8 +10,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n==> %s\n' "$*" >&2; }
+# Each step prints the seconds since the run began, so the log shows where CI time goes
+# (the suite must stay well inside CI's budget as it grows).
 t0=$(date +%s)
+step() { printf '\n==> [%4d s] %s\n' "$(($(date +%s) - t0))" "$*" >&2; }
 
 step "setup (idempotent)"
 bash scripts/setup.sh
@@ -68,4 +70,5 @@ if [ -x scripts/fuzz.sh ]; then
 fi
 
 t1=$(date +%s)
+step "done"
 echo "scripts/test.sh: all green in $((t1 - t0)) s (setup+build $((t_build - t0)) s, tests $((t1 - t_build)) s)" >&2
