@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The test command: from a fresh machine (root, Debian bookworm) to a full test run.
 # Installs what is missing, then: fmt check, the import-cycle check on the engine's
-# modules, clippy -D warnings (host crates, and the eBPF crate for bpfel), build, unit
-# tests, the fuzz seed replays, the ring logic under miri, the benchmark peers' loopback
-# smoke check (tools/peers), privileged integration tests
-# (serial: they create namespaces and attach XDP), and short fuzz runs when the fuzz
-# targets exist. The privileged `tests` crate is not a default member (a plain
-# `cargo test` must pass for a contributor without root), so every step names it.
+# modules, clippy -D warnings (host crates, and the eBPF crate for bpfel), build, the fuzz
+# seed replays, the ring logic under miri, the benchmark peers' loopback smoke check
+# (tools/peers), then the unit, simulation and privileged integration tests in one serial
+# run (the privileged ones create namespaces and attach XDP), and short fuzz runs when the
+# fuzz targets exist. The privileged `tests` crate is not a default member (a plain
+# `cargo test` must pass for a contributor without root), so every step names it (or
+# `--workspace`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,8 +49,6 @@ step "build"
 cargo build --all-targets --locked --workspace --exclude xrudp-ebpf
 t_build=$(date +%s)
 
-step "unit and simulation tests"
-cargo test --locked --workspace --exclude xrudp-tests --exclude xrudp-ebpf
 
 step "fuzz seed replays (tests/fuzz, its own workspace and Cargo.lock, stable)"
 cargo test --locked --manifest-path tests/fuzz/Cargo.toml
@@ -61,8 +60,13 @@ cargo +nightly miri test --locked -p xrudp-xdp --lib ring
 step "benchmark peers (tools/peers: ENet and kernel UDP echo, built and checked on loopback)"
 bash tools/peers/smoke.sh
 
-step "privileged integration tests (serial)"
-cargo test --locked -p xrudp-tests -- --test-threads=1
+# One invocation over exactly the build step's package set: cargo unifies features over
+# the packages it is given, so `-p xrudp-tests` or `--exclude xrudp-tests` would each build
+# a second copy of half the dependency tree and the engine's eBPF object (10 minutes of CI
+# measured on 994738a). Serial, because the privileged tests create namespaces and attach
+# XDP; the unprivileged tests take seconds either way.
+step "unit, simulation and privileged integration tests (one serial run over the build's package set)"
+cargo test --locked --workspace --exclude xrudp-ebpf -- --test-threads=1
 
 if [ -x scripts/fuzz.sh ]; then
   step "fuzz targets (short runs)"
