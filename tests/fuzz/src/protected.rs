@@ -2,7 +2,9 @@
 //! AES-256-GCM open, the replay window; docs/PROTOCOL.md §13.4) on hostile bytes, at both
 //! ends of an established open-mode session.
 //!
-//! Input: a sequence of steps, each a byte `op` and a length-prefixed chunk:
+//! Input: a sequence of steps, each a byte `op` and a length-prefixed chunk. Packets to
+//! the server come from the client's address when `op / 4 % 3 == 0`, else from one of
+//! two other addresses (a migration attempt, docs/PROTOCOL.md §5.4):
 //! - `op % 4 == 0`: the chunk as a datagram, its header rewritten to a `Data` (or, odd
 //!   length, `Disconnect`) packet of the live connection, CRC made right, so it reaches
 //!   the decryption;
@@ -14,8 +16,11 @@
 //! Invariants: nothing panics; the server delivers only the genuine message, at most
 //! once, and the client nothing (the server sent it nothing but a Welcome); every forged
 //! packet is counted (`auth_failed` or a decode/lookup drop); the session survives forged
-//! `Disconnect`s.
+//! `Disconnect`s; it never migrates (no one answers a challenge), and no other address
+//! gets more than 3× the bytes it sent.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use xrudp_proto::packet;
@@ -66,18 +71,26 @@ pub fn run(data: &[u8]) {
     let conn_id = u32::from_be_bytes(genuine[8..12].try_into().expect("4 bytes"));
 
     let mut delivered = 0usize;
+    // Bytes each address sent the server, and the server sent it.
+    let mut traffic: HashMap<SocketAddr, (u64, u64)> = HashMap::new();
+    let mut out = [0u8; 2048];
     let mut rest = data;
     while let [op, len, tail @ ..] = rest {
         let n = usize::from(*len).min(tail.len());
         let (chunk, next) = tail.split_at(n);
         rest = next;
+        let src = crate::addrs()[1 + usize::from(op / 4) % 3];
+        let mut to_server = |d: &[u8]| {
+            traffic.entry(src).or_default().0 += d.len() as u64;
+            server.handle_datagram(now, src, d);
+        };
         match op % 4 {
             0 | 3 => {
                 let mut d = header(conn_id, chunk.len() % 2 == 1);
                 d.extend_from_slice(chunk);
                 packet::seal(&mut d);
                 if op % 4 == 0 {
-                    server.handle_datagram(now, from, &d);
+                    to_server(&d);
                 } else {
                     client.handle_datagram(now, server_addr, &d);
                 }
@@ -91,10 +104,20 @@ pub fn run(data: &[u8]) {
                     }
                 }
                 packet::seal(&mut d);
-                server.handle_datagram(now, from, &d);
+                to_server(&d);
             }
-            _ => server.handle_datagram(now, from, &genuine),
+            _ => to_server(&genuine),
         }
+        while let Some(t) = server.poll_transmit(now, &mut out) {
+            let (received, sent) = traffic.entry(t.dst).or_default();
+            *sent += t.len as u64;
+            assert!(
+                t.dst == from || *sent <= 3 * *received,
+                "{sent} bytes to {} after {received} from it",
+                t.dst
+            );
+        }
+        assert_eq!(server.stats().migrated, 0, "no one answered a challenge");
         while let Some(e) = server.poll_event() {
             match e {
                 ServerEvent::Message { data, .. } => {
@@ -154,6 +177,12 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
         (
             "forged_disconnect".into(),
             [vec![0, 3], vec![1, 0, 7]].concat(),
+        ),
+        // The genuine packet first from another address (a challenge goes there), then
+        // from the client's, then flipped and replayed from the third.
+        (
+            "migration_attempts".into(),
+            vec![6, 0, 2, 0, 9, 2, 3, 40, 10, 0, 4, 4, 1, 2, 3, 4],
         ),
     ]
 }

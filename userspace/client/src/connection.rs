@@ -202,6 +202,33 @@ impl Connection {
         self.flush(Instant::now())
     }
 
+    /// Moves the connection to a new socket on an ephemeral port of the same local
+    /// address, as a NAT rebinding or a network change would, and returns the new local
+    /// address. See [`Connection::rebind_to`].
+    pub fn rebind(&mut self) -> io::Result<SocketAddr> {
+        let mut local = self.socket.local_addr()?;
+        local.set_port(0);
+        self.rebind_to(local)
+    }
+
+    /// Moves the connection to a new socket bound to `local` (say, after the device
+    /// joined another network) and keeps the session: the next packet leaves at once from
+    /// the new address, the server validates it and moves the session there
+    /// (docs/PROTOCOL.md §5.4). Datagrams on their way to the old socket are lost and
+    /// recovered like any loss. Only protected sessions migrate: with encryption off the
+    /// server drops packets from the new address and the session times out. Returns the
+    /// new local address.
+    pub fn rebind_to(&mut self, local: SocketAddr) -> io::Result<SocketAddr> {
+        let socket = UdpSocket::bind(local)?;
+        socket.connect(self.server)?;
+        socket.set_nonblocking(true)?;
+        let addr = socket.local_addr()?;
+        self.socket = socket;
+        self.client.path_changed();
+        self.flush(Instant::now())?;
+        Ok(addr)
+    }
+
     /// Where the connection is in its life.
     #[must_use]
     pub fn state(&self) -> ClientState {

@@ -516,3 +516,49 @@ fn ipv6_loopback_works_too() {
         })
     );
 }
+
+/// A client that moves to a new socket halfway through a stream (as after a NAT rebinding)
+/// keeps its session: every echo arrives exactly once, in order, and the server moved the
+/// session to the new address after validating it.
+#[test]
+fn a_rebound_connection_keeps_its_session() {
+    const N: u32 = 400;
+    let server = EchoServer::start(ServerConfig::default()).unwrap();
+    let mut conn = connect(server.addr());
+    let before = conn.local_addr().unwrap();
+    let mut after = None;
+    let (mut sent, mut got) = (0, Vec::new());
+    let start = Instant::now();
+    while got.len() < N as usize && start.elapsed() < DEADLINE {
+        while sent < N && (after.is_some() || sent < N / 2) {
+            match conn.send(0, &message(0, sent)) {
+                Ok(()) => sent += 1,
+                Err(xrudp_client::SendError::QueueFull) => break,
+                Err(e) => panic!("send: {e}"),
+            }
+        }
+        if after.is_none() && sent == N / 2 {
+            after = Some(conn.rebind().unwrap());
+        }
+        conn.wait(Duration::from_millis(20)).unwrap();
+        while let Some(e) = conn.next_event() {
+            match e {
+                ClientEvent::Message { data, .. } => got.push(data),
+                e => panic!("unexpected {e:?}"),
+            }
+        }
+    }
+    let want: Vec<_> = (0..N).map(|i| message(0, i)).collect();
+    assert_eq!(
+        got, want,
+        "each echo exactly once, in order, across the move"
+    );
+    let after = after.expect("rebound halfway");
+    assert_ne!(after.port(), before.port());
+    assert_eq!(conn.local_addr().unwrap(), after);
+    assert_eq!(conn.state(), ClientState::Connected);
+    let stats = server.stop().unwrap();
+    assert_eq!(stats.server.migrated, 1);
+    assert!(stats.server.path_challenges >= 1);
+    assert_eq!(stats.connected, 1, "the same session, not a reconnect");
+}

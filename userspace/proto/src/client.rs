@@ -550,6 +550,17 @@ impl Client {
         Ok(())
     }
 
+    /// Tells the connection that this end's address changed (its socket was rebound, or
+    /// the device changed networks): the next packet goes out at once, so the server sees
+    /// the new address, validates it and moves the session there (docs/PROTOCOL.md
+    /// §5.4). Without it the move waits for the next message or keepalive. Only protected
+    /// sessions migrate.
+    pub fn path_changed(&mut self) {
+        if let Phase::Open(c) = &mut self.phase {
+            c.force_ping();
+        }
+    }
+
     /// Closes the connection gracefully with an application `code` (sent redundantly). While
     /// connecting, gives up at once.
     pub fn disconnect(&mut self, code: u16) {

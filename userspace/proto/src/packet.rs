@@ -45,7 +45,14 @@ pub mod frame {
     pub const FRAGMENT: u8 = 0x04;
     /// Padding: the rest of the packet is zero and ignored.
     pub const PADDING: u8 = 0x00;
+    /// Path validation (server to client): 8 unpredictable bytes the client echoes.
+    pub const PATH_CHALLENGE: u8 = 0x05;
+    /// Path validation (client to server): the 8 bytes of a `PATH_CHALLENGE`.
+    pub const PATH_RESPONSE: u8 = 0x06;
 }
+
+/// Bytes of a PATH_CHALLENGE or PATH_RESPONSE frame: type and 8 bytes of data.
+pub const PATH_FRAME_LEN: usize = 9;
 
 /// Why a datagram could not be decoded. Each is counted by the server or client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
@@ -315,6 +322,10 @@ pub enum Frame<'a> {
     Ack(Ack),
     /// An ack-eliciting no-op.
     Ping,
+    /// Path validation: the sender asks the receiver to echo these bytes (§5.4).
+    PathChallenge([u8; 8]),
+    /// Path validation: the echo of a `PathChallenge`'s bytes.
+    PathResponse([u8; 8]),
     /// A whole message; `seq` is present on every channel kind but `Unreliable`.
     Message {
         /// Channel index.
@@ -375,6 +386,15 @@ impl<'a, F: Fn(u8) -> Option<bool>> Frames<'a, F> {
                 bits: r.u32()?,
             }),
             frame::PING => Frame::Ping,
+            frame::PATH_CHALLENGE | frame::PATH_RESPONSE => {
+                let mut data = [0; 8];
+                data.copy_from_slice(r.bytes(8)?);
+                if kind == frame::PATH_CHALLENGE {
+                    Frame::PathChallenge(data)
+                } else {
+                    Frame::PathResponse(data)
+                }
+            }
             frame::MESSAGE => {
                 let channel = r.u8()?;
                 let seq = match (self.has_seq)(channel) {
@@ -438,6 +458,19 @@ pub fn write_ack(w: &mut Writer<'_>, ack: Ack) -> Option<()> {
     w.u16(ack.largest)?;
     w.u16(ack.delay)?;
     w.u32(ack.bits)
+}
+
+/// Writes a PATH_CHALLENGE (`response` false) or PATH_RESPONSE frame.
+pub fn write_path(w: &mut Writer<'_>, response: bool, data: [u8; 8]) -> Option<()> {
+    if w.remaining() < PATH_FRAME_LEN {
+        return None;
+    }
+    w.u8(if response {
+        frame::PATH_RESPONSE
+    } else {
+        frame::PATH_CHALLENGE
+    })?;
+    w.bytes(&data)
 }
 
 /// Writes a MESSAGE frame (`seq` only if `with_seq`).
@@ -528,6 +561,8 @@ mod tests {
         write_message(&mut w, 1, Some(9), b"hi").unwrap();
         write_message(&mut w, 2, None, b"yo").unwrap();
         write_fragment(&mut w, 0, 4, 1, 3, b"abc").unwrap();
+        write_path(&mut w, false, *b"chalenge").unwrap();
+        write_path(&mut w, true, *b"response").unwrap();
         let n = w.len();
         let frames: Vec<_> = Frames::new(&buf[..n], |c| (c < 3).then_some(c != 2))
             .collect::<Result<_, _>>()
@@ -558,8 +593,12 @@ mod tests {
                     count: 3,
                     data: b"abc"
                 },
+                Frame::PathChallenge(*b"chalenge"),
+                Frame::PathResponse(*b"response"),
             ]
         );
+        // A path frame cut short is a decode error, not a shorter frame.
+        assert!(Frames::new(&[frame::PATH_CHALLENGE, 1, 2, 3], |_| Some(true)).any(|f| f.is_err()));
     }
 
     #[test]

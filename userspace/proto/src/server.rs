@@ -709,12 +709,15 @@ impl Server {
         now.saturating_duration_since(self.start).as_secs() as u32
     }
 
+    /// The connection a packet is for: its id must match, and its address too unless the
+    /// connection is protected (then authentication decides, and a new address is a
+    /// migration attempt, §5.4).
     fn lookup(&self, conn_id: u32, from: SocketAddr) -> Option<u32> {
         let mask = (1u32 << self.index_bits) - 1;
         let index = conn_id & mask;
         let slot = self.slots.get(index as usize)?;
         let c = slot.conn.as_ref()?;
-        (c.conn_id == conn_id && c.peer == from).then_some(index)
+        (c.conn_id == conn_id && (c.peer == from || c.is_protected())).then_some(index)
     }
 
     fn handle_conn_packet(
@@ -738,6 +741,7 @@ impl Server {
         };
         // Any authenticated packet from the client means it has our welcome.
         slot.welcome = false;
+        let before = conn.largest_received();
         if d.kind == PacketType::Disconnect {
             conn.handle_disconnect(body, false, ctx.pool);
         } else {
@@ -751,7 +755,46 @@ impl Server {
                 });
             });
         }
+        let newest = conn.largest_received() > before;
+        // A PATH_RESPONSE in this packet moves the connection before the packet's own
+        // address is weighed (it is then the peer's).
+        self.migrate_if_validated(now, index);
+        let Some(conn) = self.slots[index as usize].conn.as_mut() else {
+            return;
+        };
+        if conn.peer == from {
+            conn.on_peer_packet(newest);
+        } else {
+            let rng = &mut self.key_rng;
+            let challenge = || {
+                let mut c = [0; 8];
+                rng.fill_bytes(&mut c);
+                c
+            };
+            if conn.on_new_path_packet(from, data.len(), newest, challenge) {
+                self.mark_ready(index);
+            }
+        }
         self.after(index);
+    }
+
+    /// Moves a connection whose new address was validated (a PATH_RESPONSE echoed the
+    /// challenge) to that address.
+    fn migrate_if_validated(&mut self, now: Instant, index: u32) {
+        let Some(conn) = self.slots[index as usize].conn.as_mut() else {
+            return;
+        };
+        let Some(addr) = conn.take_validated_path() else {
+            return;
+        };
+        let old = conn.peer;
+        let ctx = conn_ctx(&self.config, &mut self.pool, &mut self.stats);
+        conn.migrate(now, addr, &ctx);
+        if self.by_addr.get(&old) == Some(&index) {
+            self.by_addr.remove(&old);
+        }
+        self.by_addr.insert(addr, index);
+        self.stats.migrated += 1;
     }
 
     /// After any change to a connection: finish it if closed, else queue it for transmit
@@ -879,6 +922,10 @@ impl Server {
                 return Some(Transmit { dst, len });
             }
             let mut ctx = conn_ctx(&self.config, &mut self.pool, &mut self.stats);
+            if let Some((dst, len)) = conn.poll_path_challenge(now, out, &mut ctx) {
+                self.mark_ready(index);
+                return Some(Transmit { dst, len });
+            }
             let dst = conn.peer;
             let sent = conn.poll_transmit(now, out, &mut ctx);
             let closed = conn.state == State::Closed;

@@ -66,6 +66,11 @@ pub struct Counters {
     /// Server: connect tokens refused because they are in use from another address
     /// (also counted in `rejected`).
     pub token_reused: u64,
+    /// Server: connections moved to a new client address after path validation (a NAT
+    /// rebinding or a client that changed networks).
+    pub migrated: u64,
+    /// Server: PATH_CHALLENGE packets sent to unvalidated client addresses.
+    pub path_challenges: u64,
 }
 
 impl Counters {

@@ -1235,3 +1235,137 @@ fn a_lost_first_packet_across_the_16_bit_wrap_still_opens() {
         "its message is delivered"
     );
 }
+
+/// The client's address changes halfway through a stream, as a NAT rebinding does
+/// (a new port) or a client that changed networks (a new IP address): the server
+/// validates the new address, moves the session there, and every message in both
+/// directions is delivered exactly once, in order — including over a link that loses,
+/// reorders and duplicates, where stray packets from the old address arrive late.
+#[test]
+fn a_session_migrates_when_the_client_address_changes_mid_stream() {
+    let new_port = SocketAddr::from(([10, 1, 0, 0], 6000));
+    let new_ip = SocketAddr::from(([10, 200, 0, 9], 5000));
+    for (seed, model, to) in [
+        (1, lossy(1, 0.0, 0.0, 0.0, 0), new_port),
+        (2, lossy(2, 0.05, 0.1, 0.05, 5), new_port),
+        (3, lossy(3, 0.05, 0.1, 0.05, 5), new_ip),
+    ] {
+        let mut p = Pair::new(
+            ServerConfig::default(),
+            ClientConfig::default(),
+            model,
+            seed,
+        );
+        let h = connect(&mut p);
+        let len = |i: u32| 1 + (i as usize * 37) % 1500;
+        for i in 0..400 {
+            if i == 200 {
+                p.rebind(0, to);
+            }
+            p.client_mut().send(ORDERED, &msg(i, len(i))).unwrap();
+            p.server.send(h, ORDERED, &msg(i, len(i))).unwrap();
+            p.run_for(Duration::from_millis(16));
+        }
+        p.drive();
+        let expect: Vec<_> = (0..400).map(|i| msg(i, len(i))).collect();
+        assert_eq!(server_msgs(&p, ORDERED), expect, "seed {seed}");
+        assert_eq!(client_msgs(&p, ORDERED), expect, "seed {seed}");
+        let s = p.server.stats();
+        assert_eq!(s.migrated, 1, "seed {seed}");
+        assert!(s.path_challenges >= 1, "seed {seed}");
+        assert_eq!(s.auth_failed, 0, "seed {seed}");
+        assert_eq!(
+            p.server.connection_stats(h).unwrap().addr,
+            to,
+            "seed {seed}"
+        );
+        assert_eq!(p.server.connection_count(), 1);
+        assert_eq!(p.client().state(), ClientState::Connected);
+    }
+}
+
+/// Until a new address answers its challenge, the server sends it at most three times
+/// the bytes it received from it (RFC 9000 §8), however often it has reason to resend;
+/// the session stays on the old address. A copy of a packet already received, sent from
+/// another address, starts nothing.
+#[test]
+fn amplification_toward_an_unvalidated_address_stays_under_three_times() {
+    let mut now = std::time::Instant::now();
+    let (mut server, mut client) = handshaken(ClientConfig::default(), now);
+    let elsewhere = SocketAddr::from(([192, 0, 2, 7], 4444));
+    let (mut a, mut b) = ([0u8; 1500], [0u8; 1500]);
+    // One genuine packet reaches the server from an address the client does not own
+    // (copied by an on-path host and resent), ahead of the original. Nothing sent there
+    // is ever answered, and the client falls silent.
+    client.send(ORDERED, b"one").unwrap();
+    let t = client.poll_transmit(now, &mut a).unwrap();
+    let received = t.len as u64;
+    server.handle_datagram(now, elsewhere, &a[..t.len]);
+    assert_eq!(messages(&mut server), vec![b"one".to_vec()]);
+    // The original arrives second: a replay, which must not start anything either.
+    server.handle_datagram(now, client_addr(0), &a[..t.len]);
+    assert_eq!(server.stats().replayed, 1);
+    let (mut sent_there, mut challenges) = (0u64, 0u64);
+    // Eight simulated seconds (under the 10 s idle timeout): the server's acks and
+    // keepalives to the old address each give it a chance to resend its challenge.
+    for _ in 0..800 {
+        now += Duration::from_millis(10);
+        if server.poll_timeout().is_some_and(|t| t <= now) {
+            server.handle_timeout(now);
+        }
+        while let Some(t) = server.poll_transmit(now, &mut b) {
+            if t.dst == elsewhere {
+                sent_there += t.len as u64;
+                challenges += 1;
+            } else {
+                assert_eq!(
+                    t.dst,
+                    client_addr(0),
+                    "everything else goes to the old address"
+                );
+            }
+        }
+        assert!(
+            sent_there <= 3 * received,
+            "{sent_there} bytes sent to an address that sent {received}"
+        );
+    }
+    assert!(challenges >= 1, "the new address was challenged");
+    assert_eq!(server.stats().path_challenges, challenges);
+    assert_eq!(server.stats().migrated, 0);
+    assert_eq!(server.connection_count(), 1);
+    // A packet the server already has, resent from a third address: a replay, no challenge.
+    let third = SocketAddr::from(([192, 0, 2, 8], 4444));
+    server.handle_datagram(now, third, &a[..t.len]);
+    assert_eq!(server.stats().replayed, 2);
+    while let Some(t) = server.poll_transmit(now, &mut b) {
+        assert_ne!(t.dst, third, "nothing goes to a replayer's address");
+    }
+}
+
+/// Without encryption nothing proves a new address is the client: a packet with a live
+/// connection id from another address is dropped as `unknown_connection`.
+#[test]
+fn unprotected_sessions_do_not_migrate() {
+    let server = ServerConfig {
+        encryption: session::Encryption::Off,
+        ..ServerConfig::default()
+    };
+    let mut p = Pair::new(
+        server,
+        ClientConfig::default(),
+        lossy(4, 0.0, 0.0, 0.0, 0),
+        4,
+    );
+    let h = connect(&mut p);
+    p.client_mut().send(ORDERED, b"before").unwrap();
+    p.drive();
+    p.rebind(0, SocketAddr::from(([10, 1, 0, 0], 6000)));
+    p.client_mut().send(ORDERED, b"after").unwrap();
+    p.run_for(Duration::from_millis(200));
+    assert!(p.server.stats().unknown_connection > 0);
+    assert_eq!(p.server.stats().migrated, 0);
+    assert_eq!(p.server.stats().path_challenges, 0);
+    assert_eq!(server_msgs(&p, ORDERED), vec![b"before".to_vec()]);
+    assert_eq!(p.server.connection_stats(h).unwrap().addr, client_addr(0));
+}

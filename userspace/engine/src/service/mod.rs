@@ -181,6 +181,8 @@ impl Handler for Service {
             f.auth_failed = st.auth_failed;
             f.replayed = st.replayed;
             f.token_reused = st.token_reused;
+            f.migrated = st.migrated;
+            f.path_challenges = st.path_challenges;
             for r in xrudp_proto::RejectReason::ALL {
                 let (name, n) = (crate::telemetry::reject_name(r), st.rejected_for(r));
                 if let Some(v) = f.rejected.get_mut(name) {

@@ -172,6 +172,8 @@ fn figures(k: u64, scale: u64) -> Figures {
         auth_failed: 5 * k,
         replayed: 6 * k,
         token_reused: 7 * k,
+        migrated: 8 * k,
+        path_challenges: 9 * k,
         rejected,
         version_mismatches: k,
         timed_out: 4 * k,

@@ -107,6 +107,10 @@ pub struct ProtocolTotals {
     pub replayed: u64,
     /// Connect tokens refused as in use from another address.
     pub token_reused: u64,
+    /// Connections moved to a new client address after path validation.
+    pub migrated: u64,
+    /// PATH_CHALLENGE packets sent to unvalidated client addresses.
+    pub path_challenges: u64,
     /// Connections closed by the idle timeout.
     pub timed_out: u64,
     /// Connections closed for protocol violations.
@@ -362,6 +366,8 @@ fn add_figures(p: &mut ProtocolTotals, f: &Figures) {
     p.auth_failed += f.auth_failed;
     p.replayed += f.replayed;
     p.token_reused += f.token_reused;
+    p.migrated += f.migrated;
+    p.path_challenges += f.path_challenges;
     p.timed_out += f.timed_out;
     p.violations += f.violations;
     p.packets_in += f.packets_in;

@@ -257,6 +257,16 @@ fn connections(m: &mut Metrics, s: &Snapshot) {
         &per_worker(s, |f| f.token_reused),
     );
     m.counter(
+        "xrudp_migrated_total",
+        "Connections moved to a new client address after path validation.",
+        &per_worker(s, |f| f.migrated),
+    );
+    m.counter(
+        "xrudp_path_challenges_total",
+        "PATH_CHALLENGE packets sent to unvalidated client addresses.",
+        &per_worker(s, |f| f.path_challenges),
+    );
+    m.counter(
         "xrudp_connections_timed_out_total",
         "Connections closed by the idle timeout.",
         &per_worker(s, |f| f.timed_out),

@@ -20,6 +20,12 @@ pub struct Figures {
     /// Connect tokens refused because they are in use from another address.
     #[serde(default)]
     pub token_reused: u64,
+    /// Connections moved to a new client address after path validation.
+    #[serde(default)]
+    pub migrated: u64,
+    /// PATH_CHALLENGE packets sent to unvalidated client addresses.
+    #[serde(default)]
+    pub path_challenges: u64,
     /// Admissions refused, by reason.
     pub rejected: std::collections::BTreeMap<String, u64>,
     /// Hellos of a version this server does not speak.

@@ -33,6 +33,7 @@ mod channels;
 mod reassembly;
 mod receive;
 pub(crate) use receive::MAX_DATAGRAM;
+mod path;
 mod recovery;
 mod streams;
 mod transmit;
@@ -231,6 +232,8 @@ pub(crate) struct Conn {
 pub(crate) struct Protection {
     pub(crate) keys: SessionKeys,
     pub(crate) welcome: Vec<u8>,
+    /// Path validation (migration, §5.4).
+    path: path::Path,
 }
 
 impl Conn {
@@ -293,7 +296,11 @@ impl Conn {
     /// Protects every later packet with `keys` (docs/PROTOCOL.md §13.4); the server
     /// passes its sealed `Welcome` along (the client an empty one).
     pub(crate) fn set_keys(&mut self, keys: SessionKeys, welcome: Vec<u8>) {
-        self.keys = Some(Box::new(Protection { keys, welcome }));
+        self.keys = Some(Box::new(Protection {
+            keys,
+            welcome,
+            path: path::Path::default(),
+        }));
     }
 
     /// The sealed `Welcome` the server resends, if protected.
@@ -366,6 +373,7 @@ impl Conn {
             State::Open => {
                 self.ack_now
                     || self.probes > 0
+                    || self.path_response().is_some()
                     || self.streams.as_ref().is_some_and(|s| {
                         !s.retransmit.is_empty()
                             || !s.unreliable.is_empty()

@@ -150,6 +150,8 @@ impl Conn {
             match f {
                 Frame::Ack(ack) => self.on_ack(now, ack, ctx),
                 Frame::Ping => eliciting = true,
+                Frame::PathChallenge(data) => self.on_path_challenge(data),
+                Frame::PathResponse(data) => self.on_path_response(data),
                 Frame::Message { channel, seq, data } => {
                     eliciting = true;
                     self.on_message(channel, seq, None, data, ctx, deliver);

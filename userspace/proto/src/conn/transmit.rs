@@ -93,7 +93,8 @@ impl Conn {
         let has_data = self.wants_data();
         let may_send_data = self.may_send_data(now, probe, has_data);
         let ack_due = self.ack_pending > 0 && self.ack_now;
-        if !(ack_due || probe || (has_data && may_send_data)) {
+        let response = self.path_response();
+        if !(ack_due || probe || response.is_some() || (has_data && may_send_data)) {
             return None;
         }
         let pn = self.next_pn;
@@ -103,16 +104,22 @@ impl Conn {
         if self.rx_any {
             packet::write_ack(&mut w, self.ack_frame(now))?;
         }
+        if let Some(data) = response {
+            packet::write_path(&mut w, true, data)?;
+        }
         let mut written = self.write_data(&mut w, may_send_data, ctx);
         if !written.eliciting && probe {
             w.u8(packet::frame::PING)?;
             written.eliciting = true;
         }
-        if !written.eliciting && !ack_due {
+        if !written.eliciting && !ack_due && response.is_none() {
             return None;
         }
         let written_len = w.len();
         let len = self.protect(pn, out, HEADER_LEN + DATA_PREFIX_LEN, written_len)?;
+        if response.is_some() {
+            self.path_response_sent();
+        }
         self.on_written(now, pn, len, probe, &written, ctx);
         Some(len)
     }
@@ -125,7 +132,13 @@ impl Conn {
     /// Finishes a written packet `out[..len]`: seals `out[header_len..len]` with packet
     /// number `pn` if the connection is protected, then fills in the CRC. Returns the
     /// packet's final length.
-    fn protect(&mut self, pn: u64, out: &mut [u8], header_len: usize, len: usize) -> Option<usize> {
+    pub(super) fn protect(
+        &mut self,
+        pn: u64,
+        out: &mut [u8],
+        header_len: usize,
+        len: usize,
+    ) -> Option<usize> {
         let len = match self.keys.as_deref_mut() {
             Some(k) => k
                 .keys

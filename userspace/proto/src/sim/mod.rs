@@ -4,6 +4,7 @@
 
 pub mod network;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -59,6 +60,9 @@ pub struct Cluster {
     pub server_messages: u64,
     /// Messages delivered to each client, counted even when not kept.
     pub client_messages: Vec<u64>,
+    /// Clients moved to another address by [`Cluster::rebind`]: index to address, and back.
+    moved: HashMap<usize, SocketAddr>,
+    moved_to: HashMap<SocketAddr, usize>,
     buf: Vec<u8>,
 }
 
@@ -119,6 +123,8 @@ impl Cluster {
             keep_messages: true,
             server_messages: 0,
             client_messages: vec![0; n],
+            moved: HashMap::new(),
+            moved_to: HashMap::new(),
             buf: vec![0; 2048],
         }
     }
@@ -131,9 +137,9 @@ impl Cluster {
                 .send(now, SERVER_ADDR, t.dst, &self.buf[..t.len]);
         }
         for (i, c) in self.clients.iter_mut().enumerate() {
+            let from = address_of(&self.moved, i);
             while let Some(t) = c.poll_transmit(now, &mut self.buf) {
-                self.network
-                    .send(now, client_addr(i), t.dst, &self.buf[..t.len]);
+                self.network.send(now, from, t.dst, &self.buf[..t.len]);
             }
         }
         while let Some(e) = self.server.poll_event() {
@@ -197,7 +203,7 @@ impl Cluster {
         while let Some((from, to, data)) = self.network.deliver(now) {
             if to == SERVER_ADDR {
                 self.server.handle_datagram(now, from, &data);
-            } else if let Some(c) = client_index(to).and_then(|i| self.clients.get_mut(i)) {
+            } else if let Some(c) = self.index_of(to).and_then(|i| self.clients.get_mut(i)) {
                 c.handle_datagram(now, from, &data);
             }
             self.network.recycle(data);
@@ -253,6 +259,30 @@ impl Cluster {
             }
         }
         true
+    }
+
+    /// Moves client `i` to `addr`, as a NAT rebinding does: from now on its datagrams
+    /// leave from `addr`, and datagrams to its old address are lost. The client itself is
+    /// not told (call its `path_changed` to model a client that knows).
+    pub fn rebind(&mut self, i: usize, addr: SocketAddr) {
+        if let Some(old) = self.moved.insert(i, addr) {
+            self.moved_to.remove(&old);
+        }
+        self.moved_to.insert(addr, i);
+    }
+
+    /// The address client `i` sends from now.
+    #[must_use]
+    pub fn address(&self, i: usize) -> SocketAddr {
+        address_of(&self.moved, i)
+    }
+
+    /// The client a datagram to `to` reaches, if any.
+    fn index_of(&self, to: SocketAddr) -> Option<usize> {
+        if let Some(&i) = self.moved_to.get(&to) {
+            return Some(i);
+        }
+        client_index(to).filter(|i| !self.moved.contains_key(i))
     }
 
     /// Whether every client is connected.
@@ -348,6 +378,14 @@ impl Pair {
             }
         }
     }
+}
+
+/// Client `i`'s address, after any [`Cluster::rebind`].
+fn address_of(moved: &HashMap<usize, SocketAddr>, i: usize) -> SocketAddr {
+    if moved.is_empty() {
+        return client_addr(i);
+    }
+    moved.get(&i).copied().unwrap_or_else(|| client_addr(i))
 }
 
 /// What a test client uses against `server` unless told otherwise: no protection if the
