@@ -23,10 +23,13 @@
 #   b. latency at the design point: 1,000 clients, 20,000 msg/s, 64 B, reliable-ordered;
 #   c. memory: the engine's RSS with 1,000, 10,000 and 100,000 idle connections (the
 #      100,000 step in the first round only: it takes the longest to open);
-#   d. CPU per message at 50,000 msg/s (100 clients, 64 B, reliable-ordered).
-# Session encryption (docs/PROTOCOL.md §13) on both ends is XRUDP_BENCH_ENCRYPTION: off
-# (default: the figures in docs/BENCHMARKS.md were measured before the protocol had
-# encryption, and this reproduces them) or open (the engine's default).
+#   d. CPU per message at 50,000 msg/s (100 clients, 64 B, reliable-ordered);
+#   e. session encryption off and on (docs/PROTOCOL.md §13), interleaved, on xdp
+#      need_wakeup and socket: b's design point, d's CPU per message and a's ladder, each
+#      run with `--encryption off` and `--encryption open` on both ends.
+# Session encryption in every other workload is XRUDP_BENCH_ENCRYPTION: off (default:
+# the figures in docs/BENCHMARKS.md were measured before the protocol had encryption,
+# and this reproduces them) or open (the engine's default).
 # Each run also records the probe's gaps per core (the VM's noise floor) and each core's
 # busy/softirq/steal share. Raw JSON lines go to target/bench/results.jsonl.
 # The load generator's own backend (how `xrudp bench` moves its datagrams) is chosen by
@@ -35,7 +38,7 @@
 # recvmmsg/sendmmsg). It applies to workloads a, b and d; c's idle connections always
 # use sockets (100,000 of them need more ports than one address has for AF_XDP).
 # --quick: one pair, shorter runs, no 100,000-connection step (a smoke test of the suite).
-# --only t,f,i,p: run only these workloads (p: the peers); the report has the sections
+# --only t,f,i,p,e: run only these workloads (p: the peers); the report has the sections
 # whose results are in results.jsonl.
 # --keep: append to target/bench/results.jsonl instead of starting it afresh (to add a
 # workload to an earlier run's report, e.g. --only b --keep).
@@ -46,7 +49,7 @@ cd "$(dirname "$0")/.."
 PAIRS=3
 QUICK=0
 KEEP=0
-ONLY=,a,b,c,d,L,t,f,i,p,
+ONLY=,a,b,c,d,e,L,t,f,i,p,
 OUT=docs/BENCHMARKS.md
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -423,6 +426,32 @@ for pair in $(seq "$PAIRS"); do
       stop_engine
     fi
   done
+  # e. encryption off and on, interleaved per server, at b's point, d's point and on a's
+  # ladder.
+  if want e; then
+    for cfg in xdp socket; do
+      for enc in off open; do
+        echo "==> pair $pair, $cfg, encryption $enc"
+        ENCRYPTION=$enc
+        start_engine "$cfg" 1024
+        bench eb "$cfg/$enc" "$pair" --clients 1000 --rate 20000 --size 64 --channel 0 --duration "$DUR" \
+          >/dev/null || echo "bench.sh: encryption latency run failed ($cfg $enc); continuing" >&2
+        stop_engine
+        start_engine "$cfg" 1024
+        bench ed "$cfg/$enc" "$pair" --clients 100 --rate 50000 --size 64 --channel 0 --duration "$DUR" \
+          --wait sleep --no-probe >/dev/null || echo "bench.sh: encryption CPU run failed ($cfg $enc); continuing" >&2
+        stop_engine
+        start_engine "$cfg" 1024
+        for rate in $RATES; do
+          out=$(bench ea "$cfg/$enc" "$pair" --clients 16 --rate "$rate" --size 64 --channel 2 \
+            --duration "$([ "$QUICK" -eq 1 ] && echo 2 || echo 3)" --drain 1) || break
+          echo "$out" | passes || break
+        done
+        stop_engine
+      done
+    done
+    ENCRYPTION=${XRUDP_BENCH_ENCRYPTION:-off}
+  fi
   if want p; then
     for kind in enet udp; do
       echo "==> pair $pair, peer $kind"
@@ -776,6 +805,41 @@ w("")
 if not ran("d"):
     del L[sec:]
 
+# e
+w("## e. Session encryption off and on")
+w("")
+w(f"The same engine and load generator with `--encryption off` and `--encryption open` (anonymous X25519 exchange, "
+  f"AES-256-GCM on every packet: docs/PROTOCOL.md §13) on both ends, interleaved per server in every round: "
+  f"b's design point (1,000 clients, 20,000 msg/s, 64 B reliable-ordered, {dur} s), d's CPU point (100 clients, "
+  f"50,000 msg/s, 64 B reliable-ordered, {dur} s, no probe) and a's ladder (16 clients, 64 B unreliable, {ladder} msg/s).")
+w("")
+w("| server | encryption | b: p50 µs | b: p90 µs | b: loss | d: engine ns/msg | a: highest passing msg/s |")
+w("|---|---|---|---|---|---|---|")
+enc = {}
+for cfg in ("xdp", "socket"):
+    for e in ("off", "open"):
+        k = f"{cfg}/{e}"
+        b_ = [r["report"] for r in rows_of("eb", k)]
+        d_ = [r["report"]["server"]["cpu_ns_per_msg"] for r in rows_of("ed", k) if r["report"].get("server")]
+        top_ = {}
+        for r in rows_of("ea", k):
+            rep = r["report"]
+            if rep["messages"]["loss_ratio"] < 0.001 and rep["rtt_us"]["p90"] < 500:
+                top_[r["pair"]] = max(top_.get(r["pair"], 0), rep["settings"]["rate"])
+        a_ = list(top_.values())
+        enc[k] = {"p50": [x["rtt_us"]["p50"] for x in b_], "p90": [x["rtt_us"]["p90"] for x in b_], "cpu": d_, "rate": a_}
+        w(f"| {NAMES[cfg]} | {e} | {fig(enc[k]['p50'])} | {fig(enc[k]['p90'])} | "
+          f"{fig([x['messages']['loss_ratio'] * 100 for x in b_], '{:.3f}%')} | {fig(d_, '{:,.0f}')} | {fig(a_, '{:,.0f}')} |")
+w("")
+for cfg in ("xdp", "socket"):
+    on, off = enc[f"{cfg}/open"], enc[f"{cfg}/off"]
+    w(f"- {NAMES[cfg]}, on/off: engine CPU per message {ratio(on['cpu'], off['cpu'])}, highest passing rate "
+      f"{ratio(on['rate'], off['rate'])}, design-point p50 {ratio(on['p50'], off['p50'])} and p90 {ratio(on['p90'], off['p90'])}.")
+w("")
+if not any(ran(x) for x in ("eb", "ed", "ea")):
+    del L[sec:]
+sec = len(L)
+
 # targets
 w("## Targets")
 w("")
@@ -815,6 +879,20 @@ if ran("c"): w(f"- (c) ≤ 10 MiB at 1,000 connections: {verdict(bool(m1k) and m
   "not shown: no run had all 100,000 clients connected (see the table for how many did and the RSS with them)."))
 if ran("d"): w(f"- (d) CPU per message ≤ half of socket's: {verdict(bool(cpu['xdp']) and bool(cpu['socket']) and med(cpu['xdp']) <= med(cpu['socket']) / 2)} "
   f"(need_wakeup {fig(cpu['xdp'], '{:.0f}')} ns vs socket {fig(cpu['socket'], '{:.0f}')} ns).")
+if any(ran(x) for x in ("eb", "ed", "ea")):
+    def within(a, b, limit):
+        return bool(a) and bool(b) and med(b) > 0 and med(a) / med(b) <= limit
+    for cfg in ("xdp", "socket"):
+        on, off = enc[f"{cfg}/open"], enc[f"{cfg}/off"]
+        ladder_top = int(rates.split()[-1])
+        rate_tie = bool(on["rate"]) and bool(off["rate"]) and med(on["rate"]) == med(off["rate"]) == ladder_top
+        rate_ok = bool(on["rate"]) and bool(off["rate"]) and med(on["rate"]) >= 0.9 * med(off["rate"])
+        w(f"- (e, {NAMES[cfg]}) encryption costs ≤ 10% of the engine's CPU per message: {verdict(within(on['cpu'], off['cpu'], 1.10))} "
+          f"({ratio(on['cpu'], off['cpu'])}×); ≤ 10% of its highest sustainable rate: "
+          + ("not shown: both passed the ladder's top step" if rate_tie else verdict(rate_ok))
+          + f" ({fig(on['rate'], '{:,.0f}')} vs {fig(off['rate'], '{:,.0f}')}); design-point p50 and p90 within 10%: "
+          f"{verdict(within(on['p50'], off['p50'], 1.10) and within(on['p90'], off['p90'], 1.10))} "
+          f"({ratio(on['p50'], off['p50'])}× / {ratio(on['p90'], off['p90'])}×).")
 w("")
 w("## Reproduce")
 w("")
@@ -822,7 +900,8 @@ w("```")
 w("sudo scripts/bench.sh            # every workload, 3 rounds; raw JSON lines in target/bench/results.jsonl")
 w("sudo scripts/bench.sh --only t,f,i,p        # the tick ladder, fixed point, idle CPU and peers (14 min on this VM)")
 w("sudo scripts/bench.sh --only b --keep       # add the design point to the same results (2.5 min)")
-w("sudo XRUDP_BENCH_ENCRYPTION=open scripts/bench.sh --only b   # the same with session encryption on")
+w("sudo scripts/bench.sh --only e    # encryption off and on side by side, xdp and socket (about 12 min on this VM)")
+w("sudo XRUDP_BENCH_ENCRYPTION=open scripts/bench.sh --only b   # any workload with session encryption on")
 w("sudo scripts/bench.sh --quick    # one short round, a smoke test of the suite")
 w("```")
 w("")
