@@ -125,6 +125,8 @@ pub struct ConnStats {
     pub rtt: Duration,
     /// RTT variance.
     pub rtt_var: Duration,
+    /// The smallest RTT sample (RFC 9002 §5.2): the path's round trip without ack delay.
+    pub min_rtt: Duration,
     /// Congestion window, bytes.
     pub cwnd: u64,
     /// Bytes in flight.
@@ -1045,6 +1047,7 @@ pub(crate) fn conn_stats(c: &Conn) -> ConnStats {
         addr: c.peer,
         rtt: rtt.smoothed(),
         rtt_var: rtt.var(),
+        min_rtt: rtt.min(),
         cwnd: c.window(),
         bytes_in_flight: c.bytes_in_flight(),
         send_buffered: c.send_buffered(),

@@ -1369,3 +1369,43 @@ fn unprotected_sessions_do_not_migrate() {
     assert_eq!(server_msgs(&p, ORDERED), vec![b"before".to_vec()]);
     assert_eq!(p.server.connection_stats(h).unwrap().addr, client_addr(0));
 }
+
+/// The RTT an endpoint reports is the path's, not the path's plus the peer's ack delay:
+/// with one message each way every 50 ms (a game's tick, so acks wait out
+/// `max_ack_delay`), both ends' smoothed and minimum RTT come within 5 % of the model's
+/// round trip at 1, 20 and 100 ms. The periodic PING asks for an undelayed ack, which
+/// makes min_rtt true and lets the delayed samples be corrected (RFC 9002 §5.3).
+#[test]
+fn reported_rtt_is_the_path_round_trip() {
+    for rtt_ms in [1u64, 20, 100] {
+        let rtt = Duration::from_millis(rtt_ms);
+        let model = Model {
+            delay: rtt / 2,
+            ..Model::default()
+        };
+        let mut p = Pair::new(
+            ServerConfig::default(),
+            ClientConfig::default(),
+            model,
+            rtt_ms,
+        );
+        let h = connect(&mut p);
+        for i in 0..200 {
+            p.client_mut().send(ORDERED, &msg(i, 64)).unwrap();
+            p.server.send(h, ORDERED, &msg(i, 64)).unwrap();
+            p.run_for(Duration::from_millis(50));
+        }
+        let server = p.server.connection_stats(h).unwrap();
+        let client = p.client().connection_stats().unwrap();
+        for (end, s) in [("server", server), ("client", client)] {
+            for (what, got) in [("smoothed", s.rtt), ("min", s.min_rtt)] {
+                let err = got.as_secs_f64() / rtt.as_secs_f64() - 1.0;
+                assert!(
+                    err.abs() <= 0.05,
+                    "{rtt_ms} ms path: {end} {what} RTT {got:?} ({:+.1} %)",
+                    err * 100.0
+                );
+            }
+        }
+    }
+}

@@ -55,6 +55,11 @@ pub(crate) const RX_WINDOW: u64 = 64;
 /// Ack-eliciting packets received before an ack is sent at once (RFC 9000 §13.2.2).
 pub(crate) const ACK_ELICITING_THRESHOLD: u8 = 2;
 
+/// A sender asks for an immediate ack (a PING in a packet with data) in the first and
+/// then every this many ack-eliciting packets, so that its RTT estimate holds undelayed
+/// samples (docs/PROTOCOL.md §7.1): every half second for a 60 Hz game client.
+pub(crate) const RTT_PROBE_PACKETS: u8 = 32;
+
 /// How many copies of `Disconnect` are sent (it is never retransmitted).
 pub(crate) const DISCONNECT_COPIES: u8 = 3;
 
@@ -207,6 +212,9 @@ pub(crate) struct Conn {
     pto_count: u8,
     probes: u8,
     last_eliciting_sent: Option<Instant>,
+    /// Ack-eliciting packets sent since the last PING (an undelayed RTT sample is asked
+    /// for when it reaches [`RTT_PROBE_PACKETS`]).
+    since_ping: u8,
     /// The loss timer holds the time-threshold deadline (RFC 9002 `loss_time`), not a PTO.
     loss_armed: bool,
     /// Keepalive interval, ms: a ping goes out this long after the last ack-eliciting packet.
@@ -273,6 +281,7 @@ impl Conn {
             pto_count: 0,
             probes: 0,
             last_eliciting_sent: Some(now),
+            since_ping: RTT_PROBE_PACKETS,
             loss_armed: false,
             keepalive_ms: ctx.keepalive.as_millis().min(u128::from(u32::MAX)) as u32,
             send_seq: [initial_seq; MAX_CHANNELS],

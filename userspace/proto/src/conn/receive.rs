@@ -91,12 +91,16 @@ impl Conn {
         }
         // Pass 2.
         self.timers[Deadline::Idle as usize] = Some(now + ctx.idle_timeout);
-        let Some(eliciting) = self.dispatch_frames(now, frames_body, ctx, deliver) else {
+        let Some((eliciting, ping)) = self.dispatch_frames(now, frames_body, ctx, deliver) else {
             return;
         };
         // Record the packet number (RFC 9000 §13.2: acks carry the largest and a bitfield).
         self.record_received(now, pn);
         self.arm_ack(now, eliciting, ctx);
+        if ping {
+            // A PING asks for an undelayed ack: the sender's RTT sample (§7.1).
+            self.ack_now = true;
+        }
     }
 
     /// Pass 1: whether every frame decodes (if not, closes with a violation and returns
@@ -134,22 +138,22 @@ impl Conn {
         Some((msg_bytes, progress))
     }
 
-    /// Pass 2: acts on each frame in order; returns whether the packet was ack-eliciting,
-    /// or `None` if a frame closed the connection.
+    /// Pass 2: acts on each frame in order; returns whether the packet was ack-eliciting
+    /// and whether it held a PING, or `None` if a frame closed the connection.
     fn dispatch_frames(
         &mut self,
         now: Instant,
         frames_body: &[u8],
         ctx: &mut Ctx<'_>,
         deliver: &mut dyn FnMut(u8, Vec<u8>),
-    ) -> Option<bool> {
+    ) -> Option<(bool, bool)> {
         let channels = ctx.channels;
         let has_seq = |c: u8| channels.get(usize::from(c)).map(|k| k.has_seq());
-        let mut eliciting = false;
+        let (mut eliciting, mut ping) = (false, false);
         for f in Frames::new(frames_body, has_seq).flatten() {
             match f {
                 Frame::Ack(ack) => self.on_ack(now, ack, ctx),
-                Frame::Ping => eliciting = true,
+                Frame::Ping => (eliciting, ping) = (true, true),
                 Frame::PathChallenge(data) => self.on_path_challenge(data),
                 Frame::PathResponse(data) => self.on_path_response(data),
                 Frame::Message { channel, seq, data } => {
@@ -176,7 +180,7 @@ impl Conn {
                 return None;
             }
         }
-        Some(eliciting)
+        Some((eliciting, ping))
     }
 }
 

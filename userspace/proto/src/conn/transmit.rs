@@ -8,7 +8,7 @@ use xrudp_common::rudp::{HEADER_LEN, PacketType};
 
 use super::recovery::SentPacket;
 use super::streams::{OutMsg, Streams, Unrel, streams_of};
-use super::{Conn, Ctx, Deadline, MESSAGE_WINDOW, SendError, State};
+use super::{Conn, Ctx, Deadline, MESSAGE_WINDOW, RTT_PROBE_PACKETS, SendError, State};
 use crate::config::ChannelKind;
 use crate::congestion::Controller;
 use crate::crypto::TAG_LEN;
@@ -108,9 +108,20 @@ impl Conn {
             packet::write_path(&mut w, true, data)?;
         }
         let mut written = self.write_data(&mut w, may_send_data, ctx);
+        let mut ping = false;
         if !written.eliciting && probe {
             w.u8(packet::frame::PING)?;
             written.eliciting = true;
+            ping = true;
+        } else if written.eliciting && self.since_ping >= RTT_PROBE_PACKETS {
+            // Every RTT_PROBE_PACKETS a packet with data asks for an immediate ack (if the
+            // byte fits), so min_rtt is the path's and not a delayed ack's.
+            ping = w.u8(packet::frame::PING).is_some();
+        }
+        if ping {
+            self.since_ping = 0;
+        } else if written.eliciting {
+            self.since_ping = self.since_ping.saturating_add(1);
         }
         if !written.eliciting && !ack_due && response.is_none() {
             return None;
