@@ -154,8 +154,9 @@ impl Connection {
         self.flush(now)
     }
 
-    /// Blocks until a datagram arrives, the next protocol timer is due or `timeout` passes,
-    /// then [`Connection::poll`]s. Returns at once if an event is already waiting.
+    /// Sends what is queued, blocks until a datagram arrives, the next protocol timer is
+    /// due or `timeout` passes, then [`Connection::poll`]s. Returns at once if an event is
+    /// already waiting.
     pub fn wait(&mut self, timeout: Duration) -> io::Result<()> {
         if self.peeked.is_none() {
             self.peeked = self.client.poll_event();
@@ -164,6 +165,9 @@ impl Connection {
             return self.poll();
         }
         let now = Instant::now();
+        // Messages queued since the last poll leave now, not after the wait: a game that
+        // sends and then waits for the answer must not hold its own message back.
+        self.flush(now)?;
         let mut deadline = now + timeout;
         if let Some(t) = self.client.poll_timeout() {
             deadline = deadline.min(t);
