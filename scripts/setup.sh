@@ -14,7 +14,15 @@ need_root() {
 
 # libenet-dev: the ENet peer in tools/peers (benchmarked beside xrudp, built and smoke-tested
 # by the test command).
-APT_PKGS=(clang llvm-22-dev m4 libelf-dev zlib1g-dev make pkg-config iproute2 ethtool iputils-ping procps libenet-dev)
+# gcc, mono-mcs, mono-runtime, valgrind: the C ABI's examples (userspace/capi), built and
+# run against the engine by tests/tests/c_clients.rs, the misuse program under valgrind.
+# gcc-mingw-w64-x86-64: the Windows .dll of the C ABI (x86_64-pc-windows-gnu). cmake:
+# the C examples built through the C ABI's CMake package config.
+APT_PKGS=(clang llvm-22-dev m4 libelf-dev zlib1g-dev make pkg-config iproute2 ethtool iputils-ping procps libenet-dev
+  gcc mono-mcs mono-runtime valgrind gcc-mingw-w64-x86-64 cmake)
+
+# The game-client targets the C ABI is built (Windows) or checked (macOS) for.
+RUST_TARGETS=(x86_64-pc-windows-gnu aarch64-apple-darwin x86_64-apple-darwin)
 
 install_apt() {
   local missing=()
@@ -37,6 +45,17 @@ install_rust_src() {
     log "adding miri to the nightly toolchain (runs the AF_XDP ring logic under the interpreter)"
     rustup component add miri --toolchain nightly
   fi
+}
+
+install_rust_targets() {
+  local installed
+  installed=$(rustup target list --installed)
+  for t in "${RUST_TARGETS[@]}"; do
+    if ! grep -qx "$t" <<<"$installed"; then
+      log "adding the Rust target $t (the C ABI's cross builds in scripts/test.sh)"
+      rustup target add "$t"
+    fi
+  done
 }
 
 llvm_major_of_nightly() {
@@ -82,6 +101,7 @@ install_cargo_fuzz() {
 need_root
 install_apt
 install_rust_src
+install_rust_targets
 install_bpf_linker
 install_cargo_fuzz
 log "toolchain ready: $(rustup run nightly rustc --version), bpf-linker $(bpf-linker --version 2>/dev/null | head -1)"
