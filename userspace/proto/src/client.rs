@@ -67,6 +67,8 @@ struct Session {
     channels: Vec<ChannelKind>,
     idle_timeout: Duration,
     keepalive: Duration,
+    /// The client's own `max_ack_delay`, at most the server's from `Welcome` (§7.1).
+    ack_delay: Duration,
 }
 
 /// The open connection's per-call context over the session's and the client's settings,
@@ -82,6 +84,7 @@ fn conn_ctx<'a>(
         transport: &config.transport,
         idle_timeout: session.idle_timeout,
         keepalive: session.keepalive,
+        ack_delay: session.ack_delay,
         pool,
         stats,
     }
@@ -408,6 +411,11 @@ impl Client {
             channels,
             idle_timeout: Duration::from_millis(u64::from(w.idle_timeout_ms.max(1000))),
             keepalive: Duration::from_millis(u64::from(w.keepalive_ms.max(100))),
+            ack_delay: self
+                .config
+                .transport
+                .max_ack_delay
+                .min(Duration::from_micros(u64::from(w.max_ack_delay_us))),
         };
         let mtu = usize::from(w.mtu).clamp(1200, self.config.transport.mtu);
         let ctx = conn_ctx(&self.session, &self.config, &mut self.pool, &mut self.stats);

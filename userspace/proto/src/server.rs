@@ -1036,6 +1036,7 @@ fn conn_ctx<'a>(
         transport: &config.transport,
         idle_timeout: config.idle_timeout,
         keepalive: config.keepalive,
+        ack_delay: config.transport.max_ack_delay,
         pool,
         stats,
     }

@@ -48,7 +48,7 @@ impl Conn {
             if self.ack_pending >= ACK_ELICITING_THRESHOLD {
                 self.ack_now = true;
             } else if self.timers[Deadline::Ack as usize].is_none() {
-                self.timers[Deadline::Ack as usize] = Some(now + ctx.transport.max_ack_delay);
+                self.timers[Deadline::Ack as usize] = Some(now + ctx.ack_delay);
             }
         } else if self.ack_pending == 0 {
             self.ack_now = false;
@@ -161,7 +161,7 @@ mod tests {
         assert!(!c.ack_now);
         assert_eq!(
             c.timers[super::Deadline::Ack as usize],
-            Some(now + ctx.transport.max_ack_delay)
+            Some(now + ctx.ack_delay)
         );
         c.arm_ack(now, true, &ctx);
         assert!(c.ack_now);

@@ -149,6 +149,10 @@ pub(crate) struct Ctx<'a> {
     pub(crate) transport: &'a Transport,
     pub(crate) idle_timeout: Duration,
     pub(crate) keepalive: Duration,
+    /// The longest this end delays an ack: its own `max_ack_delay`, and on a client at
+    /// most the one the server announced in `Welcome` (docs/PROTOCOL.md §7.1), which is
+    /// the cap the server's RTT estimator applies to the client's ack delays.
+    pub(crate) ack_delay: Duration,
     pub(crate) pool: &'a mut BufPool,
     pub(crate) stats: &'a mut Counters,
 }
@@ -196,7 +200,10 @@ pub(crate) struct Conn {
     pub(crate) state: State,
     /// Why it closed (set with `Closing`/`Closed`).
     pub(crate) reason: Option<DisconnectReason>,
-    close_wire: (u8, u16),
+    /// The `Disconnect` kind and code to send while closing (two fields, not a tuple, so
+    /// that the byte packs with the other small fields).
+    close_kind: u8,
+    close_code: u16,
     mtu: u16,
     timers: [Option<Instant>; DEADLINES],
     rtt: RttEstimator,
@@ -215,6 +222,9 @@ pub(crate) struct Conn {
     /// Ack-eliciting packets sent since the last PING (an undelayed RTT sample is asked
     /// for when it reaches [`RTT_PROBE_PACKETS`]).
     since_ping: u8,
+    /// This end's initial sequence number: its first packet number is `2^32 + initial_seq`
+    /// (an ACK below it acknowledges a packet never sent, §8.4).
+    initial_seq: u16,
     /// The loss timer holds the time-threshold deadline (RFC 9002 `loss_time`), not a PTO.
     loss_armed: bool,
     /// Keepalive interval, ms: a ping goes out this long after the last ack-eliciting packet.
@@ -235,7 +245,7 @@ pub(crate) struct Conn {
 }
 
 /// A protected connection's keys, and (on the server) its sealed `Welcome`, resent as it
-/// is until the client's first packet arrives.
+/// is in answer to every `Response` with the connection's nonce (docs/PROTOCOL.md §4.4).
 #[derive(Debug)]
 pub(crate) struct Protection {
     pub(crate) keys: SessionKeys,
@@ -267,7 +277,8 @@ impl Conn {
             conn_id,
             state: State::Open,
             reason: None,
-            close_wire: (0, 0),
+            close_kind: 0,
+            close_code: 0,
             mtu: mtu as u16,
             timers: [None; DEADLINES],
             rtt: RttEstimator::new(t.initial_rtt, t.min_rto, peer_max_ack_delay),
@@ -282,6 +293,7 @@ impl Conn {
             probes: 0,
             last_eliciting_sent: Some(now),
             since_ping: RTT_PROBE_PACKETS,
+            initial_seq,
             loss_armed: false,
             keepalive_ms: ctx.keepalive.as_millis().min(u128::from(u32::MAX)) as u32,
             send_seq: [initial_seq; MAX_CHANNELS],
@@ -429,7 +441,7 @@ impl Conn {
             copies: DISCONNECT_COPIES,
         };
         self.reason = Some(reason);
-        self.close_wire = (kind, code);
+        (self.close_kind, self.close_code) = (kind, code);
         self.free_buffers(pool);
     }
 
@@ -621,6 +633,7 @@ mod fixture {
                 transport: &self.transport,
                 idle_timeout: Duration::from_secs(10),
                 keepalive: Duration::from_secs(1),
+                ack_delay: self.transport.max_ack_delay,
                 pool: &mut self.pool,
                 stats: &mut self.stats,
             }

@@ -47,7 +47,11 @@ impl Conn {
     /// Processes an ACK frame (RFC 9002 §6, §5.1).
     pub(super) fn on_ack(&mut self, now: Instant, ack: Ack, ctx: &mut Ctx<'_>) {
         let largest = expand16(self.next_pn - 1, ack.largest);
-        if largest >= self.next_pn {
+        // The lowest number the frame acknowledges: `largest`, or below it the packet of
+        // the highest set bit (bit i is largest - 1 - i).
+        let lowest = largest.saturating_sub(u64::from(32 - ack.bits.leading_zeros()));
+        let first = (1 << 32) + u64::from(self.initial_seq);
+        if largest >= self.next_pn || lowest < first {
             ctx.stats.violations += 1;
             self.violate(Violation::AckOfUnsent, ctx.pool);
             return;
@@ -429,5 +433,42 @@ mod tests {
         );
         assert_eq!(f.stats.violations, 1);
         assert_eq!(first, (1 << 32) + u64::from(SEQ));
+    }
+
+    /// §8.4: an ACK reaching below the first packet number (by its largest or by a set
+    /// bit) acknowledges a packet never sent; down to the first one exactly, it is fine.
+    #[test]
+    fn ack_below_the_first_packet_is_a_violation() {
+        let below = [
+            (-1i64, 0u32), // largest = first - 1
+            (0, u32::MAX), // largest = first, 32 earlier packets
+            (3, 0b1111),   // largest = first + 3, bit 3 is first - 1
+            (1, 0b10),     // bit 1 of first + 1 is first - 1
+        ];
+        for (offset, bits) in below {
+            let mut f = Fixture::new();
+            let (mut c, first) = with_history(&mut f, 4);
+            let ack = Ack {
+                largest: first.wrapping_add_signed(offset) as u16,
+                delay: 0,
+                bits,
+            };
+            c.on_ack(f.now, ack, &mut f.ctx());
+            assert_eq!(
+                c.reason,
+                Some(DisconnectReason::Violation(Violation::AckOfUnsent)),
+                "largest first{offset:+}, bits {bits:#b}"
+            );
+        }
+        let mut f = Fixture::new();
+        let (mut c, first) = with_history(&mut f, 4);
+        let ack = Ack {
+            largest: (first + 3) as u16,
+            delay: 0,
+            bits: 0b111,
+        };
+        c.on_ack(f.now + MS * 40, ack, &mut f.ctx());
+        assert_eq!(c.state, State::Open);
+        assert!(c.sent.iter().all(|p| p.acked) || c.sent.is_empty());
     }
 }

@@ -249,8 +249,8 @@ impl Conn {
         } else {
             HEADER_LEN
         };
-        w.u8(self.close_wire.0)?;
-        w.u16(self.close_wire.1)?;
+        w.u8(self.close_kind)?;
+        w.u16(self.close_code)?;
         let len = w.len();
         let n = self.protect(pn, out, header_len, len)?;
         self.state = if copies <= 1 {
