@@ -55,9 +55,15 @@ fn datagram_v(version: u8, kind: u8, conn_id: u32, body: &[u8]) -> Vec<u8> {
     d.extend_from_slice(&[0; 4]);
     d.extend_from_slice(&conn_id.to_be_bytes());
     d.extend_from_slice(body);
-    let crc = crc32c(&d);
-    d[4..8].copy_from_slice(&crc.to_be_bytes());
+    reseal(&mut d);
     d
+}
+
+/// Writes the CRC of `d` (§2: over the datagram with its field zero), after a header edit.
+fn reseal(d: &mut [u8]) {
+    d[4..8].fill(0);
+    let crc = crc32c(d);
+    d[4..8].copy_from_slice(&crc.to_be_bytes());
 }
 
 fn datagram(kind: u8, conn_id: u32, body: &[u8]) -> Vec<u8> {
@@ -311,9 +317,7 @@ fn only_a_hello_may_carry_a_foreign_version() {
     p.nonce ^= 1;
     let mut r = p.response();
     r[2] = 2;
-    r[4..8].fill(0);
-    let crc = crc32c(&r);
-    r[4..8].copy_from_slice(&crc.to_be_bytes());
+    reseal(&mut r);
     p.send(&r);
     assert!(p.recv().is_empty());
     assert_eq!(
@@ -377,9 +381,7 @@ fn a_restarted_client_replaces_its_connection_without_a_disconnect() {
     // The old id is gone: a packet with it is an unknown connection.
     let mut d = p.data(&[&frame::ping()]);
     d[8..12].copy_from_slice(&old_id.to_be_bytes());
-    d[4..8].fill(0);
-    let crc = crc32c(&d);
-    d[4..8].copy_from_slice(&crc.to_be_bytes());
+    reseal(&mut d);
     p.send(&d);
     assert!(p.recv().is_empty());
     assert_eq!(p.server.stats().unknown_connection, 1);
