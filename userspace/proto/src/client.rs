@@ -484,7 +484,7 @@ impl Client {
                 let deadline = self.started + self.config.handshake_timeout;
                 Some(self.resend_at.map_or(deadline, |t| t.min(deadline)))
             }
-            Phase::Open(c) => c.poll_timeout(),
+            Phase::Open(c) => c.poll_timeout(self.session.keepalive),
             Phase::Done => None,
         }
     }

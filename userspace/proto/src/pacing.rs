@@ -25,25 +25,27 @@ const MAX_BURST_DATAGRAMS: u64 = 10;
 /// A token-bucket pacer for one connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pacer {
-    /// Bytes that may be sent now.
-    tokens: u64,
+    /// Bytes that may be sent now (at most ten datagrams of at most 65,535 bytes, so a
+    /// u32 holds it: the pacer is part of every connection's 432 bytes).
+    tokens: u32,
     /// The instant up to which the rate has been credited into `tokens`; `None` before
     /// first use, when the bucket starts full.
     last: Option<Instant>,
     /// The maximum datagram size, in bytes.
-    mss: u32,
+    mss: u16,
 }
 
-const _: () = assert!(size_of::<Pacer>() <= 32);
+const _: () = assert!(size_of::<Pacer>() <= 24);
 
 impl Pacer {
-    /// A pacer for datagrams of at most `mss` bytes (saturating at `u32::MAX`).
+    /// A pacer for datagrams of at most `mss` bytes (saturating at 65,535, the largest
+    /// UDP payload).
     #[must_use]
     pub fn new(mss: u64) -> Self {
         Self {
             tokens: 0,
             last: None,
-            mss: u32::try_from(mss).unwrap_or(u32::MAX).max(1),
+            mss: u16::try_from(mss).unwrap_or(u16::MAX).max(1),
         }
     }
 
@@ -63,10 +65,13 @@ impl Pacer {
             return None;
         }
         let window = u128::from(window);
+        // A datagram larger than the burst allowance still goes, alone, when the bucket
+        // is full.
         let capacity = self.capacity(window, rtt).max(bytes);
+        let mut tokens = u64::from(self.tokens);
         match self.last {
             None => {
-                self.tokens = capacity;
+                tokens = capacity;
                 self.last = Some(now);
             }
             Some(last) => {
@@ -74,9 +79,9 @@ impl Pacer {
                 // RFC 9002 §7.7: rate = N * cwnd / smoothed_rtt (bytes per nanosecond here).
                 let earned =
                     elapsed.saturating_mul(GAIN_NUMERATOR * window) / (GAIN_DENOMINATOR * rtt);
-                let room = u128::from(capacity.saturating_sub(self.tokens));
+                let room = u128::from(capacity.saturating_sub(tokens));
                 if earned >= room {
-                    self.tokens = capacity;
+                    tokens = capacity;
                     self.last = Some(now);
                 } else {
                     // Advance only by the time the whole bytes credited took, so that the
@@ -84,15 +89,17 @@ impl Pacer {
                     let used = earned
                         .saturating_mul(GAIN_DENOMINATOR * rtt)
                         .div_ceil(GAIN_NUMERATOR * window);
-                    self.tokens += earned as u64;
+                    tokens += earned as u64;
                     self.last = Some(later(last, used));
                 }
             }
         }
-        if self.tokens >= bytes {
+        // At most ten datagrams of at most 65,535 bytes (or one datagram): within u32.
+        self.tokens = u32::try_from(tokens).unwrap_or(u32::MAX);
+        if tokens >= bytes {
             return None;
         }
-        let missing = u128::from(bytes - self.tokens);
+        let missing = u128::from(bytes - tokens);
         let wait = missing
             .saturating_mul(GAIN_DENOMINATOR * rtt)
             .div_ceil(GAIN_NUMERATOR * window);
@@ -110,7 +117,9 @@ impl Pacer {
     /// of the initial rate (8 ms at 12,000 B per 100 ms).
     pub fn on_sent(&mut self, _now: Instant, bytes: u64) {
         if self.last.is_some() {
-            self.tokens = self.tokens.saturating_sub(bytes);
+            self.tokens = self
+                .tokens
+                .saturating_sub(u32::try_from(bytes).unwrap_or(u32::MAX));
         }
     }
 

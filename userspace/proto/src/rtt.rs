@@ -30,9 +30,17 @@ pub struct RttEstimator {
     min_rto_us: u32,
     /// The peer's maximum ack delay, in microseconds (RFC 9002 §5.3 and §6.2.1).
     max_ack_delay_us: u32,
-    /// Whether [`RttEstimator::update`] has been called.
-    has_sample: bool,
+    /// The previous sample less the ack delay the peer reported (capped at its maximum),
+    /// in microseconds, saturating just below [`NO_SAMPLE`]; [`NO_SAMPLE`] before any.
+    prev_us: u32,
+    /// Jitter in nanoseconds (saturating): the mean deviation between consecutive samples
+    /// less their reported ack delays, smoothed with gain 1/16 as RFC 3550 §6.4.1 smooths
+    /// interarrival jitter.
+    jitter: u32,
 }
+
+/// [`RttEstimator::prev_us`] before the first sample.
+const NO_SAMPLE: u32 = u32::MAX;
 
 const _: () = assert!(size_of::<RttEstimator>() <= 48);
 
@@ -50,7 +58,8 @@ impl RttEstimator {
             latest: initial,
             min_rto_us: micros_u32(min_rto),
             max_ack_delay_us: micros_u32(max_ack_delay),
-            has_sample: false,
+            prev_us: NO_SAMPLE,
+            jitter: 0,
         }
     }
 
@@ -59,25 +68,43 @@ impl RttEstimator {
     pub fn update(&mut self, latest: Duration, ack_delay: Duration) {
         let latest = nanos(latest);
         self.latest = latest;
-        if !self.has_sample {
+        let first = self.prev_us == NO_SAMPLE;
+        // RFC 9002 §5.3: the peer's reported delay counts up to max_ack_delay, and is
+        // subtracted only if that does not take the sample below min_rtt (RFC 9002 §5.2:
+        // min_rtt itself takes the raw sample, never adjusted for ack delay).
+        if !first {
+            self.min = self.min.min(latest);
+        }
+        let ack_delay = nanos(ack_delay).min(u64::from(self.max_ack_delay_us) * 1_000);
+        let adjusted = if first || latest < self.min.saturating_add(ack_delay) {
+            latest
+        } else {
+            latest - ack_delay
+        };
+        // Jitter steps between the samples SRTT takes, so the variable hold of a delayed
+        // ack does not read as path jitter: J <- J + (|D| - J) / 16.
+        let adjusted_us = u32::try_from(adjusted / 1_000)
+            .unwrap_or(u32::MAX)
+            .min(NO_SAMPLE - 1);
+        if !first {
+            let d = u64::from(adjusted_us.abs_diff(self.prev_us)) * 1_000;
+            let j = u64::from(self.jitter);
+            let j = if d >= j {
+                j + (d - j) / 16
+            } else {
+                j - (j - d) / 16
+            };
+            self.jitter = u32::try_from(j).unwrap_or(u32::MAX);
+        }
+        self.prev_us = adjusted_us;
+        if first {
             // RFC 6298 §2.2 / RFC 9002 §5.3: the first sample sets SRTT = R, RTTVAR = R/2;
             // min_rtt starts at the first sample (RFC 9002 §5.2).
-            self.has_sample = true;
             self.min = latest;
             self.smoothed = latest;
             self.var = latest / 2;
             return;
         }
-        // RFC 9002 §5.2: min_rtt uses the raw sample, never adjusted for ack delay.
-        self.min = self.min.min(latest);
-        // RFC 9002 §5.3: the peer's reported delay counts up to max_ack_delay, and is
-        // subtracted only if that does not take the sample below min_rtt.
-        let ack_delay = nanos(ack_delay).min(u64::from(self.max_ack_delay_us) * 1_000);
-        let adjusted = if latest >= self.min.saturating_add(ack_delay) {
-            latest - ack_delay
-        } else {
-            latest
-        };
         // RFC 6298 §2.3 (alpha = 1/8, beta = 1/4), RTTVAR first, from the old SRTT:
         // RTTVAR <- 3/4 RTTVAR + 1/4 |SRTT - R'|;  SRTT <- 7/8 SRTT + 1/8 R'.
         let deviation = self.smoothed.abs_diff(adjusted);
@@ -112,7 +139,15 @@ impl RttEstimator {
     /// Whether at least one sample has been taken.
     #[must_use]
     pub fn has_sample(&self) -> bool {
-        self.has_sample
+        self.prev_us != NO_SAMPLE
+    }
+
+    /// Jitter: the smoothed difference between consecutive samples, each less the ack
+    /// delay the peer reported for it (RFC 3550 §6.4.1's estimator, gain 1/16); zero
+    /// before the second sample.
+    #[must_use]
+    pub fn jitter(&self) -> Duration {
+        Duration::from_nanos(u64::from(self.jitter))
     }
 
     /// The configured floor of [`RttEstimator::rto`].
@@ -190,6 +225,34 @@ mod tests {
         // RFC 9002 §6.2.2: initial PTO = 333 + 4 * 166.5 + 25 = 1024 ms.
         assert_eq!(r.pto_base(), ms(1_024));
         assert_eq!(r.rto(), ms(999));
+    }
+
+    #[test]
+    fn jitter_is_the_smoothed_step_between_samples_less_their_ack_delays() {
+        let mut r = estimator();
+        r.update(ms(10), Duration::ZERO);
+        assert_eq!(r.jitter(), Duration::ZERO, "one sample has no jitter");
+        // One step of 16 ms: J = 16/16 = 1 ms.
+        r.update(ms(26), Duration::ZERO);
+        assert_eq!(r.jitter(), ms(1));
+        // The path alternates 10 and 12 ms, its acks held 5 ms and 0 ms in turn: each
+        // step is 2 ms, so J converges on 2 ms from above.
+        for i in 0..400 {
+            if i % 2 == 0 {
+                r.update(ms(15), ms(5));
+            } else {
+                r.update(ms(12), Duration::ZERO);
+            }
+        }
+        let j = r.jitter().as_micros();
+        assert!((1_990..2_010).contains(&j), "jitter {j} µs");
+        // A steady path whose ack delays vary (capped at max_ack_delay, 25 ms) has none.
+        let mut r = estimator();
+        for i in 0..400u64 {
+            r.update(ms(20 + i % 7), ms(i % 7));
+        }
+        r.update(ms(45), ms(40));
+        assert_eq!(r.jitter().as_micros(), 0, "only ack delay varied");
     }
 
     #[test]

@@ -73,6 +73,20 @@ impl ConnHandle {
     pub fn index(self) -> usize {
         self.index as usize
     }
+
+    /// The slot's generation: which of the connections that used the slot this is.
+    #[must_use]
+    pub fn generation(self) -> u32 {
+        self.generation
+    }
+
+    /// A handle rebuilt from [`ConnHandle::index`] and [`ConnHandle::generation`] (as
+    /// telemetry reports them). A handle that names no live connection is refused by
+    /// every call that takes one, like a stale handle.
+    #[must_use]
+    pub fn from_parts(index: u32, generation: u32) -> Self {
+        Self { index, generation }
+    }
 }
 
 /// What happened, for the application.
@@ -119,6 +133,8 @@ pub struct Transmit {
 /// Per-connection figures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnStats {
+    /// The connection id on the wire (docs/PROTOCOL.md §3), as packet captures show it.
+    pub conn_id: u32,
     /// The peer's address.
     pub addr: SocketAddr,
     /// Smoothed RTT.
@@ -127,6 +143,15 @@ pub struct ConnStats {
     pub rtt_var: Duration,
     /// The smallest RTT sample (RFC 9002 §5.2): the path's round trip without ack delay.
     pub min_rtt: Duration,
+    /// RTT jitter: the smoothed step between consecutive samples, less their ack delays
+    /// (RFC 3550 §6.4.1's estimator); zero before the second sample.
+    pub jitter: Duration,
+    /// Ack-eliciting packets sent since the connection opened.
+    pub packets_sent: u64,
+    /// Of those, packets lost: declared lost and never acknowledged after all.
+    pub packets_lost: u64,
+    /// Packets sent that carried retransmitted messages.
+    pub packets_retransmitted: u64,
     /// Congestion window, bytes.
     pub cwnd: u64,
     /// Bytes in flight.
@@ -135,6 +160,28 @@ pub struct ConnStats {
     pub send_buffered: usize,
     /// Bytes of protocol state held, inline and on the heap.
     pub memory: usize,
+}
+
+impl ConnStats {
+    /// Packets lost per packet sent since the connection opened (0 before any was sent).
+    #[must_use]
+    pub fn loss(&self) -> f64 {
+        ratio(self.packets_lost, self.packets_sent)
+    }
+
+    /// Packets that carried retransmissions per packet sent (0 before any was sent).
+    #[must_use]
+    pub fn retransmission(&self) -> f64 {
+        ratio(self.packets_retransmitted, self.packets_sent)
+    }
+}
+
+#[expect(
+    clippy::cast_precision_loss,
+    reason = "a ratio of counts below 2^32 is exact in f64"
+)]
+fn ratio(n: u64, of: u64) -> f64 {
+    if of == 0 { 0.0 } else { n as f64 / of as f64 }
 }
 
 #[derive(Debug)]
@@ -843,7 +890,8 @@ impl Server {
     /// Sets the connection's one timer to its earliest deadline (O(1)).
     fn reschedule(&mut self, index: u32) {
         let slot = &self.slots[index as usize];
-        match slot.conn.as_ref().and_then(Conn::poll_timeout) {
+        let keepalive = self.config.keepalive;
+        match slot.conn.as_ref().and_then(|c| c.poll_timeout(keepalive)) {
             Some(t) => self.timers.schedule(index, t),
             None => {
                 self.timers.cancel(index);
@@ -1044,11 +1092,17 @@ fn conn_ctx<'a>(
 
 pub(crate) fn conn_stats(c: &Conn) -> ConnStats {
     let rtt: &RttEstimator = c.rtt();
+    let q = c.quality();
     ConnStats {
+        conn_id: c.conn_id,
         addr: c.peer,
         rtt: rtt.smoothed(),
         rtt_var: rtt.var(),
         min_rtt: rtt.min(),
+        jitter: rtt.jitter(),
+        packets_sent: u64::from(q.sent),
+        packets_lost: u64::from(q.lost),
+        packets_retransmitted: u64::from(q.retransmitted),
         cwnd: c.window(),
         bytes_in_flight: c.bytes_in_flight(),
         send_buffered: c.send_buffered(),

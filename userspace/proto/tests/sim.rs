@@ -1409,3 +1409,63 @@ fn reported_rtt_is_the_path_round_trip() {
         }
     }
 }
+
+/// Per-connection quality (docs/PROTOCOL.md §11): over a clean path nothing is lost or
+/// retransmitted and the jitter is near zero; over a path that drops 5 % of packets each
+/// way and jitters each by up to 5 ms, both ends count about 5 % of their packets lost,
+/// retransmit what they lost, and report milliseconds of jitter. 60 Hz, one reliable
+/// message each way per tick, 20 s (1,200 packets each way).
+#[test]
+fn connection_stats_report_loss_retransmission_and_jitter() {
+    for (loss, jitter_ms) in [(0.0, 0), (0.05, 5)] {
+        let model = Model {
+            delay: Duration::from_millis(10),
+            jitter: Duration::from_millis(jitter_ms),
+            loss,
+            seed: 77,
+            ..Model::default()
+        };
+        let mut p = Pair::new(ServerConfig::default(), ClientConfig::default(), model, 77);
+        let h = connect(&mut p);
+        for i in 0..1_200 {
+            p.client_mut().send(ORDERED, &msg(i, 64)).unwrap();
+            p.server.send(h, ORDERED, &msg(i, 64)).unwrap();
+            p.run_for(Duration::from_micros(16_667));
+        }
+        p.drive();
+        assert_eq!(server_msgs(&p, ORDERED).len(), 1_200);
+        assert_eq!(client_msgs(&p, ORDERED).len(), 1_200);
+        let server = p.server.connection_stats(h).unwrap();
+        let client = p.client().connection_stats().unwrap();
+        for (end, s) in [("server", server), ("client", client)] {
+            eprintln!(
+                "loss {loss} jitter {jitter_ms} ms, {end}: sent {} lost {} ({:.2} %) retransmitted {} ({:.2} %) jitter {:?}",
+                s.packets_sent,
+                s.packets_lost,
+                s.loss() * 100.0,
+                s.packets_retransmitted,
+                s.retransmission() * 100.0,
+                s.jitter
+            );
+            assert!(s.packets_sent >= 1_200, "{end}: {s:?}");
+            if loss == 0.0 {
+                assert_eq!((s.packets_lost, s.packets_retransmitted), (0, 0), "{end}");
+                assert!(s.jitter <= Duration::from_micros(200), "{end}: {s:?}");
+            } else {
+                assert!((0.03..=0.07).contains(&s.loss()), "{end}: {s:?}");
+                assert!(
+                    s.packets_retransmitted >= s.packets_lost / 2,
+                    "{end}: {s:?}"
+                );
+                assert!(
+                    s.packets_retransmitted <= s.packets_sent / 10,
+                    "{end}: {s:?}"
+                );
+                assert!(
+                    (Duration::from_millis(1)..=Duration::from_millis(10)).contains(&s.jitter),
+                    "{end}: {s:?}"
+                );
+            }
+        }
+    }
+}

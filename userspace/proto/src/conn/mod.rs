@@ -186,7 +186,20 @@ pub(crate) enum State {
 
 // An idle connection must cost at most 512 bytes with its table slot and its one in-flight
 // keepalive record (docs/PROTOCOL.md §10); the simulator test measures the total.
-const _: () = assert!(size_of::<Conn>() <= 440);
+const _: () = assert!(size_of::<Conn>() <= 432);
+
+/// Packet counts of one connection since it opened, for its delivery quality (saturating;
+/// u32 lasts over a year at 128 packets a second).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Quality {
+    /// Ack-eliciting packets sent (those whose loss can be detected).
+    pub(crate) sent: u32,
+    /// Of those, packets declared lost and never acknowledged after all (a spurious loss
+    /// is taken back when its late ack arrives).
+    pub(crate) lost: u32,
+    /// Packets sent that carried retransmitted messages.
+    pub(crate) retransmitted: u32,
+}
 
 /// An established connection.
 #[derive(Debug)]
@@ -227,8 +240,8 @@ pub(crate) struct Conn {
     initial_seq: u16,
     /// The loss timer holds the time-threshold deadline (RFC 9002 `loss_time`), not a PTO.
     loss_armed: bool,
-    /// Keepalive interval, ms: a ping goes out this long after the last ack-eliciting packet.
-    keepalive_ms: u32,
+    /// This connection's delivery figures (docs/PROTOCOL.md §11).
+    quality: Quality,
     send_seq: [u16; MAX_CHANNELS],
     // Receiving.
     rx_largest: u64,
@@ -295,7 +308,7 @@ impl Conn {
             since_ping: RTT_PROBE_PACKETS,
             initial_seq,
             loss_armed: false,
-            keepalive_ms: ctx.keepalive.as_millis().min(u128::from(u32::MAX)) as u32,
+            quality: Quality::default(),
             send_seq: [initial_seq; MAX_CHANNELS],
             // The peer's first packet number until one arrives: the first packets expand
             // around it, so a lost first packet near the 16-bit wrap still expands right.
@@ -368,22 +381,27 @@ impl Conn {
         self.send_used as usize
     }
 
-    /// The earliest timer.
-    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+    /// Delivery figures since the connection opened.
+    pub(crate) fn quality(&self) -> Quality {
+        self.quality
+    }
+
+    /// The earliest timer; `keepalive` is the endpoint's keepalive interval (a ping goes
+    /// out this long after the last ack-eliciting packet).
+    pub(crate) fn poll_timeout(&self, keepalive: Duration) -> Option<Instant> {
         if self.state != State::Open {
             return None;
         }
         self.timers
             .iter()
             .flatten()
-            .chain(self.keepalive_at().as_ref())
+            .chain(self.keepalive_at(keepalive).as_ref())
             .min()
             .copied()
     }
 
-    fn keepalive_at(&self) -> Option<Instant> {
-        self.last_eliciting_sent
-            .map(|t| t + Duration::from_millis(u64::from(self.keepalive_ms)))
+    fn keepalive_at(&self, keepalive: Duration) -> Option<Instant> {
+        self.last_eliciting_sent.map(|t| t + keepalive)
     }
 
     /// Whether `poll_transmit` may produce something now (ignoring pacing and timers).
@@ -497,7 +515,7 @@ impl Conn {
         if self.timers[Deadline::Pacing as usize].is_some_and(|t| t <= now) {
             self.timers[Deadline::Pacing as usize] = None;
         }
-        if self.keepalive_at().is_some_and(|t| t <= now) {
+        if self.keepalive_at(ctx.keepalive).is_some_and(|t| t <= now) {
             // Restart the period now, whether or not a ping is needed.
             self.last_eliciting_sent = Some(now);
             self.compact();

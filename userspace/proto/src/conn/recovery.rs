@@ -117,6 +117,7 @@ impl Conn {
                     losses.newest = Some(p.time);
                     losses.oldest.get_or_insert(p.time);
                     ctx.stats.lost_packets += 1;
+                    self.quality.lost = self.quality.lost.saturating_add(1);
                     self.queue_retransmit(&p);
                 }
                 Verdict::LostAt(t) => loss_time = Some(loss_time.map_or(t, |l| l.min(t))),
@@ -173,6 +174,7 @@ impl Conn {
         }
         if p.lost {
             ctx.stats.spurious_losses += 1;
+            self.quality.lost = self.quality.lost.saturating_sub(1);
         }
         self.sent[idx].acked = true;
         if !p.lost {

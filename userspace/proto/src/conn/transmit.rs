@@ -333,6 +333,7 @@ impl Conn {
         ctx.stats.packets_out += 1;
         if written.retransmitted {
             ctx.stats.retransmitted_packets += 1;
+            self.quality.retransmitted = self.quality.retransmitted.saturating_add(1);
         }
         if self.rx_any {
             self.ack_pending = 0;
@@ -342,6 +343,7 @@ impl Conn {
         if !written.eliciting {
             return;
         }
+        self.quality.sent = self.quality.sent.saturating_add(1);
         if probe {
             self.probes -= 1;
         }
