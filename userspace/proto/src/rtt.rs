@@ -69,17 +69,22 @@ impl RttEstimator {
         let latest = nanos(latest);
         self.latest = latest;
         let first = self.prev_us == NO_SAMPLE;
-        // RFC 9002 §5.3: the peer's reported delay counts up to max_ack_delay, and is
-        // subtracted only if that does not take the sample below min_rtt (RFC 9002 §5.2:
-        // min_rtt itself takes the raw sample, never adjusted for ack delay).
+        // RFC 9002 §5.2: min_rtt takes the raw sample, never adjusted for ack delay.
         if !first {
             self.min = self.min.min(latest);
         }
+        // RFC 9002 §5.3: the peer's reported delay counts up to max_ack_delay and must not
+        // take the sample below min_rtt. The RFC then keeps the raw sample; this clamps
+        // to min_rtt instead (docs/PROTOCOL.md §7.1). On a LAN the immediate acks behind
+        // min_rtt include the client's wake-up and processing (tens of µs), so a delayed
+        // ack's sample less its delay often lands a few µs below min_rtt; keeping the raw
+        // sample then put the whole 5 ms hold into SRTT for about half the samples (veth:
+        // SRTT 2-3 ms over a 30 µs path). The clamp still never goes below min_rtt.
         let ack_delay = nanos(ack_delay).min(u64::from(self.max_ack_delay_us) * 1_000);
-        let adjusted = if first || latest < self.min.saturating_add(ack_delay) {
+        let adjusted = if first {
             latest
         } else {
-            latest - ack_delay
+            latest.saturating_sub(ack_delay).max(self.min)
         };
         // Jitter steps between the samples SRTT takes, so the variable hold of a delayed
         // ack does not read as path jitter: J <- J + (|D| - J) / 16.
@@ -301,13 +306,15 @@ mod tests {
         // RTTVAR = 3/4*25 + 1/4*15 = 22.5; SRTT = 7/8*50 + 65/8 = 51.875.
         assert_eq!(r.var(), Duration::from_micros(22_500));
         assert_eq!(r.smoothed(), Duration::from_micros(51_875));
-        // 60 ms with 20 ms delay: 60 - 20 = 40 < min 50, so the raw 60 ms is used.
+        // 60 ms with 20 ms delay: 60 - 20 = 40 < min 50, so the sample counts as min_rtt,
+        // 50 ms: never below it, and not the raw 60 ms (which would count the delay).
         let before = r;
         r.update(ms(60), ms(20));
-        let mut raw = before;
-        raw.update(ms(60), Duration::ZERO);
-        assert_eq!(r, raw);
+        let mut at_min = before;
+        at_min.update(ms(50), Duration::ZERO);
+        assert_eq!((r.smoothed(), r.var()), (at_min.smoothed(), at_min.var()));
         assert_eq!(r.min(), ms(50));
+        assert_eq!(r.latest(), ms(60));
     }
 
     #[test]

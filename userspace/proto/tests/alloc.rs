@@ -52,6 +52,8 @@ struct Outcome {
     /// Echoes the client took in the counted phase.
     echoed: usize,
     allocs: u64,
+    /// Packets either end declared lost (and did not take back), warm-up included.
+    lost: u64,
 }
 
 fn connect(p: &mut Pair) -> ConnHandle {
@@ -110,23 +112,37 @@ fn phase(p: &mut Pair, h: ConnHandle, count: usize, recycle: bool) -> (usize, us
 }
 
 fn run(recycle: bool, loss: f64, warmup: usize) -> Outcome {
+    run_seeded(recycle, loss, warmup, 11)
+}
+
+fn run_seeded(recycle: bool, loss: f64, warmup: usize, seed: u64) -> Outcome {
     let model = Model {
         delay: Duration::from_millis(5),
         jitter: Duration::from_millis(1),
         loss,
         reorder: loss,
-        seed: 11,
+        seed,
         ..Model::default()
     };
-    let mut p = Pair::new(ServerConfig::default(), ClientConfig::default(), model, 11);
+    let mut p = Pair::new(
+        ServerConfig::default(),
+        ClientConfig::default(),
+        model,
+        seed,
+    );
     let h = connect(&mut p);
     phase(&mut p, h, warmup, true);
     let ((sent, echoed), allocs) = common::count(|_| true, || phase(&mut p, h, COUNTED, recycle));
     assert_eq!(p.server.connection_count(), 1, "still connected");
+    let lost = [
+        p.server.connection_stats(h).map(|s| s.packets_lost),
+        p.client().connection_stats().map(|s| s.packets_lost),
+    ];
     Outcome {
         sent,
         echoed,
         allocs,
+        lost: lost.into_iter().flatten().sum(),
     }
 }
 
@@ -160,18 +176,32 @@ fn dropping_delivered_buffers_is_counted() {
 }
 
 /// With 1 % loss and 1 % reordering each way, after a long warm-up: only new peaks of
-/// outstanding buffers allocate, far fewer than one per lost datagram.
+/// outstanding buffers allocate, fewer than one per lost datagram in every run and far
+/// fewer in the typical one. Five seeds: when a new peak comes is chaotic (one seed
+/// measured 43 allocations, another 800 on the same code), so one seed's count says
+/// little and a bound on it is luck.
 #[test]
 fn lossy_traffic_allocates_only_at_new_peaks() {
-    let o = run(true, 0.01, 60_000);
-    eprintln!(
-        "sent {} echoed {} allocations {}",
-        o.sent, o.echoed, o.allocs
-    );
-    assert_eq!(o.sent, COUNTED);
+    let mut allocs = Vec::new();
+    for seed in 11..16 {
+        let o = run_seeded(true, 0.01, 60_000, seed);
+        eprintln!(
+            "seed {seed}: sent {} echoed {} allocations {} lost packets {}",
+            o.sent, o.echoed, o.allocs, o.lost
+        );
+        assert_eq!(o.sent, COUNTED);
+        assert!(
+            o.allocs < o.lost,
+            "seed {seed}: {} allocations for {} lost packets",
+            o.allocs,
+            o.lost
+        );
+        allocs.push(o.allocs);
+    }
+    allocs.sort_unstable();
     assert!(
-        o.allocs < 200,
-        "{} allocations in the lossy phase",
-        o.allocs
+        allocs[2] < 200,
+        "median {} allocations: {allocs:?}",
+        allocs[2]
     );
 }

@@ -1410,7 +1410,7 @@ fn reported_rtt_is_the_path_round_trip() {
     }
 }
 
-/// Per-connection quality (docs/PROTOCOL.md §11): over a clean path nothing is lost or
+/// Per-connection quality (`ConnStats`, docs/STATS.md): over a clean path nothing is lost or
 /// retransmitted and the jitter is near zero; over a path that drops 5 % of packets each
 /// way and jitters each by up to 5 ms, both ends count about 5 % of their packets lost,
 /// retransmit what they lost, and report milliseconds of jitter. 60 Hz, one reliable

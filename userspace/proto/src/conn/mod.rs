@@ -240,7 +240,7 @@ pub(crate) struct Conn {
     initial_seq: u16,
     /// The loss timer holds the time-threshold deadline (RFC 9002 `loss_time`), not a PTO.
     loss_armed: bool,
-    /// This connection's delivery figures (docs/PROTOCOL.md §11).
+    /// This connection's delivery figures (`ConnStats`; docs/STATS.md, per connection).
     quality: Quality,
     send_seq: [u16; MAX_CHANNELS],
     // Receiving.
