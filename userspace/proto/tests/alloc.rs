@@ -134,7 +134,7 @@ fn run_seeded(recycle: bool, loss: f64, warmup: usize, seed: u64) -> Outcome {
     phase(&mut p, h, warmup, true);
     let ((sent, echoed), allocs) = common::count(|_| true, || phase(&mut p, h, COUNTED, recycle));
     assert_eq!(p.server.connection_count(), 1, "still connected");
-    let lost = [
+    let lost_by_end = [
         p.server.connection_stats(h).map(|s| s.packets_lost),
         p.client().connection_stats().map(|s| s.packets_lost),
     ];
@@ -142,7 +142,7 @@ fn run_seeded(recycle: bool, loss: f64, warmup: usize, seed: u64) -> Outcome {
         sent,
         echoed,
         allocs,
-        lost: lost.into_iter().flatten().sum(),
+        lost: lost_by_end.into_iter().flatten().sum(),
     }
 }
 
