@@ -21,6 +21,8 @@
 #   a. highest sustainable rate: the largest msg/s of a fixed ladder with < 0.1% loss and
 #      p90 < 0.5 ms (16 clients, 64 B, unreliable channel);
 #   b. latency at the design point: 1,000 clients, 20,000 msg/s, 64 B, reliable-ordered;
+#      then (xdp and socket) the same load again with the engine's own per-connection RTT
+#      read halfway (`xrudp stats --connections`) beside that run's echo RTT;
 #   c. memory: the engine's RSS with 1,000, 10,000 and 100,000 idle connections (the
 #      100,000 step in the first round only: it takes the longest to open);
 #   d. CPU per message at 50,000 msg/s (100 clients, 64 B, reliable-ordered);
@@ -241,6 +243,25 @@ bench() {
   echo "$line"
 }
 
+# conn_quality WORKLOAD CONFIG PAIR: the engine's own view of its connections right now
+# (`xrudp stats --connections --json`): medians over the connections of the smoothed RTT,
+# min RTT and jitter it reports, and the packets it counted sent and lost; appends a
+# tagged JSON line. Read mid-run, beside the load generator's measured round trips.
+conn_quality() {
+  local wl=$1 cfg=$2 pair=$3
+  "$BIN" stats --iface "$XR_IF_SRV" --connections --json 2>>"$RESULTS/engine.log" |
+    python3 -c '
+import json, statistics, sys
+wl, cfg, pair = sys.argv[1:4]
+rows = [r for e in json.load(sys.stdin) for r in e["connections"]]
+med = lambda k: statistics.median(r[k] for r in rows) if rows else None
+print(json.dumps({"workload": wl, "config": cfg, "pair": int(pair), "report": {
+    "connections": len(rows), "srtt_p50_us": med("srtt_us"), "min_rtt_p50_us": med("min_rtt_us"),
+    "jitter_p50_us": med("jitter_us"), "packets_sent": sum(r["packets_sent"] for r in rows),
+    "packets_lost": sum(r["packets_lost"] for r in rows)}}))' "$wl" "$cfg" "$pair" >>"$JSONL" ||
+    echo "bench.sh: could not read the engine's connections ($wl $cfg)" >&2
+}
+
 # memory CONFIG PAIR N: N idle connections, spread over several load processes (the
 # hard limit on open files here is 20,000 and each connection holds a socket), all held
 # long enough to overlap; the engine's peak RSS (VmHWM) is read before it stops.
@@ -408,6 +429,18 @@ for pair in $(seq "$PAIRS"); do
       bench b "$cfg" "$pair" --clients 1000 --rate 20000 --size 64 --channel 0 --duration "$DUR" \
         --plot "$RESULTS/rtt-$cfg-$pair.svg" >/dev/null || echo "bench.sh: latency run failed ($cfg); continuing" >&2
       stop_engine
+      # bq: the same load again, and halfway through what the engine itself reports of
+      # its connections' RTT (a run of its own: serving 1,000 rows to `xrudp stats` costs
+      # the engine's control thread some ms, which b's tail should not carry).
+      if [ "$cfg" = xdp ] || [ "$cfg" = socket ]; then
+        start_engine "$cfg" 1024
+        bench bq "$cfg" "$pair" --clients 1000 --rate 20000 --size 64 --channel 0 --duration "$DUR" >/dev/null &
+        BENCH_PID=$!
+        sleep $(( DUR / 2 + 1 ))
+        conn_quality bqc "$cfg" "$pair"
+        wait "$BENCH_PID" || echo "bench.sh: engine-RTT run failed ($cfg); continuing" >&2
+        stop_engine
+      fi
     fi
     # c. memory with idle connections (the adaptive idle strategy holds the same memory
     # as need_wakeup: not repeated). 100,000 connections take the longest to open: only
@@ -750,6 +783,18 @@ for q in ("p50", "p90"):
 w(f"- Connect time (1,000 clients, p50 / p99 µs): " + "; ".join(
     f"{NAMES[c]} {fig([x['connect_us']['p50'] for x in lat[c]], '{:.0f}')} / {fig([x['connect_us']['p99'] for x in lat[c]], '{:.0f}')}" for c in CFGS) + ".")
 w(f"- Plots (latency by percentile): `{results}/rtt-<server>-<round>.svg`.")
+if ran("bqc"):
+    w("- The engine's own view of the same load, in a run of its own per round (`xrudp stats --connections --json` "
+      "halfway through; medians over the 1,000 connections) beside that run's echo p50 (issue 16's target: smoothed "
+      "RTT p50 within 10 % or 20 µs of it): "
+      + "; ".join(
+          f"{NAMES[c]}: smoothed {fig([r['report']['srtt_p50_us'] for r in rows_of('bqc', c)], '{:.0f}')}, "
+          f"min {fig([r['report']['min_rtt_p50_us'] for r in rows_of('bqc', c)], '{:.0f}')}, "
+          f"jitter {fig([r['report']['jitter_p50_us'] for r in rows_of('bqc', c)], '{:.0f}')} µs vs echo p50 "
+          f"{fig([r['report']['rtt_us']['p50'] for r in rows_of('bq', c)])} µs; "
+          f"lost {fig([r['report']['packets_lost'] for r in rows_of('bqc', c)], '{:.0f}')} of "
+          f"{fig([r['report']['packets_sent'] for r in rows_of('bqc', c)], '{:,.0f}')} packets sent"
+          for c in CFGS if rows_of("bqc", c)) + ".")
 w("")
 peer_b = {c: [r["report"] for r in rows if r["workload"] == "b" and r["config"] == c] for c in PEERS}
 if any(peer_b.values()):
@@ -890,6 +935,17 @@ def lt(cfg, q):
 if ran("b"): w(f"- (b) p50 and p90 below socket in both xdp modes: {verdict(all(lt(c, q) for c in ('xdp', 'xdp-busy') for q in ('p50', 'p90')))}; "
   f"busy-poll p50 ≤ 20 µs and p90 ≤ 30 µs: {verdict(bool(lat['xdp-busy']) and med([x['rtt_us']['p50'] for x in lat['xdp-busy']]) <= 20 and med([x['rtt_us']['p90'] for x in lat['xdp-busy']]) <= 30)} "
   f"(p50 {fig([x['rtt_us']['p50'] for x in lat['xdp-busy']])}, p90 {fig([x['rtt_us']['p90'] for x in lat['xdp-busy']])}).")
+def honest(cfg):
+    engine = [r["report"]["srtt_p50_us"] for r in rows_of("bqc", cfg) if r["report"]["srtt_p50_us"] is not None]
+    bench_p50 = [r["report"]["rtt_us"]["p50"] for r in rows_of("bq", cfg)]
+    if not engine or not bench_p50:
+        return None
+    e, b = med(engine), med(bench_p50)
+    return abs(e - b) <= max(0.10 * b, 20), e, b
+if ran("bqc"):
+    parts = [(c, honest(c)) for c in ("xdp", "socket")]
+    w("- (16.1) the engine's reported smoothed RTT p50 within 10 % or 20 µs of the load generator's echo p50: "
+      + "; ".join(f"{NAMES[c]} {verdict(h[0])} ({h[1]:.0f} vs {h[2]:.1f} µs)" if h else f"{NAMES[c]} not run" for c, h in parts) + ".")
 m1k = mem.get(("xdp", 1000), [])
 full100k = [r for r in rows_of("c", "xdp") if r["clients"] == 100000 and r["connected"] >= 99000]
 m100k = [r.get("rss_connected_bytes", r["rss_bytes"]) / 2**20 for r in full100k]

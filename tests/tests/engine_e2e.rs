@@ -516,6 +516,17 @@ fn app_falls_behind(backend: xrudp::engine::Backend) {
             while !go2.load(std::sync::atomic::Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(10));
             }
+            // Every client is connected and waiting: each has a quality row, and each
+            // row's ConnId finds the same connection again.
+            let rows = server.connections();
+            let found: Vec<_> = rows
+                .iter()
+                .map(|(id, r)| {
+                    server
+                        .connection(*id)
+                        .map(|again| (r.conn_id, again.conn_id, r.peer, again.peer))
+                })
+                .collect();
             let mut next: HashMap<u32, u32> = HashMap::new();
             let mut got = 0usize;
             let mut errors = Vec::new();
@@ -556,7 +567,7 @@ fn app_falls_behind(backend: xrudp::engine::Backend) {
             }
             let stats = server.stats().expect("stats");
             server.shutdown();
-            (got, errors, stats)
+            (got, errors, stats, rows.len(), found)
         })
     });
     if ready.recv_timeout(Duration::from_secs(60)).is_err() {
@@ -610,8 +621,18 @@ fn app_falls_behind(backend: xrudp::engine::Backend) {
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         back
     });
-    let (got, errors, stats) = game.join().expect("game thread");
+    let (got, errors, stats, rows, found) = game.join().expect("game thread");
     assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(
+        rows, clients,
+        "GameServer::connections has a row per client"
+    );
+    let ids: std::collections::HashSet<u32> = found.iter().flatten().map(|f| f.0).collect();
+    assert_eq!(ids.len(), clients, "distinct connection ids");
+    for f in &found {
+        let (id, again, peer, peer_again) = f.expect("GameServer::connection finds each row");
+        assert_eq!((id, peer), (again, peer_again));
+    }
     assert_eq!(got, want, "the game received every reliable message");
     assert_eq!(echoed, want, "every echo reached its client");
     let backpressure = protocol_sum(&stats, |f| f.backpressure_rounds);

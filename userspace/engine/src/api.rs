@@ -33,7 +33,7 @@ use std::sync::{
 pub use crate::service::{Command, ConnId, Event, Queues, RELAY_JOIN};
 use crate::{
     engine::{Backend, Engine, Options, StartError},
-    telemetry::Snapshot,
+    telemetry::{ConnRow, Snapshot},
 };
 
 /// How to start an embedded server.
@@ -175,6 +175,35 @@ impl GameServer {
         self.engine.as_ref().map(|e| e.running().snapshot())
     }
 
+    /// Every connection's quality, as the workers last published it (at most 100 ms
+    /// ago): smoothed/min RTT, RTT variance, jitter, packets sent, lost and retransmitted
+    /// since it connected, congestion window, bytes in flight and send-queue depth —
+    /// what a game shows as ping and connection quality, or uses to find the player who
+    /// suffers. Allocates; call it a few times a second, not per tick.
+    #[must_use]
+    pub fn connections(&self) -> Vec<(ConnId, ConnRow)> {
+        self.engine.as_ref().map_or_else(Vec::new, |e| {
+            e.running()
+                .connections()
+                .connections
+                .into_iter()
+                .map(|r| (conn_id(&r), r))
+                .collect()
+        })
+    }
+
+    /// One connection's quality (see [`GameServer::connections`]); `None` once it is
+    /// gone, or before the worker has published it (within 100 ms of `Connected`).
+    #[must_use]
+    pub fn connection(&self, conn: ConnId) -> Option<ConnRow> {
+        let e = self.engine.as_ref()?;
+        e.running()
+            .connections()
+            .connections
+            .into_iter()
+            .find(|r| conn_id(r) == conn)
+    }
+
     /// Stops the engine: clients get a shutdown notice, the XDP program is detached.
     pub fn shutdown(mut self) {
         if let Some(e) = self.engine.take() {
@@ -186,5 +215,13 @@ impl GameServer {
         self.queues
             .get(usize::from(conn.worker))
             .ok_or(Backpressure(None))
+    }
+}
+
+/// The embedding API's name for the connection a row describes.
+fn conn_id(r: &ConnRow) -> ConnId {
+    ConnId {
+        worker: r.queue,
+        handle: xrudp_proto::ConnHandle::from_parts(r.slot, r.generation),
     }
 }

@@ -11,6 +11,7 @@ use crate::{
     iface,
     loader::{self, ModeChoice, Program},
     runtime,
+    stats::connections::SortKey,
     sys::{self, xsk::ZeroCopy},
 };
 
@@ -290,6 +291,20 @@ pub struct StatsArgs {
     /// document per line) until interrupted. Without it, rates cover one second.
     #[arg(long, value_name = "SECS")]
     pub watch: Option<f64>,
+    /// One row per connection instead: smoothed/min RTT, RTT variance, jitter, packets
+    /// sent, loss and retransmitted shares since it connected, congestion window, bytes in
+    /// flight and send-queue depth (as the workers published them, at most 100 ms ago).
+    /// JSON schema in docs/connections.schema.json.
+    #[arg(long)]
+    pub connections: bool,
+    /// With --connections: sort worst first by smoothed RTT, loss share or send-queue
+    /// depth.
+    #[arg(long, value_enum, default_value_t = SortKey::Rtt, requires = "connections")]
+    pub sort: SortKey,
+    /// With --connections: show the N worst connections per engine (0: all; default 20
+    /// on the table, all with --json).
+    #[arg(long, value_name = "N", requires = "connections")]
+    pub top: Option<usize>,
 }
 
 /// Runs the parsed command line.
@@ -517,6 +532,9 @@ fn detach(d: &DetachArgs) -> anyhow::Result<()> {
 }
 
 fn stats(s: &StatsArgs) -> anyhow::Result<()> {
+    if s.connections {
+        return crate::stats::connections::run(s.iface.as_deref(), s.json, s.sort, s.top, s.watch);
+    }
     crate::stats::run(s.iface.as_deref(), s.json, s.watch)
 }
 

@@ -1,9 +1,11 @@
-//! The engine's control socket: a Unix stream socket that answers each connection with
-//! one JSON [`Snapshot`] of the engine's figures, taken on this thread by the function it
-//! was started with (the workers never block on it); and [`query`], its client.
+//! The engine's control socket: a Unix stream socket that reads one request line from
+//! each connection and answers it with one JSON document, taken on this thread by the
+//! functions it was started with (the workers never block on it): `snapshot` (or an empty
+//! request) gets the engine's [`Snapshot`], `connections` every connection's row
+//! ([`Connections`]). [`query`] and [`query_connections`] are its clients.
 
 use std::{
-    io::{self, Read as _, Write as _},
+    io::{self, BufRead as _, BufReader, Read as _, Write as _},
     os::unix::net::{UnixListener, UnixStream},
     path::{Path, PathBuf},
     sync::{
@@ -14,7 +16,28 @@ use std::{
     time::Duration,
 };
 
-use crate::telemetry::Snapshot;
+use crate::telemetry::{Connections, Snapshot};
+
+/// The request for a [`Snapshot`].
+const SNAPSHOT: &str = "snapshot";
+/// The request for [`Connections`].
+const CONNECTIONS: &str = "connections";
+/// The longest request line read.
+const MAX_REQUEST: u64 = 64;
+
+/// What the control socket serves: the functions that take its two documents.
+pub struct Sources {
+    /// Takes the engine's snapshot.
+    pub snapshot: Box<dyn Fn() -> Snapshot + Send>,
+    /// Reads every connection's row.
+    pub connections: Box<dyn Fn() -> Connections + Send>,
+}
+
+impl std::fmt::Debug for Sources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sources")
+    }
+}
 
 /// The control socket's serving thread.
 #[derive(Debug)]
@@ -25,11 +48,8 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `path` and serves the snapshots `snapshot` takes until [`Server::stop`].
-    pub fn start(
-        path: &Path,
-        snapshot: impl Fn() -> Snapshot + Send + 'static,
-    ) -> io::Result<Self> {
+    /// Binds `path` and answers requests from `sources` until [`Server::stop`].
+    pub fn start(path: &Path, sources: Sources) -> io::Result<Self> {
         let listener = UnixListener::bind(path)?;
         listener.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -39,14 +59,7 @@ impl Server {
             .spawn(move || {
                 while !s2.load(Relaxed) {
                     match listener.accept() {
-                        Ok((mut conn, _)) => {
-                            let _ = conn.set_nonblocking(false);
-                            let _ = conn.set_write_timeout(Some(Duration::from_secs(2)));
-                            let snap = snapshot();
-                            if let Ok(json) = serde_json::to_vec(&snap) {
-                                let _ = conn.write_all(&json);
-                            }
-                        }
+                        Ok((conn, _)) => serve(conn, &sources),
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                             std::thread::sleep(Duration::from_millis(20));
                         }
@@ -74,11 +87,51 @@ impl Server {
     }
 }
 
-/// Asks the engine behind control socket `path` for a snapshot.
-pub fn query(path: &Path) -> io::Result<Snapshot> {
+/// Answers one client: reads its request line (a client that sends none within a second
+/// gets the snapshot) and writes the document. Failures only end this client's answer.
+fn serve(mut conn: UnixStream, sources: &Sources) {
+    let _ = conn.set_nonblocking(false);
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
+    let _ = conn.set_write_timeout(Some(Duration::from_secs(2)));
+    let mut line = String::new();
+    if let Ok(c) = conn.try_clone() {
+        let _ = BufReader::new(c.take(MAX_REQUEST)).read_line(&mut line);
+    }
+    let json = match line.trim() {
+        "" | SNAPSHOT => serde_json::to_vec(&(sources.snapshot)()),
+        CONNECTIONS => serde_json::to_vec(&(sources.connections)()),
+        other => {
+            tracing::warn!(request = %other.escape_debug(), "unknown control socket request");
+            return;
+        }
+    };
+    if let Ok(json) = json {
+        let _ = conn.write_all(&json);
+    }
+}
+
+/// Sends `request` to the control socket `path` and parses the answer.
+fn ask<T: serde::de::DeserializeOwned>(path: &Path, request: &str) -> io::Result<T> {
     let mut s = UnixStream::connect(path)?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.set_write_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(format!("{request}\n").as_bytes())?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
+    if buf.is_empty() {
+        return Err(io::Error::other(format!(
+            "the engine answered `{request}` with nothing (an older engine? restart it with this xrudp)"
+        )));
+    }
     serde_json::from_slice(&buf).map_err(io::Error::other)
+}
+
+/// Asks the engine behind control socket `path` for a snapshot.
+pub fn query(path: &Path) -> io::Result<Snapshot> {
+    ask(path, SNAPSHOT)
+}
+
+/// Asks the engine behind control socket `path` for every connection's row.
+pub fn query_connections(path: &Path) -> io::Result<Connections> {
+    ask(path, CONNECTIONS)
 }

@@ -433,10 +433,19 @@ fn launch<P: Port, F: FnOnce() -> P + Send + 'static>(
     busy_knobs: Arc<crate::busy_poll::Knobs>,
 ) -> anyhow::Result<Engine> {
     let running = Arc::new(running);
-    let control = control::Server::start(&claim.paths().control, {
-        let running = Arc::clone(&running);
-        move || running.snapshot()
-    })?;
+    let control = control::Server::start(
+        &claim.paths().control,
+        control::Sources {
+            snapshot: Box::new({
+                let running = Arc::clone(&running);
+                move || running.snapshot()
+            }),
+            connections: Box::new({
+                let running = Arc::clone(&running);
+                move || running.connections()
+            }),
+        },
+    )?;
     let prefix = if running.backend == "xdp" { "q" } else { "s" };
     let idle = drive::Idle::new(options.wait, options.spin);
     let mut handles = Vec::with_capacity(planned.len());

@@ -377,6 +377,20 @@ impl Server {
                 .any(|s| s.welcome || s.conn.as_ref().is_some_and(|c| !c.is_quiet()))
     }
 
+    /// Every open connection's handle, those still sending their `Disconnect` included,
+    /// whether or not the application has taken its `Connected` event yet (O(slots): for
+    /// telemetry, not per packet).
+    pub fn handles(&self) -> impl Iterator<Item = ConnHandle> + '_ {
+        self.slots
+            .iter()
+            .zip(0u32..)
+            .filter(|(s, _)| s.conn.is_some())
+            .map(|(s, index)| ConnHandle {
+                index,
+                generation: s.generation,
+            })
+    }
+
     /// Figures of one connection.
     #[must_use]
     pub fn connection_stats(&self, handle: ConnHandle) -> Option<ConnStats> {

@@ -13,11 +13,11 @@
 
 use std::{net::SocketAddr, time::Instant};
 
-use xrudp_proto::{ConnHandle, Server, ServerEvent, Transmit};
+use xrudp_proto::{ConnHandle, Server, Transmit};
 
 use crate::{
     drive::{Handler, Verdict},
-    telemetry::Published,
+    telemetry::{ConnRow, Published},
 };
 
 pub(crate) mod app;
@@ -61,8 +61,6 @@ pub(crate) struct Service {
     app: App,
     worker: u16,
     outbox: outbox::Outbox,
-    /// Live connections by slot (for figures).
-    live: Vec<Option<ConnHandle>>,
     /// Budget of first hellos answered per second.
     hellos: hello::HelloBudget,
     /// First hellos dropped because the budget was spent.
@@ -76,13 +74,11 @@ impl Service {
     /// A service around `server` running `app`, as worker number `worker`, answering at
     /// most `hello_rate` first hellos per second (0: unlimited).
     pub(crate) fn new(server: Server, app: App, worker: u16, hello_rate: u32) -> Self {
-        let slots = server.config().max_connections;
         Self {
             server,
             app,
             worker,
             outbox: outbox::Outbox::new(),
-            live: vec![None; slots],
             hellos: hello::HelloBudget::new(hello_rate),
             hellos_shed: 0,
             backpressure_rounds: 0,
@@ -112,19 +108,6 @@ impl Service {
             let Some(ev) = out.server.poll_event() else {
                 return;
             };
-            match &ev {
-                ServerEvent::Connected { handle, .. } => {
-                    if let Some(slot) = self.live.get_mut(handle.index()) {
-                        *slot = Some(*handle);
-                    }
-                }
-                ServerEvent::Disconnected { handle, .. } => {
-                    if let Some(slot) = self.live.get_mut(handle.index()) {
-                        *slot = None;
-                    }
-                }
-                ServerEvent::Message { .. } => {}
-            }
             self.app.on_event(self.worker, ev, &mut out);
         }
     }
@@ -172,7 +155,7 @@ impl Handler for Service {
     /// Publishes this worker's protocol and application figures to `to` (skipped, never
     /// waited for, while a reader holds it).
     fn publish(&self, to: &Published) {
-        to.publish(self.live.len(), |f, rtts, cwnds| {
+        to.publish(self.server.config().max_connections, |f, rows| {
             let st = self.server.stats();
             f.connections = self.server.connection_count() as u64;
             f.accepted = st.accepted;
@@ -209,10 +192,11 @@ impl Handler for Service {
             f.hellos_shed = self.hellos_shed;
             f.relay_members = self.app.relay_members();
             f.memory = self.server.memory() as u64;
-            for h in self.live.iter().flatten() {
-                if let Some(cs) = self.server.connection_stats(*h) {
-                    rtts.push(u64::try_from(cs.rtt.as_micros()).unwrap_or(u64::MAX));
-                    cwnds.push(cs.cwnd);
+            // Every connection the protocol holds, including those whose `Connected` the
+            // application has not taken yet (a sleeping game's queue is full).
+            for h in self.server.handles() {
+                if let Some(cs) = self.server.connection_stats(h) {
+                    rows.push(ConnRow::new(self.worker, h, &cs));
                 }
             }
         });

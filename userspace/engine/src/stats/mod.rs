@@ -10,6 +10,7 @@
     reason = "counters far below 2^52 keep their precision as f64 rates and ratios"
 )]
 
+pub mod connections;
 #[cfg(test)]
 mod fixture;
 pub mod prometheus;

@@ -70,36 +70,126 @@ pub struct Figures {
     pub memory: u64,
 }
 
+/// One connection's quality as a worker last published it (`xrudp stats --connections`,
+/// `GameServer::connections`). Times in microseconds; counts since the connection opened.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ConnRow {
+    /// The worker (queue or socket index) that owns the connection.
+    pub queue: u16,
+    /// The connection's slot in its worker (with `generation`, the embedding API's
+    /// `ConnId`).
+    pub slot: u32,
+    /// The slot's generation.
+    pub generation: u32,
+    /// The connection id on the wire (docs/PROTOCOL.md §3).
+    pub conn_id: u32,
+    /// The client's address.
+    pub peer: std::net::SocketAddr,
+    /// Smoothed RTT.
+    pub srtt_us: u64,
+    /// The smallest RTT sample: the path without ack delay.
+    pub min_rtt_us: u64,
+    /// RTT variance (RTTVAR).
+    pub rtt_var_us: u64,
+    /// RTT jitter (the smoothed step between consecutive samples).
+    pub jitter_us: u64,
+    /// Ack-eliciting packets sent to the client.
+    pub packets_sent: u64,
+    /// Of those, packets lost (declared lost and never acknowledged).
+    pub packets_lost: u64,
+    /// Packets that carried retransmitted messages.
+    pub packets_retransmitted: u64,
+    /// Congestion window, bytes.
+    pub cwnd: u64,
+    /// Bytes sent and not yet acknowledged.
+    pub bytes_in_flight: u64,
+    /// Bytes queued or unacknowledged: the send queue's depth.
+    pub send_queue_bytes: u64,
+}
+
+impl ConnRow {
+    /// One connection's row from its protocol figures.
+    #[must_use]
+    pub fn new(queue: u16, handle: xrudp_proto::ConnHandle, s: &xrudp_proto::ConnStats) -> Self {
+        let us = |d: std::time::Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        Self {
+            queue,
+            slot: u32::try_from(handle.index()).unwrap_or(u32::MAX),
+            generation: handle.generation(),
+            conn_id: s.conn_id,
+            peer: s.addr,
+            srtt_us: us(s.rtt),
+            min_rtt_us: us(s.min_rtt),
+            rtt_var_us: us(s.rtt_var),
+            jitter_us: us(s.jitter),
+            packets_sent: s.packets_sent,
+            packets_lost: s.packets_lost,
+            packets_retransmitted: s.packets_retransmitted,
+            cwnd: s.cwnd,
+            bytes_in_flight: s.bytes_in_flight,
+            send_queue_bytes: s.send_buffered as u64,
+        }
+    }
+
+    /// Packets lost per packet sent, 0 to 1 (0 before any was sent).
+    #[must_use]
+    pub fn loss(&self) -> f64 {
+        ratio(self.packets_lost, self.packets_sent)
+    }
+
+    /// Packets that carried retransmissions per packet sent, 0 to 1.
+    #[must_use]
+    pub fn retransmission(&self) -> f64 {
+        ratio(self.packets_retransmitted, self.packets_sent)
+    }
+}
+
+#[expect(
+    clippy::cast_precision_loss,
+    reason = "counts of packets are far below 2^52"
+)]
+fn ratio(n: u64, of: u64) -> f64 {
+    if of == 0 { 0.0 } else { n as f64 / of as f64 }
+}
+
+/// A worker's per-connection rows and the sort buffers for its percentiles.
+#[derive(Debug, Default)]
+struct Scratch {
+    rows: Vec<ConnRow>,
+    rtts: Vec<u64>,
+    cwnds: Vec<u64>,
+}
+
 /// Where a worker publishes its [`Figures`] for the control thread. The worker only
 /// ever `try_lock`s, so the control thread can never stall it.
 #[derive(Debug, Default)]
 pub struct Published {
     figures: std::sync::Mutex<Figures>,
-    scratch: std::sync::Mutex<(Vec<u64>, Vec<u64>)>,
+    scratch: std::sync::Mutex<Scratch>,
 }
 
 impl Published {
-    /// Lets `write` update the figures and fill the RTT (µs) and congestion-window
-    /// samples of every connection, unless a reader holds the lock right now; then
-    /// derives the percentiles. `slots` is reserved in the sample vectors at the first
-    /// publication (which the worker makes before serving), so no later one allocates.
-    pub fn publish(
-        &self,
-        slots: usize,
-        write: impl FnOnce(&mut Figures, &mut Vec<u64>, &mut Vec<u64>),
-    ) {
+    /// Lets `write` update the figures and push one [`ConnRow`] per connection, unless
+    /// a reader holds the lock right now; then derives the RTT and congestion-window
+    /// percentiles. `slots` is reserved in the vectors at the first publication (which
+    /// the worker makes before serving), so no later one allocates.
+    pub fn publish(&self, slots: usize, write: impl FnOnce(&mut Figures, &mut Vec<ConnRow>)) {
         let Ok(mut f) = self.figures.try_lock() else {
             return;
         };
         let Ok(mut scratch) = self.scratch.try_lock() else {
             return;
         };
-        let (rtts, cwnds) = &mut *scratch;
+        let Scratch { rows, rtts, cwnds } = &mut *scratch;
+        rows.clear();
         rtts.clear();
         cwnds.clear();
+        rows.reserve(slots);
         rtts.reserve(slots);
         cwnds.reserve(slots);
-        write(&mut f, rtts, cwnds);
+        write(&mut f, rows);
+        rtts.extend(rows.iter().map(|r| r.srtt_us));
+        cwnds.extend(rows.iter().map(|r| r.cwnd));
         rtts.sort_unstable();
         cwnds.sort_unstable();
         f.rtt_us = percentile(rtts, 50).zip(percentile(rtts, 99));
@@ -117,8 +207,19 @@ impl Published {
             .scratch
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        rtts.extend_from_slice(&s.0);
-        cwnds.extend_from_slice(&s.1);
+        rtts.extend_from_slice(&s.rtts);
+        cwnds.extend_from_slice(&s.cwnds);
+    }
+
+    /// Appends every connection's row as of the last publication (at most
+    /// `PUBLISH_EVERY`, 100 ms, old). Holding the lock makes the worker skip one
+    /// publication, never wait.
+    pub fn rows(&self, out: &mut Vec<ConnRow>) {
+        let s = self
+            .scratch
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        out.extend_from_slice(&s.rows);
     }
 
     /// The last published figures.

@@ -20,7 +20,7 @@ use std::{
 
 use crossbeam_utils::CachePadded;
 
-pub use figures::{Figures, Published, percentile, reject_name};
+pub use figures::{ConnRow, Figures, Published, percentile, reject_name};
 pub use snapshot::{Merged, QueueSnapshot, SCHEMA_VERSION, Snapshot, XdpStatistics};
 
 /// The NAPI id of a queue not yet learnt (no packet has arrived), or of a worker that has
@@ -206,6 +206,40 @@ impl Running {
     pub fn snapshot(&self) -> Snapshot {
         snapshot::take(self)
     }
+
+    /// Every connection's quality, as the workers last published it (at most 100 ms
+    /// old); empty when the application runs no protocol.
+    #[must_use]
+    pub fn connections(&self) -> Connections {
+        let mut rows = Vec::new();
+        if self.protocol {
+            for w in &self.workers {
+                w.published.rows(&mut rows);
+            }
+        }
+        Connections {
+            schema: SCHEMA_VERSION,
+            pid: std::process::id(),
+            iface: self.iface.clone(),
+            taken_at_us: u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            connections: rows,
+        }
+    }
+}
+
+/// `xrudp stats --connections`: one row per connection of one engine (docs/STATS.md).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Connections {
+    /// Schema version (the snapshot's).
+    pub schema: u32,
+    /// Engine process id.
+    pub pid: u32,
+    /// Interface name.
+    pub iface: String,
+    /// Microseconds since the engine started when the rows were read.
+    pub taken_at_us: u64,
+    /// One row per connection.
+    pub connections: Vec<ConnRow>,
 }
 
 /// A relaxed load.
