@@ -235,7 +235,19 @@ fn echo_line(who: &str, stdout: &str) -> String {
         line.starts_with(&format!("ok count={COUNT} ")),
         "{who}: {line}"
     );
+    // The quality fields came through the C struct: a connected client has an RTT
+    // sample, whose minimum on this veth link is far below a second.
+    let min_rtt = field(line, "min_rtt_us").unwrap_or_else(|| panic!("{who}: {line}"));
+    assert!((1..1_000_000).contains(&min_rtt), "{who}: {line}");
+    assert!(field(line, "jitter_us").is_some(), "{who}: {line}");
     line.to_owned()
+}
+
+/// The number after `name=` in a result line.
+fn field(line: &str, name: &str) -> Option<u64> {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
 }
 
 /// The same load from the Rust client (what the C ABI wraps), in the client namespace:

@@ -56,6 +56,7 @@ static class EchoClient
         long start = 0, end = 0, deadline = us() + 60000000L;
         ulong raw;
         Stats stats;
+        Stats live = new Stats();
         using (var conn = Connection.Connect(args[0]))
         {
             raw = conn.RawHandle;
@@ -89,6 +90,8 @@ static class EchoClient
                             if (++nextRecv == count)
                             {
                                 end = t;
+                                // The connection's quality while it is up (RTT figures are 0 once closed).
+                                live = conn.GetStats();
                                 conn.Disconnect(code);
                                 disconnecting = true;
                             }
@@ -114,7 +117,8 @@ static class EchoClient
         double secs = (end - start) / 1e6;
         Console.WriteLine("ok count=" + count + " round_trips_per_s=" + (secs > 0 ? (long)(count / secs) : 0)
             + " rtt_p50_us=" + rtt[(count * 50 + 99) / 100 - 1] + " rtt_p90_us=" + rtt[(count * 90 + 99) / 100 - 1]
-            + " packets_out=" + stats.PacketsOut + " lost=" + stats.LostPackets);
+            + " packets_out=" + stats.PacketsOut + " lost=" + stats.LostPackets
+            + " min_rtt_us=" + live.MinRttUs + " jitter_us=" + live.JitterUs);
         return 0;
     }
 }

@@ -50,6 +50,7 @@ namespace Xrudp
         public ulong RttUs, RttVarUs, Cwnd, BytesInFlight, SendBuffered;
         public ulong PacketsOut, PacketsIn, LostPackets, RetransmittedPackets;
         public double Loss;
+        public ulong MinRttUs, JitterUs;
     }
 
     [StructLayout(LayoutKind.Sequential)]

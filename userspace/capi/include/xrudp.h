@@ -213,6 +213,12 @@ typedef struct {
   uint64_t retransmitted_packets;
   // `lost_packets / packets_out`, 0 to 1 (0 before anything was sent).
   double loss;
+  // The smallest round-trip time seen: the path's ping without any delay of the
+  // server's acks, microseconds (0 until connected).
+  uint64_t min_rtt_us;
+  // Round-trip jitter: the smoothed step between consecutive RTT samples,
+  // microseconds (0 until connected).
+  uint64_t jitter_us;
 } XrudpStats;
 
 #ifdef __cplusplus

@@ -157,6 +157,12 @@ pub struct XrudpStats {
     pub retransmitted_packets: u64,
     /// `lost_packets / packets_out`, 0 to 1 (0 before anything was sent).
     pub loss: f64,
+    /// The smallest round-trip time seen: the path's ping without any delay of the
+    /// server's acks, microseconds (0 until connected).
+    pub min_rtt_us: u64,
+    /// Round-trip jitter: the smoothed step between consecutive RTT samples,
+    /// microseconds (0 until connected).
+    pub jitter_us: u64,
 }
 
 /// One connection and the event that did not fit the caller's buffer.
@@ -372,6 +378,8 @@ pub fn stats(handle: u64) -> Result<XrudpStats, Status> {
         if let Some(cs) = e.conn.connection_stats() {
             s.rtt_us = cs.rtt.as_micros() as u64;
             s.rtt_var_us = cs.rtt_var.as_micros() as u64;
+            s.min_rtt_us = cs.min_rtt.as_micros() as u64;
+            s.jitter_us = cs.jitter.as_micros() as u64;
             s.cwnd = cs.cwnd;
             s.bytes_in_flight = cs.bytes_in_flight;
             s.send_buffered = cs.send_buffered as u64;

@@ -53,6 +53,7 @@ int main(int argc, char **argv) {
   size_t size = 64;
   uint16_t code = 42;
   XrudpConnectOptions opts = {XRUDP_PROTECTION_ANONYMOUS, 0, NULL};
+  XrudpStats live = {0};
   for (int i = 2; i + 1 < argc; i += 2) {
     if (!strcmp(argv[i], "--count")) count = (uint32_t)strtoul(argv[i + 1], NULL, 10);
     else if (!strcmp(argv[i], "--size")) size = strtoul(argv[i + 1], NULL, 10);
@@ -113,6 +114,9 @@ int main(int argc, char **argv) {
         rtt[next_recv] = t - sent_at[next_recv];
         if (++next_recv == count) {
           end = t;
+          /* The connection's quality while it is up (RTT figures are 0 once closed). */
+          s = xrudp_stats(conn, &live);
+          if (s != XRUDP_STATUS_OK) return fail("stats", s);
           s = xrudp_disconnect(conn, code);
           if (s != XRUDP_STATUS_OK) return fail("disconnect", s);
           disconnecting = 1;
@@ -137,10 +141,11 @@ int main(int argc, char **argv) {
   qsort(rtt, count, sizeof *rtt, cmp_u64);
   double secs = (double)(end - start) / 1e6;
   printf("ok count=%u round_trips_per_s=%.0f rtt_p50_us=%llu rtt_p90_us=%llu "
-         "packets_out=%llu lost=%llu\n",
+         "packets_out=%llu lost=%llu min_rtt_us=%llu jitter_us=%llu\n",
          count, secs > 0 ? count / secs : 0.0, (unsigned long long)rtt[(count * 50 + 99) / 100 - 1],
          (unsigned long long)rtt[(count * 90 + 99) / 100 - 1], (unsigned long long)st.packets_out,
-         (unsigned long long)st.lost_packets);
+         (unsigned long long)st.lost_packets, (unsigned long long)live.min_rtt_us,
+         (unsigned long long)live.jitter_us);
   free(sent_at);
   free(rtt);
   return 0;
