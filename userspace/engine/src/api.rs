@@ -24,6 +24,10 @@
 //! game: when its event queue is full they leave messages inside the protocol (counted
 //! as backpressure, and the senders' receive windows fill), and a full command queue is
 //! reported to the caller as [`Backpressure`], with the message handed back.
+//! A worker that sleeps (no traffic, no protocol timer due) is woken when the game
+//! queues a command or takes an event: the game rings the worker's doorbell, an eventfd
+//! the worker sleeps on too, and only while it sleeps, so a busy worker costs the game
+//! no syscall.
 
 use std::sync::{
     Arc,
@@ -95,25 +99,33 @@ impl GameServer {
     pub fn poll_event(&self) -> Option<Event> {
         let n = self.queues.len();
         let start = self.next.fetch_add(1, Relaxed);
-        (0..n).find_map(|i| self.queues[(start + i) % n].events.pop())
+        (0..n).find_map(|i| {
+            let q = &self.queues[(start + i) % n];
+            let ev = q.events.pop()?;
+            // Room for an event the worker may be holding: let it deliver now.
+            q.doorbell.ring();
+            Some(ev)
+        })
     }
 
     /// Sends `data` to one connection.
     pub fn send(&self, conn: ConnId, channel: u8, data: Vec<u8>) -> Result<(), Backpressure> {
         let q = self.worker(conn)?;
-        q.commands
-            .push(Command::Send {
+        push(
+            q,
+            Command::Send {
                 handle: conn.handle,
                 channel,
                 data,
-            })
-            .map_err(|c| {
-                self.refused.fetch_add(1, Relaxed);
-                match c {
-                    Command::Send { data, .. } => Backpressure(Some(data)),
-                    _ => Backpressure(None),
-                }
-            })
+            },
+        )
+        .map_err(|c| {
+            self.refused.fetch_add(1, Relaxed);
+            match c {
+                Command::Send { data, .. } => Backpressure(Some(data)),
+                _ => Backpressure(None),
+            }
+        })
     }
 
     /// Sends the same bytes to many connections (a state update's fan-out): one shared
@@ -134,13 +146,15 @@ impl GameServer {
             if handles.is_empty() {
                 continue;
             }
-            if q.commands
-                .push(Command::Broadcast {
+            if push(
+                q,
+                Command::Broadcast {
                     handles,
                     channel,
                     data: Arc::clone(&data),
-                })
-                .is_err()
+                },
+            )
+            .is_err()
             {
                 self.refused.fetch_add(1, Relaxed);
                 return Err(Backpressure(None));
@@ -152,15 +166,17 @@ impl GameServer {
     /// Closes a connection; the client sees `code`.
     pub fn disconnect(&self, conn: ConnId, code: u16) -> Result<(), Backpressure> {
         let q = self.worker(conn)?;
-        q.commands
-            .push(Command::Disconnect {
+        push(
+            q,
+            Command::Disconnect {
                 handle: conn.handle,
                 code,
-            })
-            .map_err(|_| {
-                self.refused.fetch_add(1, Relaxed);
-                Backpressure(None)
-            })
+            },
+        )
+        .map_err(|_| {
+            self.refused.fetch_add(1, Relaxed);
+            Backpressure(None)
+        })
     }
 
     /// Commands refused so far because a worker's queue was full.
@@ -224,4 +240,12 @@ fn conn_id(r: &ConnRow) -> ConnId {
         worker: r.queue,
         handle: xrudp_proto::ConnHandle::from_parts(r.slot, r.generation),
     }
+}
+
+/// Queues `cmd` for the worker and rings its doorbell, so a sleeping worker serves it
+/// now rather than at its next protocol timer; hands `cmd` back when the queue is full.
+fn push(q: &Queues, cmd: Command) -> Result<(), Command> {
+    q.commands.push(cmd)?;
+    q.doorbell.ring();
+    Ok(())
 }

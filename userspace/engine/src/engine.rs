@@ -373,7 +373,8 @@ fn jobs(
     for i in 0..n {
         let app = match (embedded, options.app) {
             (Some(cap), _) => {
-                let q = Arc::new(Queues::new(cap));
+                let q =
+                    Arc::new(Queues::new(cap).context("creating the embedding queues' eventfd")?);
                 queues.push(Arc::clone(&q));
                 App::Embedded(Embedded::new(q))
             }

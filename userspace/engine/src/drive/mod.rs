@@ -19,7 +19,10 @@
 
 use std::{
     net::SocketAddr,
-    sync::atomic::{AtomicBool, Ordering::Relaxed},
+    sync::atomic::{
+        AtomicBool,
+        Ordering::{Relaxed, SeqCst},
+    },
     time::{Duration, Instant},
 };
 
@@ -58,6 +61,45 @@ pub(crate) enum Verdict {
     Echo,
 }
 
+/// Wakes a sleeping worker when its application has queued work for it (the embedding
+/// API's commands): the worker says when it sleeps, and ringing costs one write(2) then
+/// and nothing otherwise.
+#[derive(Debug)]
+pub(crate) struct Doorbell {
+    fd: crate::sys::EventFd,
+    asleep: AtomicBool,
+}
+
+impl Doorbell {
+    /// A doorbell (an eventfd).
+    pub(crate) fn new() -> std::io::Result<Self> {
+        Ok(Self {
+            fd: crate::sys::EventFd::new()?,
+            asleep: AtomicBool::new(false),
+        })
+    }
+
+    /// After queuing work for the worker: wakes it if it sleeps.
+    pub(crate) fn ring(&self) {
+        // SeqCst pairs with `sleeping`: either the worker sees the work queued before
+        // it sleeps, or this sees it asleep.
+        if self.asleep.load(SeqCst) {
+            self.fd.signal();
+        }
+    }
+
+    /// The worker is about to sleep (it checks for queued work next).
+    fn sleeping(&self) {
+        self.asleep.store(true, SeqCst);
+    }
+
+    /// The worker is awake again.
+    fn awake(&self) {
+        self.asleep.store(false, SeqCst);
+        self.fd.clear();
+    }
+}
+
 /// What answers the datagrams of one worker.
 pub(crate) trait Handler {
     /// Whether the handler looks at datagrams at all: when not, a port counts them and
@@ -82,6 +124,14 @@ pub(crate) trait Handler {
     }
     /// The worker is stopping: say goodbye (sent during the shutdown rounds).
     fn shutdown(&mut self) {}
+    /// The doorbell the application rings when it queues work, if it can.
+    fn doorbell(&self) -> Option<&Doorbell> {
+        None
+    }
+    /// Whether the application has work queued for the worker (then it does not sleep).
+    fn has_work(&self) -> bool {
+        false
+    }
     /// Publishes the handler's own figures.
     fn publish(&self, _to: &Published) {}
 }
@@ -204,8 +254,8 @@ pub(crate) trait Port {
     fn max_sleep_ms(&self) -> i32 {
         IDLE_MS
     }
-    /// Waits for traffic.
-    fn wait(&mut self, how: Wait);
+    /// Waits for traffic (and, with `bell`, until that descriptor is readable).
+    fn wait(&mut self, how: Wait, bell: Option<std::os::fd::RawFd>);
     /// Called once, after the first datagrams arrived.
     fn on_first_traffic(&mut self, _worker: &Worker) {}
     /// Publishes the port's levels: every round (cheap ones), and with `periodic` the
@@ -291,11 +341,11 @@ fn wait<P: Port, H: Handler>(
 ) {
     match idle.strategy {
         WaitStrategy::Spin => {
-            port.wait(Wait::Spin);
+            port.wait(Wait::Spin, None);
             return;
         }
         WaitStrategy::Adaptive if traffic.spin(now, idle.spin_ns) => {
-            port.wait(Wait::Peek);
+            port.wait(Wait::Peek, None);
             return;
         }
         WaitStrategy::Adaptive | WaitStrategy::Sleep => {}
@@ -304,8 +354,21 @@ fn wait<P: Port, H: Handler>(
         i32::try_from(d.saturating_duration_since(now).as_millis()).unwrap_or(IDLE_MS)
     });
     let ms = deadline.min(IDLE_MS).min(port.max_sleep_ms());
-    if ms > 0 {
-        port.wait(Wait::Sleep(ms));
+    if ms <= 0 {
+        return;
+    }
+    let bell = handler.doorbell();
+    if let Some(b) = bell {
+        b.sleeping();
+        // Work queued before the flag was up would ring no one: look once more.
+        if handler.has_work() {
+            b.awake();
+            return;
+        }
+    }
+    port.wait(Wait::Sleep(ms), bell.map(|b| b.fd.raw()));
+    if let Some(b) = bell {
+        b.awake();
     }
 }
 

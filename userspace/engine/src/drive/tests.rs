@@ -68,7 +68,7 @@ impl Port for Scripted {
         false
     }
 
-    fn wait(&mut self, how: Wait) {
+    fn wait(&mut self, how: Wait, _bell: Option<std::os::fd::RawFd>) {
         self.waits.push(how);
     }
 
@@ -240,4 +240,138 @@ fn adaptive_looks_again_after_dense_traffic_and_sleeps_after_sparse_or_none() {
             Wait::Sleep(IDLE_MS),
         ]
     );
+}
+
+/// A port with no traffic whose sleep lasts 10 s unless its doorbell descriptor becomes
+/// readable; it records how each sleep ended, and stops the loop after the first sleep or
+/// after `rounds` rounds.
+struct Sleepy {
+    woken: Vec<bool>,
+    rounds: u32,
+    stop: Arc<AtomicBool>,
+}
+
+impl Port for Sleepy {
+    fn receive(&mut self, _t: &mut Tally) -> usize {
+        self.rounds = self.rounds.saturating_sub(1);
+        if self.rounds == 0 {
+            self.stop.store(true, SeqCst);
+        }
+        0
+    }
+
+    fn deliver<H: Handler>(&mut self, _now: Instant, _handler: &mut H, _t: &mut Tally) {}
+
+    fn transmit<H: Handler>(&mut self, _now: Instant, _handler: &mut H, _t: &mut Tally) {}
+
+    fn backlogged(&self) -> bool {
+        false
+    }
+
+    fn wait(&mut self, how: Wait, bell: Option<std::os::fd::RawFd>) {
+        if let (Wait::Sleep(_), Some(fd)) = (how, bell) {
+            let readable = crate::sys::poll_readable([fd, fd], 10_000).expect("poll");
+            self.woken.push(readable);
+            self.stop.store(true, SeqCst);
+        }
+    }
+}
+
+/// An application side that queues work through a doorbell; with `serve` off it never
+/// takes it, so the work stays queued.
+struct Rung {
+    bell: Arc<Doorbell>,
+    work: Arc<AtomicBool>,
+    serve: bool,
+    served: usize,
+}
+
+impl Handler for Rung {
+    const ORIGINATES: bool = false;
+
+    fn on_datagram(&mut self, _now: Instant, _from: SocketAddr, _payload: &[u8]) -> Verdict {
+        Verdict::Consumed
+    }
+
+    fn on_round(&mut self, _now: Instant) {
+        if self.serve && self.work.swap(false, SeqCst) {
+            self.served += 1;
+        }
+    }
+
+    fn doorbell(&self) -> Option<&Doorbell> {
+        Some(&self.bell)
+    }
+
+    fn has_work(&self) -> bool {
+        self.work.load(SeqCst)
+    }
+}
+
+/// Work the application queues while the worker sleeps wakes it through the doorbell at
+/// once, not at the end of its sleep (the embedded GameServer's replies used to wait for
+/// the next protocol timer, ~4 ms); and work queued as it goes to sleep keeps it awake.
+#[test]
+fn the_doorbell_wakes_a_sleeping_worker_for_queued_work() {
+    let stop = Arc::new(AtomicBool::new(false));
+    let bell = Arc::new(Doorbell::new().expect("eventfd"));
+    let work = Arc::new(AtomicBool::new(false));
+    let ringer = {
+        let (bell, work) = (Arc::clone(&bell), Arc::clone(&work));
+        std::thread::spawn(move || {
+            // Wait (up to 60 s) until the worker says it sleeps, then queue and ring.
+            for _ in 0..60_000 {
+                if bell.asleep.load(SeqCst) {
+                    work.store(true, SeqCst);
+                    bell.ring();
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            false
+        })
+    };
+    let mut port = Sleepy {
+        woken: Vec::new(),
+        rounds: u32::MAX,
+        stop: Arc::clone(&stop),
+    };
+    let mut app = Rung {
+        bell: Arc::clone(&bell),
+        work: Arc::clone(&work),
+        serve: true,
+        served: 0,
+    };
+    let worker = Worker::new(0, None);
+    run(&mut port, &mut app, &worker, SLEEP, &stop);
+    assert!(ringer.join().expect("ringer"), "the worker never slept");
+    assert_eq!(
+        port.woken,
+        [true],
+        "woken by the doorbell, not by the 10 s timeout"
+    );
+    assert_eq!(app.served, 1, "the work was served after the wake-up");
+    assert!(!bell.asleep.load(SeqCst), "awake after the wake-up");
+
+    // Work queued (and not yet taken) when the worker would sleep: it never sleeps.
+    stop.store(false, SeqCst);
+    work.store(true, SeqCst);
+    let mut port = Sleepy {
+        woken: Vec::new(),
+        rounds: 3,
+        stop: Arc::clone(&stop),
+    };
+    let mut app = Rung {
+        bell: Arc::clone(&bell),
+        work,
+        serve: false,
+        served: 0,
+    };
+    run(&mut port, &mut app, &worker, SLEEP, &stop);
+    assert!(
+        port.woken.is_empty(),
+        "slept with work queued: {:?}",
+        port.woken
+    );
+    assert!(!bell.asleep.load(SeqCst));
 }

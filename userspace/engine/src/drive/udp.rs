@@ -11,7 +11,7 @@
 use std::{
     io,
     net::{Ipv6Addr, SocketAddr, UdpSocket},
-    os::fd::AsFd as _,
+    os::fd::{AsFd as _, AsRawFd as _},
     time::Instant,
 };
 
@@ -149,10 +149,13 @@ impl Port for UdpPort {
         !self.tx.is_empty()
     }
 
-    fn wait(&mut self, how: Wait) {
+    fn wait(&mut self, how: Wait, bell: Option<std::os::fd::RawFd>) {
         // Busy polling on a kernel socket is the next recvmmsg: no syscall to wait in.
         if let Wait::Sleep(ms) = how {
-            let _ = sys::wait_readable(self.sock.as_fd(), ms);
+            let _ = match bell {
+                Some(fd) => sys::poll_readable([self.sock.as_raw_fd(), fd], ms),
+                None => sys::wait_readable(self.sock.as_fd(), ms),
+            };
         }
     }
 }

@@ -250,7 +250,7 @@ impl Port for XdpPort {
         }
     }
 
-    fn wait(&mut self, how: Wait) {
+    fn wait(&mut self, how: Wait, bell: Option<std::os::fd::RawFd>) {
         // poll() with a zero timeout runs the socket's busy-poll loop (it drives the
         // NAPI context the socket is bound to) and returns at once.
         let ms = match how {
@@ -262,7 +262,10 @@ impl Port for XdpPort {
             }
             Wait::Sleep(ms) => ms,
         };
-        let _ = self.xsk.wait(ms);
+        let _ = match bell {
+            Some(fd) => crate::sys::poll_readable([self.xsk.fd(), fd], ms),
+            None => self.xsk.wait(ms),
+        };
     }
 
     #[cold]

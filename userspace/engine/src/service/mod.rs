@@ -148,6 +148,14 @@ impl Handler for Service {
     }
 
     /// Closes every connection with a shutdown notice (sent on following transmits).
+    fn doorbell(&self) -> Option<&crate::drive::Doorbell> {
+        self.app.doorbell()
+    }
+
+    fn has_work(&self) -> bool {
+        self.app.has_work()
+    }
+
     fn shutdown(&mut self) {
         self.server.shutdown();
     }

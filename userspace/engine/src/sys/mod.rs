@@ -233,6 +233,68 @@ pub fn wait_readable(fd: std::os::fd::BorrowedFd<'_>, timeout_ms: i32) -> io::Re
     }
 }
 
+/// Sleeps until one of `fds` is readable or `timeout_ms` passes (poll(2)); returns
+/// whether one is. An interrupted sleep returns `false`.
+pub fn poll_readable(fds: [std::os::fd::RawFd; 2], timeout_ms: i32) -> io::Result<bool> {
+    let mut p = fds.map(|fd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    });
+    // SAFETY: two valid pollfds for the duration of the call; poll reports a bad
+    // descriptor in revents and touches no other memory.
+    let rc = unsafe { libc::poll(p.as_mut_ptr(), 2, timeout_ms) };
+    match rc {
+        0 => Ok(false),
+        r if r > 0 => Ok(true),
+        _ => {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                Ok(false)
+            } else {
+                Err(e)
+            }
+        }
+    }
+}
+
+/// An eventfd(2) counter: one thread signals it, another wakes from [`poll_readable`]
+/// on it.
+#[derive(Debug)]
+pub struct EventFd(std::fs::File);
+
+impl EventFd {
+    /// A non-blocking, close-on-exec eventfd at zero.
+    pub fn new() -> io::Result<Self> {
+        // SAFETY: eventfd(2) takes no pointers.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a new descriptor that nothing else owns.
+        let owned = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        Ok(Self(std::fs::File::from(owned)))
+    }
+
+    /// Adds one (a sleeper in poll wakes). Failure only means the counter is at its
+    /// maximum, which is as readable as any other value.
+    pub fn signal(&self) {
+        let _ = io::Write::write(&mut &self.0, &1u64.to_ne_bytes());
+    }
+
+    /// Resets the counter to zero (nothing to read is not an error).
+    pub fn clear(&self) {
+        let mut b = [0u8; 8];
+        let _ = io::Read::read(&mut &self.0, &mut b);
+    }
+
+    /// The descriptor, for [`poll_readable`].
+    #[must_use]
+    pub fn raw(&self) -> std::os::fd::RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
 /// The CPUs the calling thread may run on (sched_getaffinity(2)), in ascending order.
 pub fn thread_affinity() -> io::Result<Vec<usize>> {
     // SAFETY: cpu_set_t is a plain bit array; all zeroes is a valid, empty set.

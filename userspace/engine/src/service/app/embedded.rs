@@ -7,6 +7,7 @@ use crossbeam_queue::ArrayQueue;
 use xrudp_proto::{ConnHandle, DisconnectReason};
 
 use super::super::{ConnId, Out, outbox::Payload};
+use crate::drive::Doorbell;
 
 /// Commands taken from the application per round, so one burst cannot starve RX.
 const COMMANDS_PER_ROUND: usize = 1024;
@@ -78,16 +79,19 @@ pub struct Queues {
     pub events: ArrayQueue<Event>,
     /// Application → worker.
     pub commands: ArrayQueue<Command>,
+    /// Rung after pushing a command or taking an event, so a sleeping worker serves it
+    /// now rather than at its next protocol timer.
+    pub(crate) doorbell: Doorbell,
 }
 
 impl Queues {
-    /// Queues of `capacity` entries each.
-    #[must_use]
-    pub fn new(capacity: usize) -> Self {
-        Self {
+    /// Queues of `capacity` entries each, and their doorbell (an eventfd).
+    pub fn new(capacity: usize) -> std::io::Result<Self> {
+        Ok(Self {
             events: ArrayQueue::new(capacity.max(1)),
             commands: ArrayQueue::new(capacity.max(1)),
-        }
+            doorbell: Doorbell::new()?,
+        })
     }
 }
 
@@ -102,6 +106,16 @@ pub(crate) struct Embedded {
 impl Embedded {
     pub(crate) fn new(queues: Arc<Queues>) -> Self {
         Self { queues, held: None }
+    }
+
+    /// The game's doorbell.
+    pub(crate) fn doorbell(&self) -> &Doorbell {
+        &self.queues.doorbell
+    }
+
+    /// Whether the game queued commands, or took events while one waits for room.
+    pub(crate) fn has_work(&self) -> bool {
+        !self.queues.commands.is_empty() || (self.held.is_some() && !self.queues.events.is_full())
     }
 
     /// Applies up to [`COMMANDS_PER_ROUND`] commands from the game.

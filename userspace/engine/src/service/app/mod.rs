@@ -34,6 +34,22 @@ impl App {
 
     /// Whether the application can take another event (the game's event queue has
     /// room for the one it holds).
+    /// The game's doorbell (embedded only).
+    pub(super) fn doorbell(&self) -> Option<&crate::drive::Doorbell> {
+        match self {
+            Self::Embedded(e) => Some(e.doorbell()),
+            _ => None,
+        }
+    }
+
+    /// Whether the game queued work for the worker (embedded only).
+    pub(super) fn has_work(&self) -> bool {
+        match self {
+            Self::Embedded(e) => e.has_work(),
+            _ => false,
+        }
+    }
+
     pub(super) fn ready(&mut self) -> bool {
         match self {
             Self::Echo | Self::Relay(_) => true,
