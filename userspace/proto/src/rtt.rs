@@ -319,13 +319,10 @@ mod tests {
         let mut at_min = before;
         at_min.update(ms(50), Duration::ZERO);
         assert_eq!((r.smoothed(), r.var()), (at_min.smoothed(), at_min.var()));
-        let mut r = before;
         // 60 ms with 20 ms delay: 60 - 20 = 40 < min 50, so the sample counts as min_rtt,
         // 50 ms: never below it, and not the raw 60 ms (which would count the delay).
-        let before = r;
+        let mut r = before;
         r.update(ms(60), ms(20));
-        let mut at_min = before;
-        at_min.update(ms(50), Duration::ZERO);
         assert_eq!((r.smoothed(), r.var()), (at_min.smoothed(), at_min.var()));
         assert_eq!(r.min(), ms(50));
         assert_eq!(r.latest(), ms(60));

@@ -1406,7 +1406,10 @@ fn reported_rtt_is_the_path_round_trip() {
         for (end, s) in [("server", server), ("client", client)] {
             for (what, got) in [("smoothed", s.rtt), ("min", s.min_rtt)] {
                 let err = got.as_secs_f64() / rtt.as_secs_f64() - 1.0;
-                eprintln!("{rtt_ms} ms, loss {loss}: {end} {what} {got:?} ({:+.2} %)", err * 100.0);
+                eprintln!(
+                    "{rtt_ms} ms, loss {loss}: {end} {what} {got:?} ({:+.2} %)",
+                    err * 100.0
+                );
                 assert!(
                     err.abs() <= 0.05,
                     "{rtt_ms} ms path, {loss} loss: {end} {what} RTT {got:?} ({:+.1} %)",
