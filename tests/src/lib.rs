@@ -508,6 +508,61 @@ pub fn drive_until(
     }
 }
 
+/// What [`echo_rounds`] saw.
+#[derive(Debug, Default)]
+pub struct Echoes {
+    /// Messages queued.
+    pub sent: u64,
+    /// Echoes received.
+    pub echoed: u64,
+    /// Refused sends and unexpected events.
+    pub errors: Vec<String>,
+}
+
+/// Sends `rounds` rounds of one reliable message per client (the round number,
+/// big-endian) on `channel`: each round in batches of `batch` clients, driving the fleet
+/// for `gap` after each batch and counting echoes; then drives for up to `wait` until
+/// every echo has come back.
+#[must_use]
+pub fn echo_rounds(
+    fleet: &mut Fleet,
+    ids: &[FleetId],
+    channel: u8,
+    rounds: u32,
+    (batch, gap): (usize, Duration),
+    wait: Duration,
+) -> Echoes {
+    let mut s = Echoes::default();
+    for round in 0..rounds {
+        for chunk in ids.chunks(batch.max(1)) {
+            for id in chunk {
+                match fleet.send(*id, channel, &round.to_be_bytes()) {
+                    Ok(()) => s.sent += 1,
+                    Err(e) => s.errors.push(format!("send: {e}")),
+                }
+            }
+            drive_until(fleet, Instant::now() + gap, |_, ev| {
+                match ev {
+                    ClientEvent::Message { .. } => s.echoed += 1,
+                    other => s.errors.push(format!("during traffic: {other:?}")),
+                }
+                false
+            });
+        }
+    }
+    // (`drive_until` asks its predicate per event: only wait if echoes are missing.)
+    if s.echoed < s.sent {
+        let expected = s.sent;
+        drive_until(fleet, Instant::now() + wait, |_, ev| {
+            if let ClientEvent::Message { .. } = ev {
+                s.echoed += 1;
+            }
+            s.echoed >= expected
+        });
+    }
+    s
+}
+
 /// The 8-byte message the end-to-end tests send: sender index and sequence number, both
 /// big-endian `u32`s, so that an echo or a relayed copy says whose it is and which.
 #[must_use]

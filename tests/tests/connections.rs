@@ -18,8 +18,9 @@ use std::{
 };
 
 use xrudp::stats::connections::EngineConnections;
-use xrudp_proto::ClientEvent;
-use xrudp_tests::{Clients, Engine, Topology, connect_fleet, drive_until, repo_root, xrudp_bin};
+use xrudp_tests::{
+    Clients, Engine, Topology, connect_fleet, drive_until, echo_rounds, repo_root, xrudp_bin,
+};
 
 const PORT: u16 = 7777;
 const CLIENTS: usize = 1_000;
@@ -57,36 +58,18 @@ fn clients(server: SocketAddr, echoed_tx: &mpsc::Sender<()>, release: &AtomicBoo
         let _ = echoed_tx.send(());
         return s;
     }
-    let want = CLIENTS as u64 * u64::from(ROUNDS);
     // Paced like a game tick: each round's sends are spread over its 50 ms in batches
     // of 50, so that neither end sees a burst of 1,000 packets at once.
-    for round in 0..ROUNDS {
-        for batch in ids.chunks(50) {
-            for id in batch {
-                if let Err(e) = fleet.send(*id, RELIABLE, &round.to_be_bytes()) {
-                    s.errors.push(format!("send: {e}"));
-                }
-            }
-            let until = Instant::now() + Duration::from_micros(2_500);
-            drive_until(&mut fleet, until, |_, ev| {
-                match ev {
-                    ClientEvent::Message { .. } => s.echoed += 1,
-                    other => s.errors.push(format!("during traffic: {other:?}")),
-                }
-                false
-            });
-        }
-    }
-    // (`drive_until` asks its predicate per event: only wait if echoes are missing.)
-    if s.echoed < want {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        drive_until(&mut fleet, deadline, |_, ev| {
-            if let ClientEvent::Message { .. } = ev {
-                s.echoed += 1;
-            }
-            s.echoed >= want
-        });
-    }
+    let e = echo_rounds(
+        &mut fleet,
+        &ids,
+        RELIABLE,
+        ROUNDS,
+        (50, Duration::from_micros(2_500)),
+        Duration::from_secs(60),
+    );
+    s.echoed = e.echoed;
+    s.errors.extend(e.errors);
     let _ = echoed_tx.send(());
     // Keep the connections served while the test reads the figures.
     let deadline = Instant::now() + Duration::from_secs(120);

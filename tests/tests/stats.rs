@@ -17,8 +17,9 @@ use std::{
 };
 
 use xrudp::{stats::Report, telemetry::Snapshot};
-use xrudp_proto::ClientEvent;
-use xrudp_tests::{Clients, Engine, Topology, connect_fleet, drive_until, repo_root, xrudp_bin};
+use xrudp_tests::{
+    Clients, Engine, Topology, connect_fleet, drive_until, echo_rounds, repo_root, xrudp_bin,
+};
 
 const PORT: u16 = 7777;
 const METRICS: &str = "127.0.0.1:9187";
@@ -54,32 +55,16 @@ fn traffic(server: SocketAddr) -> Traffic {
             .push(format!("{} of {CLIENTS} connected", s.connected));
         return s;
     }
-    let want = CLIENTS as u64 * u64::from(ROUNDS);
-    for round in 0..ROUNDS {
-        for id in &ids {
-            match fleet.send(*id, RELIABLE, &round.to_be_bytes()) {
-                Ok(()) => s.sent += 1,
-                Err(e) => s.errors.push(format!("send: {e}")),
-            }
-        }
-        let until = Instant::now() + Duration::from_millis(20);
-        drive_until(&mut fleet, until, |_, ev| {
-            match ev {
-                ClientEvent::Message { .. } => s.echoed += 1,
-                other => s.errors.push(format!("during traffic: {other:?}")),
-            }
-            false
-        });
-    }
-    if s.echoed < want {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        drive_until(&mut fleet, deadline, |_, ev| {
-            if let ClientEvent::Message { .. } = ev {
-                s.echoed += 1;
-            }
-            s.echoed >= want
-        });
-    }
+    let e = echo_rounds(
+        &mut fleet,
+        &ids,
+        RELIABLE,
+        ROUNDS,
+        (CLIENTS, Duration::from_millis(20)),
+        Duration::from_secs(30),
+    );
+    (s.sent, s.echoed) = (e.sent, e.echoed);
+    s.errors.extend(e.errors);
     for id in &ids {
         fleet.disconnect(*id, 0);
     }

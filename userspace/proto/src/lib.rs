@@ -52,4 +52,4 @@ pub use conn::{DisconnectReason, SendError, Violation};
 pub use handshake::{RejectReason, TokenKey};
 pub use packet::DecodeError;
 pub use server::{ConnHandle, ConnStats, Server, ServerEvent, Transmit};
-pub use stats::Counters;
+pub use stats::{Counters, share};

@@ -166,22 +166,14 @@ impl ConnStats {
     /// Packets lost per packet sent since the connection opened (0 before any was sent).
     #[must_use]
     pub fn loss(&self) -> f64 {
-        ratio(self.packets_lost, self.packets_sent)
+        crate::stats::share(self.packets_lost, self.packets_sent)
     }
 
     /// Packets that carried retransmissions per packet sent (0 before any was sent).
     #[must_use]
     pub fn retransmission(&self) -> f64 {
-        ratio(self.packets_retransmitted, self.packets_sent)
+        crate::stats::share(self.packets_retransmitted, self.packets_sent)
     }
-}
-
-#[expect(
-    clippy::cast_precision_loss,
-    reason = "a ratio of counts below 2^32 is exact in f64"
-)]
-fn ratio(n: u64, of: u64) -> f64 {
-    if of == 0 { 0.0 } else { n as f64 / of as f64 }
 }
 
 #[derive(Debug)]

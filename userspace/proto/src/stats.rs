@@ -86,3 +86,18 @@ impl Counters {
         self.rejected[reason.index()]
     }
 }
+
+/// `part / of` as a fraction, 0 to 1 for a part of a whole (0 when `of` is 0, never NaN):
+/// loss and retransmission shares of packet counts.
+#[must_use]
+#[expect(
+    clippy::cast_precision_loss,
+    reason = "packet counts stay far below 2^52, where f64 is exact"
+)]
+pub fn share(part: u64, of: u64) -> f64 {
+    if of == 0 {
+        0.0
+    } else {
+        part as f64 / of as f64
+    }
+}

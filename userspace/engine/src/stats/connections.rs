@@ -105,7 +105,14 @@ pub fn run(
     loop {
         let engines = sample(iface, key, top)?;
         let mut out = std::io::stdout().lock();
-        let written = write(&mut out, &engines, json, interval.is_some(), terminal);
+        let written = super::write_documents(
+            &mut out,
+            &engines,
+            json,
+            interval.is_some(),
+            terminal,
+            render,
+        );
         match written {
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
             r => r?,
@@ -149,31 +156,6 @@ fn sample(
         );
     }
     Ok(out)
-}
-
-fn write(
-    out: &mut impl std::io::Write,
-    engines: &[EngineConnections],
-    json: bool,
-    watching: bool,
-    terminal: bool,
-) -> std::io::Result<()> {
-    if json {
-        if watching {
-            serde_json::to_writer(&mut *out, engines).map_err(std::io::Error::other)?;
-        } else {
-            serde_json::to_writer_pretty(&mut *out, engines).map_err(std::io::Error::other)?;
-        }
-        writeln!(out)?;
-    } else {
-        if watching && terminal {
-            write!(out, "\x1b[H\x1b[2J")?;
-        }
-        for e in engines {
-            render(out, e)?;
-        }
-    }
-    out.flush()
 }
 
 /// One engine's table.

@@ -472,11 +472,24 @@ fn write_reports(
     watching: bool,
     terminal: bool,
 ) -> std::io::Result<()> {
+    write_documents(out, reports, json, watching, terminal, table::render)
+}
+
+/// Writes one refresh of `items`: a JSON array (pretty, or on one line when watching),
+/// or a table per item drawn by `render` (redrawn in place when watching a terminal).
+pub(crate) fn write_documents<W: std::io::Write, T: Serialize>(
+    out: &mut W,
+    items: &[T],
+    json: bool,
+    watching: bool,
+    terminal: bool,
+    render: impl Fn(&mut W, &T) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     if json {
         if watching {
-            serde_json::to_writer(&mut *out, reports).map_err(std::io::Error::other)?;
+            serde_json::to_writer(&mut *out, items).map_err(std::io::Error::other)?;
         } else {
-            serde_json::to_writer_pretty(&mut *out, reports).map_err(std::io::Error::other)?;
+            serde_json::to_writer_pretty(&mut *out, items).map_err(std::io::Error::other)?;
         }
         writeln!(out)?;
     } else {
@@ -484,8 +497,8 @@ fn write_reports(
             // Cursor home and clear: redraw in place.
             write!(out, "\x1b[H\x1b[2J")?;
         }
-        for r in reports {
-            table::render(out, r)?;
+        for item in items {
+            render(out, item)?;
         }
         if watching && !terminal {
             writeln!(out)?;

@@ -212,38 +212,23 @@ pub fn thread_cpu_ticks(tid: i32) -> Option<(u64, u64)> {
 
 /// Waits until `fd` is readable or `timeout_ms` passes (`poll(2)`); `Ok(true)` if readable.
 pub fn wait_readable(fd: std::os::fd::BorrowedFd<'_>, timeout_ms: i32) -> io::Result<bool> {
-    let mut p = libc::pollfd {
-        fd: std::os::fd::AsRawFd::as_raw_fd(&fd),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd for the duration of the call.
-    let rc = unsafe { libc::poll(&raw mut p, 1, timeout_ms) };
-    match rc {
-        0 => Ok(false),
-        r if r > 0 => Ok(true),
-        _ => {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                Ok(false)
-            } else {
-                Err(e)
-            }
-        }
-    }
+    poll_readable([fd.as_raw_fd()], timeout_ms)
 }
 
 /// Sleeps until one of `fds` is readable or `timeout_ms` passes (poll(2)); returns
 /// whether one is. An interrupted sleep returns `false`.
-pub fn poll_readable(fds: [std::os::fd::RawFd; 2], timeout_ms: i32) -> io::Result<bool> {
+pub fn poll_readable<const N: usize>(
+    fds: [std::os::fd::RawFd; N],
+    timeout_ms: i32,
+) -> io::Result<bool> {
     let mut p = fds.map(|fd| libc::pollfd {
         fd,
         events: libc::POLLIN,
         revents: 0,
     });
-    // SAFETY: two valid pollfds for the duration of the call; poll reports a bad
-    // descriptor in revents and touches no other memory.
-    let rc = unsafe { libc::poll(p.as_mut_ptr(), 2, timeout_ms) };
+    // SAFETY: N valid pollfds for the duration of the call (N is 1 or 2 here, far below
+    // nfds_t's range); poll reports a bad descriptor in revents and touches no other memory.
+    let rc = unsafe { libc::poll(p.as_mut_ptr(), N as libc::nfds_t, timeout_ms) };
     match rc {
         0 => Ok(false),
         r if r > 0 => Ok(true),

@@ -134,22 +134,14 @@ impl ConnRow {
     /// Packets lost per packet sent, 0 to 1 (0 before any was sent).
     #[must_use]
     pub fn loss(&self) -> f64 {
-        ratio(self.packets_lost, self.packets_sent)
+        xrudp_proto::share(self.packets_lost, self.packets_sent)
     }
 
     /// Packets that carried retransmissions per packet sent, 0 to 1.
     #[must_use]
     pub fn retransmission(&self) -> f64 {
-        ratio(self.packets_retransmitted, self.packets_sent)
+        xrudp_proto::share(self.packets_retransmitted, self.packets_sent)
     }
-}
-
-#[expect(
-    clippy::cast_precision_loss,
-    reason = "counts of packets are far below 2^52"
-)]
-fn ratio(n: u64, of: u64) -> f64 {
-    if of == 0 { 0.0 } else { n as f64 / of as f64 }
 }
 
 /// A worker's per-connection rows and the sort buffers for its percentiles.
