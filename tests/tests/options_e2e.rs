@@ -14,7 +14,7 @@ use std::{
 use xrudp_client::{ClientConfig, ClientEvent, ConnectError, Connection, Protection, RejectReason};
 use xrudp_proto::TokenKey;
 use xrudp_proto::token::{self, TokenParams};
-use xrudp_tests::{Engine, Topology, protocol_sum, tagged};
+use xrudp_tests::{Engine, Topology, protocol_sum, tagged, xrudp_bin};
 
 const PORT: u16 = 7777;
 const RELIABLE: u8 = 0;
@@ -219,6 +219,64 @@ fn busy_poll_serves_echo_and_says_so() {
             .signal_and_wait(nix::sys::signal::Signal::SIGTERM)
             .success()
     );
+}
+
+/// `xrudp attach --config FILE`: the file's settings reach the running engine (the
+/// topology's `--iface` flag beside it), and `--check` validates a file without
+/// attaching: a good one exits 0, a misspelt key exits 2 naming the key.
+#[test]
+fn a_config_file_configures_the_engine_and_check_validates_it() {
+    let dir = std::env::temp_dir().join(format!("xrudp-config-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let good = dir.join("good.toml");
+    std::fs::write(
+        &good,
+        format!("port = [{PORT}]\nwait = \"adaptive\"\nmax-connections = 64\n"),
+    )
+    .expect("writing the config");
+    let t = Topology::new(1, true);
+    let mut engine = Engine::start(&t, &["--config", good.to_str().expect("UTF-8")]);
+    let snap = engine.snapshot();
+    assert_eq!(snap.ports, [PORT]);
+    assert_eq!(
+        snap.wakeup, "adaptive",
+        "the file's wait = \"adaptive\" is in force"
+    );
+    let server = t.srv_addr(PORT);
+    let back = Topology::in_ns(&t.ns_cli.clone(), move || {
+        echo(server, &Protection::default(), 16)
+    });
+    assert_eq!(back.expect("connects"), 16);
+    assert!(
+        engine
+            .signal_and_wait(nix::sys::signal::Signal::SIGTERM)
+            .success()
+    );
+
+    let check = |file: &std::path::Path| {
+        std::process::Command::new(xrudp_bin())
+            .args(["attach", "--iface", "eth0", "--check", "--config"])
+            .arg(file)
+            .output()
+            .expect("running xrudp attach --check")
+    };
+    let out = check(&good);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("valid"));
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "port = 7777\nbusy-pol = true\n").expect("writing the config");
+    let out = check(&bad);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("unknown key `busy-pol`") && err.contains("bad.toml"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

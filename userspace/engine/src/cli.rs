@@ -96,6 +96,16 @@ pub struct TokenIssueArgs {
 )]
 #[derive(Debug, Args)]
 pub struct AttachArgs {
+    /// Read settings from a TOML file first: one `key = value` per long flag of this
+    /// command (`iface = "eth0"`, `port = [7777]`, `busy-poll = true`, ...); flags given
+    /// on the command line override the file. Unknown keys and bad values are an error
+    /// naming the key. Example: /etc/xrudp/eth0.toml (docs/OPERATIONS.md).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Check the settings (file and flags) as attach would, without attaching: exit
+    /// status 0 and a line saying so when they are valid, else the error.
+    #[arg(long)]
+    pub check: bool,
     /// Network interface to attach to, e.g. eth0.
     #[arg(long, short = 'i')]
     pub iface: String,
@@ -319,11 +329,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn attach(a: AttachArgs) -> anyhow::Result<()> {
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, std::sync::Arc::clone(&stop))
-            .context("installing signal handlers")?;
-    }
+    let check = a.check;
     let protocol = protocol_config(&a)?;
     let options = engine::Options {
         iface: a.iface,
@@ -349,7 +355,161 @@ fn attach(a: AttachArgs) -> anyhow::Result<()> {
         protocol,
         hello_rate: a.hello_rate,
     };
+    if check {
+        engine::validate(&options)?;
+        println!("the settings are valid; nothing was attached (xrudp attach --check)");
+        return Ok(());
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, std::sync::Arc::clone(&stop))
+            .context("installing signal handlers")?;
+    }
     engine::serve(&options, &stop, a.metrics_addr)
+}
+
+/// The command line with `xrudp attach --config FILE` expanded: the file's settings as
+/// flags right after `attach`, but none that the command line sets itself (flags
+/// override the file, lists included). Any other command line comes back as it is.
+/// Errors name the file and the key.
+pub fn expand_config(args: Vec<std::ffi::OsString>) -> anyhow::Result<Vec<std::ffi::OsString>> {
+    if args.get(1).is_none_or(|a| a != "attach") {
+        return Ok(args);
+    }
+    let mut path = None;
+    let mut it = args[2..].iter();
+    while let Some(a) = it.next() {
+        if a == "--" {
+            break;
+        }
+        if a == "--config" {
+            path = it.next().map(PathBuf::from);
+        } else if let Some(v) = a.to_str().and_then(|s| s.strip_prefix("--config=")) {
+            path = Some(PathBuf::from(v));
+        }
+    }
+    let Some(path) = path else {
+        return Ok(args);
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading the config file {}", path.display()))?;
+    let settings = config_flags(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let given = given_flags(&args[2..]);
+    let mut out = Vec::with_capacity(args.len() + 2 * settings.len());
+    out.extend_from_slice(&args[..2]);
+    for (key, flags) in settings {
+        if !given.contains(&key) {
+            out.extend(flags.into_iter().map(std::ffi::OsString::from));
+        }
+    }
+    out.extend_from_slice(&args[2..]);
+    Ok(out)
+}
+
+/// The long names of the attach flags `args` sets (`--name`, `--name=v`, or the short
+/// form), up to a `--`.
+fn given_flags(args: &[std::ffi::OsString]) -> Vec<String> {
+    use clap::CommandFactory as _;
+    let cmd = Cli::command();
+    let Some(attach) = cmd.find_subcommand("attach") else {
+        return Vec::new();
+    };
+    let mut given = Vec::new();
+    for a in args.iter().filter_map(|a| a.to_str()) {
+        if a == "--" {
+            break;
+        }
+        if let Some(long) = a.strip_prefix("--") {
+            given.push(long.split('=').next().unwrap_or(long).to_owned());
+        } else if let Some(short) = a.strip_prefix('-').and_then(|s| s.chars().next()) {
+            let long = attach
+                .get_arguments()
+                .find(|arg| arg.get_short() == Some(short))
+                .and_then(clap::Arg::get_long);
+            given.extend(long.map(str::to_owned));
+        }
+    }
+    given
+}
+
+/// The flags a config file's text stands for, by key, each key checked on its own
+/// against the attach command (so an error names the key, not a flag the user never
+/// typed).
+fn config_flags(text: &str) -> Result<Vec<(String, Vec<String>)>, String> {
+    use clap::CommandFactory as _;
+    let table: toml::Table = toml::from_str(text).map_err(|e| format!("not valid TOML: {e}"))?;
+    let cmd = Cli::command();
+    let attach = cmd
+        .find_subcommand("attach")
+        .ok_or("the attach command is missing")?;
+    let mut flags = Vec::new();
+    for (key, value) in &table {
+        let arg = attach
+            .get_arguments()
+            .find(|a| a.get_long() == Some(key.as_str()))
+            .filter(|_| !matches!(key.as_str(), "config" | "check" | "help"))
+            .ok_or_else(|| {
+                let keys: Vec<_> = attach
+                    .get_arguments()
+                    .filter_map(clap::Arg::get_long)
+                    .filter(|l| !matches!(*l, "config" | "check" | "help"))
+                    .collect();
+                format!(
+                    "unknown key `{key}`: the keys are the long flags of `xrudp attach`: {}",
+                    keys.join(", ")
+                )
+            })?;
+        let switch = matches!(arg.get_action(), clap::ArgAction::SetTrue);
+        let these = match (value, switch) {
+            (toml::Value::Boolean(true), true) => vec![format!("--{key}")],
+            (toml::Value::Boolean(false), true) => Vec::new(),
+            (_, true) => return Err(format!("key `{key}` is a switch: give true or false")),
+            (v, false) => vec![format!("--{key}"), scalar(key, v)?],
+        };
+        // Check the key alone (with stand-ins for the required flags it does not set).
+        let mut probe = vec!["xrudp", "attach"];
+        if key != "iface" {
+            probe.extend(["--iface", "-"]);
+        }
+        if key != "port" {
+            probe.extend(["--port", "1"]);
+        }
+        probe.extend(these.iter().map(String::as_str));
+        if let Err(e) = Cli::try_parse_from(&probe) {
+            let msg = e.to_string();
+            let first = msg.lines().next().unwrap_or_default();
+            return Err(format!(
+                "key `{key}`: {}",
+                first.strip_prefix("error: ").unwrap_or(first)
+            ));
+        }
+        flags.push((key.clone(), these));
+    }
+    Ok(flags)
+}
+
+/// A config value as the flag's text: numbers and strings as they are, arrays joined
+/// with commas (the list flags take comma-separated values).
+fn scalar(key: &str, v: &toml::Value) -> Result<String, String> {
+    match v {
+        toml::Value::String(s) => Ok(s.clone()),
+        toml::Value::Integer(i) => Ok(i.to_string()),
+        toml::Value::Float(f) => Ok(f.to_string()),
+        toml::Value::Boolean(b) => Ok(b.to_string()),
+        toml::Value::Array(items) => items
+            .iter()
+            .map(|i| match i {
+                toml::Value::Array(_) | toml::Value::Table(_) => {
+                    Err(format!("key `{key}`: a list holds plain values"))
+                }
+                other => scalar(key, other),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(|v| v.join(",")),
+        toml::Value::Table(_) | toml::Value::Datetime(_) => Err(format!(
+            "key `{key}`: give a string, a number, true/false or a list"
+        )),
+    }
 }
 
 fn protocol_config(a: &AttachArgs) -> anyhow::Result<xrudp_proto::ServerConfig> {
@@ -612,6 +772,96 @@ mod tests {
         assert_eq!(p.idle_timeout, d.protocol.idle_timeout);
         assert_eq!(p.transport.mtu, d.protocol.transport.mtu);
         assert_eq!(!a.no_udp_checksum_check, d.udp_checksum_check);
+    }
+
+    fn os(args: &[&str]) -> Vec<std::ffi::OsString> {
+        args.iter().map(std::ffi::OsString::from).collect()
+    }
+
+    /// Parses `xrudp attach <flags>` after expanding a config file holding `config`.
+    fn attach_with(config: &str, flags: &[&str]) -> anyhow::Result<AttachArgs> {
+        let path = std::env::temp_dir().join(format!(
+            "xrudp-config-test-{}-{:x}.toml",
+            std::process::id(),
+            config.len() * 31 + flags.len()
+        ));
+        std::fs::write(&path, config).expect("writing the test config");
+        let mut args = vec!["xrudp", "attach", "--config", path.to_str().expect("UTF-8")];
+        args.extend_from_slice(flags);
+        let expanded = expand_config(os(&args));
+        let _ = std::fs::remove_file(&path);
+        let cli = Cli::try_parse_from(expanded?)?;
+        let Command::Attach(a) = cli.command else {
+            panic!("not attach");
+        };
+        Ok(a)
+    }
+
+    #[test]
+    fn a_config_file_sets_what_the_flags_set_and_flags_override_it() {
+        let config = "iface = \"eth9\"\nport = [7777, 7778]\nbusy-poll = true\n\
+                      ring-size = 1024\nidle-timeout = 30.5\ncores = [2, 3]\n\
+                      umem-hugepages = false\nbackend = \"socket\"\n";
+        let a = attach_with(config, &[]).expect("valid");
+        assert_eq!(
+            (a.iface.as_str(), a.port.as_slice()),
+            ("eth9", &[7777, 7778][..])
+        );
+        assert!(a.busy_poll && !a.umem_hugepages);
+        assert_eq!((a.ring_size, a.idle_timeout), (1024, 30.5));
+        assert_eq!(a.cores, Some(vec![2, 3]));
+        assert_eq!(a.backend, Backend::Socket);
+        // Flags after the file win, lists included.
+        let a = attach_with(
+            config,
+            &["--port", "9000", "--ring-size", "512", "-i", "eth1"],
+        )
+        .expect("valid");
+        assert_eq!((a.iface.as_str(), a.port.as_slice()), ("eth1", &[9000][..]));
+        assert_eq!(a.ring_size, 512);
+        // What the file leaves out keeps its default.
+        assert_eq!(a.umem_frames, defaults().umem_frames);
+    }
+
+    #[test]
+    fn config_file_errors_name_the_key() {
+        let err = |config: &str| {
+            format!(
+                "{:#}",
+                attach_with(config, &["-i", "eth0", "-p", "7777"]).expect_err("refused")
+            )
+        };
+        let e = err("rign-size = 1024\n");
+        assert!(
+            e.contains("unknown key `rign-size`") && e.contains("ring-size"),
+            "{e}"
+        );
+        let e = err("ring-size = \"big\"\n");
+        assert!(e.contains("key `ring-size`") && e.contains("big"), "{e}");
+        let e = err("busy-poll = 1\n");
+        assert!(e.contains("key `busy-poll` is a switch"), "{e}");
+        let e = err("backend = \"carrier-pigeon\"\n");
+        assert!(e.contains("key `backend`"), "{e}");
+        let e = err("cores = [[1]]\n");
+        assert!(e.contains("key `cores`"), "{e}");
+        let e = err("check = true\n");
+        assert!(e.contains("unknown key `check`"), "{e}");
+        let e = err("iface = \"eth0\n");
+        assert!(e.contains("not valid TOML"), "{e}");
+        // A file that is not there is named.
+        let e = format!(
+            "{:#}",
+            expand_config(os(&["xrudp", "attach", "--config=/nonexistent/x.toml"]))
+                .expect_err("refused")
+        );
+        assert!(e.contains("/nonexistent/x.toml"), "{e}");
+        // Other commands, and attach without --config, pass through untouched.
+        for args in [
+            &["xrudp", "stats", "--config", "x"][..],
+            &["xrudp", "attach", "-i", "eth0"],
+        ] {
+            assert_eq!(expand_config(os(args)).expect("untouched"), os(args));
+        }
     }
 
     #[test]

@@ -833,7 +833,9 @@ fn random_seed() -> anyhow::Result<[u8; 32]> {
     Ok(b)
 }
 
-fn validate(o: &Options) -> anyhow::Result<()> {
+/// Checks `o` as `Engine::start` does before it touches the system (`xrudp attach
+/// --check`).
+pub fn validate(o: &Options) -> anyhow::Result<()> {
     if o.ports.is_empty() {
         bail!("no --port given: name the game's UDP port(s), e.g. --port 7777");
     }

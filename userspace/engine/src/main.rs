@@ -36,7 +36,14 @@ fn main() -> std::process::ExitCode {
         )
         .with(log_filter())
         .init();
-    let cli = xrudp::cli::Cli::parse();
+    let args = match xrudp::cli::expand_config(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let cli = xrudp::cli::Cli::parse_from(args);
     match xrudp::cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
