@@ -136,6 +136,16 @@ pub struct ProtocolTotals {
     pub crc_failures: u64,
     /// Undecodable datagrams (CRC failures included).
     pub decode_errors: u64,
+    /// Datagrams for no known connection (dropped).
+    #[serde(default)]
+    pub unknown_connection: u64,
+    /// Hellos of a version this server does not speak (answered with the versions it
+    /// does, then dropped).
+    #[serde(default)]
+    pub version_mismatches: u64,
+    /// First hellos shed by the per-worker hello budget (`--hello-rate`).
+    #[serde(default)]
+    pub hellos_shed: u64,
     /// Median smoothed RTT over all connections, microseconds.
     pub rtt_p50_us: Option<u64>,
     /// 99th percentile smoothed RTT over all connections, microseconds.
@@ -379,6 +389,9 @@ fn add_figures(p: &mut ProtocolTotals, f: &Figures) {
     p.messages_out += f.messages_out;
     p.crc_failures += f.crc_failures;
     p.decode_errors += f.decode_errors;
+    p.unknown_connection += f.unknown_connection;
+    p.version_mismatches += f.version_mismatches;
+    p.hellos_shed += f.hellos_shed;
     p.memory += f.memory;
     if let Some((p50, p99)) = f.rtt_us {
         p.rtt_p50_us = Some(p.rtt_p50_us.map_or(p50, |v| v.max(p50)));

@@ -336,6 +336,21 @@ fn protocol_traffic(m: &mut Metrics, s: &Snapshot) {
             "Undecodable datagrams (CRC failures included).",
             |f| f.decode_errors,
         ),
+        (
+            "xrudp_unknown_connection_total",
+            "Datagrams for no known connection, dropped.",
+            |f| f.unknown_connection,
+        ),
+        (
+            "xrudp_version_mismatches_total",
+            "Hellos of a protocol version this server does not speak.",
+            |f| f.version_mismatches,
+        ),
+        (
+            "xrudp_hellos_shed_total",
+            "First hellos shed by the per-worker hello budget (--hello-rate).",
+            |f| f.hellos_shed,
+        ),
     ] {
         m.counter(name, help, &per_worker(s, field));
     }

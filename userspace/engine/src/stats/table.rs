@@ -133,11 +133,19 @@ fn datapath_totals(out: &mut impl Write, r: &Report) -> io::Result<()> {
         )?;
     }
     let crc = t.protocol.as_ref().map_or(0, |p| p.crc_failures);
-    writeln!(
+    write!(
         out,
         "  drops: malformed={} udp_checksum={} crc={} unanswerable={} tx_full={}",
         t.drop_malformed, t.drop_checksum, crc, t.drop_unanswerable, t.drop_tx_full
-    )
+    )?;
+    match &t.protocol {
+        Some(p) => writeln!(
+            out,
+            " unknown_connection={} version_mismatch={} hellos_shed={}",
+            p.unknown_connection, p.version_mismatches, p.hellos_shed
+        ),
+        None => writeln!(out),
+    }
 }
 
 /// Connections, protocol traffic and path estimates (protocol apps only).
