@@ -194,6 +194,16 @@ impl Drop for Topology {
     }
 }
 
+/// How [`Engine::try_start_as`] launches the engine.
+#[derive(Debug, Default)]
+pub struct Launch<'a> {
+    /// A command the engine runs under, inside the namespace (every program in it must
+    /// `exec` the next, so that the child's pid is the engine's).
+    pub wrapper: &'a [&'a str],
+    /// The engine's runtime directory (`XRUDP_RUN_DIR`) instead of /run/xrudp.
+    pub run_dir: Option<&'a Path>,
+}
+
 /// `xrudp attach` running in the server namespace of a topology.
 #[derive(Debug)]
 pub struct Engine {
@@ -214,21 +224,35 @@ impl Engine {
 
     /// Like [`Engine::start`], returning the error and the log instead of panicking.
     pub fn try_start(t: &Topology, args: &[&str]) -> Result<Self, (String, String)> {
+        Self::try_start_as(t, &Launch::default(), args)
+    }
+
+    /// Like [`Engine::try_start`], launched as `launch` says (under `setpriv`, say).
+    pub fn try_start_as(
+        t: &Topology,
+        launch: &Launch<'_>,
+        args: &[&str],
+    ) -> Result<Self, (String, String)> {
         let log = std::env::temp_dir().join(format!("xrudp-engine-{}-{}.log", t.id, nanos()));
         let f = File::create(&log).expect("creating the engine log file");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &t.ns_srv])
-            .arg(xrudp_bin())
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &t.ns_srv]);
+        cmd.args(launch.wrapper);
+        cmd.arg(xrudp_bin())
             .args(["attach", "--iface", &t.if_srv])
             .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(f)
-            .spawn()
-            .expect("spawning xrudp attach");
+            .stderr(f);
+        if let Some(dir) = launch.run_dir {
+            cmd.env("XRUDP_RUN_DIR", dir);
+        }
+        let child = cmd.spawn().expect("spawning xrudp attach");
         let ino = netns_inode(&t.ns_srv);
-        let control = xrudp::runtime::base_dir()
+        let control = launch
+            .run_dir
+            .map_or_else(xrudp::runtime::base_dir, Path::to_path_buf)
             .join(format!("net-{ino}"))
             .join(format!("{}.sock", t.if_srv));
         let pid = child.id();
@@ -279,6 +303,12 @@ impl Engine {
             }
             thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The engine's pid.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("engine already stopped").id()
     }
 
     /// Sends `sig` without waiting (e.g. `SIGSTOP`/`SIGCONT` to freeze the workers while

@@ -63,6 +63,7 @@ fn worker_allocates_nothing_per_packet() {
         workers: None,
         protocol: xrudp_proto::ServerConfig::default(),
         hello_rate: 0,
+        drop_capabilities: false,
     };
     let engine = xrudp_tests::alloc::InProcessEngine::start(&t.ns_srv, options, "xrudp-q0");
     let tid = engine.worker_tid;

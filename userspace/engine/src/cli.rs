@@ -35,7 +35,9 @@ pub enum Command {
     /// Attach to a NIC and serve the game's UDP port(s) until SIGINT/SIGTERM.
     ///
     /// Loads the XDP program, binds one AF_XDP socket per active receive queue and runs
-    /// one pinned worker per queue. Needs root. Exit status 0 after a clean shutdown.
+    /// one pinned worker per queue. Needs root, or CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN,
+    /// CAP_NET_RAW and CAP_IPC_LOCK, which it gives up once attached (docs/OPERATIONS.md,
+    /// "Least privilege"). Exit status 0 after a clean shutdown.
     /// Example: xrudp attach --iface eth0 --port 7777
     Attach(AttachArgs),
     /// Remove a stale XDP attachment left on an interface (not one of a running engine).
@@ -354,6 +356,7 @@ fn attach(a: AttachArgs) -> anyhow::Result<()> {
         workers: a.workers,
         protocol,
         hello_rate: a.hello_rate,
+        drop_capabilities: true,
     };
     if check {
         engine::validate(&options)?;

@@ -138,6 +138,10 @@ pub struct Options {
     /// First hellos each worker answers per second; past it they are shed and counted
     /// (0: unlimited).
     pub hello_rate: u32,
+    /// With the AF_XDP backend: give up every capability once the program is attached
+    /// and the sockets are bound (`xrudp attach` sets it; an embedding game decides for
+    /// its own process). See [`crate::privileges`].
+    pub drop_capabilities: bool,
 }
 
 impl Default for Options {
@@ -163,6 +167,7 @@ impl Default for Options {
             workers: None,
             protocol: xrudp_proto::ServerConfig::default(),
             hello_rate: 5000,
+            drop_capabilities: false,
         }
     }
 }
@@ -487,6 +492,9 @@ fn start_xdp(
     if options.umem_hugepages {
         check_huge_pages(options, queues.len()).map_err(StartError::Options)?;
     }
+    let umem_bytes =
+        u64::from(options.umem_frames) * u64::from(options.frame_size) * queues.len() as u64;
+    crate::privileges::check_xdp(umem_bytes).map_err(|e| StartError::Xdp(e.into()))?;
     let claim = Claim::acquire(&iface.name)?;
 
     let xdp = |e: crate::loader::LoadError| StartError::Xdp(e.into());
@@ -502,6 +510,9 @@ fn start_xdp(
         .map_err(StartError::Xdp)?;
     let busy_knobs = busy_poll_knobs(options, iface, &sockets);
     log_attached(options, iface, mode, &sockets, &cores);
+    if options.drop_capabilities {
+        give_up_capabilities(options);
+    }
 
     let (jobs, api_queues) = jobs(options, embedded, sockets.len()).map_err(StartError::Options)?;
     let mut planned = Vec::with_capacity(sockets.len());
@@ -536,6 +547,27 @@ fn start_xdp(
     let engine = launch(options, running, claim, planned, jobs, stop, busy_knobs)
         .map_err(StartError::Runtime)?;
     Ok((engine, api_queues))
+}
+
+/// Gives up the capabilities the running engine does not need (all of them, or all but
+/// `CAP_NET_ADMIN` with `--busy-poll`, whose interface knobs are written back at exit),
+/// before the workers and the control socket's thread start so that they inherit the
+/// reduced sets. A failure is logged, not fatal: the engine works as before, with more
+/// privilege than it needs.
+fn give_up_capabilities(options: &Options) {
+    let keep: &[caps::Capability] = if options.wait.busy_poll() {
+        &[caps::Capability::CAP_NET_ADMIN]
+    } else {
+        &[]
+    };
+    match crate::privileges::drop_after_attach(keep) {
+        Ok(dropped) => tracing::info!(
+            dropped = dropped.len(),
+            kept = ?keep,
+            "capabilities given up after attach"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not give up capabilities after attach"),
+    }
 }
 
 /// Binds one AF_XDP socket per queue and registers it with the program.
@@ -861,11 +893,6 @@ pub fn validate(o: &Options) -> anyhow::Result<()> {
             o.umem_frames,
             o.ring_size,
             o.ring_size
-        );
-    }
-    if sys::geteuid() != 0 {
-        tracing::warn!(
-            "not running as root: attaching needs CAP_BPF, CAP_NET_ADMIN and CAP_NET_RAW"
         );
     }
     Ok(())

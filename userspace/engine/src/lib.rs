@@ -16,6 +16,8 @@
 //! - `drive` (private): the one worker loop, its ports (AF_XDP, UDP) and the raw apps
 //!   (`discard`, `udp-echo`);
 //! - [`loader`]: the XDP program and its maps (aya);
+//! - [`privileges`]: the capabilities the AF_XDP backend needs, checked before it
+//!   starts and given up once it is attached;
 //! - `iface`, `busy_poll`, `neigh` (private): interface discovery, `--busy-poll` knobs,
 //!   the senders' link-layer routes;
 //! - [`telemetry`]: counters, latency histograms, published figures and the snapshot
@@ -34,6 +36,7 @@ pub mod engine;
 mod iface;
 pub mod loader;
 mod neigh;
+pub mod privileges;
 pub mod runtime;
 mod service;
 pub mod stats;

@@ -52,7 +52,7 @@ pub enum LoadError {
     NoXdpProgram,
     /// The kernel refused to load the program or create its maps.
     #[error(
-        "loading the XDP program failed: {0}; xrudp needs root (or CAP_BPF + CAP_NET_ADMIN) \
+        "loading the XDP program failed: {0}; xrudp needs root (or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON) \
          and a kernel with BPF enabled"
     )]
     Load(#[source] aya::EbpfError),
@@ -309,7 +309,9 @@ fn attach_hint(e: &aya::programs::ProgramError, mode: Mode) -> &'static str {
              run `xrudp detach --iface IF`; otherwise stop the program that owns it"
         }
         _ if mode == Mode::Native => "the driver may not support native XDP: retry with --mode skb",
-        Some(libc::EPERM | libc::EACCES) => "run as root (or with CAP_BPF and CAP_NET_ADMIN)",
+        Some(libc::EPERM | libc::EACCES) => {
+            "run as root (or with CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)"
+        }
         _ => "check `ip link show IF` and the kernel log (dmesg)",
     }
 }
