@@ -18,8 +18,11 @@ need_root() {
 # run against the engine by tests/tests/c_clients.rs, the misuse program under valgrind.
 # gcc-mingw-w64-x86-64: the Windows .dll of the C ABI (x86_64-pc-windows-gnu). cmake:
 # the C examples built through the C ABI's CMake package config.
+# lintian, man-db, systemd, strace: the Debian package's checks (scripts/package.sh:
+# lintian, the unit's `systemd-analyze verify`, which also checks its man pages exist) and
+# the unit's system-call filter against a traced engine (scripts/unit-syscalls.sh).
 APT_PKGS=(clang llvm-22-dev m4 libelf-dev zlib1g-dev make pkg-config iproute2 ethtool iputils-ping procps libenet-dev
-  gcc mono-mcs mono-runtime valgrind gcc-mingw-w64-x86-64 cmake)
+  gcc mono-mcs mono-runtime valgrind gcc-mingw-w64-x86-64 cmake lintian man-db systemd strace)
 
 # The game-client targets the C ABI is built (Windows) or checked (macOS) for.
 RUST_TARGETS=(x86_64-pc-windows-gnu aarch64-apple-darwin x86_64-apple-darwin)
@@ -98,10 +101,20 @@ install_cargo_fuzz() {
   fi
 }
 
+# Pinned: the version whose behaviour scripts/package.sh was written against.
+CARGO_DEB_VERSION=3.8.0
+install_cargo_deb() {
+  if ! cargo deb --version 2>/dev/null | grep -qF "$CARGO_DEB_VERSION"; then
+    log "installing cargo-deb $CARGO_DEB_VERSION (builds the Debian package: scripts/package.sh)"
+    cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked --force
+  fi
+}
+
 need_root
 install_apt
 install_rust_src
 install_rust_targets
 install_bpf_linker
 install_cargo_fuzz
+install_cargo_deb
 log "toolchain ready: $(rustup run nightly rustc --version), bpf-linker $(bpf-linker --version 2>/dev/null | head -1)"

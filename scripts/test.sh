@@ -3,7 +3,10 @@
 # Installs what is missing, then: fmt check, the import-cycle check on the engine's
 # modules, clippy -D warnings (host crates, and the eBPF crate for bpfel), build, the C
 # ABI's examples through CMake and pkg-config and its cross builds (Windows .dll, macOS
-# check), the fuzz seed replays, the ring logic under miri, the benchmark peers' loopback
+# check), the fuzz seed replays, the ring logic under miri, the Debian package (built,
+# linted, installed and purged; its unit verified, scored and its system-call filter
+# checked against a traced engine: scripts/package.sh, scripts/unit-syscalls.sh), the
+# benchmark peers' loopback
 # smoke check (tools/peers), then the unit, simulation and privileged integration tests in
 # one serial run (the privileged ones create namespaces and attach XDP; the C and C#
 # clients and the C ABI's header check are among them), and short fuzz runs when the fuzz
@@ -85,6 +88,15 @@ cargo test --locked --manifest-path tests/fuzz/Cargo.toml
 step "AF_XDP ring and frame-pool logic under miri"
 cargo +nightly miri setup >/dev/null
 cargo +nightly miri test --locked -p xrudp-xdp --lib ring
+
+# The package of the binary the build step made (--profile dev): a release build with fat
+# LTO would add minutes for the same packaging logic; scripts/package.sh alone makes the
+# release package.
+step "Debian package: build, lintian, dpkg -i, the unit's verify and security score, purge"
+bash scripts/package.sh --profile dev --install-test
+
+step "the unit's system-call filter against a traced engine (scripts/unit-syscalls.sh)"
+bash scripts/unit-syscalls.sh
 
 step "benchmark peers (tools/peers: ENet and kernel UDP echo, built and checked on loopback)"
 bash tools/peers/smoke.sh
