@@ -323,6 +323,23 @@ impl Engine {
         .expect("signalling the engine");
     }
 
+    /// Waits up to `timeout` for the engine to exit by itself; its status, or `None`
+    /// (the engine is left running, and killed on drop).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let child = self.child.as_mut().expect("engine already stopped");
+            if let Some(s) = child.try_wait().expect("waiting for the engine") {
+                self.child = None;
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends `sig` and waits (up to 20 s) for the engine to exit.
     pub fn signal_and_wait(&mut self, sig: Signal) -> ExitStatus {
         let mut child = self.child.take().expect("engine already stopped");
@@ -504,7 +521,9 @@ pub fn connect_fleet(server: SocketAddr, n: usize, timeout: Duration) -> Clients
                     settled.insert(id);
                     others.push((id, ev));
                 }
-                ClientEvent::Message { .. } => others.push((id, ev)),
+                ClientEvent::Message { .. } | ClientEvent::Draining { .. } => {
+                    others.push((id, ev));
+                }
             }
         }
     }

@@ -179,6 +179,7 @@ impl EchoState<'_> {
             ClientEvent::Disconnected { reason } => r
                 .errors
                 .push(format!("client {c} disconnected: {reason:?}")),
+            ClientEvent::Draining { .. } => r.errors.push(format!("client {c}: drain notice")),
             ClientEvent::Connected => {}
         }
     }

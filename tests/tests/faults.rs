@@ -417,7 +417,9 @@ fn reliable_burst_through_a_64_slot_tx_ring_arrives_exactly_once_in_order() {
                 ClientEvent::Disconnected { reason } => {
                     errors.push(format!("disconnected: {reason:?}"));
                 }
-                ClientEvent::Message { .. } | ClientEvent::Connected => {}
+                ClientEvent::Message { .. }
+                | ClientEvent::Connected
+                | ClientEvent::Draining { .. } => {}
             }
             got == clients * n as usize
         });

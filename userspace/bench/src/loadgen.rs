@@ -483,6 +483,8 @@ fn connect_all<T: Transport>(
                     fleet.remove(id);
                 }
                 ClientEvent::Message { data, .. } => fleet.recycle(id, data),
+                // A draining server goes on serving its connections: keep measuring.
+                ClientEvent::Draining { .. } => {}
             }
         }
     }
@@ -526,7 +528,7 @@ fn note_event<T: Transport>(
             out.closed_during_run += 1;
             out.close_reason.get_or_insert_with(|| describe(reason));
         }
-        ClientEvent::Connected => {}
+        ClientEvent::Connected | ClientEvent::Draining { .. } => {}
     }
 }
 

@@ -19,7 +19,7 @@ namespace Xrudp
         BadChannel = -8, Io = -9, Internal = -10,
     }
 
-    public enum EventKind : int { None = 0, Connected = 1, Message = 2, Disconnected = 3 }
+    public enum EventKind : int { None = 0, Connected = 1, Message = 2, Disconnected = 3, Draining = 4 }
 
     public enum Reason : int
     {

@@ -84,6 +84,11 @@ enum XrudpEventKind
   XRUDP_EVENT_KIND_MESSAGE = 2,
   // The connection is over; `reason` and `reason_code` say why. Free the handle.
   XRUDP_EVENT_KIND_DISCONNECTED = 3,
+  // The server is draining: it admits no one new and will go away; reconnect. The
+  // buffer holds the address it asks clients to reconnect to, as text
+  // (`198.18.0.1:7777`, `[2001:db8::1]:7777`; not NUL-terminated), and `len` is its
+  // length: 0 when the server named none. The connection stays open meanwhile.
+  XRUDP_EVENT_KIND_DRAINING = 4,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

@@ -55,6 +55,11 @@ pub enum XrudpEventKind {
     Message = 2,
     /// The connection is over; `reason` and `reason_code` say why. Free the handle.
     Disconnected = 3,
+    /// The server is draining: it admits no one new and will go away; reconnect. The
+    /// buffer holds the address it asks clients to reconnect to, as text
+    /// (`198.18.0.1:7777`, `[2001:db8::1]:7777`; not NUL-terminated), and `len` is its
+    /// length: 0 when the server named none. The connection stays open meanwhile.
+    Draining = 4,
 }
 
 /// Why a connection ended (`XRUDP_REASON_*`).
@@ -319,6 +324,18 @@ pub fn next_event(handle: u64, out: &mut XrudpEvent, buf: &mut [u8]) -> Status {
                     Status::Ok
                 } else {
                     e.pending = Some(ClientEvent::Message { channel, data });
+                    Status::BufferTooSmall
+                }
+            }
+            ClientEvent::Draining { redirect } => {
+                let text = redirect.map(|a| a.to_string()).unwrap_or_default();
+                out.kind = XrudpEventKind::Draining;
+                out.len = text.len() as u64;
+                if let Some(dst) = buf.get_mut(..text.len()) {
+                    dst.copy_from_slice(text.as_bytes());
+                    Status::Ok
+                } else {
+                    e.pending = Some(ClientEvent::Draining { redirect });
                     Status::BufferTooSmall
                 }
             }

@@ -69,6 +69,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                     eprintln!("disconnected: {reason:?}");
                     return Ok(());
                 }
+                ClientEvent::Draining { redirect } => match redirect {
+                    Some(addr) => eprintln!("the server is going away; reconnect to {addr}"),
+                    None => eprintln!("the server is going away; reconnect later"),
+                },
                 ClientEvent::Connected => {}
             }
         }

@@ -121,7 +121,7 @@ impl Connection {
                         reason => ConnectError::Closed { server, reason },
                     });
                 }
-                Some(e @ ClientEvent::Message { .. }) => {
+                Some(e @ (ClientEvent::Message { .. } | ClientEvent::Draining { .. })) => {
                     // Not possible before `Connected`; keep it rather than lose it.
                     conn.peeked = Some(e);
                     return Ok(conn);

@@ -151,7 +151,9 @@ fn fleet_echoes_in_order(fleet: &mut Fleet, ids: &[FleetId], n: u32) {
                     total += 1;
                     fleet.recycle(id, data);
                 }
-                e @ ClientEvent::Disconnected { .. } => panic!("client {i}: {e:?}"),
+                e @ (ClientEvent::Disconnected { .. } | ClientEvent::Draining { .. }) => {
+                    panic!("client {i}: {e:?}")
+                }
             }
         }
         for (i, &id) in ids.iter().enumerate() {

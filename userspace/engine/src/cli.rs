@@ -44,6 +44,11 @@ pub enum Command {
     Detach(DetachArgs),
     /// Show live figures of running engines (all of them, or one with --iface).
     Stats(StatsArgs),
+    /// Drain an engine for a rolling update: it admits no new client, tells every
+    /// connected one to leave (and where to reconnect, with --redirect), and exits 0 once
+    /// the last session has ended or at the deadline, closing what is left. Waits for it.
+    /// Example: xrudp drain --iface eth0 --deadline 120 --redirect 203.0.113.8:7777
+    Drain(DrainArgs),
     /// Load-test an echo server with N real connections; report msg/s, RTT percentiles,
     /// loss and retransmissions. Example:
     /// xrudp bench --server 198.18.0.1:7777 --clients 1000 --rate 20000 --duration 10
@@ -290,6 +295,25 @@ pub struct DetachArgs {
     pub iface: String,
 }
 
+/// `xrudp drain` options.
+#[derive(Debug, Args)]
+pub struct DrainArgs {
+    /// The interface of the engine to drain (in this network namespace).
+    #[arg(long, short = 'i')]
+    pub iface: String,
+    /// Seconds the engine waits for its clients to leave before it closes the rest
+    /// (they get the protocol's server-shutdown notice) and exits.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub deadline: u64,
+    /// Where clients should reconnect, e.g. the engine that replaces this one; sent to
+    /// every client with the drain notice (the client library reports it).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub redirect: Option<std::net::SocketAddr>,
+    /// Return once the engine has accepted the drain, without waiting for it to exit.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
 /// `xrudp stats` options.
 #[derive(Debug, Args)]
 pub struct StatsArgs {
@@ -325,9 +349,50 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Attach(a) => attach(a),
         Command::Detach(d) => detach(&d),
         Command::Stats(s) => stats(&s),
+        Command::Drain(d) => drain(&d),
         Command::Bench(b) => xrudp_bench::run(&b, &BenchSteering),
         Command::Token(TokenCommand::Issue(t)) => issue_token(&t),
     }
+}
+
+fn drain(d: &DrainArgs) -> anyhow::Result<()> {
+    let Some(pid) = runtime::live_engine(&d.iface).context("reading the runtime directory")? else {
+        bail!(
+            "no engine is attached to {} in this network namespace (`xrudp stats` lists them)",
+            d.iface
+        );
+    };
+    let path = runtime::Paths::new(&runtime::ns_dir()?, &d.iface).control;
+    let deadline = Duration::from_secs(d.deadline);
+    let answer = crate::control::drain(&path, d.redirect, deadline)
+        .with_context(|| format!("asking the engine on {} (pid {pid}) to drain", d.iface))?;
+    println!(
+        "draining {} (pid {pid}): {} connection(s) open, deadline {} s{}",
+        d.iface,
+        answer.open,
+        d.deadline,
+        d.redirect
+            .map_or_else(String::new, |a| format!(", clients sent to {a}"))
+    );
+    if d.no_wait {
+        return Ok(());
+    }
+    // The engine exits within a second of its last session or its deadline; leave room
+    // for closing notices and detaching.
+    let give_up = std::time::Instant::now() + deadline + Duration::from_secs(15);
+    while runtime::live_engine(&d.iface)?.is_some() {
+        if std::time::Instant::now() > give_up {
+            bail!(
+                "the engine on {} (pid {pid}) is still running {} s after the drain's \
+                 deadline; look at its log",
+                d.iface,
+                15
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!("drained: the engine on {} has exited", d.iface);
+    Ok(())
 }
 
 fn attach(a: AttachArgs) -> anyhow::Result<()> {

@@ -2,10 +2,12 @@
 //! each connection and answers it with one JSON document, taken on this thread by the
 //! functions it was started with (the workers never block on it): `snapshot` (or an empty
 //! request) gets the engine's [`Snapshot`], `connections` every connection's row
-//! ([`Connections`]). [`query`] and [`query_connections`] are its clients.
+//! ([`Connections`]), `drain SECS ADDR|-` starts a drain ([`Drained`]). [`query`],
+//! [`query_connections`] and [`drain`] are its clients.
 
 use std::{
     io::{self, BufRead as _, BufReader, Read as _, Write as _},
+    net::SocketAddr,
     os::unix::net::{UnixListener, UnixStream},
     path::{Path, PathBuf},
     sync::{
@@ -22,6 +24,9 @@ use crate::telemetry::{Connections, Snapshot};
 const SNAPSHOT: &str = "snapshot";
 /// The request for [`Connections`].
 const CONNECTIONS: &str = "connections";
+/// The request that starts a drain: `drain <deadline in seconds> <redirect address or ->`,
+/// answered with a [`Drained`].
+const DRAIN: &str = "drain";
 /// The longest request line read.
 const MAX_REQUEST: u64 = 64;
 
@@ -29,6 +34,8 @@ const MAX_REQUEST: u64 = 64;
 pub struct Sources {
     /// Takes the engine's snapshot.
     pub snapshot: Box<dyn Fn() -> Snapshot + Send>,
+    /// Starts a drain (redirect, deadline); returns the connections open.
+    pub drain: Box<dyn Fn(Option<SocketAddr>, Duration) -> u64 + Send>,
     /// Reads every connection's row.
     pub connections: Box<dyn Fn() -> Connections + Send>,
 }
@@ -100,6 +107,16 @@ fn serve(mut conn: UnixStream, sources: &Sources) {
     let json = match line.trim() {
         "" | SNAPSHOT => serde_json::to_vec(&(sources.snapshot)()),
         CONNECTIONS => serde_json::to_vec(&(sources.connections)()),
+        other if other.starts_with(DRAIN) => {
+            let Some((redirect, deadline)) = parse_drain(other) else {
+                tracing::warn!(request = %other.escape_debug(), "malformed drain request");
+                return;
+            };
+            tracing::info!(?redirect, ?deadline, "drain requested");
+            serde_json::to_vec(&Drained {
+                open: (sources.drain)(redirect, deadline),
+            })
+        }
         other => {
             tracing::warn!(request = %other.escape_debug(), "unknown control socket request");
             return;
@@ -124,6 +141,36 @@ fn ask<T: serde::de::DeserializeOwned>(path: &Path, request: &str) -> io::Result
         )));
     }
     serde_json::from_slice(&buf).map_err(io::Error::other)
+}
+
+/// The engine's answer to a drain request.
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Drained {
+    /// Connections open when the drain started (as last published).
+    pub open: u64,
+}
+
+/// `drain <secs> <addr|->`.
+fn parse_drain(line: &str) -> Option<(Option<SocketAddr>, Duration)> {
+    let mut it = line.split_ascii_whitespace();
+    if it.next()? != DRAIN {
+        return None;
+    }
+    let secs: u64 = it.next()?.parse().ok()?;
+    let redirect = match it.next()? {
+        "-" => None,
+        a => Some(a.parse().ok()?),
+    };
+    it.next()
+        .is_none()
+        .then_some((redirect, Duration::from_secs(secs)))
+}
+
+/// Asks the engine behind control socket `path` to drain: no new clients, connected ones
+/// told to leave (to `redirect`), stop when the last has gone or after `deadline`.
+pub fn drain(path: &Path, redirect: Option<SocketAddr>, deadline: Duration) -> io::Result<Drained> {
+    let to = redirect.map_or_else(|| "-".to_owned(), |a| a.to_string());
+    ask(path, &format!("{DRAIN} {} {to}", deadline.as_secs()))
 }
 
 /// Asks the engine behind control socket `path` for a snapshot.

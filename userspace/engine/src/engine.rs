@@ -243,6 +243,17 @@ pub fn serve(
     };
     while !stop.load(Relaxed) {
         thread::park_timeout(std::time::Duration::from_millis(200));
+        if let Some(deadline) = engine.running().drain_deadline() {
+            let open = engine.running().open_connections();
+            if open == 0 {
+                tracing::info!("drained: the last connection has ended");
+                break;
+            }
+            if Instant::now() >= deadline {
+                tracing::info!(open, "drain deadline reached; closing the rest");
+                break;
+            }
+        }
     }
     tracing::info!("shutting down");
     if let Some(e) = exporter {
@@ -449,6 +460,10 @@ fn launch<P: Port, F: FnOnce() -> P + Send + 'static>(
             connections: Box::new({
                 let running = Arc::clone(&running);
                 move || running.connections()
+            }),
+            drain: Box::new({
+                let running = Arc::clone(&running);
+                move |redirect, deadline| running.drain(redirect, Instant::now() + deadline)
             }),
         },
     )?;
@@ -781,6 +796,7 @@ fn running(
         workers,
         started: Instant::now(),
         started_unix: unix_now(),
+        drain_deadline: std::sync::Mutex::new(None),
     }
 }
 

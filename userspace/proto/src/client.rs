@@ -46,6 +46,13 @@ pub enum ClientEvent {
         /// The message.
         data: Vec<u8>,
     },
+    /// The server is draining (docs/PROTOCOL.md §8.5): it admits no new clients and will
+    /// go away; reconnect, to `redirect` if the server named one. The connection stays
+    /// open (messages still flow) until either side closes it. Reported once.
+    Draining {
+        /// Where the server asks its clients to reconnect.
+        redirect: Option<SocketAddr>,
+    },
     /// The connection ended or never started.
     Disconnected {
         /// Why.
@@ -87,6 +94,7 @@ fn conn_ctx<'a>(
         ack_delay: session.ack_delay,
         pool,
         stats,
+        drain_to: None,
     }
 }
 
@@ -110,6 +118,8 @@ pub struct Client {
     resend_interval: Duration,
     send_now: bool,
     events: VecDeque<ClientEvent>,
+    /// The server's drain notice was reported (it comes in every packet until acked).
+    drain_reported: bool,
     pool: BufPool,
     stats: Counters,
 }
@@ -153,6 +163,7 @@ impl Client {
             resend_at: None,
             send_now: true,
             events: VecDeque::new(),
+            drain_reported: false,
             pool: BufPool::default(),
             stats: Counters::default(),
             config,
@@ -253,9 +264,15 @@ impl Client {
                     conn.handle_disconnect(body, true, ctx.pool);
                 } else {
                     let events = &mut self.events;
-                    conn.handle_data(now, body, &mut ctx, &mut |channel, data| {
+                    let notice = conn.handle_data(now, body, &mut ctx, &mut |channel, data| {
                         events.push_back(ClientEvent::Message { channel, data });
                     });
+                    if let Some(crate::conn::Drain(redirect)) = notice
+                        && !self.drain_reported
+                    {
+                        self.drain_reported = true;
+                        self.events.push_back(ClientEvent::Draining { redirect });
+                    }
                 }
                 self.check_closed();
             }

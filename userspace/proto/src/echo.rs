@@ -233,6 +233,8 @@ impl Pair {
                         self.client.recycle(black_box(data));
                     }
                     ClientEvent::Connected => self.connected = true,
+                    // The benchmark's server never drains.
+                    ClientEvent::Draining { .. } => {}
                     ClientEvent::Disconnected { reason } => return Err(Error::Closed { reason }),
                 }
             }

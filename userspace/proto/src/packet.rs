@@ -4,6 +4,8 @@
 //! datagram is a [`DecodeError`] value, never a panic. Encoding writes into a caller's
 //! buffer (a UMEM frame on the engine's fast path) and never allocates.
 
+use std::net::SocketAddr;
+
 use xrudp_common::rudp::{self, HEADER_LEN, PacketType};
 use xrudp_packet::crc::rudp_crc;
 
@@ -49,7 +51,13 @@ pub mod frame {
     pub const PATH_CHALLENGE: u8 = 0x05;
     /// Path validation (client to server): the 8 bytes of a `PATH_CHALLENGE`.
     pub const PATH_RESPONSE: u8 = 0x06;
+    /// Drain notice (server to client): the server is going away; reconnect, to the
+    /// address given if any (§8.5).
+    pub const DRAIN: u8 = 0x07;
 }
+
+/// Bytes of a DRAIN frame at most: type, family, an IPv6 address and a port.
+pub const DRAIN_FRAME_MAX: usize = 20;
 
 /// Bytes of a PATH_CHALLENGE or PATH_RESPONSE frame: type and 8 bytes of data.
 pub const PATH_FRAME_LEN: usize = 9;
@@ -326,6 +334,8 @@ pub enum Frame<'a> {
     PathChallenge([u8; 8]),
     /// Path validation: the echo of a `PathChallenge`'s bytes.
     PathResponse([u8; 8]),
+    /// The server is draining; `Some` is where to reconnect (§8.5).
+    Drain(Option<SocketAddr>),
     /// A whole message; `seq` is present on every channel kind but `Unreliable`.
     Message {
         /// Channel index.
@@ -395,6 +405,19 @@ impl<'a, F: Fn(u8) -> Option<bool>> Frames<'a, F> {
                     Frame::PathResponse(data)
                 }
             }
+            frame::DRAIN => Frame::Drain(match r.u8()? {
+                0 => None,
+                4 => {
+                    let ip: [u8; 4] = r.bytes(4)?.try_into().map_err(|_| DecodeError::BadField)?;
+                    Some(SocketAddr::from((ip, r.u16()?)))
+                }
+                6 => {
+                    let ip: [u8; 16] =
+                        r.bytes(16)?.try_into().map_err(|_| DecodeError::BadField)?;
+                    Some(SocketAddr::from((ip, r.u16()?)))
+                }
+                _ => return Err(DecodeError::BadField),
+            }),
             frame::MESSAGE => {
                 let channel = r.u8()?;
                 let seq = match (self.has_seq)(channel) {
@@ -471,6 +494,32 @@ pub fn write_path(w: &mut Writer<'_>, response: bool, data: [u8; 8]) -> Option<(
         frame::PATH_CHALLENGE
     })?;
     w.bytes(&data)
+}
+
+/// Writes a DRAIN frame: family 0 (no address), 4 or 6, then the address and port.
+pub fn write_drain(w: &mut Writer<'_>, redirect: Option<SocketAddr>) -> Option<()> {
+    let need = match redirect {
+        None => 2,
+        Some(SocketAddr::V4(_)) => 8,
+        Some(SocketAddr::V6(_)) => DRAIN_FRAME_MAX,
+    };
+    if w.remaining() < need {
+        return None;
+    }
+    w.u8(frame::DRAIN)?;
+    match redirect {
+        None => w.u8(0),
+        Some(SocketAddr::V4(a)) => {
+            w.u8(4)?;
+            w.bytes(&a.ip().octets())?;
+            w.u16(a.port())
+        }
+        Some(SocketAddr::V6(a)) => {
+            w.u8(6)?;
+            w.bytes(&a.ip().octets())?;
+            w.u16(a.port())
+        }
+    }
 }
 
 /// Writes a MESSAGE frame (`seq` only if `with_seq`).
@@ -563,6 +612,9 @@ mod tests {
         write_fragment(&mut w, 0, 4, 1, 3, b"abc").unwrap();
         write_path(&mut w, false, *b"chalenge").unwrap();
         write_path(&mut w, true, *b"response").unwrap();
+        write_drain(&mut w, None).unwrap();
+        write_drain(&mut w, Some("198.18.0.1:7778".parse().unwrap())).unwrap();
+        write_drain(&mut w, Some("[2001:db8::1]:7779".parse().unwrap())).unwrap();
         let n = w.len();
         let frames: Vec<_> = Frames::new(&buf[..n], |c| (c < 3).then_some(c != 2))
             .collect::<Result<_, _>>()
@@ -595,6 +647,9 @@ mod tests {
                 },
                 Frame::PathChallenge(*b"chalenge"),
                 Frame::PathResponse(*b"response"),
+                Frame::Drain(None),
+                Frame::Drain(Some("198.18.0.1:7778".parse().unwrap())),
+                Frame::Drain(Some("[2001:db8::1]:7779".parse().unwrap())),
             ]
         );
         // A path frame cut short is a decode error, not a shorter frame.

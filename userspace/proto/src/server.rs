@@ -239,6 +239,10 @@ pub struct Server {
     pool: BufPool,
     stats: Counters,
     unix_anchor: Option<(Instant, u64)>,
+    /// [`Server::drain`] was called: no new connection is admitted.
+    draining: bool,
+    /// Where draining clients are sent (the DRAIN frame's address).
+    drain_to: Option<SocketAddr>,
 }
 
 impl Server {
@@ -308,6 +312,8 @@ impl Server {
             static_key,
             tokens,
             scratch: vec![0; MAX_DATAGRAM].into_boxed_slice(),
+            draining: false,
+            drain_to: None,
             config,
         })
     }
@@ -458,7 +464,7 @@ impl Server {
         let secs = self.secs(now);
         match h {
             Handshake::Hello { nonce } => {
-                if self.free.is_empty() && !self.by_addr.contains_key(&from) {
+                if (self.draining || self.free.is_empty()) && !self.by_addr.contains_key(&from) {
                     self.stats.rejected[RejectReason::ServerFull.index()] += 1;
                     self.reply(
                         from,
@@ -507,7 +513,7 @@ impl Server {
                     self.refuse(from, nonce, RejectReason::SecurityMismatch);
                     return;
                 }
-                if self.free.is_empty() {
+                if self.draining || self.free.is_empty() {
                     self.refuse(from, nonce, RejectReason::ServerFull);
                     return;
                 }
@@ -595,7 +601,7 @@ impl Server {
             index,
             generation: slot.generation,
         };
-        let ctx = conn_ctx(&self.config, &mut self.pool, &mut self.stats);
+        let ctx = conn_ctx(&self.config, &mut self.pool, &mut self.stats, self.drain_to);
         // The client's max ack delay is the same default unless configured otherwise: the
         // client announces none, so the server assumes its own.
         let mut conn = Conn::new(
@@ -790,7 +796,7 @@ impl Server {
         let generation = slot.generation;
         // INVARIANT: lookup returned a slot holding a connection.
         let conn = slot.conn.as_mut().expect("looked up");
-        let mut ctx = conn_ctx(&self.config, &mut self.pool, &mut self.stats);
+        let mut ctx = conn_ctx(&self.config, &mut self.pool, &mut self.stats, self.drain_to);
         let Some(body) = conn.unprotect(data, &mut self.scratch, &mut ctx) else {
             return;
         };
@@ -843,7 +849,7 @@ impl Server {
             return;
         };
         let old = conn.peer;
-        let ctx = conn_ctx(&self.config, &mut self.pool, &mut self.stats);
+        let ctx = conn_ctx(&self.config, &mut self.pool, &mut self.stats, self.drain_to);
         conn.migrate(now, addr, &ctx);
         if self.by_addr.get(&old) == Some(&index) {
             self.by_addr.remove(&old);
@@ -921,7 +927,8 @@ impl Server {
                 let Some(conn) = self.slots[index as usize].conn.as_mut() else {
                     continue;
                 };
-                let mut ctx = conn_ctx(&self.config, &mut self.pool, &mut self.stats);
+                let mut ctx =
+                    conn_ctx(&self.config, &mut self.pool, &mut self.stats, self.drain_to);
                 conn.handle_timeout(now, &mut ctx);
                 self.after(index);
             }
@@ -977,7 +984,7 @@ impl Server {
                 self.mark_ready(index);
                 return Some(Transmit { dst, len });
             }
-            let mut ctx = conn_ctx(&self.config, &mut self.pool, &mut self.stats);
+            let mut ctx = conn_ctx(&self.config, &mut self.pool, &mut self.stats, self.drain_to);
             if let Some((dst, len)) = conn.poll_path_challenge(now, out, &mut ctx) {
                 self.mark_ready(index);
                 return Some(Transmit { dst, len });
@@ -1042,7 +1049,7 @@ impl Server {
             return Err(SendError::NotConnected);
         }
         let conn = slot.conn.as_mut().ok_or(SendError::NotConnected)?;
-        let mut ctx = conn_ctx(&self.config, &mut self.pool, &mut self.stats);
+        let mut ctx = conn_ctx(&self.config, &mut self.pool, &mut self.stats, self.drain_to);
         conn.send(channel, data, &mut ctx)?;
         self.stats.messages_out += 1;
         self.mark_ready(handle.index);
@@ -1053,6 +1060,43 @@ impl Server {
     /// `Disconnected` event with [`DisconnectReason::Local`] follows.
     pub fn disconnect(&mut self, handle: ConnHandle, code: u16) {
         self.close(handle, close_kind::APPLICATION, code);
+    }
+
+    /// Starts draining (docs/PROTOCOL.md §8.5): from now on every new client is refused
+    /// (`Reject` with `ServerFull`), and every open connection gets a DRAIN frame, with
+    /// `redirect` if given, in each packet until the client acknowledges one; the client
+    /// reports `ClientEvent::Draining`. Connections stay open and keep delivering until
+    /// the clients leave or the application closes them. A second call changes nothing.
+    pub fn drain(&mut self, redirect: Option<SocketAddr>) {
+        if self.draining {
+            return;
+        }
+        self.draining = true;
+        self.drain_to = redirect;
+        for index in 0..self.slots.len() as u32 {
+            if self.slots[index as usize]
+                .conn
+                .as_mut()
+                .is_some_and(Conn::start_drain)
+            {
+                self.mark_ready(index);
+            }
+        }
+    }
+
+    /// Whether [`Server::drain`] was called.
+    #[must_use]
+    pub fn is_draining(&self) -> bool {
+        self.draining
+    }
+
+    /// Open connections whose client acknowledged the drain notice.
+    #[must_use]
+    pub fn drain_notices_acked(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| s.conn.as_ref().is_some_and(Conn::drain_acked))
+            .count()
     }
 
     /// Closes every connection with a shutdown notice.
@@ -1084,6 +1128,7 @@ fn conn_ctx<'a>(
     config: &'a ServerConfig,
     pool: &'a mut BufPool,
     stats: &'a mut Counters,
+    drain_to: Option<SocketAddr>,
 ) -> Ctx<'a> {
     Ctx {
         channels: &config.channels,
@@ -1093,6 +1138,7 @@ fn conn_ctx<'a>(
         ack_delay: config.transport.max_ack_delay,
         pool,
         stats,
+        drain_to,
     }
 }
 

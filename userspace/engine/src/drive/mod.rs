@@ -124,6 +124,9 @@ pub(crate) trait Handler {
     }
     /// The worker is stopping: say goodbye (sent during the shutdown rounds).
     fn shutdown(&mut self) {}
+    /// Starts draining (`xrudp drain`): admit no one new, tell connected clients to leave
+    /// (to `redirect` if given). Raw applications have no clients to tell.
+    fn drain(&mut self, _redirect: Option<SocketAddr>) {}
     /// The doorbell the application rings when it queues work, if it can.
     fn doorbell(&self) -> Option<&Doorbell> {
         None
@@ -282,6 +285,7 @@ pub(crate) fn run<P: Port, H: Handler>(
     let mut last_publish = Instant::now();
     let mut first_traffic = true;
     let mut stopping_rounds = 0u32;
+    let mut draining = false;
     let mut traffic = Traffic::new();
     loop {
         let stopping = stop.load(Relaxed);
@@ -310,6 +314,10 @@ pub(crate) fn run<P: Port, H: Handler>(
         let periodic = now.duration_since(last_publish) >= PUBLISH_EVERY;
         port.publish_levels(c, periodic);
         if periodic {
+            if !draining && let Some(redirect) = worker.drain.get() {
+                draining = true;
+                handler.drain(*redirect);
+            }
             handler.publish(&worker.published);
             latency.flush(&c.latency);
             last_publish = now;

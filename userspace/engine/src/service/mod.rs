@@ -160,6 +160,11 @@ impl Handler for Service {
         self.server.shutdown();
     }
 
+    fn drain(&mut self, redirect: Option<SocketAddr>) {
+        tracing::info!(worker = self.worker, ?redirect, "draining");
+        self.server.drain(redirect);
+    }
+
     /// Publishes this worker's protocol and application figures to `to` (skipped, never
     /// waited for, while a reader holds it).
     fn publish(&self, to: &Published) {

@@ -10,9 +10,10 @@ pub mod latency;
 pub mod snapshot;
 
 use std::{
+    net::SocketAddr,
     os::fd::OwnedFd,
     sync::{
-        Arc,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicI32, AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed},
     },
     time::Instant,
@@ -134,6 +135,10 @@ pub struct Worker {
     /// The NAPI id the socket's packets come through ([`NAPI_ID_UNKNOWN`] before the
     /// first packets; 0 when the driver's queue has none). AF_XDP only.
     pub napi_id: AtomicU32,
+    /// Set once by `xrudp drain`: the worker's server starts draining (docs/PROTOCOL.md
+    /// §8.5), sending its clients to the address, if any. The worker looks at it when it
+    /// publishes its figures (every 100 ms while it turns).
+    pub drain: OnceLock<Option<SocketAddr>>,
 }
 
 impl Worker {
@@ -148,6 +153,7 @@ impl Worker {
             counters: CachePadded::default(),
             published: Published::default(),
             napi_id: AtomicU32::new(NAPI_ID_UNKNOWN),
+            drain: OnceLock::new(),
         }
     }
 
@@ -198,9 +204,48 @@ pub struct Running {
     pub started: Instant,
     /// Wall-clock start, seconds since the Unix epoch.
     pub started_unix: u64,
+    /// When a drain must end at the latest (`xrudp drain --deadline`); `None` until one
+    /// is asked for.
+    pub drain_deadline: Mutex<Option<Instant>>,
 }
 
 impl Running {
+    /// Starts draining every worker (a second call keeps the first one's address and
+    /// deadline): no new client is admitted, connected ones are told to leave (to
+    /// `redirect` if given). The engine stops when the last connection has ended or at
+    /// `deadline`. Returns the connections open as last published.
+    pub fn drain(&self, redirect: Option<SocketAddr>, deadline: Instant) -> u64 {
+        for w in &self.workers {
+            let _ = w.drain.set(redirect);
+        }
+        let mut d = self
+            .drain_deadline
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        d.get_or_insert(deadline);
+        self.open_connections()
+    }
+
+    /// When the drain asked for ends at the latest, if one was asked for.
+    #[must_use]
+    pub fn drain_deadline(&self) -> Option<Instant> {
+        *self
+            .drain_deadline
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Connections open over every worker, as last published (at most 100 ms old).
+    #[must_use]
+    pub fn open_connections(&self) -> u64 {
+        self.snapshot()
+            .queues
+            .iter()
+            .filter_map(|q| q.protocol.as_ref())
+            .map(|f| f.connections)
+            .sum()
+    }
+
     /// The engine's figures as of now.
     #[must_use]
     pub fn snapshot(&self) -> Snapshot {

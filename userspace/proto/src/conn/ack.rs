@@ -11,7 +11,7 @@ impl Conn {
     /// The full number of a received packet with wire number `wire`, or `None` if it was
     /// received before or is too old to tell.
     pub(super) fn received_pn(&self, wire: u16) -> Option<u64> {
-        if !self.rx_any {
+        if !self.rx_any() {
             // Before any packet, `rx_largest` holds the peer's first number (Conn::new).
             return Some(expand16(self.rx_largest, wire));
         }
@@ -21,8 +21,7 @@ impl Conn {
 
     /// Records packet `pn` (not a duplicate) as received at `now`.
     pub(super) fn record_received(&mut self, now: Instant, pn: u64) {
-        if !self.rx_any {
-            self.rx_any = true;
+        if !self.rx_any() {
             self.rx_largest = pn;
             self.rx_bits = 0;
             self.rx_largest_time = Some(now);

@@ -155,6 +155,27 @@ pub(crate) struct Ctx<'a> {
     pub(crate) ack_delay: Duration,
     pub(crate) pool: &'a mut BufPool,
     pub(crate) stats: &'a mut Counters,
+    /// Where a draining server sends its clients (the DRAIN frame's address; §8.5).
+    pub(crate) drain_to: Option<SocketAddr>,
+}
+
+/// A DRAIN frame received (client side): where the server sends its clients, if anywhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Drain(pub(crate) Option<SocketAddr>);
+
+/// A server's drain notice on one connection (docs/PROTOCOL.md §8.5): the DRAIN frame
+/// goes in every packet from the first one after [`Conn::start_drain`] until a packet
+/// carrying it is acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DrainNotice {
+    /// No drain.
+    None,
+    /// Draining; the notice has not been sent yet (the connection wants to transmit).
+    Unsent,
+    /// Sent, not yet acknowledged: every packet carries it.
+    InFlight,
+    /// A packet carrying it was acknowledged.
+    Acked,
 }
 
 /// The connection's deadlines, indexing its fixed table of `Option<Instant>` (the
@@ -176,9 +197,10 @@ const DEADLINES: usize = 4;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum State {
     Open,
-    /// Sending the remaining copies of `Disconnect`.
+    /// Sending the remaining copies of `Disconnect`, of this kind (§5.3).
     Closing {
         copies: u8,
+        kind: u8,
     },
     /// Done; the owner reports the reason and frees the connection.
     Closed,
@@ -213,9 +235,9 @@ pub(crate) struct Conn {
     pub(crate) state: State,
     /// Why it closed (set with `Closing`/`Closed`).
     pub(crate) reason: Option<DisconnectReason>,
-    /// The `Disconnect` kind and code to send while closing (two fields, not a tuple, so
-    /// that the byte packs with the other small fields).
-    close_kind: u8,
+    /// Where the server's drain notice stands on this connection (§8.5).
+    drain: DrainNotice,
+    /// The `Disconnect` code to send while closing (the kind is in `State::Closing`).
     close_code: u16,
     mtu: u16,
     timers: [Option<Instant>; DEADLINES],
@@ -246,7 +268,6 @@ pub(crate) struct Conn {
     // Receiving.
     rx_largest: u64,
     rx_bits: u64,
-    rx_any: bool,
     rx_largest_time: Option<Instant>,
     ack_pending: u8,
     ack_now: bool,
@@ -268,6 +289,27 @@ pub(crate) struct Protection {
 }
 
 impl Conn {
+    /// The server starts draining (§8.5): the notice goes out in the next packet and in
+    /// every one after it until one carrying it is acknowledged. Returns whether the
+    /// connection has something to send now.
+    pub(crate) fn start_drain(&mut self) -> bool {
+        if self.state != State::Open || self.drain != DrainNotice::None {
+            return false;
+        }
+        self.drain = DrainNotice::Unsent;
+        true
+    }
+
+    /// Whether any packet has been received (the first sets `rx_largest_time`).
+    pub(super) fn rx_any(&self) -> bool {
+        self.rx_largest_time.is_some()
+    }
+
+    /// Whether the peer acknowledged a packet carrying the drain notice.
+    pub(crate) fn drain_acked(&self) -> bool {
+        self.drain == DrainNotice::Acked
+    }
+
     /// A new connection; `initial_seq` is this end's first packet and channel sequence
     /// number, `peer_initial_seq` the peer's (exchanged in the handshake).
     #[expect(
@@ -290,7 +332,6 @@ impl Conn {
             conn_id,
             state: State::Open,
             reason: None,
-            close_kind: 0,
             close_code: 0,
             mtu: mtu as u16,
             timers: [None; DEADLINES],
@@ -308,13 +349,13 @@ impl Conn {
             since_ping: RTT_PROBE_PACKETS,
             initial_seq,
             loss_armed: false,
+            drain: DrainNotice::None,
             quality: Quality::default(),
             send_seq: [initial_seq; MAX_CHANNELS],
             // The peer's first packet number until one arrives: the first packets expand
             // around it, so a lost first packet near the 16-bit wrap still expands right.
             rx_largest: (1 << 32) + u64::from(peer_initial_seq),
             rx_bits: 0,
-            rx_any: false,
             rx_largest_time: None,
             ack_pending: 0,
             ack_now: false,
@@ -457,9 +498,10 @@ impl Conn {
         }
         self.state = State::Closing {
             copies: DISCONNECT_COPIES,
+            kind,
         };
         self.reason = Some(reason);
-        (self.close_kind, self.close_code) = (kind, code);
+        self.close_code = code;
         self.free_buffers(pool);
     }
 
@@ -654,6 +696,7 @@ mod fixture {
                 ack_delay: self.transport.max_ack_delay,
                 pool: &mut self.pool,
                 stats: &mut self.stats,
+                drain_to: None,
             }
         }
 

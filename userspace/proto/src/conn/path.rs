@@ -52,7 +52,7 @@ impl Conn {
     /// The largest packet number received, if any (a packet raised it if this grows
     /// across its handling).
     pub(crate) fn largest_received(&self) -> Option<u64> {
-        self.rx_any.then_some(self.rx_largest)
+        self.rx_any().then_some(self.rx_largest)
     }
 
     /// Server: an authenticated packet came from the current peer address. One that is the largest yet ends any validation of another address:

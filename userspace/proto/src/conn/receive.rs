@@ -8,7 +8,7 @@ use super::reassembly::MIN_FRAGMENT;
 use xrudp_common::rudp::HEADER_LEN;
 
 use super::transmit::nonce_counter;
-use super::{Conn, Ctx, Deadline, State, Violation};
+use super::{Conn, Ctx, Deadline, Drain, State, Violation};
 use crate::config::ChannelKind;
 use crate::packet::{DATA_PREFIX_LEN, DecodeError, Frame, Frames, Reader};
 
@@ -36,7 +36,7 @@ impl Conn {
         let opened = (|| {
             let packet = scratch.get_mut(..datagram.len())?;
             let wire = u16::from_be_bytes(datagram.get(HEADER_LEN..header_len)?.try_into().ok()?);
-            let expected = self.rx_largest + u64::from(self.rx_any);
+            let expected = self.rx_largest + u64::from(self.rx_largest_time.is_some());
             let pn = crate::packet::expand16(expected, wire);
             packet.copy_from_slice(datagram);
             let end = keys
@@ -54,12 +54,26 @@ impl Conn {
     }
 
     /// Handles a `Data` packet body (after the fixed header). `deliver` receives messages.
+    /// Returns the drain notice the packet carried, if it carried one.
     pub(crate) fn handle_data(
         &mut self,
         now: Instant,
         body: &[u8],
         ctx: &mut Ctx<'_>,
         deliver: &mut dyn FnMut(u8, Vec<u8>),
+    ) -> Option<Drain> {
+        let mut notice = None;
+        self.handle_data_frames(now, body, ctx, deliver, &mut notice);
+        notice
+    }
+
+    fn handle_data_frames(
+        &mut self,
+        now: Instant,
+        body: &[u8],
+        ctx: &mut Ctx<'_>,
+        deliver: &mut dyn FnMut(u8, Vec<u8>),
+        notice: &mut Option<Drain>,
     ) {
         if self.state != State::Open {
             return;
@@ -91,7 +105,8 @@ impl Conn {
         }
         // Pass 2.
         self.timers[Deadline::Idle as usize] = Some(now + ctx.idle_timeout);
-        let Some((eliciting, ping)) = self.dispatch_frames(now, frames_body, ctx, deliver) else {
+        let Some((eliciting, ping)) = self.dispatch_frames(now, frames_body, ctx, deliver, notice)
+        else {
             return;
         };
         // Record the packet number (RFC 9000 §13.2: acks carry the largest and a bitfield).
@@ -146,6 +161,7 @@ impl Conn {
         frames_body: &[u8],
         ctx: &mut Ctx<'_>,
         deliver: &mut dyn FnMut(u8, Vec<u8>),
+        notice: &mut Option<Drain>,
     ) -> Option<(bool, bool)> {
         let channels = ctx.channels;
         let has_seq = |c: u8| channels.get(usize::from(c)).map(|k| k.has_seq());
@@ -156,6 +172,12 @@ impl Conn {
                 Frame::Ping => (eliciting, ping) = (true, true),
                 Frame::PathChallenge(data) => self.on_path_challenge(data),
                 Frame::PathResponse(data) => self.on_path_response(data),
+                Frame::Drain(redirect) => {
+                    // Ack-eliciting, so that the server learns the notice arrived; a
+                    // server ignores it (only servers drain).
+                    eliciting = true;
+                    *notice = Some(Drain(redirect));
+                }
                 Frame::Message { channel, seq, data } => {
                     eliciting = true;
                     self.on_message(channel, seq, None, data, ctx, deliver);

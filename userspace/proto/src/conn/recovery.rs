@@ -4,7 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Conn, Ctx, Deadline, PACKET_THRESHOLD, RX_WINDOW, TIME_THRESHOLD, Violation};
+use super::{
+    Conn, Ctx, Deadline, DrainNotice, PACKET_THRESHOLD, RX_WINDOW, TIME_THRESHOLD, Violation,
+};
 use crate::congestion::Controller;
 use crate::packet::{ACK_DELAY_UNIT_US, Ack, expand16};
 use crate::pool::BufPool;
@@ -24,6 +26,8 @@ pub(super) struct SentPacket {
     pub(super) size: u16,
     pub(super) acked: bool,
     pub(super) lost: bool,
+    /// It carried the drain notice.
+    pub(super) drain: bool,
 }
 
 /// What loss detection concludes about one unacknowledged packet.
@@ -177,6 +181,9 @@ impl Conn {
             self.quality.lost = self.quality.lost.saturating_sub(1);
         }
         self.sent[idx].acked = true;
+        if p.drain && self.drain == DrainNotice::InFlight {
+            self.drain = DrainNotice::Acked;
+        }
         if !p.lost {
             self.bytes_in_flight -= u32::from(p.size);
             self.cc
@@ -354,6 +361,7 @@ mod tests {
                 size: 100,
                 acked: false,
                 lost: false,
+                drain: false,
             });
         }
         c.next_pn = first + n;

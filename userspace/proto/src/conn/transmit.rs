@@ -8,7 +8,9 @@ use xrudp_common::rudp::{HEADER_LEN, PacketType};
 
 use super::recovery::SentPacket;
 use super::streams::{OutMsg, Streams, Unrel, streams_of};
-use super::{Conn, Ctx, Deadline, MESSAGE_WINDOW, RTT_PROBE_PACKETS, SendError, State};
+use super::{
+    Conn, Ctx, Deadline, DrainNotice, MESSAGE_WINDOW, RTT_PROBE_PACKETS, SendError, State,
+};
 use crate::config::ChannelKind;
 use crate::congestion::Controller;
 use crate::crypto::TAG_LEN;
@@ -35,6 +37,8 @@ struct Written {
     retransmitted: bool,
     /// Whether the packet elicits an ack.
     eliciting: bool,
+    /// Whether it carries the drain notice.
+    drain: bool,
 }
 
 impl Conn {
@@ -83,7 +87,7 @@ impl Conn {
     ) -> Option<usize> {
         match self.state {
             State::Closed => return None,
-            State::Closing { copies } => return self.poll_close(copies, out, ctx),
+            State::Closing { copies, kind } => return self.poll_close(copies, kind, out, ctx),
             State::Open => {}
         }
         let limit = out.len().min(usize::from(self.mtu));
@@ -94,20 +98,29 @@ impl Conn {
         let may_send_data = self.may_send_data(now, probe, has_data);
         let ack_due = self.ack_pending > 0 && self.ack_now;
         let response = self.path_response();
-        if !(ack_due || probe || response.is_some() || (has_data && may_send_data)) {
+        let drain_due = self.drain == DrainNotice::Unsent;
+        if !(ack_due || probe || drain_due || response.is_some() || (has_data && may_send_data)) {
             return None;
         }
         let pn = self.next_pn;
         let mut w = Writer::new(&mut out[..limit - overhead]);
         w.header(PacketType::Data, self.conn_id)?;
         w.u16(pn as u16)?;
-        if self.rx_any {
+        if self.rx_any() {
             packet::write_ack(&mut w, self.ack_frame(now))?;
         }
         if let Some(data) = response {
             packet::write_path(&mut w, true, data)?;
         }
+        // Before any data, so that it always fits.
+        let drain = matches!(self.drain, DrainNotice::Unsent | DrainNotice::InFlight)
+            && packet::write_drain(&mut w, ctx.drain_to).is_some();
         let mut written = self.write_data(&mut w, may_send_data, ctx);
+        if drain {
+            written.eliciting = true;
+            written.drain = true;
+            self.drain = DrainNotice::InFlight;
+        }
         let mut ping = false;
         if !written.eliciting && probe {
             w.u8(packet::frame::PING)?;
@@ -236,7 +249,13 @@ impl Conn {
 
     /// Writes one copy of `Disconnect` (docs/PROTOCOL.md §5.3); closed after the last.
     /// Protected, it carries a packet number and its kind and code are sealed (§13.4).
-    fn poll_close(&mut self, copies: u8, out: &mut [u8], ctx: &mut Ctx<'_>) -> Option<usize> {
+    fn poll_close(
+        &mut self,
+        copies: u8,
+        kind: u8,
+        out: &mut [u8],
+        ctx: &mut Ctx<'_>,
+    ) -> Option<usize> {
         let overhead = self.overhead();
         let limit = out.len().checked_sub(overhead)?;
         let mut w = Writer::new(&mut out[..limit]);
@@ -249,14 +268,17 @@ impl Conn {
         } else {
             HEADER_LEN
         };
-        w.u8(self.close_kind)?;
+        w.u8(kind)?;
         w.u16(self.close_code)?;
         let len = w.len();
         let n = self.protect(pn, out, header_len, len)?;
         self.state = if copies <= 1 {
             State::Closed
         } else {
-            State::Closing { copies: copies - 1 }
+            State::Closing {
+                copies: copies - 1,
+                kind,
+            }
         };
         ctx.stats.packets_out += 1;
         Some(n)
@@ -335,7 +357,7 @@ impl Conn {
             ctx.stats.retransmitted_packets += 1;
             self.quality.retransmitted = self.quality.retransmitted.saturating_add(1);
         }
-        if self.rx_any {
+        if self.rx_any() {
             self.ack_pending = 0;
             self.ack_now = false;
             self.timers[Deadline::Ack as usize] = None;
@@ -360,6 +382,7 @@ impl Conn {
             size: len as u16,
             acked: false,
             lost: false,
+            drain: written.drain,
         });
         self.bytes_in_flight += len as u32;
         self.cc
