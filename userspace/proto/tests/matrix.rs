@@ -175,11 +175,11 @@ bbr 20 0.1 95 61 0.0
 bbr 20 1 90 90 10.7
 bbr 20 5 58 111 52.5
 bbr 20 10 46 165 100.4
-bbr 100 0 95 192 0.0
-bbr 100 0.1 95 192 0.0
+bbr 100 0 95 138 0.0
+bbr 100 0.1 95 138 0.0
 bbr 100 1 91 234 10.6
-bbr 100 5 75 292 49.0
-bbr 100 10 31 432 93.0";
+bbr 100 5 73 301 49.3
+bbr 100 10 37 416 96.3";
     let mut table = String::from("algorithm rtt_ms loss_pct goodput_pct p99_ms retx_permille\n");
     for algorithm in Algorithm::ALL {
         for rtt_ms in [1u64, 20, 100] {

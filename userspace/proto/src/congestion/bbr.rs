@@ -376,7 +376,7 @@ impl Controller for Bbr {
         sent: Instant,
         bytes: u64,
         _rtt: &RttEstimator,
-        _app_limited: bool,
+        app_limited: bool,
     ) {
         self.round_delivered = self.round_delivered.saturating_add(sat32(bytes));
         let sent_us = self.micros(sent);
@@ -385,6 +385,12 @@ impl Controller for Bbr {
             // one is made of what is sent from now on.
             self.round_start_us = self.micros(now);
             self.round_ended = true;
+        }
+        if app_limited {
+            // RFC 9002 §7.8: the window was not the limit, so its acks say nothing about
+            // it; and the model's target, built from samples the application held down,
+            // is no reason to cut it (a game's burst after a quiet spell would wait).
+            return;
         }
         // Grow towards the model's target by what was acked (BBR's cwnd update); with
         // no model yet, as slow start does.
@@ -424,7 +430,12 @@ impl Controller for Bbr {
             self.round_start_us = self.micros(now);
         }
         self.advance(now, bytes_in_flight);
-        if let Some(cap) = self.cap() {
+        // An app-limited sample's model is a lower bound of the path's: it cuts the
+        // window only where BBR means to (PROBE_RTT).
+        let limited = sample.is_some_and(|s| s.app_limited);
+        if let Some(cap) = self.cap()
+            && (!limited || matches!(self.mode, Mode::ProbeRtt { .. }))
+        {
             self.window = sat32(u64::from(self.window).min(cap));
         }
     }
