@@ -430,11 +430,13 @@ impl Controller for Bbr {
             self.round_start_us = self.micros(now);
         }
         self.advance(now, bytes_in_flight);
-        // An app-limited sample's model is a lower bound of the path's: it cuts the
-        // window only where BBR means to (PROBE_RTT).
+        // An app-limited sample's model is a lower bound of the path's, so it cuts
+        // nothing; not even in PROBE_RTT, whose cut is there to drain the flow's own
+        // queue, which an application-limited flow does not build (cutting to half an
+        // app-limited BDP held a game-like flow's bursts back for 200 ms at a time).
         let limited = sample.is_some_and(|s| s.app_limited);
         if let Some(cap) = self.cap()
-            && (!limited || matches!(self.mode, Mode::ProbeRtt { .. }))
+            && !limited
         {
             self.window = sat32(u64::from(self.window).min(cap));
         }
