@@ -150,7 +150,7 @@ pub struct AttachArgs {
     /// Largest UDP payload sent (1200..=1472).
     #[arg(long, default_value_t = defaults().protocol.transport.mtu)]
     pub mtu: usize,
-    /// Congestion controller: aimd, newreno or cubic (docs/PROTOCOL.md says which is
+    /// Congestion controller: aimd, newreno, cubic or bbr (docs/PROTOCOL.md says which is
     /// the default and why).
     #[arg(long)]
     pub congestion: Option<xrudp_proto::Algorithm>,

@@ -22,6 +22,16 @@ const MIN_BURST_DATAGRAMS: u64 = 2;
 /// is ten datagrams (§7.2).
 const MAX_BURST_DATAGRAMS: u64 = 10;
 
+/// Nanoseconds in a second.
+const NANOS_PER_SECOND: u128 = 1_000_000_000;
+
+/// A pacing rate as a fraction: `bytes` per `nanos` nanoseconds (both non-zero).
+#[derive(Clone, Copy, Debug)]
+struct Rate {
+    bytes: u128,
+    nanos: u128,
+}
+
 /// A token-bucket pacer for one connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pacer {
@@ -65,9 +75,38 @@ impl Pacer {
             return None;
         }
         let window = u128::from(window);
+        // RFC 9002 §7.7: rate = N * cwnd / smoothed_rtt (bytes per nanosecond here).
+        let rate = Rate {
+            bytes: GAIN_NUMERATOR * window,
+            nanos: GAIN_DENOMINATOR * rtt,
+        };
+        self.delay_at(now, bytes, rate, self.capacity(window, rtt))
+    }
+
+    /// As [`Pacer::delay`], at `rate` bytes per second given by the congestion controller
+    /// (a model-based one such as BBR sets the rate itself, not through cwnd and RTT).
+    pub fn delay_at_rate(&mut self, now: Instant, bytes: u64, rate: u64) -> Option<Instant> {
+        if rate == 0 {
+            return None;
+        }
+        let per_second = Rate {
+            bytes: u128::from(rate),
+            nanos: NANOS_PER_SECOND,
+        };
+        // What the rate earns in the burst interval, as `capacity` does for a window.
+        let earned = u128::from(rate) * BURST_INTERVAL.as_nanos() / NANOS_PER_SECOND;
+        let mss = u64::from(self.mss);
+        let capacity = u64::try_from(earned)
+            .unwrap_or(u64::MAX)
+            .clamp(MIN_BURST_DATAGRAMS * mss, MAX_BURST_DATAGRAMS * mss);
+        self.delay_at(now, bytes, per_second, capacity)
+    }
+
+    /// The token bucket at `rate`, holding at most `capacity` bytes.
+    fn delay_at(&mut self, now: Instant, bytes: u64, rate: Rate, capacity: u64) -> Option<Instant> {
         // A datagram larger than the burst allowance still goes, alone, when the bucket
         // is full.
-        let capacity = self.capacity(window, rtt).max(bytes);
+        let capacity = capacity.max(bytes);
         let mut tokens = u64::from(self.tokens);
         match self.last {
             None => {
@@ -76,9 +115,7 @@ impl Pacer {
             }
             Some(last) => {
                 let elapsed = now.saturating_duration_since(last).as_nanos();
-                // RFC 9002 §7.7: rate = N * cwnd / smoothed_rtt (bytes per nanosecond here).
-                let earned =
-                    elapsed.saturating_mul(GAIN_NUMERATOR * window) / (GAIN_DENOMINATOR * rtt);
+                let earned = elapsed.saturating_mul(rate.bytes) / rate.nanos;
                 let room = u128::from(capacity.saturating_sub(tokens));
                 if earned >= room {
                     tokens = capacity;
@@ -86,9 +123,7 @@ impl Pacer {
                 } else {
                     // Advance only by the time the whole bytes credited took, so that the
                     // fractions of a byte are not lost between frequent calls.
-                    let used = earned
-                        .saturating_mul(GAIN_DENOMINATOR * rtt)
-                        .div_ceil(GAIN_NUMERATOR * window);
+                    let used = earned.saturating_mul(rate.nanos).div_ceil(rate.bytes);
                     tokens += earned as u64;
                     self.last = Some(later(last, used));
                 }
@@ -100,9 +135,7 @@ impl Pacer {
             return None;
         }
         let missing = u128::from(bytes - tokens);
-        let wait = missing
-            .saturating_mul(GAIN_DENOMINATOR * rtt)
-            .div_ceil(GAIN_NUMERATOR * window);
+        let wait = missing.saturating_mul(rate.nanos).div_ceil(rate.bytes);
         // INVARIANT: `last` was set above.
         let from = self.last.unwrap_or(now);
         Some(later(from, wait).max(now))
@@ -257,6 +290,29 @@ mod tests {
         }
         // 2 at t0 and one each 8 ms up to 96 ms.
         assert_eq!(sent, 14);
+    }
+
+    #[test]
+    fn a_controller_rate_spaces_datagrams_by_size_over_rate() {
+        // 150 kB/s, as in `spacing_is_rtt_over_gain_times_window`, but given directly:
+        // the same 8 ms spacing after the two-datagram burst.
+        let mut pacer = Pacer::new(MSS);
+        let t0 = Instant::now();
+        let mut now = t0;
+        let mut sent = Vec::new();
+        while now < t0 + Duration::from_secs(1) {
+            match pacer.delay_at_rate(now, MSS, 150_000) {
+                None => {
+                    pacer.on_sent(now, MSS);
+                    sent.push(now);
+                }
+                Some(at) => now = at,
+            }
+        }
+        assert_eq!(sent.len(), 126);
+        for pair in sent[2..].windows(2) {
+            assert_eq!(pair[1] - pair[0], Duration::from_millis(8));
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use xrudp_proto::congestion::delivery::{Estimator, Stamp};
 use xrudp_proto::congestion::{Algorithm, Congestion, Controller};
 use xrudp_proto::pacing::Pacer;
 use xrudp_proto::rtt::RttEstimator;
@@ -60,8 +61,10 @@ struct Flow {
     /// When the flow starts sending.
     start: Instant,
     next_seq: u64,
-    /// Unacked datagrams: seq -> (sent, bytes).
-    unacked: BTreeMap<u64, (Instant, u64)>,
+    /// Unacked datagrams: seq -> (sent, bytes, delivery-rate stamp).
+    unacked: BTreeMap<u64, (Instant, u64, Stamp)>,
+    /// Delivery-rate estimation, for the controllers that use it (BBR).
+    delivery: Estimator,
     in_flight: u64,
     largest_acked: Option<u64>,
     last_sent: Option<Instant>,
@@ -91,6 +94,7 @@ impl Flow {
             start,
             next_seq: 0,
             unacked: BTreeMap::new(),
+            delivery: Estimator::new(),
             in_flight: 0,
             largest_acked: None,
             last_sent: None,
@@ -125,10 +129,13 @@ impl Flow {
                 if self.in_flight + MSS > self.cc.window() {
                     return;
                 }
-                if let Some(at) = self
-                    .pacer
-                    .delay(now, MSS, self.cc.window(), self.rtt.smoothed())
-                {
+                let delay = match self.cc.pacing_rate() {
+                    Some(rate) => self.pacer.delay_at_rate(now, MSS, rate),
+                    None => self
+                        .pacer
+                        .delay(now, MSS, self.cc.window(), self.rtt.smoothed()),
+                };
+                if let Some(at) = delay {
                     self.paced_until = Some(at);
                     return;
                 }
@@ -140,7 +147,8 @@ impl Flow {
             datagram[0] = flow;
             datagram[1..9].copy_from_slice(&seq.to_be_bytes());
             net.send(now, flow_addr(flow), receiver_addr(), &datagram);
-            self.unacked.insert(seq, (now, MSS));
+            let stamp = self.delivery.on_sent(now, self.in_flight);
+            self.unacked.insert(seq, (now, MSS, stamp));
             self.in_flight += MSS;
             self.last_sent = Some(now);
             self.pacer.on_sent(now, MSS);
@@ -152,7 +160,7 @@ impl Flow {
     fn on_ack(&mut self, now: Instant, largest: u64, bits: u64) {
         // RFC 9002 §5.1: one RTT sample per ack, from the largest acknowledged, and only
         // if that one is newly acknowledged.
-        if let Some(&(sent, _)) = self.unacked.get(&largest) {
+        if let Some(&(sent, _, _)) = self.unacked.get(&largest) {
             self.rtt.update(now - sent, Duration::ZERO);
         }
         if self.largest_acked.is_none_or(|l| largest > l) {
@@ -161,15 +169,22 @@ impl Flow {
         let older = (0..64u64)
             .rev()
             .filter(|i| bits & (1 << i) != 0 && largest > *i);
+        let mut acked_any = false;
         for seq in older.map(|i| largest - 1 - i).chain([largest]) {
-            let Some((sent, bytes)) = self.unacked.remove(&seq) else {
+            let Some((sent, bytes, stamp)) = self.unacked.remove(&seq) else {
                 continue; // acked before, or already declared lost
             };
+            acked_any = true;
             self.in_flight -= bytes;
             self.pto_count = 0;
             self.cc.on_ack(now, sent, bytes, &self.rtt, false);
+            self.delivery.on_acked(now, sent, &stamp, bytes);
         }
         self.detect_losses(now);
+        if acked_any {
+            let sample = self.delivery.sample(now, self.rtt.min());
+            self.cc.on_delivery(now, sample.as_ref(), self.in_flight);
+        }
     }
 
     /// RFC 9002 §6.1: packet and time thresholds, then §7.6 persistent congestion.
@@ -180,7 +195,7 @@ impl Flow {
         let loss_delay =
             (self.rtt.smoothed().max(self.rtt.latest()) * 9 / 8).max(Duration::from_millis(1));
         let mut lost = Vec::new();
-        for (&seq, &(sent, bytes)) in &self.unacked {
+        for (&seq, &(sent, bytes, _)) in &self.unacked {
             if seq >= largest {
                 break;
             }
@@ -378,8 +393,11 @@ fn each_controller_converges_to_the_bottleneck_rate() {
             (0.8..=1.0).contains(&share),
             "{algorithm}: goodput {share:.3} of the bottleneck"
         );
+        // The loss-based controllers find the rate by overflowing the queue and backing
+        // off; BBR measures it and keeps the queue short instead, which the RTT bound below
+        // checks for all of them.
         assert!(
-            flow.reductions >= 1,
+            algorithm == Algorithm::Bbr || flow.reductions >= 1,
             "{algorithm} never backed off the full queue"
         );
         // The queue never holds more than one BDP, so the RTT stays under twice the base.
@@ -408,8 +426,10 @@ fn each_controller_backs_off_when_the_queue_overflows() {
             flow.reductions,
             share * 100.0
         );
+        // BBR does not cut per loss: its model keeps cwnd near 2 BDP whatever the buffer,
+        // so it is held to the same drop rate and goodput without the reductions.
         assert!(
-            flow.reductions >= 10,
+            algorithm == Algorithm::Bbr || flow.reductions >= 10,
             "{algorithm}: {} reductions",
             flow.reductions
         );
@@ -450,12 +470,14 @@ fn random_loss_below_one_percent_spares_aimd_but_not_tcp_style_controllers() {
         );
         shares.push(share);
     }
-    let [aimd, new_reno, _cubic] = shares[..] else {
+    let [aimd, new_reno, _cubic, bbr] = shares[..] else {
         unreachable!()
     };
     assert!(aimd > 0.8, "aimd goodput {aimd:.3}");
     assert!(new_reno < 0.7, "newreno goodput {new_reno:.3}");
     assert!(aimd > new_reno + 0.2);
+    // BBR ignores loss below 2 % of a round: the pipe stays full.
+    assert!(bbr > 0.9, "bbr goodput {bbr:.3}");
 }
 
 #[test]
@@ -488,6 +510,34 @@ fn two_flows_share_the_bottleneck_fairly() {
             "{algorithm}: total {total:.3}"
         );
     }
+}
+
+/// A BBR flow and a CUBIC flow (joining 2 s later) on one bottleneck with a one-BDP
+/// buffer: BBR's model would keep two BDPs in flight whatever CUBIC does; its loss bound
+/// and headroom must leave CUBIC at least a quarter of the link. (With a quarter-BDP
+/// buffer they do not: CUBIC gets 14 %, as with BBRv1, since BBR's loss stays under its
+/// 1 % trigger there; docs/PROTOCOL.md §9.)
+#[test]
+fn bbr_does_not_starve_cubic() {
+    let mut sim = Sim::new(
+        Sim::path(BDP),
+        &[
+            (Algorithm::Bbr, Duration::ZERO),
+            (Algorithm::Cubic, secs(2)),
+        ],
+    );
+    sim.run_until(secs(60));
+    let bbr = sim.goodput(0, secs(20), secs(60)) / RATE as f64;
+    let cubic = sim.goodput(1, secs(20), secs(60)) / RATE as f64;
+    eprintln!(
+        "bbr {:.1} %, cubic {:.1} %, Jain {:.3}",
+        bbr * 100.0,
+        cubic * 100.0,
+        jain(&[bbr, cubic])
+    );
+    assert!(cubic >= 0.25, "cubic has {cubic:.3} of the link");
+    assert!(bbr >= 0.25, "bbr has {bbr:.3} of the link");
+    assert!(bbr + cubic >= 0.9, "total {:.3}", bbr + cubic);
 }
 
 #[test]
@@ -595,7 +645,19 @@ cubic 50 30 61 109 62 56
 cubic 200 0 100 149 6 308
 cubic 200 1 84 7 7 205
 cubic 200 10 31 15 14 205
-cubic 200 30 17 27 20 205";
+cubic 200 30 17 27 20 205
+bbr 10 0 100 0 0 32
+bbr 10 1 100 8 0 28
+bbr 10 10 98 49 0 22
+bbr 10 30 96 126 0 19
+bbr 50 0 99 9 0 91
+bbr 50 1 99 12 0 80
+bbr 50 10 97 51 0 58
+bbr 50 30 95 126 0 65
+bbr 200 0 99 4 0 240
+bbr 200 1 96 7 0 221
+bbr 200 10 97 45 0 208
+bbr 200 30 94 112 0 210";
     let rate: u64 = 250_000;
     let mut table =
         String::from("algorithm rtt_ms loss_permille goodput_pct lost reductions srtt_ms\n");
@@ -642,7 +704,7 @@ cubic 200 30 17 27 20 205";
 mod properties {
     use super::*;
     use proptest::prelude::*;
-    use xrudp_proto::congestion::{MAX_MSS, aimd, cubic, minimum_window};
+    use xrudp_proto::congestion::{MAX_MSS, aimd, bbr, cubic, minimum_window};
     use xrudp_proto::sim::network::Burst;
 
     /// A controller input: microseconds to advance, the age of the datagram concerned,
@@ -671,7 +733,7 @@ mod properties {
     proptest! {
         #[test]
         fn windows_stay_within_bounds(
-            which in 0..3usize,
+            which in 0..4usize,
             mss in prop_oneof![1..=MAX_MSS, Just(1_200u64), Just(u64::MAX)],
             events in prop::collection::vec(event(), 0..300),
         ) {
@@ -685,6 +747,7 @@ mod properties {
                 Algorithm::Aimd => aimd::MAX_WINDOW_PACKETS * clamped,
                 Algorithm::NewReno => u64::MAX,
                 Algorithm::Cubic => cubic::MAX_WINDOW,
+                Algorithm::Bbr => bbr::MAX_WINDOW,
             };
             for e in events {
                 match e {

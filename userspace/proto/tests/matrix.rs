@@ -164,9 +164,24 @@ cubic 100 0 96 343 1.2
 cubic 100 0.1 96 343 1.2
 cubic 100 1 47 279 12.2
 cubic 100 5 22 462 48.6
-cubic 100 10 12 767 105.3";
+cubic 100 10 12 767 105.3
+bbr 1 0 96 37 0.0
+bbr 1 0.1 96 37 0.0
+bbr 1 1 95 50 10.0
+bbr 1 5 87 84 52.9
+bbr 1 10 79 98 103.4
+bbr 20 0 95 61 0.0
+bbr 20 0.1 95 61 0.0
+bbr 20 1 90 90 10.7
+bbr 20 5 58 111 52.5
+bbr 20 10 46 165 100.4
+bbr 100 0 95 138 0.0
+bbr 100 0.1 95 138 0.0
+bbr 100 1 91 234 10.6
+bbr 100 5 73 301 49.3
+bbr 100 10 37 416 96.3";
     let mut table = String::from("algorithm rtt_ms loss_pct goodput_pct p99_ms retx_permille\n");
-    for algorithm in [Algorithm::Aimd, Algorithm::NewReno, Algorithm::Cubic] {
+    for algorithm in Algorithm::ALL {
         for rtt_ms in [1u64, 20, 100] {
             for loss_permille in [0u32, 1, 10, 50, 100] {
                 let c = run(algorithm, loss_permille, rtt_ms);

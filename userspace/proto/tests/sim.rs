@@ -869,7 +869,7 @@ fn bottleneck(rate: u64, rtt_ms: u64, seed: u64) -> Model {
 #[test]
 fn connections_fill_and_share_a_bottleneck_fairly() {
     const RATE: u64 = 250_000;
-    for algorithm in [Algorithm::Aimd, Algorithm::NewReno, Algorithm::Cubic] {
+    for algorithm in Algorithm::ALL {
         let mut server = ServerConfig::default();
         server.transport.congestion = algorithm;
         let mut c = Cluster::new(
@@ -915,7 +915,7 @@ fn connections_fill_and_share_a_bottleneck_fairly() {
 #[test]
 fn recovers_from_a_two_second_blackhole() {
     const RATE: u64 = 250_000;
-    for algorithm in [Algorithm::Aimd, Algorithm::NewReno, Algorithm::Cubic] {
+    for algorithm in Algorithm::ALL {
         let mut server = ServerConfig::default();
         server.transport.congestion = algorithm;
         let mut model = bottleneck(RATE, 40, 3);

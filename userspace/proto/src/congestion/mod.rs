@@ -1,4 +1,4 @@
-//! Congestion control: one [`Controller`] trait and three implementations side by side,
+//! Congestion control: one [`Controller`] trait and four implementations side by side,
 //! dispatched through the [`Congestion`] enum so that a connection holds its controller
 //! inline (no `Box`, no vtable).
 //!
@@ -8,15 +8,21 @@
 //!   random loss of wireless and consumer links does not collapse a game's window.
 //! - [`NewReno`]: RFC 9002 §7 (QUIC's `NewReno`).
 //! - [`Cubic`]: RFC 9438, with the recovery period of RFC 9002 §7.3.2.
+//! - [`Bbr`]: model-based (BBR): paces at the measured bottleneck bandwidth and keeps
+//!   about two bandwidth-delay products in flight, fed by [`delivery`] rate samples.
 //!
 //! All sizes are in bytes; `mss` is the configured maximum datagram payload.
 
 pub mod aimd;
+pub mod bbr;
 pub mod cubic;
+pub mod delivery;
 pub mod new_reno;
 
 pub use aimd::Aimd;
+pub use bbr::Bbr;
 pub use cubic::Cubic;
+pub use delivery::RateSample;
 pub use new_reno::NewReno;
 
 use core::fmt;
@@ -51,6 +57,20 @@ pub trait Controller {
     );
     /// The congestion window: how many bytes may be in flight.
     fn window(&self) -> u64;
+
+    /// Once per ACK frame that newly acknowledged datagrams, after [`Controller::on_ack`]
+    /// for each and after the losses it revealed: the frame's delivery-rate `sample`
+    /// (none if no acked datagram carried a stamp, or its interval was too short) and
+    /// what is still in flight. Loss-based controllers ignore it.
+    fn on_delivery(&mut self, now: Instant, sample: Option<&RateSample>, bytes_in_flight: u64) {
+        let _ = (now, sample, bytes_in_flight);
+    }
+
+    /// The rate to pace at, bytes per second, for a controller that models one; `None`
+    /// leaves the pacer its RFC 9002 §7.7 rate of 1.25 × cwnd / smoothed RTT.
+    fn pacing_rate(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Which congestion controller a server uses.
@@ -63,11 +83,13 @@ pub enum Algorithm {
     NewReno,
     /// [`Cubic`]: RFC 9438.
     Cubic,
+    /// [`Bbr`]: model-based, paced at the measured bottleneck bandwidth.
+    Bbr,
 }
 
 impl Algorithm {
     /// Every algorithm, in declaration order.
-    pub const ALL: [Self; 3] = [Self::Aimd, Self::NewReno, Self::Cubic];
+    pub const ALL: [Self; 4] = [Self::Aimd, Self::NewReno, Self::Cubic, Self::Bbr];
 
     /// The lower-case name that [`FromStr`] accepts.
     #[must_use]
@@ -76,6 +98,7 @@ impl Algorithm {
             Self::Aimd => "aimd",
             Self::NewReno => "newreno",
             Self::Cubic => "cubic",
+            Self::Bbr => "bbr",
         }
     }
 }
@@ -86,7 +109,7 @@ impl fmt::Display for Algorithm {
     }
 }
 
-/// An algorithm name that is not one of "aimd", "newreno" or "cubic".
+/// An algorithm name that is not one of "aimd", "newreno", "cubic" or "bbr".
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UnknownAlgorithm(pub String);
 
@@ -94,7 +117,7 @@ impl fmt::Display for UnknownAlgorithm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "unknown congestion control algorithm {:?}; use one of \"aimd\", \"newreno\", \"cubic\"",
+            "unknown congestion control algorithm {:?}; use one of \"aimd\", \"newreno\", \"cubic\", \"bbr\"",
             self.0
         )
     }
@@ -122,23 +145,26 @@ pub enum Congestion {
     NewReno(NewReno),
     /// See [`Cubic`].
     Cubic(Cubic),
+    /// See [`Bbr`].
+    Bbr(Bbr),
 }
 
 const _: () = assert!(size_of::<Aimd>() <= 64);
 const _: () = assert!(size_of::<NewReno>() <= 64);
 const _: () = assert!(size_of::<Cubic>() <= 64);
+const _: () = assert!(size_of::<Bbr>() <= 64);
 const _: () = assert!(size_of::<Congestion>() <= 72);
 
 impl Congestion {
     /// A controller of `algorithm` for datagrams of at most `mss` bytes, created at `now`
-    /// (the controllers keep no clock base today; `now` is part of the agreed signature).
+    /// (BBR keeps its instants relative to it).
     #[must_use]
     pub fn new(algorithm: Algorithm, mss: u64, now: Instant) -> Self {
-        let _ = now;
         match algorithm {
             Algorithm::Aimd => Self::Aimd(Aimd::new(mss)),
             Algorithm::NewReno => Self::NewReno(NewReno::new(mss)),
             Algorithm::Cubic => Self::Cubic(Cubic::new(mss)),
+            Algorithm::Bbr => Self::Bbr(Bbr::new(mss, now)),
         }
     }
 
@@ -149,6 +175,7 @@ impl Congestion {
             Self::Aimd(_) => Algorithm::Aimd,
             Self::NewReno(_) => Algorithm::NewReno,
             Self::Cubic(_) => Algorithm::Cubic,
+            Self::Bbr(_) => Algorithm::Bbr,
         }
     }
 
@@ -159,7 +186,16 @@ impl Congestion {
             Self::Aimd(c) => c.ssthresh(),
             Self::NewReno(c) => c.ssthresh(),
             Self::Cubic(c) => c.ssthresh(),
+            Self::Bbr(c) => c.ssthresh(),
         }
+    }
+
+    /// Whether this controller learns from delivery-rate samples, so that the sender must
+    /// stamp what it sends ([`delivery::Estimator`]); the loss-based ones do not, and
+    /// their connections keep no stamps.
+    #[must_use]
+    pub fn uses_delivery_rate(&self) -> bool {
+        matches!(self, Self::Bbr(_))
     }
 
     /// Whether `sent` falls in the current recovery period (RFC 9002 §7.3.2).
@@ -169,6 +205,7 @@ impl Congestion {
             Self::Aimd(c) => c.in_recovery(sent),
             Self::NewReno(c) => c.in_recovery(sent),
             Self::Cubic(c) => c.in_recovery(sent),
+            Self::Bbr(c) => c.in_recovery(sent),
         }
     }
 }
@@ -179,6 +216,7 @@ impl Controller for Congestion {
             Self::Aimd(c) => c.on_sent(now, bytes, bytes_in_flight),
             Self::NewReno(c) => c.on_sent(now, bytes, bytes_in_flight),
             Self::Cubic(c) => c.on_sent(now, bytes, bytes_in_flight),
+            Self::Bbr(c) => c.on_sent(now, bytes, bytes_in_flight),
         }
     }
 
@@ -194,6 +232,7 @@ impl Controller for Congestion {
             Self::Aimd(c) => c.on_ack(now, sent, bytes, rtt, app_limited),
             Self::NewReno(c) => c.on_ack(now, sent, bytes, rtt, app_limited),
             Self::Cubic(c) => c.on_ack(now, sent, bytes, rtt, app_limited),
+            Self::Bbr(c) => c.on_ack(now, sent, bytes, rtt, app_limited),
         }
     }
 
@@ -208,6 +247,7 @@ impl Controller for Congestion {
             Self::Aimd(c) => c.on_congestion_event(now, sent, lost_bytes, persistent),
             Self::NewReno(c) => c.on_congestion_event(now, sent, lost_bytes, persistent),
             Self::Cubic(c) => c.on_congestion_event(now, sent, lost_bytes, persistent),
+            Self::Bbr(c) => c.on_congestion_event(now, sent, lost_bytes, persistent),
         }
     }
 
@@ -216,6 +256,21 @@ impl Controller for Congestion {
             Self::Aimd(c) => c.window(),
             Self::NewReno(c) => c.window(),
             Self::Cubic(c) => c.window(),
+            Self::Bbr(c) => c.window(),
+        }
+    }
+
+    fn on_delivery(&mut self, now: Instant, sample: Option<&RateSample>, bytes_in_flight: u64) {
+        // Only BBR models the path; the loss-based controllers keep the default no-op.
+        if let Self::Bbr(c) = self {
+            c.on_delivery(now, sample, bytes_in_flight);
+        }
+    }
+
+    fn pacing_rate(&self) -> Option<u64> {
+        match self {
+            Self::Bbr(c) => c.pacing_rate(),
+            Self::Aimd(_) | Self::NewReno(_) | Self::Cubic(_) => None,
         }
     }
 }
@@ -262,8 +317,9 @@ mod tests {
             assert_eq!(a.to_string().parse::<Algorithm>(), Ok(a));
         }
         assert_eq!("CUBIC".parse::<Algorithm>(), Ok(Algorithm::Cubic));
-        let err = "bbr".parse::<Algorithm>().unwrap_err();
-        assert!(err.to_string().contains("\"newreno\""));
+        assert_eq!("BBR".parse::<Algorithm>(), Ok(Algorithm::Bbr));
+        let err = "vegas".parse::<Algorithm>().unwrap_err();
+        assert!(err.to_string().contains("\"bbr\""));
     }
 
     #[test]

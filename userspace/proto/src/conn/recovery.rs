@@ -90,6 +90,15 @@ impl Conn {
             self.pto_count = 0;
         }
         self.detect_losses(now, ctx);
+        if acked_any {
+            let min_rtt = self.rtt.min();
+            let sample = self
+                .streams
+                .as_deref_mut()
+                .and_then(|s| s.delivery.sample(now, min_rtt));
+            self.cc
+                .on_delivery(now, sample.as_ref(), u64::from(self.bytes_in_flight));
+        }
         self.trim();
         self.set_loss_timer();
     }
@@ -188,6 +197,12 @@ impl Conn {
             self.bytes_in_flight -= u32::from(p.size);
             self.cc
                 .on_ack(now, p.time, u64::from(p.size), &self.rtt, app_limited);
+            if let Some(s) = self.streams.as_deref_mut()
+                && let Ok(i) = s.stamps.binary_search_by_key(&pn, |e| e.0)
+            {
+                let stamp = s.stamps[i].1;
+                s.delivery.on_acked(now, p.time, &stamp, u64::from(p.size));
+            }
         }
         self.ack_messages(&p, ctx.pool);
         Some(p.time)
@@ -247,6 +262,10 @@ impl Conn {
         let Some(s) = self.streams.as_deref_mut() else {
             return;
         };
+        let first_on_record = self.sent.front().map_or(u64::MAX, |p| p.pn);
+        while s.stamps.front().is_some_and(|e| e.0 < first_on_record) {
+            s.stamps.pop_front();
+        }
         let log_keep = self
             .sent
             .front()

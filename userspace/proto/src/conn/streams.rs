@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 
 use super::channels::Held;
 use super::reassembly::Reassembly;
+use crate::congestion::delivery::{Estimator, Stamp};
 
 /// A reliable message (or one fragment of one), queued or unacknowledged.
 #[derive(Debug)]
@@ -45,6 +46,12 @@ pub(super) struct Streams {
     /// Per channel: messages received ahead of the channel's next expected sequence number.
     pub(super) held: Vec<VecDeque<Option<Held>>>,
     pub(super) reasm: Vec<Reassembly>,
+    /// Delivery-rate estimation, for a controller that uses it (BBR): it lives with the
+    /// streams because only a connection with data in flight has rates to measure, and
+    /// an idle connection keeps its 512-byte budget (docs/PROTOCOL.md §10).
+    pub(super) delivery: Estimator,
+    /// The stamps of the packets on record, by packet number, in sending order.
+    pub(super) stamps: VecDeque<(u64, Stamp)>,
 }
 
 impl Streams {
@@ -84,6 +91,7 @@ impl Streams {
                 .map(|h| h.capacity() * size_of::<Option<Held>>())
                 .sum::<usize>()
             + self.reasm.capacity() * size_of::<Reassembly>()
+            + self.stamps.capacity() * size_of::<(u64, Stamp)>()
     }
 }
 
@@ -95,6 +103,9 @@ const UNRELIABLE_ROOM: usize = 16;
 const LOG_ROOM: usize = 64;
 /// Retransmission-queue entries a new `Streams` has room for.
 const RETRANSMIT_ROOM: usize = 32;
+/// Delivery-rate stamps (packets in flight) made room for at the first one, as for the
+/// frame log; only connections whose controller uses them have any.
+pub(super) const STAMP_ROOM: usize = 64;
 
 /// The streams state, allocated on first use.
 pub(super) fn streams_of(streams: &mut Option<Box<Streams>>, channels: usize) -> &mut Streams {

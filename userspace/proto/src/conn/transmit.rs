@@ -7,7 +7,7 @@ use std::time::Instant;
 use xrudp_common::rudp::{HEADER_LEN, PacketType};
 
 use super::recovery::SentPacket;
-use super::streams::{OutMsg, Streams, Unrel, streams_of};
+use super::streams::{OutMsg, STAMP_ROOM, Streams, Unrel, streams_of};
 use super::{
     Conn, Ctx, Deadline, DrainNotice, MESSAGE_WINDOW, RTT_PROBE_PACKETS, SendError, State,
 };
@@ -290,12 +290,16 @@ impl Conn {
     fn may_send_data(&mut self, now: Instant, probe: bool, has_data: bool) -> bool {
         let window = self.cc.window();
         let may = probe || u64::from(self.bytes_in_flight) + u64::from(self.mtu) <= window;
+        let mtu = u64::from(self.mtu);
+        // A controller that models the path (BBR) sets the pacing rate itself.
+        let delay = |pacer: &mut crate::pacing::Pacer| match self.cc.pacing_rate() {
+            Some(rate) => pacer.delay_at_rate(now, mtu, rate),
+            None => pacer.delay(now, mtu, window, self.rtt.smoothed()),
+        };
         if may
             && !probe
             && has_data
-            && let Some(t) = self
-                .pacer
-                .delay(now, u64::from(self.mtu), window, self.rtt.smoothed())
+            && let Some(t) = delay(&mut self.pacer)
             && t > now
         {
             self.timers[Deadline::Pacing as usize] = Some(t);
@@ -384,12 +388,38 @@ impl Conn {
             lost: false,
             drain: written.drain,
         });
+        if self.cc.uses_delivery_rate() {
+            self.stamp(now, pn, len);
+        }
         self.bytes_in_flight += len as u32;
         self.cc
             .on_sent(now, len as u64, u64::from(self.bytes_in_flight));
         self.pacer.on_sent(now, len as u64);
         self.last_eliciting_sent = Some(now);
         self.set_loss_timer();
+    }
+}
+
+impl Conn {
+    /// Records the delivery state at the send of packet `pn` of `len` bytes (before it
+    /// counts in flight), for the rate sample its ack will give.
+    fn stamp(&mut self, now: Instant, pn: u64, len: usize) {
+        let in_flight = u64::from(self.bytes_in_flight);
+        // draft-cheng-iccrg-delivery-rate-estimation §3.4: nothing more to send and room
+        // in the window: the application, not the path, limits what this packet shows.
+        let limited =
+            !self.wants_data() && in_flight + len as u64 + u64::from(self.mtu) <= self.cc.window();
+        let Some(s) = self.streams.as_deref_mut() else {
+            return;
+        };
+        if limited {
+            s.delivery.on_app_limited(in_flight + len as u64);
+        }
+        let stamp = s.delivery.on_sent(now, in_flight);
+        if s.stamps.capacity() == 0 {
+            s.stamps.reserve(STAMP_ROOM);
+        }
+        s.stamps.push_back((pn, stamp));
     }
 }
 
