@@ -39,14 +39,21 @@ command -v lintian >/dev/null || die "lintian is missing: run scripts/setup.sh"
 out=target/package
 rm -rf "$out" build/package-docs
 mkdir -p "$out"
-cargo run --locked --quiet -p xrudp --example gen-docs -- build/package-docs >/dev/null
 
 build=()
 if [ "$profile" = dev ]; then
-  # The dev binary is the one the test command built; cargo-deb maps the manifest's
-  # target/release/ asset to the profile's directory.
-  cargo build --locked -p xrudp
+  # The binaries the test command's build step made (`cargo build --all-targets
+  # --workspace`): building `-p xrudp` alone would unify features differently and
+  # rebuild half the dependency tree. cargo-deb maps the manifest's target/release/
+  # asset to the profile's directory.
+  bin_dir="${CARGO_TARGET_DIR:-target}/debug"
+  for f in "$bin_dir/xrudp" "$bin_dir/examples/gen-docs"; do
+    [ -x "$f" ] || die "$f is missing: build first (cargo build --all-targets --workspace --exclude xrudp-ebpf)"
+  done
+  "$bin_dir/examples/gen-docs" build/package-docs >/dev/null
   build=(--no-build)
+else
+  cargo run --locked --quiet --profile "$profile" -p xrudp --example gen-docs -- build/package-docs >/dev/null
 fi
 cargo deb --locked -p xrudp --profile "$profile" "${build[@]}" --no-separate-debug-symbols -o "$out/" >/dev/null
 deb=$(ls "$out"/xrudp_*.deb)
