@@ -42,6 +42,7 @@ pub struct Rig {
     last_handshake: Option<(u64, PacketType)>,
     welcomed: bool,
     connected_events: u32,
+    drain_events: u32,
     disconnected: bool,
     conn_id: u32,
     out: Vec<u8>,
@@ -70,6 +71,7 @@ impl Rig {
             last_handshake: None,
             welcomed: false,
             connected_events: 0,
+            drain_events: 0,
             disconnected: false,
             conn_id: 0,
             out: vec![0; 2048],
@@ -181,6 +183,12 @@ impl Endpoint for Rig {
                 ClientEvent::Message { data, .. } => {
                     assert!(!self.disconnected, "message after disconnected");
                     self.client.recycle(data);
+                }
+                ClientEvent::Draining { .. } => {
+                    assert!(self.welcomed, "a drain notice before the welcome");
+                    assert!(!self.disconnected, "a drain notice after disconnected");
+                    self.drain_events += 1;
+                    assert_eq!(self.drain_events, 1, "the drain notice reported twice");
                 }
             }
         }

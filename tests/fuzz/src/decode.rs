@@ -104,6 +104,7 @@ fn frames(layout: u8, body: &[u8]) {
             Frame::Ping => w.u8(packet::frame::PING),
             Frame::PathChallenge(data) => packet::write_path(&mut w, false, data),
             Frame::PathResponse(data) => packet::write_path(&mut w, true, data),
+            Frame::Drain(redirect) => packet::write_drain(&mut w, redirect),
             Frame::Message { channel, seq, data } => {
                 let with = has_seq(channel).expect("decoded a known channel");
                 packet::write_message(&mut w, channel, with.then_some(seq), data)
