@@ -31,6 +31,7 @@
 //!                 conn.recycle(data);
 //!             }
 //!             ClientEvent::Disconnected { reason } => return Ok(println!("closed: {reason:?}")),
+//!             ClientEvent::Draining { redirect } => println!("server going away; reconnect to {redirect:?}"),
 //!             ClientEvent::Connected => {}
 //!         }
 //!     }
