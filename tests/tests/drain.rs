@@ -144,10 +144,8 @@ fn clients(server: SocketAddr, ready: &mpsc::Sender<()>, drain: &mpsc::Receiver<
     while notified.iter().any(|n| !n) && Instant::now() < deadline {
         for (i, id) in ids.iter().enumerate() {
             if !notified[i] {
-                let m = [i.to_be_bytes()[7], 0xd0]
-                    .into_iter()
-                    .chain(next[i].to_be_bytes())
-                    .collect::<Vec<u8>>();
+                let mut m = [i.to_be_bytes()[7], 0xd0, 0, 0, 0, 0];
+                m[2..].copy_from_slice(&next[i].to_be_bytes());
                 match fleet.send(*id, RELIABLE, &m) {
                     Ok(()) => {
                         next[i] += 1;

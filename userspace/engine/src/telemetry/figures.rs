@@ -214,6 +214,15 @@ impl Published {
         out.extend_from_slice(&s.rows);
     }
 
+    /// Connections open as of the last publication, without copying the figures.
+    #[must_use]
+    pub fn connections(&self) -> u64 {
+        self.figures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .connections
+    }
+
     /// The last published figures.
     #[must_use]
     pub fn read(&self) -> Figures {

@@ -236,14 +236,14 @@ impl Running {
     }
 
     /// Connections open over every worker, as last published (at most 100 ms old).
+    /// Reads only the published counts (a drain polls this every 200 ms), not a whole
+    /// snapshot with its kernel statistics and percentiles.
     #[must_use]
     pub fn open_connections(&self) -> u64 {
-        self.snapshot()
-            .queues
-            .iter()
-            .filter_map(|q| q.protocol.as_ref())
-            .map(|f| f.connections)
-            .sum()
+        if !self.protocol {
+            return 0;
+        }
+        self.workers.iter().map(|w| w.published.connections()).sum()
     }
 
     /// The engine's figures as of now.

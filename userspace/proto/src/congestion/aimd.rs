@@ -118,11 +118,7 @@ impl Aimd {
     /// The slow start threshold (`u64::MAX` before the first decrease).
     #[must_use]
     pub fn ssthresh(&self) -> u64 {
-        if self.ssthresh == u32::MAX {
-            u64::MAX
-        } else {
-            u64::from(self.ssthresh)
-        }
+        super::widen_unbounded(self.ssthresh)
     }
 
     /// Whether a packet sent at `sent` belongs to the current recovery period.

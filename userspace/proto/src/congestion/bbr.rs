@@ -182,11 +182,7 @@ impl Bbr {
     /// The loss bound on cwnd, bytes (`u64::MAX` while unbounded).
     #[must_use]
     pub fn inflight_hi(&self) -> u64 {
-        if self.inflight_hi == u32::MAX {
-            u64::MAX
-        } else {
-            u64::from(self.inflight_hi)
-        }
+        super::widen_unbounded(self.inflight_hi)
     }
 
     /// The current pacing gain, in hundredths.

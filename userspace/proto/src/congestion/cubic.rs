@@ -74,11 +74,7 @@ impl Cubic {
     /// The slow start threshold (`u64::MAX` before the first congestion event).
     #[must_use]
     pub fn ssthresh(&self) -> u64 {
-        if self.ssthresh == u32::MAX {
-            u64::MAX
-        } else {
-            u64::from(self.ssthresh)
-        }
+        super::widen_unbounded(self.ssthresh)
     }
 
     /// Whether a packet sent at `sent` belongs to the current recovery period.

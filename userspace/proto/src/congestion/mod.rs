@@ -73,6 +73,18 @@ pub trait Controller {
     }
 }
 
+/// Widens a byte count kept in 32 bits where `u32::MAX` means "unbounded" (a threshold
+/// not yet set) to the `u64` the [`Controller`] accessors report, keeping that meaning:
+/// `u32::MAX` becomes `u64::MAX`.
+#[must_use]
+pub(crate) fn widen_unbounded(bytes: u32) -> u64 {
+    if bytes == u32::MAX {
+        u64::MAX
+    } else {
+        u64::from(bytes)
+    }
+}
+
 /// Which congestion controller a server uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Algorithm {
@@ -310,6 +322,13 @@ fn in_recovery(recovery_start: Option<Instant>, sent: Instant) -> bool {
 mod tests {
     use super::*;
     use core::time::Duration;
+
+    #[test]
+    fn widening_keeps_unbounded_unbounded() {
+        assert_eq!(widen_unbounded(u32::MAX), u64::MAX);
+        assert_eq!(widen_unbounded(u32::MAX - 1), u64::from(u32::MAX - 1));
+        assert_eq!(widen_unbounded(0), 0);
+    }
 
     #[test]
     fn names_round_trip() {
