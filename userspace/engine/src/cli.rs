@@ -902,6 +902,32 @@ mod tests {
     }
 
     #[test]
+    fn admission_settings_come_from_flags_or_the_config_file() {
+        let a = attach_with("iface = \"eth9\"\nport = [7777]\n", &[]).expect("valid");
+        let d = defaults();
+        assert_eq!(a.admission, OnOff::On, "on by default");
+        assert_eq!(
+            (a.source_rate, a.source_burst),
+            (d.source_rate, d.source_burst)
+        );
+        let config = "iface = \"eth9\"\nport = [7777]\nadmission = \"off\"\n\
+                      source-rate = 7\nsource-burst = 9\n";
+        let a = attach_with(config, &[]).expect("valid");
+        assert_eq!(
+            (a.admission, a.source_rate, a.source_burst),
+            (OnOff::Off, 7, 9)
+        );
+        let a = attach_with(config, &["--admission", "on"]).expect("valid");
+        assert_eq!(a.admission, OnOff::On, "the flag wins");
+        let e = attach_with(
+            "iface = \"eth9\"\nport = [7777]\nadmission = \"maybe\"\n",
+            &[],
+        )
+        .expect_err("refused");
+        assert!(e.to_string().contains("admission"), "{e}");
+    }
+
+    #[test]
     fn a_config_file_sets_what_the_flags_set_and_flags_override_it() {
         let config = "iface = \"eth9\"\nport = [7777, 7778]\nbusy-poll = true\n\
                       ring-size = 1024\nidle-timeout = 30.5\ncores = [2, 3]\n\
