@@ -8,10 +8,12 @@
 //! - [`wire`]: Ethernet / 802.1Q / IPv4 / IPv6 / UDP offsets and constants;
 //! - [`steer`]: the classifier the XDP program runs on every frame, written once over a
 //!   [`steer::Bytes`] trait so the host can test and fuzz the very same logic;
-//! - [`maps`]: BPF map names and the `#[repr(C)]` types stored in them.
+//! - [`maps`]: BPF map names and the `#[repr(C)]` types stored in them;
+//! - [`admit`]: admission control's session key and value, source key and token bucket.
 #![no_std]
 #![deny(unsafe_code)]
 
+pub mod admit;
 pub mod maps;
 pub mod rudp;
 pub mod steer;

@@ -10,6 +10,15 @@ pub const PORTS: &str = "XRUDP_PORTS";
 pub const CONFIG: &str = "XRUDP_CONFIG";
 /// Per-CPU array of `u64` counters indexed by [`Counter`].
 pub const COUNTERS: &str = "XRUDP_COUNTERS";
+/// Hash map [`crate::admit::SessionKey`] → [`crate::admit::Peer`]: the live sessions
+/// the workers publish (the session allow-list). Sized at load from `--max-connections`
+/// × queues; preallocated, so its memory is committed when the engine starts.
+pub const SESSIONS: &str = "XRUDP_SESSIONS";
+/// LRU per-CPU hash [`crate::admit::Addr`] (IPv6 cut to its /64) → `u64` GCRA state:
+/// the per-source token buckets, [`SOURCE_ENTRIES`] sources.
+pub const SOURCES: &str = "XRUDP_SOURCES";
+/// Per-CPU array of one `u64` GCRA state: the handshake budget of each CPU.
+pub const HELLO_BUDGET: &str = "XRUDP_HELLO_BUDGET";
 
 /// Whether two map names are equal, in a `const` context: the eBPF crate asserts at
 /// compile time that each map's identifier equals its constant here.
@@ -33,6 +42,10 @@ pub const fn same_name(a: &str, b: &str) -> bool {
 pub const MAX_QUEUES: u32 = 256;
 /// Number of `u64` words in the port bitmap (65536 ports / 64).
 pub const PORT_WORDS: u32 = 1024;
+/// Sources tracked by the per-source buckets (least recently seen evicted first).
+pub const SOURCE_ENTRIES: u32 = 65_536;
+/// Session map size compiled into the object; the loader sets the real size.
+pub const DEFAULT_SESSIONS: u32 = 1024;
 
 /// Returns the bitmap word index and bit mask for `port`.
 #[must_use]
@@ -48,23 +61,37 @@ pub struct Config {
     pub flags: u32,
     /// Reserved, zero.
     pub reserved: u32,
+    /// Per-source bucket ([`crate::admit::Rate`]): handshakes and migration attempts.
+    pub source: crate::admit::Rate,
+    /// Handshake budget of each CPU ([`crate::admit::Rate`]): first hellos.
+    pub hello: crate::admit::Rate,
 }
 
 impl Config {
     /// Drop port-matched datagrams that cannot be RUDP (short, bad magic/version/type).
     /// Off for raw-UDP applications such as `--app udp-echo`.
     pub const FLAG_RUDP_FILTER: u32 = 1;
+    /// Admission control (with the RUDP pre-filter): the session allow-list, the
+    /// per-source buckets and the handshake budget (`--admission on`).
+    pub const FLAG_ADMISSION: u32 = 2;
 
     /// Whether the RUDP pre-filter is on.
     #[must_use]
     pub const fn rudp_filter(&self) -> bool {
         self.flags & Self::FLAG_RUDP_FILTER != 0
     }
+
+    /// Whether admission control is on (it needs the RUDP pre-filter too).
+    #[must_use]
+    pub const fn admission(&self) -> bool {
+        let both = Self::FLAG_RUDP_FILTER | Self::FLAG_ADMISSION;
+        self.flags & both == both
+    }
 }
 
 #[cfg(feature = "user")]
-// SAFETY: `Config` is `#[repr(C)]`, `Copy`, made of two `u32` with no padding, and
-// every bit pattern is a valid value.
+// SAFETY: `Config` is `#[repr(C)]`, `Copy`, two `u32` then four `u64` (8-byte aligned
+// at offset 8: no padding), and every bit pattern is a valid value.
 #[allow(unsafe_code)]
 unsafe impl aya::Pod for Config {}
 
@@ -109,6 +136,20 @@ counters! {
     DropBadVersion = "drop_bad_version",
     /// Dropped: RUDP packet type undefined.
     DropBadType = "drop_bad_type",
+    /// Admission: dropped, a non-handshake packet whose connection id is not live on
+    /// its queue.
+    DropUnknownSession = "drop_unknown_session",
+    /// Admission: dropped, a live session's packet from another address, and the
+    /// session cannot migrate (unencrypted).
+    DropWrongAddress = "drop_wrong_address",
+    /// Admission: dropped, the source's bucket (`--source-rate`, `--source-burst`) was
+    /// empty (handshakes and migration attempts).
+    DropRateLimited = "drop_rate_limited",
+    /// Admission: dropped, a first hello past this CPU's handshake budget (`--hello-rate`).
+    DropHelloBudget = "drop_hello_budget",
+    /// Admission: a live encrypted session's packet from a new address, let through
+    /// (within its source's budget) so that the server can validate the new path.
+    MigrationAttempts = "migration_attempts",
 }
 
 impl Counter {

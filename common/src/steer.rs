@@ -14,6 +14,7 @@
 //!   wrong magic, version or type) is dropped: junk floods die in the driver;
 //! - everything else is [`Verdict::Steer`]: redirect to the queue's AF_XDP socket.
 
+use crate::admit::{Addr, Peer};
 use crate::maps::Counter;
 use crate::rudp;
 use crate::wire::{
@@ -33,6 +34,17 @@ pub trait Bytes {
     fn u8_at(&self, off: usize) -> Option<u8>;
     /// The big-endian `u16` at `off`, or `None` if it does not fit.
     fn be16_at(&self, off: usize) -> Option<u16>;
+    /// The big-endian `u32` at `off`, or `None` if it does not fit.
+    #[expect(
+        clippy::inline_always,
+        reason = "the XDP program needs this inlined into one function: the verifier tracks packet bounds within a function, not across calls"
+    )]
+    #[inline(always)]
+    fn be32_at(&self, off: usize) -> Option<u32> {
+        let hi = self.be16_at(off)?;
+        let lo = self.be16_at(off + 2)?;
+        Some(u32::from(hi) << 16 | u32::from(lo))
+    }
 }
 
 impl Bytes for [u8] {
@@ -87,14 +99,40 @@ pub fn classify<B: Bytes + ?Sized>(
     steered: impl Fn(u16) -> bool,
     rudp_filter: bool,
 ) -> Verdict {
+    classify_admit(frame, steered, rudp_filter, None::<fn(&Admit) -> Verdict>)
+}
+
+/// [`classify`], then, for a datagram that passed the RUDP pre-filter, admission
+/// control: `admit` (the XDP program's map lookups and buckets) decides between
+/// [`Verdict::Steer`] and a counted drop. `None`, or the pre-filter off, skips it.
+#[expect(
+    clippy::inline_always,
+    reason = "the XDP program needs this inlined into one function: the verifier tracks packet bounds within a function, not across calls"
+)]
+#[inline(always)]
+pub fn classify_admit<B: Bytes + ?Sized>(
+    frame: &B,
+    steered: impl Fn(u16) -> bool,
+    rudp_filter: bool,
+    admit: Option<impl FnOnce(&Admit) -> Verdict>,
+) -> Verdict {
     match locate(frame, steered) {
         Located::Pass => Verdict::Pass,
         Located::Drop(c) => Verdict::Drop(c),
         Located::Udp(layout) => {
-            if rudp_filter && let Some(c) = rudp_reject(frame, &layout) {
+            if !rudp_filter {
+                return Verdict::Steer;
+            }
+            if let Some(c) = rudp_reject(frame, &layout) {
                 return Verdict::Drop(c);
             }
-            Verdict::Steer
+            match admit {
+                None => Verdict::Steer,
+                Some(decide) => match admit_fields(frame, &layout) {
+                    Some(a) => decide(&a),
+                    None => Verdict::Drop(Counter::DropShort),
+                },
+            }
         }
     }
 }
@@ -191,6 +229,78 @@ pub fn locate<B: Bytes + ?Sized>(frame: &B, steered: impl Fn(u16) -> bool) -> Lo
         l4,
         udp_len,
         ipv6,
+    })
+}
+
+/// What admission control reads from a steered datagram that passed the pre-filter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Admit {
+    /// The RUDP packet type byte.
+    pub kind: u8,
+    /// The RUDP connection id.
+    pub conn_id: u32,
+    /// The IP source address.
+    pub source: Addr,
+    /// The UDP source port.
+    pub sport: u16,
+}
+
+impl Admit {
+    /// Whether the packet is a handshake from the client (`Hello` or `Response`), which
+    /// carries no connection id yet.
+    #[must_use]
+    #[expect(
+        clippy::inline_always,
+        reason = "called from the XDP program, where every helper is inlined"
+    )]
+    #[inline(always)]
+    pub const fn handshake(&self) -> bool {
+        self.kind == rudp::PacketType::Hello as u8 || self.kind == rudp::PacketType::Response as u8
+    }
+
+    /// Whether `peer` is where this packet comes from.
+    #[must_use]
+    #[expect(
+        clippy::inline_always,
+        reason = "called from the XDP program, where every helper is inlined"
+    )]
+    #[inline(always)]
+    pub fn from_peer(&self, peer: &Peer) -> bool {
+        // Word by word: a derived array comparison may become a `bcmp` call, which a BPF
+        // program cannot make.
+        let (p, s) = (&peer.addr.words, &self.source.words);
+        peer.port == self.sport && p[0] == s[0] && p[1] == s[1] && p[2] == s[2] && p[3] == s[3]
+    }
+}
+
+/// Reads the fields admission control decides on; `None` if the frame is shorter than
+/// the pre-filter already checked (not reached for a datagram that passed it).
+#[expect(
+    clippy::inline_always,
+    reason = "the XDP program needs this inlined into one function: the verifier tracks packet bounds within a function, not across calls"
+)]
+#[inline(always)]
+pub fn admit_fields<B: Bytes + ?Sized>(frame: &B, layout: &Layout) -> Option<Admit> {
+    let p = layout.l4 + udp::field::PAYLOAD;
+    let kind = frame.u8_at(p + rudp::field::TYPE)?;
+    let conn_id = frame.be32_at(p + rudp::field::CONN_ID.start)?;
+    let sport = frame.be16_at(layout.l4 + udp::field::SRC_PORT.start)?;
+    let source = if layout.ipv6 {
+        let a = layout.l3 + ipv6::field::SRC_ADDR.start;
+        Addr::v6([
+            frame.be32_at(a)?,
+            frame.be32_at(a + 4)?,
+            frame.be32_at(a + 8)?,
+            frame.be32_at(a + 12)?,
+        ])
+    } else {
+        Addr::v4(frame.be32_at(layout.l3 + ipv4::field::SRC_ADDR.start)?)
+    };
+    Some(Admit {
+        kind,
+        conn_id,
+        source,
+        sport,
     })
 }
 

@@ -5,18 +5,28 @@
 //! everything else to the kernel, and drop (counting the reason) steered datagrams that
 //! are malformed or cannot be RUDP. A queue with no socket bound falls back to XDP_PASS
 //! (the low bits of `bpf_redirect_map`'s flags, kernel ≥ 5.3).
+//!
+//! With admission control on (`--admission on`, docs/SECURITY.md), a datagram that
+//! passed the pre-filter must also be admitted: a handshake (`Hello`, `Response`) takes
+//! a token from its source's bucket, and a first hello one more from this CPU's
+//! handshake budget; any other packet must name a live session of its queue and come
+//! from that session's address, or, for an encrypted session, take a token from its
+//! source's bucket as a migration attempt. Everything else is dropped, counted by reason.
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
     bindings::xdp_action,
+    helpers::bpf_ktime_get_ns,
     macros::{map, xdp},
-    maps::{Array, PerCpuArray, XskMap},
+    maps::{Array, HashMap, LruPerCpuHashMap, PerCpuArray, XskMap},
     programs::XdpContext,
 };
 use xrudp_common::{
+    admit::{Addr, Peer, Rate, SessionKey},
     maps::{self, Config, Counter},
-    steer::{self, Bytes, Verdict},
+    rudp::PacketType,
+    steer::{self, Admit, Bytes, Verdict},
 };
 
 /// Declares a map whose name (the static's identifier, which `#[map]` uses) is checked at
@@ -37,9 +47,23 @@ xdp_map!(XRUDP_XSKS = maps::XSKS; XskMap = XskMap::with_max_entries(maps::MAX_QU
 xdp_map!(XRUDP_PORTS = maps::PORTS; Array<u64> = Array::with_max_entries(maps::PORT_WORDS, 0));
 xdp_map!(XRUDP_CONFIG = maps::CONFIG; Array<Config> = Array::with_max_entries(1, 0));
 xdp_map!(XRUDP_COUNTERS = maps::COUNTERS; PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0));
+xdp_map!(XRUDP_SESSIONS = maps::SESSIONS; HashMap<SessionKey, Peer> = HashMap::with_max_entries(maps::DEFAULT_SESSIONS, 0));
+xdp_map!(XRUDP_SOURCES = maps::SOURCES; LruPerCpuHashMap<Addr, u64> = LruPerCpuHashMap::with_max_entries(maps::SOURCE_ENTRIES, 0));
+xdp_map!(XRUDP_HELLO_BUDGET = maps::HELLO_BUDGET; PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0));
 
 /// Packet memory seen through `XdpContext`, every read checked against `data_end`.
 struct Frame<'a>(&'a XdpContext);
+
+impl Frame<'_> {
+    /// `data_end`, read anew for every check: the optimiser cannot then drop a check that
+    /// an earlier, larger one implies and read through a pointer the verifier has not
+    /// seen checked (it rebuilds pointers from spilled offsets, with no known range).
+    #[inline(always)]
+    fn end(&self) -> usize {
+        // SAFETY: `ctx.ctx` points at the kernel's `xdp_md` for this invocation.
+        unsafe { core::ptr::read_volatile(&raw const (*self.0.ctx).data_end) as usize }
+    }
+}
 
 impl Bytes for Frame<'_> {
     #[inline(always)]
@@ -50,7 +74,7 @@ impl Bytes for Frame<'_> {
     #[inline(always)]
     fn u8_at(&self, off: usize) -> Option<u8> {
         let start = self.0.data();
-        if start + off + 1 > self.0.data_end() {
+        if start + off + 1 > self.end() {
             return None;
         }
         // SAFETY: the byte at `start + off` lies inside [data, data_end), which the
@@ -61,7 +85,7 @@ impl Bytes for Frame<'_> {
     #[inline(always)]
     fn be16_at(&self, off: usize) -> Option<u16> {
         let start = self.0.data();
-        if start + off + 2 > self.0.data_end() {
+        if start + off + 2 > self.end() {
             return None;
         }
         // SAFETY: both bytes at `start + off` lie inside [data, data_end) by the check
@@ -86,11 +110,101 @@ fn steered(port: u16) -> bool {
     XRUDP_PORTS.get(word).is_some_and(|w| *w & bit != 0)
 }
 
+/// Takes a token from the bucket of `source` (IPv6 by /64); a source not seen before (or
+/// evicted) starts with a full bucket.
+#[inline(always)]
+fn source_allows(rate: &Rate, source: Addr, now: u64) -> bool {
+    if rate.unlimited() {
+        return true;
+    }
+    let key = source.source();
+    match XRUDP_SOURCES.get_ptr_mut(&key) {
+        Some(tat) => {
+            // SAFETY: a per-CPU value: only this CPU's program instance touches it, and
+            // XDP programs run with preemption disabled.
+            let state = unsafe { &mut *tat };
+            match rate.take(*state, now) {
+                Some(next) => {
+                    *state = next;
+                    true
+                }
+                None => false,
+            }
+        }
+        None => {
+            // A full LRU map evicts its least recently used source; an insert that still
+            // fails only forgets this source's state, so the packet is let through.
+            let _ = XRUDP_SOURCES.insert(&key, &rate.take(0, now).unwrap_or(now), 0);
+            true
+        }
+    }
+}
+
+/// Takes a token from this CPU's handshake budget.
+#[inline(always)]
+fn hello_allows(rate: &Rate, now: u64) -> bool {
+    if rate.unlimited() {
+        return true;
+    }
+    let Some(tat) = XRUDP_HELLO_BUDGET.get_ptr_mut(0) else {
+        return true;
+    };
+    // SAFETY: a per-CPU slot, as in `count`.
+    let state = unsafe { &mut *tat };
+    match rate.take(*state, now) {
+        Some(next) => {
+            *state = next;
+            true
+        }
+        None => false,
+    }
+}
+
+/// Admission control for a datagram that passed the pre-filter.
+#[inline(always)]
+fn admit(a: &Admit, queue: u32, cfg: &Config) -> Verdict {
+    // SAFETY: a helper without arguments or side effects.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if a.handshake() {
+        if !source_allows(&cfg.source, a.source, now) {
+            return Verdict::Drop(Counter::DropRateLimited);
+        }
+        if a.kind == PacketType::Hello as u8 && !hello_allows(&cfg.hello, now) {
+            return Verdict::Drop(Counter::DropHelloBudget);
+        }
+        return Verdict::Steer;
+    }
+    let key = SessionKey {
+        queue,
+        conn_id: a.conn_id,
+    };
+    let Some(peer) = XRUDP_SESSIONS.get_ptr(&key) else {
+        return Verdict::Drop(Counter::DropUnknownSession);
+    };
+    // SAFETY: the pointer is the kernel's element for `key`, valid for this program run
+    // (RCU); a concurrent update by a worker can at worst make this one verdict stale.
+    let peer = unsafe { core::ptr::read_volatile(peer) };
+    if a.from_peer(&peer) {
+        return Verdict::Steer;
+    }
+    if !peer.may_migrate() {
+        return Verdict::Drop(Counter::DropWrongAddress);
+    }
+    if !source_allows(&cfg.source, a.source, now) {
+        return Verdict::Drop(Counter::DropRateLimited);
+    }
+    count(Counter::MigrationAttempts);
+    Verdict::Steer
+}
+
 #[xdp]
 pub fn xrudp(ctx: XdpContext) -> u32 {
     count(Counter::Seen);
-    let rudp_filter = XRUDP_CONFIG.get(0).is_some_and(Config::rudp_filter);
-    match steer::classify(&Frame(&ctx), steered, rudp_filter) {
+    let cfg = XRUDP_CONFIG.get(0).copied().unwrap_or_default();
+    // SAFETY: `ctx.ctx` points at the kernel's `xdp_md` for this invocation.
+    let queue = unsafe { (*ctx.ctx).rx_queue_index };
+    let admission = cfg.admission().then_some(|a: &Admit| admit(a, queue, &cfg));
+    match steer::classify_admit(&Frame(&ctx), steered, cfg.rudp_filter(), admission) {
         Verdict::Pass => {
             count(Counter::Passed);
             xdp_action::XDP_PASS
@@ -99,20 +213,16 @@ pub fn xrudp(ctx: XdpContext) -> u32 {
             count(reason);
             xdp_action::XDP_DROP
         }
-        Verdict::Steer => {
-            // SAFETY: `ctx.ctx` points at the kernel's `xdp_md` for this invocation.
-            let queue = unsafe { (*ctx.ctx).rx_queue_index };
-            match XRUDP_XSKS.redirect(queue, u64::from(xdp_action::XDP_PASS)) {
-                Ok(action) if action == xdp_action::XDP_REDIRECT => {
-                    count(Counter::Redirected);
-                    action
-                }
-                _ => {
-                    count(Counter::PassedNoSocket);
-                    xdp_action::XDP_PASS
-                }
+        Verdict::Steer => match XRUDP_XSKS.redirect(queue, u64::from(xdp_action::XDP_PASS)) {
+            Ok(action) if action == xdp_action::XDP_REDIRECT => {
+                count(Counter::Redirected);
+                action
             }
-        }
+            _ => {
+                count(Counter::PassedNoSocket);
+                xdp_action::XDP_PASS
+            }
+        },
     }
 }
 

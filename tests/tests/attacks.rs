@@ -510,9 +510,9 @@ fn spoofed_hellos_are_not_amplified() {
 /// them) against a budget of 100 a second. The token bucket starts full and refills at
 /// 100/s, so over the measured span of the run at most `100 × (1 + seconds)` hellos are
 /// answered; every other one is shed. Counted, not timed: a stall of this VM only raises
-/// the bound.
-#[test]
-fn hello_rate_sheds_and_counts_hellos_past_the_budget() {
+/// the bound. With `--admission on` the XDP program sheds them (`drop_hello_budget`, a
+/// budget per CPU); with `--admission off` each worker does (`hellos_shed`).
+fn hello_rate_sheds_and_counts_hellos_past_the_budget(admission: &str) {
     const RATE: u64 = 100;
     let t = Topology::new(1, true);
     let engine = Engine::start(
@@ -522,13 +522,21 @@ fn hello_rate_sheds_and_counts_hellos_past_the_budget() {
             &PORT.to_string(),
             "--hello-rate",
             &RATE.to_string(),
+            "--admission",
+            admission,
         ],
     );
+    let in_xdp = admission == "on";
     let server = t.srv_addr(PORT);
     let SocketAddr::V4(server4) = server else {
         unreachable!()
     };
-    let workers = engine.snapshot().queues.len() as u64;
+    // The budget holders: each worker with admission off, each CPU with it on.
+    let holders = if in_xdp {
+        std::thread::available_parallelism().map_or(1, |n| n.get() as u64)
+    } else {
+        engine.snapshot().queues.len() as u64
+    };
     let before = engine.snapshot();
     let start = Instant::now();
     let sent = Topology::in_ns(&t.ns_cli.clone(), move || {
@@ -545,13 +553,18 @@ fn hello_rate_sheds_and_counts_hellos_past_the_budget() {
     });
     let answered =
         |s: &Snapshot| protocol_sum(s, |f| f.handshakes) - protocol_sum(&before, |f| f.handshakes);
-    let shed = |s: &Snapshot| {
-        protocol_sum(s, |f| f.hellos_shed) - protocol_sum(&before, |f| f.hellos_shed)
+    let shed_in = |s: &Snapshot| {
+        if in_xdp {
+            s.xdp_counter("drop_hello_budget").unwrap_or(0)
+        } else {
+            protocol_sum(s, |f| f.hellos_shed)
+        }
     };
+    let shed = |s: &Snapshot| shed_in(s) - shed_in(&before);
     let after = engine.wait_for(Duration::from_secs(30), |s| answered(s) + shed(s) >= sent);
     let secs = start.elapsed().as_secs() + 1;
     eprintln!(
-        "--hello-rate {RATE}: {sent} hellos sent, {} answered, {} shed, within {secs} s",
+        "--hello-rate {RATE}, --admission {admission}: {sent} hellos sent, {} answered, {} shed, within {secs} s",
         answered(&after),
         shed(&after)
     );
@@ -561,7 +574,7 @@ fn hello_rate_sheds_and_counts_hellos_past_the_budget() {
         sent,
         "every hello is answered or shed, and counted"
     );
-    let budget = workers * RATE * (1 + secs);
+    let budget = holders * RATE * (1 + secs);
     assert!(
         answered(&after) <= budget,
         "at most the budget is answered: {} > {budget}",
@@ -573,4 +586,14 @@ fn hello_rate_sheds_and_counts_hellos_past_the_budget() {
         shed(&after)
     );
     assert!(shed(&after) > 0, "a burst past the budget sheds");
+}
+
+#[test]
+fn hello_rate_sheds_and_counts_hellos_past_the_budget_in_xdp() {
+    hello_rate_sheds_and_counts_hellos_past_the_budget("on");
+}
+
+#[test]
+fn hello_rate_sheds_and_counts_hellos_past_the_budget_in_the_worker() {
+    hello_rate_sheds_and_counts_hellos_past_the_budget("off");
 }

@@ -63,6 +63,9 @@ fn worker_allocates_nothing_per_packet() {
         workers: None,
         protocol: xrudp_proto::ServerConfig::default(),
         hello_rate: 0,
+        admission: true,
+        source_rate: 0,
+        source_burst: 0,
         drop_capabilities: false,
     };
     let engine = xrudp_tests::alloc::InProcessEngine::start(&t.ns_srv, options, "xrudp-q0");

@@ -166,6 +166,9 @@ fn echo_allocates_only_high_water_growths(backend: xrudp::engine::Backend, worke
         workers: Some(1),
         protocol: xrudp_proto::ServerConfig::default(),
         hello_rate: 0,
+        admission: true,
+        source_rate: 0,
+        source_burst: 0,
         drop_capabilities: false,
     };
     let engine = xrudp_tests::alloc::InProcessEngine::start(&t.ns_srv, options, worker);

@@ -178,10 +178,28 @@ pub struct AttachArgs {
     /// Open mode: refuse clients that do not pin the server's public key.
     #[arg(long = "require-pinned")]
     pub require_pinned: bool,
-    /// First hellos each worker answers per second; a flood beyond it (spoofed
-    /// handshakes) is shed and counted, so established players keep the CPU. 0: no limit.
+    /// First hellos answered per second; a flood beyond it (spoofed handshakes) is shed
+    /// and counted, so established players keep the CPU. With --admission on the XDP
+    /// program sheds them in the driver, per CPU (`drop_hello_budget`); otherwise each
+    /// worker does (`hellos_shed`). 0: no limit.
     #[arg(long = "hello-rate", default_value_t = defaults().hello_rate)]
     pub hello_rate: u32,
+    /// Admission control in the XDP program (AF_XDP backend, echo/relay or an embedding
+    /// game): packets of connections that are not live, or from an address their
+    /// session does not have, are dropped in the driver; handshakes and migration
+    /// attempts are rate-limited per source (--source-rate, --source-burst) and first
+    /// hellos by --hello-rate. `off` keeps only the RUDP pre-filter (docs/SECURITY.md).
+    #[arg(long, value_enum, default_value_t = OnOff::from(defaults().admission))]
+    pub admission: OnOff,
+    /// Admission control: handshake packets and migration attempts each source (an IPv4
+    /// address, or an IPv6 /64) may send per second, per CPU; beyond it they are
+    /// dropped in the driver (`drop_rate_limited`). 0: no limit.
+    #[arg(long = "source-rate", default_value_t = defaults().source_rate)]
+    pub source_rate: u32,
+    /// Admission control: how many such packets a source may send at once after a quiet
+    /// spell (a migrating client's packets until its new address is validated).
+    #[arg(long = "source-burst", default_value_t = defaults().source_burst)]
+    pub source_burst: u32,
     /// UMEM frames per queue (caps packet-buffer memory: frames × frame size).
     /// Default 2048 × 2048 B = 4 MiB per queue.
     #[arg(long = "umem-frames", default_value_t = defaults().umem_frames)]
@@ -243,6 +261,21 @@ fn defaults() -> engine::Options {
 
 fn default_spin_us() -> u64 {
     u64::try_from(defaults().spin.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// A switch on the command line (`--admission on|off`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    /// Enabled.
+    On,
+    /// Disabled.
+    Off,
+}
+
+impl From<bool> for OnOff {
+    fn from(on: bool) -> Self {
+        if on { Self::On } else { Self::Off }
+    }
 }
 
 /// Zero-copy choice on the command line.
@@ -421,6 +454,9 @@ fn attach(a: AttachArgs) -> anyhow::Result<()> {
         workers: a.workers,
         protocol,
         hello_rate: a.hello_rate,
+        admission: a.admission == OnOff::On,
+        source_rate: a.source_rate,
+        source_burst: a.source_burst,
         drop_capabilities: true,
     };
     if check {
@@ -863,6 +899,32 @@ mod tests {
             panic!("not attach");
         };
         Ok(a)
+    }
+
+    #[test]
+    fn admission_settings_come_from_flags_or_the_config_file() {
+        let a = attach_with("iface = \"eth9\"\nport = [7777]\n", &[]).expect("valid");
+        let d = defaults();
+        assert_eq!(a.admission, OnOff::On, "on by default");
+        assert_eq!(
+            (a.source_rate, a.source_burst),
+            (d.source_rate, d.source_burst)
+        );
+        let config = "iface = \"eth9\"\nport = [7777]\nadmission = \"off\"\n\
+                      source-rate = 7\nsource-burst = 9\n";
+        let a = attach_with(config, &[]).expect("valid");
+        assert_eq!(
+            (a.admission, a.source_rate, a.source_burst),
+            (OnOff::Off, 7, 9)
+        );
+        let a = attach_with(config, &["--admission", "on"]).expect("valid");
+        assert_eq!(a.admission, OnOff::On, "the flag wins");
+        let e = attach_with(
+            "iface = \"eth9\"\nport = [7777]\nadmission = \"maybe\"\n",
+            &[],
+        )
+        .expect_err("refused");
+        assert!(e.to_string().contains("admission"), "{e}");
     }
 
     #[test]

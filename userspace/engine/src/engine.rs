@@ -27,6 +27,7 @@ use crate::{
     },
     telemetry::{self, Running, Worker},
 };
+use xrudp_common::admit::Rate;
 
 pub use crate::{drive::WaitStrategy, iface::IfaceError};
 
@@ -98,6 +99,10 @@ pub enum StartError {
 }
 
 /// Everything `xrudp attach` needs.
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "each bool is an independent engine switch, set from a command-line flag"
+)]
 #[derive(Clone, Debug)]
 pub struct Options {
     /// Interface name.
@@ -136,8 +141,17 @@ pub struct Options {
     /// Protocol settings for every worker's server (connection slots are per worker).
     pub protocol: xrudp_proto::ServerConfig,
     /// First hellos each worker answers per second; past it they are shed and counted
-    /// (0: unlimited).
+    /// (0: unlimited). With admission control on, the XDP program enforces it, per CPU.
     pub hello_rate: u32,
+    /// Admission control in the XDP program (AF_XDP backend, protocol applications):
+    /// the session allow-list, the per-source buckets and the handshake budget
+    /// (docs/SECURITY.md). Off: only the pre-filter, and the hello budget in userspace.
+    pub admission: bool,
+    /// Admission control: handshakes and migration attempts each source (IPv4 address,
+    /// IPv6 /64) may send per second, per CPU (0: unlimited).
+    pub source_rate: u32,
+    /// Admission control: how many of those a source may send at once after a quiet spell.
+    pub source_burst: u32,
     /// With the AF_XDP backend: give up every capability once the program is attached
     /// and the sockets are bound (`xrudp attach` sets it; an embedding game decides for
     /// its own process). See [`crate::privileges`].
@@ -167,6 +181,9 @@ impl Default for Options {
             workers: None,
             protocol: xrudp_proto::ServerConfig::default(),
             hello_rate: 5000,
+            admission: true,
+            source_rate: 1000,
+            source_burst: 2000,
             drop_capabilities: false,
         }
     }
@@ -513,10 +530,24 @@ fn start_xdp(
     let claim = Claim::acquire(&iface.name)?;
 
     let xdp = |e: crate::loader::LoadError| StartError::Xdp(e.into());
-    let mut program = Program::load().map_err(xdp)?;
     let rudp_filter = embedded.is_some() || options.app.is_protocol();
+    let admission = options.admission && rudp_filter;
+    let mut program = if admission {
+        Program::load_sized(session_capacity(options, queues.len()).map_err(StartError::Options)?)
+    } else {
+        Program::load()
+    }
+    .map_err(xdp)?;
     program
         .configure(&options.ports, rudp_filter)
+        .map_err(xdp)?;
+    program
+        .admission(admission.then(|| {
+            (
+                Rate::new(options.source_rate, options.source_burst),
+                Rate::new(options.hello_rate, options.hello_rate),
+            )
+        }))
         .map_err(xdp)?;
 
     // Native XDP first decides which zero-copy attempts make sense: SKB mode is copy only.
@@ -529,7 +560,15 @@ fn start_xdp(
         give_up_capabilities(options);
     }
 
-    let (jobs, api_queues) = jobs(options, embedded, sockets.len()).map_err(StartError::Options)?;
+    let (mut jobs, api_queues) =
+        jobs(options, embedded, sockets.len()).map_err(StartError::Options)?;
+    if admission {
+        for ((q, _), job) in sockets.iter().zip(&mut jobs) {
+            if let Job::Protocol(service) = job {
+                service.publish_sessions(program.session_map().map_err(xdp)?, *q);
+            }
+        }
+    }
     let mut planned = Vec::with_capacity(sockets.len());
     for (((q, xsk), core), job) in sockets.into_iter().zip(cores).zip(&jobs) {
         let telemetry = telemetry::Xsk {
@@ -562,6 +601,22 @@ fn start_xdp(
     let engine = launch(options, running, claim, planned, jobs, stop, busy_knobs)
         .map_err(StartError::Runtime)?;
     Ok((engine, api_queues))
+}
+
+/// Room the session allow-list needs: every connection slot of every queue.
+fn session_capacity(options: &Options, queues: usize) -> anyhow::Result<u32> {
+    options
+        .protocol
+        .max_connections
+        .checked_mul(queues)
+        .and_then(|n| u32::try_from(n).ok())
+        .with_context(|| {
+            format!(
+                "--max-connections {} × {queues} queues does not fit the XDP session map; \
+                 lower --max-connections",
+                options.protocol.max_connections
+            )
+        })
 }
 
 /// Gives up the capabilities the running engine does not need (all of them, or all but

@@ -1,13 +1,18 @@
 //! Loads the embedded XDP program, configures its maps and attaches it.
 
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd as _, RawFd};
 
 use aya::{
     Ebpf,
     maps::{Array, MapData, PerCpuArray, XskMap},
     programs::{Xdp, XdpMode},
 };
-use xrudp_common::maps::{self, Config, Counter};
+use xrudp_common::{
+    admit::Rate,
+    maps::{self, Config, Counter},
+};
+
+use crate::sys::bpf::SessionMap;
 
 /// XDP attach mode requested by the operator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -56,6 +61,19 @@ pub enum LoadError {
          and a kernel with BPF enabled"
     )]
     Load(#[source] aya::EbpfError),
+    /// The kernel could not create the maps at the requested size.
+    #[error(
+        "creating the XDP program's maps with room for {sessions} sessions failed: {source}; \
+         lower --max-connections (sessions = --max-connections × queues) or turn admission \
+         control off with --admission off"
+    )]
+    SessionMap {
+        /// Sessions asked for.
+        sessions: u32,
+        /// Cause.
+        #[source]
+        source: aya::maps::MapError,
+    },
     /// The verifier or the kernel refused the program.
     #[error("the kernel refused the XDP program: {0}")]
     Program(#[source] aya::programs::ProgramError),
@@ -107,8 +125,16 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xr
 pub const EMBEDDED: bool = !OBJECT.is_empty();
 
 impl Program {
-    /// Loads the embedded object into the kernel (verifier included); nothing is attached yet.
+    /// Loads the embedded object into the kernel (verifier included); nothing is attached
+    /// yet. The session allow-list holds [`maps::DEFAULT_SESSIONS`] sessions.
     pub fn load() -> Result<Self, LoadError> {
+        Self::load_sized(maps::DEFAULT_SESSIONS)
+    }
+
+    /// [`Program::load`], with room for `sessions` live sessions in the allow-list (all
+    /// queues together). The map is preallocated: its memory is committed here, so a
+    /// size the kernel cannot hold fails now, never a worker's insert later.
+    pub fn load_sized(sessions: u32) -> Result<Self, LoadError> {
         if !EMBEDDED {
             return Err(LoadError::NoXdpProgram);
         }
@@ -116,8 +142,12 @@ impl Program {
         // /sys/kernel/btf/vmlinux would cost the engine tens of MiB of RSS for nothing.
         let mut ebpf = aya::EbpfLoader::new()
             .btf(None)
+            .map_max_entries(maps::SESSIONS, sessions.max(1))
             .load(OBJECT)
-            .map_err(LoadError::Load)?;
+            .map_err(|e| match e {
+                aya::EbpfError::MapError(source) => LoadError::SessionMap { sessions, source },
+                e => LoadError::Load(e),
+            })?;
         let prog: &mut Xdp = program_mut(&mut ebpf)?;
         prog.load().map_err(LoadError::Program)?;
         Ok(Self { ebpf, mode: None })
@@ -145,12 +175,60 @@ impl Program {
             } else {
                 0
             },
-            reserved: 0,
+            ..Config::default()
         };
         let mut map: Array<&mut MapData, Config> = self.map_mut(maps::CONFIG)?;
         map.set(0, cfg, 0).map_err(|source| LoadError::Map {
             name: maps::CONFIG,
             source,
+        })
+    }
+
+    /// Turns admission control on (`Some((per-source bucket, handshake budget))`) or off,
+    /// on top of what [`Program::configure`] wrote. It acts only with the RUDP pre-filter.
+    pub fn admission(&mut self, rates: Option<(Rate, Rate)>) -> Result<(), LoadError> {
+        let mut map: Array<&mut MapData, Config> = self.map_mut(maps::CONFIG)?;
+        let mut cfg = map.get(&0, 0).map_err(|source| LoadError::Map {
+            name: maps::CONFIG,
+            source,
+        })?;
+        match rates {
+            Some((source, hello)) => {
+                cfg.flags |= Config::FLAG_ADMISSION;
+                cfg.source = source;
+                cfg.hello = hello;
+            }
+            None => cfg.flags &= !Config::FLAG_ADMISSION,
+        }
+        map.set(0, cfg, 0).map_err(|source| LoadError::Map {
+            name: maps::CONFIG,
+            source,
+        })
+    }
+
+    /// A descriptor of the session allow-list, for a worker to publish its sessions.
+    pub fn session_map(&self) -> Result<SessionMap, LoadError> {
+        let map = self
+            .ebpf
+            .map(maps::SESSIONS)
+            .ok_or_else(|| no_map(maps::SESSIONS))?;
+        let fd = match map {
+            aya::maps::Map::HashMap(m) => m.fd().as_fd().try_clone_to_owned(),
+            _ => {
+                return Err(LoadError::Map {
+                    name: maps::SESSIONS,
+                    source: aya::maps::MapError::InvalidName {
+                        name: maps::SESSIONS.into(),
+                    },
+                });
+            }
+        };
+        fd.map(SessionMap::new).map_err(|e| LoadError::Map {
+            name: maps::SESSIONS,
+            source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                call: "dup",
+                io_error: e,
+            }),
         })
     }
 
@@ -242,6 +320,16 @@ impl Program {
 
     /// Runs the program once on `frame` through `BPF_PROG_TEST_RUN`; returns the XDP action.
     pub fn test_run(&self, frame: &[u8]) -> Result<u32, LoadError> {
+        self.test_run_repeat(frame, 1).map(|(action, _)| action)
+    }
+
+    /// Runs the program `repeat` times on `frame` in the kernel (`BPF_PROG_TEST_RUN`);
+    /// returns the XDP action and the kernel's mean time per run.
+    pub fn test_run_repeat(
+        &self,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<(u32, std::time::Duration), LoadError> {
         use aya::programs::{TestRun as _, TestRunOptions};
         let prog: &Xdp = self
             .ebpf
@@ -251,8 +339,9 @@ impl Program {
             .map_err(LoadError::Program)?;
         let mut opts = TestRunOptions::new();
         opts.data_in = Some(frame);
+        opts.repeat = repeat;
         let r = prog.test_run(opts).map_err(LoadError::Program)?;
-        Ok(r.return_value)
+        Ok((r.return_value, r.duration))
     }
 
     fn map_mut<V: aya::Pod>(

@@ -121,6 +121,28 @@ pub enum ServerEvent {
     },
 }
 
+/// A change to the set of live sessions, for an admission filter in front of the server
+/// (the engine's XDP session allow-list). Reported only after
+/// [`Server::track_sessions`], through [`Server::poll_session`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionChange {
+    /// A connection was admitted, or moved to a validated new address.
+    Live {
+        /// The connection id its packets carry.
+        conn_id: u32,
+        /// The peer's address.
+        addr: SocketAddr,
+        /// The session is authenticated, so a packet from a new address is a migration
+        /// attempt rather than someone else's (docs/PROTOCOL.md §5.4).
+        may_migrate: bool,
+    },
+    /// A connection ended; its id is no longer live.
+    Gone {
+        /// The connection id.
+        conn_id: u32,
+    },
+}
+
 /// A datagram written by `poll_transmit`: send `out[..len]` to `dst`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Transmit {
@@ -243,6 +265,8 @@ pub struct Server {
     draining: bool,
     /// Where draining clients are sent (the DRAIN frame's address).
     drain_to: Option<SocketAddr>,
+    /// Session changes not yet taken, once [`Server::track_sessions`] turned it on.
+    sessions: Option<VecDeque<SessionChange>>,
 }
 
 impl Server {
@@ -314,6 +338,7 @@ impl Server {
             scratch: vec![0; MAX_DATAGRAM].into_boxed_slice(),
             draining: false,
             drain_to: None,
+            sessions: None,
             config,
         })
     }
@@ -331,6 +356,35 @@ impl Server {
             keepalive_ms: self.config.keepalive.as_millis() as u32,
             channels,
             channel_count: self.config.channels.len() as u8,
+        }
+    }
+
+    /// From now on, report every change to the set of live sessions through
+    /// [`Server::poll_session`] (each session that is live now is reported first). Whoever
+    /// turns this on must take the changes at least once per wakeup: they queue until then.
+    pub fn track_sessions(&mut self) {
+        let mut log = VecDeque::with_capacity(2 * self.config.max_connections);
+        for s in &self.slots {
+            if let Some(c) = s.conn.as_ref() {
+                log.push_back(SessionChange::Live {
+                    conn_id: c.conn_id,
+                    addr: c.peer,
+                    may_migrate: c.is_protected(),
+                });
+            }
+        }
+        self.sessions = Some(log);
+    }
+
+    /// The next change to the set of live sessions, oldest first (after
+    /// [`Server::track_sessions`]; always `None` before).
+    pub fn poll_session(&mut self) -> Option<SessionChange> {
+        self.sessions.as_mut()?.pop_front()
+    }
+
+    fn log_session(&mut self, change: SessionChange) {
+        if let Some(log) = self.sessions.as_mut() {
+            log.push_back(change);
         }
     }
 
@@ -650,6 +704,12 @@ impl Server {
         slot.initial_seq = initial_seq;
         self.by_addr.insert(from, index);
         self.stats.accepted += 1;
+        let may_migrate = keys.is_some();
+        self.log_session(SessionChange::Live {
+            conn_id,
+            addr: from,
+            may_migrate,
+        });
         self.events.push_back(ServerEvent::Connected {
             handle,
             addr: from,
@@ -856,6 +916,12 @@ impl Server {
         }
         self.by_addr.insert(addr, index);
         self.stats.migrated += 1;
+        let (conn_id, may_migrate) = (conn.conn_id, conn.is_protected());
+        self.log_session(SessionChange::Live {
+            conn_id,
+            addr,
+            may_migrate,
+        });
     }
 
     /// After any change to a connection: finish it if closed, else queue it for transmit
@@ -886,6 +952,7 @@ impl Server {
             self.by_addr.remove(&c.peer);
         }
         self.free.push(index);
+        self.log_session(SessionChange::Gone { conn_id: c.conn_id });
         let reason = c.reason.unwrap_or(DisconnectReason::TimedOut);
         self.events
             .push_back(ServerEvent::Disconnected { handle, reason });

@@ -1284,6 +1284,48 @@ fn a_session_migrates_when_the_client_address_changes_mid_stream() {
     }
 }
 
+/// With session tracking on, the server reports each session as it is admitted, moves
+/// and ends — what the engine publishes into the XDP session allow-list — and nothing
+/// about a path that was never validated.
+#[test]
+fn session_changes_follow_admission_migration_and_close() {
+    let mut p = Pair::new(
+        ServerConfig::default(),
+        ClientConfig::default(),
+        lossy(5, 0.0, 0.0, 0.0, 0),
+        5,
+    );
+    p.server.track_sessions();
+    let h = connect(&mut p);
+    let changes = |p: &mut Pair| std::iter::from_fn(|| p.server.poll_session()).collect::<Vec<_>>();
+    let first = changes(&mut p);
+    let conn_id = p.server.connection_stats(h).unwrap().conn_id;
+    assert_eq!(
+        first,
+        vec![SessionChange::Live {
+            conn_id,
+            addr: client_addr(0),
+            may_migrate: true
+        }]
+    );
+    let to = SocketAddr::from(([10, 1, 0, 0], 6000));
+    p.rebind(0, to);
+    p.client_mut().send(ORDERED, b"moved").unwrap();
+    p.drive();
+    assert_eq!(
+        changes(&mut p),
+        vec![SessionChange::Live {
+            conn_id,
+            addr: to,
+            may_migrate: true
+        }]
+    );
+    p.server.disconnect(h, 0);
+    p.drive();
+    assert_eq!(changes(&mut p), vec![SessionChange::Gone { conn_id }]);
+    assert_eq!(p.server.connection_count(), 0);
+}
+
 /// Until a new address answers its challenge, the server sends it at most three times
 /// the bytes it received from it (RFC 9000 §8), however often it has reason to resend;
 /// the session stays on the old address. A copy of a packet already received, sent from

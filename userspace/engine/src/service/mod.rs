@@ -23,6 +23,7 @@ use crate::{
 pub(crate) mod app;
 mod hello;
 mod outbox;
+mod sessions;
 
 pub(crate) use app::{
     App,
@@ -68,6 +69,8 @@ pub(crate) struct Service {
     /// Rounds in which the application could not keep up (outbox or event queue full),
     /// so the service left events inside the protocol.
     backpressure_rounds: u64,
+    /// With admission control: where this worker publishes its live sessions.
+    sessions: Option<sessions::Sessions>,
 }
 
 impl Service {
@@ -82,6 +85,25 @@ impl Service {
             hellos: hello::HelloBudget::new(hello_rate),
             hellos_shed: 0,
             backpressure_rounds: 0,
+            sessions: None,
+        }
+    }
+
+    /// Admission control: publish this worker's live sessions into the XDP program's
+    /// allow-list `map` under receive queue `queue`. The XDP program enforces the
+    /// handshake budget from then on, so the userspace one stops.
+    pub(crate) fn publish_sessions(&mut self, map: crate::sys::bpf::SessionMap, queue: u32) {
+        self.server.track_sessions();
+        self.hellos = hello::HelloBudget::new(0);
+        let mut s = sessions::Sessions::new(map, queue);
+        s.sync(&mut self.server);
+        self.sessions = Some(s);
+    }
+
+    /// Writes the session changes since the last call into the allow-list.
+    fn sync_sessions(&mut self) {
+        if let Some(s) = self.sessions.as_mut() {
+            s.sync(&mut self.server);
         }
     }
 
@@ -128,6 +150,8 @@ impl Handler for Service {
             return Verdict::Consumed;
         }
         self.server.handle_datagram(now, from, payload);
+        // Before anything is sent: a welcomed client's first packet must find its session.
+        self.sync_sessions();
         Verdict::Consumed
     }
 
@@ -137,6 +161,7 @@ impl Handler for Service {
             self.server.handle_timeout(now);
         }
         self.run();
+        self.sync_sessions();
     }
 
     fn poll_transmit(&mut self, now: Instant, out: &mut [u8]) -> Option<Transmit> {
@@ -203,6 +228,7 @@ impl Handler for Service {
             f.sends_deferred = self.outbox.counts.deferred;
             f.relayed = self.app.relayed();
             f.hellos_shed = self.hellos_shed;
+            f.session_updates_failed = self.sessions.as_ref().map_or(0, |s| s.failed);
             f.relay_members = self.app.relay_members();
             f.memory = self.server.memory() as u64;
             // Every connection the protocol holds, including those whose `Connected` the

@@ -192,6 +192,7 @@ fn figures(k: u64, scale: u64) -> Figures {
         relayed: 1_000 * k,
         relay_members: 40 * k,
         hellos_shed: 11 * k,
+        session_updates_failed: 13 * k,
         rtt_us: Some((1_000 + k, 9_000 + k)),
         cwnd: Some((12_000 * k, 48_000 * k, 96_000 * k)),
         memory: 1_048_576 * k,

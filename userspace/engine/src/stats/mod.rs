@@ -146,6 +146,9 @@ pub struct ProtocolTotals {
     /// First hellos shed by the per-worker hello budget (`--hello-rate`).
     #[serde(default)]
     pub hellos_shed: u64,
+    /// Admission control: updates of the XDP session allow-list the kernel refused.
+    #[serde(default)]
+    pub session_updates_failed: u64,
     /// Median smoothed RTT over all connections, microseconds.
     pub rtt_p50_us: Option<u64>,
     /// 99th percentile smoothed RTT over all connections, microseconds.
@@ -392,6 +395,7 @@ fn add_figures(p: &mut ProtocolTotals, f: &Figures) {
     p.unknown_connection += f.unknown_connection;
     p.version_mismatches += f.version_mismatches;
     p.hellos_shed += f.hellos_shed;
+    p.session_updates_failed += f.session_updates_failed;
     p.memory += f.memory;
     if let Some((p50, p99)) = f.rtt_us {
         p.rtt_p50_us = Some(p.rtt_p50_us.map_or(p50, |v| v.max(p50)));

@@ -351,6 +351,11 @@ fn protocol_traffic(m: &mut Metrics, s: &Snapshot) {
             "First hellos shed by the per-worker hello budget (--hello-rate).",
             |f| f.hellos_shed,
         ),
+        (
+            "xrudp_session_updates_failed_total",
+            "Admission control: updates of the XDP session allow-list the kernel refused.",
+            |f| f.session_updates_failed,
+        ),
     ] {
         m.counter(name, help, &per_worker(s, field));
     }

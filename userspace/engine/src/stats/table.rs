@@ -141,8 +141,8 @@ fn datapath_totals(out: &mut impl Write, r: &Report) -> io::Result<()> {
     match &t.protocol {
         Some(p) => writeln!(
             out,
-            " unknown_connection={} version_mismatch={} hellos_shed={}",
-            p.unknown_connection, p.version_mismatches, p.hellos_shed
+            " unknown_connection={} version_mismatch={} hellos_shed={} session_updates_failed={}",
+            p.unknown_connection, p.version_mismatches, p.hellos_shed, p.session_updates_failed
         ),
         None => writeln!(out),
     }

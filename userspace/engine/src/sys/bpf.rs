@@ -118,3 +118,151 @@ pub fn xdp_force_detach(ifindex: u32) -> io::Result<u32> {
     }
     Ok(removed)
 }
+
+/// The XDP program's session allow-list (`XRUDP_SESSIONS`), as a worker updates it: one
+/// `bpf()` syscall per connection event (admitted, migrated, closed), never per packet.
+#[derive(Debug)]
+pub struct SessionMap {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl SessionMap {
+    /// The map behind `fd` (a descriptor of the `XRUDP_SESSIONS` hash map).
+    #[must_use]
+    pub fn new(fd: std::os::fd::OwnedFd) -> Self {
+        Self { fd }
+    }
+
+    /// Publishes (or moves) a live session.
+    pub fn insert(
+        &self,
+        key: &xrudp_common::admit::SessionKey,
+        peer: &xrudp_common::admit::Peer,
+    ) -> io::Result<()> {
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: `key` and `peer` are `#[repr(C)]` values of exactly the map's key and
+        // value sizes, alive for the call; the fd is owned by `self`.
+        let rc = unsafe {
+            bpf::bpf_map_update_elem(
+                self.fd.as_raw_fd(),
+                std::ptr::from_ref(key).cast(),
+                std::ptr::from_ref(peer).cast(),
+                u64::from(bpf::BPF_ANY),
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::from_raw_os_error(-rc));
+        }
+        Ok(())
+    }
+
+    /// Withdraws a session; one that is not there is not an error.
+    pub fn remove(&self, key: &xrudp_common::admit::SessionKey) -> io::Result<()> {
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: `key` is a `#[repr(C)]` value of the map's key size, alive for the call.
+        let rc = unsafe {
+            bpf::bpf_map_delete_elem(self.fd.as_raw_fd(), std::ptr::from_ref(key).cast())
+        };
+        if rc < 0 && -rc != libc::ENOENT {
+            return Err(io::Error::from_raw_os_error(-rc));
+        }
+        Ok(())
+    }
+}
+
+/// Every entry of the session allow-list of the xrudp program attached to `ifindex` (in
+/// the caller's network namespace), read from the kernel: for tests and diagnostics.
+pub fn attached_sessions(
+    ifindex: u32,
+) -> io::Result<Vec<(xrudp_common::admit::SessionKey, xrudp_common::admit::Peer)>> {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+    use xrudp_common::admit::{Peer, SessionKey};
+    let prog_id = xdp_query(ifindex)?.prog_id;
+    if prog_id == 0 {
+        return Err(io::Error::from_raw_os_error(libc::ENOENT));
+    }
+    // SAFETY: plain syscall wrapper; a negative return is an error, else an owned fd.
+    let prog = unsafe { bpf::bpf_prog_get_fd_by_id(prog_id) };
+    if prog < 0 {
+        return Err(io::Error::from_raw_os_error(-prog));
+    }
+    // SAFETY: `prog` was just returned to us and is owned here.
+    let prog = unsafe { OwnedFd::from_raw_fd(prog) };
+    let mut ids = [0u32; 16];
+    let mut info = bpf::bpf_prog_info {
+        nr_map_ids: ids.len() as u32,
+        map_ids: ids.as_mut_ptr() as u64,
+        ..Default::default()
+    };
+    let mut len = size_of::<bpf::bpf_prog_info>() as u32;
+    // SAFETY: `info` is a bpf_prog_info of `len` bytes whose `map_ids` points at `ids`,
+    // room for `nr_map_ids` ids; both outlive the call.
+    let rc = unsafe {
+        bpf::bpf_obj_get_info_by_fd(prog.as_raw_fd(), (&raw mut info).cast(), &raw mut len)
+    };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(-rc));
+    }
+    let n = (info.nr_map_ids as usize).min(ids.len());
+    for &id in &ids[..n] {
+        // SAFETY: plain syscall wrapper; a negative return is an error, else an owned fd.
+        let fd = unsafe { bpf::bpf_map_get_fd_by_id(id) };
+        if fd < 0 {
+            continue;
+        }
+        // SAFETY: `fd` was just returned to us and is owned here.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut minfo = bpf::bpf_map_info::default();
+        let mut mlen = size_of::<bpf::bpf_map_info>() as u32;
+        // SAFETY: `minfo` is a zeroed bpf_map_info of `mlen` bytes that the kernel fills.
+        let rc = unsafe {
+            bpf::bpf_obj_get_info_by_fd(fd.as_raw_fd(), (&raw mut minfo).cast(), &raw mut mlen)
+        };
+        if rc != 0 {
+            continue;
+        }
+        let name: Vec<u8> = minfo
+            .name
+            .iter()
+            .take_while(|&&c| c != 0)
+            .map(|&c| c.cast_unsigned())
+            .collect();
+        if name != xrudp_common::maps::SESSIONS.as_bytes() {
+            continue;
+        }
+        let mut out = Vec::new();
+        let mut key = SessionKey::default();
+        let mut have_prev = false;
+        loop {
+            let mut next = SessionKey::default();
+            let prev: *const std::ffi::c_void = if have_prev {
+                std::ptr::from_ref(&key).cast()
+            } else {
+                std::ptr::null()
+            };
+            // SAFETY: `prev` is null or points at a key-sized value, `next` is a
+            // key-sized out-buffer; both outlive the call.
+            let rc =
+                unsafe { bpf::bpf_map_get_next_key(fd.as_raw_fd(), prev, (&raw mut next).cast()) };
+            if rc < 0 {
+                break;
+            }
+            let mut peer = Peer::default();
+            // SAFETY: `next` is a key-sized value and `peer` a value-sized out-buffer.
+            let rc = unsafe {
+                bpf::bpf_map_lookup_elem(
+                    fd.as_raw_fd(),
+                    (&raw const next).cast(),
+                    (&raw mut peer).cast(),
+                )
+            };
+            if rc == 0 {
+                out.push((next, peer));
+            }
+            key = next;
+            have_prev = true;
+        }
+        return Ok(out);
+    }
+    Err(io::Error::from_raw_os_error(libc::ENOENT))
+}

@@ -62,6 +62,9 @@ pub struct Figures {
     pub relay_members: u64,
     /// First hellos shed by the hello budget (`--hello-rate`).
     pub hellos_shed: u64,
+    /// Admission control: updates of the XDP session allow-list the kernel refused.
+    #[serde(default)]
+    pub session_updates_failed: u64,
     /// Smoothed RTT of the connections, microseconds: (p50, p99), when any are connected.
     pub rtt_us: Option<(u64, u64)>,
     /// Congestion windows of the connections, bytes: (min, median, max).
