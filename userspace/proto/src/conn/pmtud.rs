@@ -117,6 +117,11 @@ impl Search {
         self.phase() == Phase::Probing
     }
 
+    /// The size of the probe in flight, if one is.
+    pub(crate) fn probing(self, ceiling: u16) -> Option<u16> {
+        self.in_flight().then(|| self.probe_size(ceiling))
+    }
+
     /// A probe of the wanted size left.
     pub(crate) fn on_probe_sent(&mut self) {
         if self.phase() == Phase::Searching {
@@ -421,5 +426,81 @@ mod tests {
         assert_eq!(s.on_raise_timer(1472), None);
         let mut s = Search::new(1472, false);
         assert_eq!(s.on_raise_timer(1472), None);
+    }
+}
+
+/// The search driven through a connection: the probe on the wire, its accounting and its
+/// timer.
+#[cfg(test)]
+mod conn_tests {
+    use std::time::Duration;
+
+    use xrudp_common::rudp::HEADER_LEN;
+
+    use super::super::fixture::Fixture;
+    use crate::congestion::Controller;
+    use crate::packet::{DATA_PREFIX_LEN, Frame, Frames};
+
+    #[test]
+    fn a_probe_is_a_padded_ping_of_its_size_outside_congestion_control() {
+        let mut f = Fixture::new();
+        f.transport.mtu = 1472;
+        let mut c = f.conn();
+        let window = c.cc.window();
+        let keepalive = Duration::from_secs(1);
+        let mut out = [0u8; 2048];
+        // `f.now` is the endpoint's epoch (`Ctx::epoch`): time moves in `now`.
+        let mut now = f.now;
+        for attempt in 0..3 {
+            let len = c
+                .poll_transmit(now, &mut out, &mut f.ctx())
+                .expect("a probe");
+            assert_eq!(len, 1337, "attempt {attempt}");
+            // No ACK (nothing received yet): a PING, then PADDING to the end.
+            let body = &out[HEADER_LEN + DATA_PREFIX_LEN..len];
+            let frames: Vec<Frame<'_>> = Frames::new(body, |_| Some(true))
+                .collect::<Result<_, _>>()
+                .expect("decodes");
+            assert_eq!(frames, [Frame::Ping]);
+            assert!(body[1..].iter().all(|&b| b == 0));
+            assert!(c.sent.back().is_some_and(|p| p.pmtu_probe));
+            assert_eq!((c.bytes_in_flight(), c.mtu()), (0, 1200));
+            // One probe at a time, and it arms no PTO.
+            assert_eq!(c.poll_transmit(now, &mut out, &mut f.ctx()), None);
+            assert_eq!(c.timers[super::super::Deadline::Loss as usize], None);
+            // Its timer: one PTO (305 ms before any RTT sample), rounded up to the ms.
+            let t = c.poll_timeout(keepalive, f.now).expect("the probe timer");
+            assert_eq!(t, now + c.rtt.pto());
+            now = t;
+            c.handle_timeout(now, &mut f.ctx());
+        }
+        // Three losses: 1337 failed, the next probe bisects 1200..1337.
+        let len = c
+            .poll_transmit(now, &mut out, &mut f.ctx())
+            .expect("a probe");
+        assert_eq!(len, 1269);
+        assert_eq!(f.stats.pmtu_probes, 4);
+        assert_eq!((f.stats.lost_packets, f.stats.ptos), (0, 0));
+        assert_eq!(c.quality().lost, 0);
+        assert_eq!(c.cc.window(), window, "probe loss is not congestion");
+    }
+
+    #[test]
+    fn discovery_off_sends_full_size_packets_and_never_probes() {
+        let mut f = Fixture::new();
+        f.transport.mtu = 1472;
+        f.transport.pmtud = false;
+        let mut c = f.conn();
+        let mut out = [0u8; 2048];
+        assert_eq!(c.poll_transmit(f.now, &mut out, &mut f.ctx()), None);
+        assert_eq!((c.mtu(), c.frame_mtu()), (1472, 1472));
+        c.send(0, &[7; 3000], &mut f.ctx()).expect("queued");
+        let len = c
+            .poll_transmit(f.now, &mut out, &mut f.ctx())
+            .expect("data");
+        // A fragment sized for 1472-byte packets (1472 − 12 − 2 − 9 − 10 = 1439 bytes;
+        // no ACK yet) behind the header, the packet number, and the first packet's PING.
+        assert_eq!(len, 12 + 2 + 10 + 1439 + 1);
+        assert_eq!(f.stats.pmtu_probes, 0);
     }
 }

@@ -272,20 +272,13 @@ impl Conn {
     /// The path MTU timer expired: the probe in flight is lost, or (none in flight) the
     /// raise timer starts a new search.
     pub(super) fn on_pmtu_timer(&mut self, now: Instant, ctx: &mut Ctx<'_>) {
-        if self.pmtud.in_flight() {
-            if let Some(i) = self
-                .sent
-                .iter()
-                .position(|p| p.pmtu_probe && !p.acked && !p.lost)
-            {
-                self.sent[i].lost = true;
-                let size = self.sent[i].size;
-                self.on_probe_lost(now, size, ctx);
-            } else {
-                // INVARIANT: not reached (a probe on record until resolved); start over
-                // rather than wait forever.
-                self.pmtud = self.pmtud.restart(ctx.mtu);
+        if let Some(size) = self.pmtud.probing(ctx.mtu) {
+            // Every probe still on record is lost by now: the one in flight, and any
+            // left from before a black hole or a migration restarted the search.
+            for p in self.sent.iter_mut().filter(|p| p.pmtu_probe && !p.acked) {
+                p.lost = true;
             }
+            self.on_probe_lost(now, size, ctx);
         } else {
             self.pmtud.on_raise_timer(ctx.mtu);
         }
