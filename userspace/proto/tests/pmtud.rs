@@ -331,3 +331,22 @@ proptest! {
         prop_assert_eq!(p.client().state(), ClientState::Connected);
     }
 }
+
+/// The largest datagram is what bounds a probe: on a path that carries anything, each end
+/// searches up to its own ceiling — the server to its MTU, the client to min(its own, the
+/// server's from `Welcome`) — and the receiver accepts 1,472-byte probes whatever its own
+/// MTU (sealed ones too: these sessions are protected).
+#[test]
+fn each_end_probes_up_to_its_own_ceiling_and_receivers_take_1472() {
+    let (server, _) = config(1472, true);
+    let (_, client) = config(1300, true);
+    let mut p = Pair::new(server, client, path(usize::MAX, 6), 6);
+    let h = connect(&mut p);
+    p.run_for(Duration::from_secs(2));
+    assert_eq!(mtus(&p, h), (1472, 1300));
+    // All acknowledged: 1337, 1405, 1439, 1456, 1465, 1469, 1471, 1472 from the server;
+    // 1251, 1276, 1289, 1295, 1298, 1300 from the client.
+    assert_eq!(p.server.stats().pmtu_probes, 8);
+    assert_eq!(p.client().stats().pmtu_probes, 6);
+    assert_eq!(p.network.stats().mtu_dropped, 0);
+}
