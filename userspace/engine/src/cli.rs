@@ -147,9 +147,17 @@ pub struct AttachArgs {
     /// Close a connection after this many seconds without a packet from it.
     #[arg(long = "idle-timeout", default_value_t = defaults().protocol.idle_timeout.as_secs_f64())]
     pub idle_timeout: f64,
-    /// Largest UDP payload sent (1200..=1472).
+    /// Largest UDP payload sent (1200..=1472). With --pmtud on (the default) it is the
+    /// ceiling: each connection starts at 1200 and probes up to it.
     #[arg(long, default_value_t = defaults().protocol.transport.mtu)]
     pub mtu: usize,
+    /// Path MTU discovery (docs/PROTOCOL.md §5.5). `on`: each connection starts at
+    /// 1200-byte datagrams, probes up to --mtu with padded probes that carry no data, and
+    /// drops back to 1200 if larger datagrams stop getting through (a VPN or tunnel on
+    /// the way). `off`: datagrams of up to --mtu from the first packet, which stall if
+    /// the path carries less. Nothing changes with --mtu 1200.
+    #[arg(long, value_enum, default_value_t = OnOff::from(defaults().protocol.transport.pmtud))]
+    pub pmtud: OnOff,
     /// Congestion controller: aimd, newreno, cubic or bbr (docs/PROTOCOL.md says which is
     /// the default and why).
     #[arg(long)]
@@ -263,7 +271,7 @@ fn default_spin_us() -> u64 {
     u64::try_from(defaults().spin.as_micros()).unwrap_or(u64::MAX)
 }
 
-/// A switch on the command line (`--admission on|off`).
+/// A switch on the command line (`--admission on|off`, `--pmtud on|off`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum OnOff {
     /// Enabled.
@@ -278,7 +286,6 @@ impl From<bool> for OnOff {
     }
 }
 
-/// Zero-copy choice on the command line.
 /// `--encryption`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum EncryptionArg {
@@ -290,6 +297,7 @@ pub enum EncryptionArg {
     Off,
 }
 
+/// Zero-copy choice on the command line (`--zero-copy`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ZeroCopyArg {
     /// Zero-copy where supported, copy mode otherwise.
@@ -630,6 +638,7 @@ fn protocol_config(a: &AttachArgs) -> anyhow::Result<xrudp_proto::ServerConfig> 
     cfg.idle_timeout = Duration::from_secs_f64(a.idle_timeout);
     cfg.keepalive = cfg.keepalive.min(cfg.idle_timeout / 3);
     cfg.transport.mtu = a.mtu;
+    cfg.transport.pmtud = a.pmtud == OnOff::On;
     if let Some(c) = a.congestion {
         cfg.transport.congestion = c;
     }
@@ -875,6 +884,7 @@ mod tests {
         assert_eq!(p.max_connections, d.protocol.max_connections);
         assert_eq!(p.idle_timeout, d.protocol.idle_timeout);
         assert_eq!(p.transport.mtu, d.protocol.transport.mtu);
+        assert_eq!(p.transport.pmtud, d.protocol.transport.pmtud);
         assert_eq!(!a.no_udp_checksum_check, d.udp_checksum_check);
     }
 
@@ -925,6 +935,25 @@ mod tests {
         )
         .expect_err("refused");
         assert!(e.to_string().contains("admission"), "{e}");
+    }
+
+    #[test]
+    fn pmtud_is_on_by_default_and_the_config_key_turns_it_off() {
+        let base = "iface = \"eth9\"\nport = [7777]\nmtu = 1472\n";
+        let a = attach_with(base, &[]).expect("valid");
+        let p = protocol_config(&a).expect("valid");
+        assert!(p.transport.pmtud);
+        assert_eq!(p.transport.mtu, 1472);
+        let a = attach_with(&format!("{base}pmtud = \"off\"\n"), &[]).expect("valid");
+        assert!(!protocol_config(&a).expect("valid").transport.pmtud);
+        // The flag overrides the file.
+        let a =
+            attach_with(&format!("{base}pmtud = \"off\"\n"), &["--pmtud", "on"]).expect("valid");
+        assert!(protocol_config(&a).expect("valid").transport.pmtud);
+        let err = attach_with(&format!("{base}pmtud = \"maybe\"\n"), &[])
+            .expect_err("refused")
+            .to_string();
+        assert!(err.contains("pmtud"), "{err}");
     }
 
     #[test]

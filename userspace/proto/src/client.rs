@@ -76,6 +76,9 @@ struct Session {
     keepalive: Duration,
     /// The client's own `max_ack_delay`, at most the server's from `Welcome` (§7.1).
     ack_delay: Duration,
+    /// min(the client's MTU, the server's from `Welcome`), at least 1200 (§4.4): the
+    /// ceiling of the path MTU search.
+    mtu: u16,
 }
 
 /// The open connection's per-call context over the session's and the client's settings,
@@ -85,6 +88,7 @@ fn conn_ctx<'a>(
     config: &'a ClientConfig,
     pool: &'a mut BufPool,
     stats: &'a mut Counters,
+    epoch: Instant,
 ) -> Ctx<'a> {
     Ctx {
         channels: &session.channels,
@@ -95,6 +99,8 @@ fn conn_ctx<'a>(
         pool,
         stats,
         drain_to: None,
+        epoch,
+        mtu: session.mtu,
     }
 }
 
@@ -255,8 +261,13 @@ impl Client {
                     self.stats.unknown_connection += 1;
                     return;
                 }
-                let mut ctx =
-                    conn_ctx(&self.session, &self.config, &mut self.pool, &mut self.stats);
+                let mut ctx = conn_ctx(
+                    &self.session,
+                    &self.config,
+                    &mut self.pool,
+                    &mut self.stats,
+                    self.started,
+                );
                 let Some(body) = conn.unprotect(data, &mut self.scratch, &mut ctx) else {
                     return;
                 };
@@ -424,7 +435,9 @@ impl Client {
             };
             channels.push(k);
         }
+        let mtu = usize::from(w.mtu).clamp(1200, self.config.transport.mtu);
         self.session = Session {
+            mtu: mtu as u16,
             channels,
             idle_timeout: Duration::from_millis(u64::from(w.idle_timeout_ms.max(1000))),
             keepalive: Duration::from_millis(u64::from(w.keepalive_ms.max(100))),
@@ -434,8 +447,13 @@ impl Client {
                 .max_ack_delay
                 .min(Duration::from_micros(u64::from(w.max_ack_delay_us))),
         };
-        let mtu = usize::from(w.mtu).clamp(1200, self.config.transport.mtu);
-        let ctx = conn_ctx(&self.session, &self.config, &mut self.pool, &mut self.stats);
+        let ctx = conn_ctx(
+            &self.session,
+            &self.config,
+            &mut self.pool,
+            &mut self.stats,
+            self.started,
+        );
         let mut conn = Conn::new(
             now,
             self.server,
@@ -484,8 +502,13 @@ impl Client {
                 }
             }
             Phase::Open(conn) => {
-                let mut ctx =
-                    conn_ctx(&self.session, &self.config, &mut self.pool, &mut self.stats);
+                let mut ctx = conn_ctx(
+                    &self.session,
+                    &self.config,
+                    &mut self.pool,
+                    &mut self.stats,
+                    self.started,
+                );
                 conn.handle_timeout(now, &mut ctx);
                 self.check_closed();
             }
@@ -501,7 +524,7 @@ impl Client {
                 let deadline = self.started + self.config.handshake_timeout;
                 Some(self.resend_at.map_or(deadline, |t| t.min(deadline)))
             }
-            Phase::Open(c) => c.poll_timeout(self.session.keepalive),
+            Phase::Open(c) => c.poll_timeout(self.session.keepalive, self.started),
             Phase::Done => None,
         }
     }
@@ -531,8 +554,13 @@ impl Client {
                 len
             }
             Phase::Open(conn) => {
-                let mut ctx =
-                    conn_ctx(&self.session, &self.config, &mut self.pool, &mut self.stats);
+                let mut ctx = conn_ctx(
+                    &self.session,
+                    &self.config,
+                    &mut self.pool,
+                    &mut self.stats,
+                    self.started,
+                );
                 let r = conn.poll_transmit(now, out, &mut ctx);
                 self.check_closed();
                 return r.map(|len| Transmit { dst, len });
@@ -569,7 +597,13 @@ impl Client {
         let Phase::Open(conn) = &mut self.phase else {
             return Err(SendError::NotConnected);
         };
-        let mut ctx = conn_ctx(&self.session, &self.config, &mut self.pool, &mut self.stats);
+        let mut ctx = conn_ctx(
+            &self.session,
+            &self.config,
+            &mut self.pool,
+            &mut self.stats,
+            self.started,
+        );
         conn.send(channel, data, &mut ctx)?;
         self.stats.messages_out += 1;
         Ok(())

@@ -75,8 +75,16 @@ pub enum ConfigError {
 /// Settings shared by both ends.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transport {
-    /// Largest UDP payload sent, 1200..=1472 (default 1200).
+    /// Largest UDP payload sent, 1200..=1472 (default 1200). With `pmtud` on it is the
+    /// ceiling of the path MTU search, which starts at 1200.
     pub mtu: usize,
+    /// Path MTU discovery (docs/PROTOCOL.md §5.5): start at 1200 bytes and probe up to
+    /// `mtu` with padded probes, falling back to 1200 on a black hole (default on; with
+    /// `mtu` 1200 there is nothing to probe).
+    pub pmtud: bool,
+    /// How long after a search completed below `mtu` (or fell back to 1200) the path is
+    /// probed again (RFC 8899 §5.1.1 `PMTU_RAISE_TIMER`; default 600 s).
+    pub pmtu_raise_interval: Duration,
     /// Congestion controller (default: see docs/PROTOCOL.md §9).
     pub congestion: Algorithm,
     /// Floor of the retransmission timeout (default 50 ms; TCP's 1 s suits no game).
@@ -100,6 +108,8 @@ impl Default for Transport {
     fn default() -> Self {
         Self {
             mtu: 1200,
+            pmtud: true,
+            pmtu_raise_interval: Duration::from_secs(600),
             congestion: Algorithm::default(),
             min_rto: Duration::from_millis(50),
             initial_rtt: Duration::from_millis(100),
@@ -117,6 +127,11 @@ impl Transport {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !(1200..=1472).contains(&self.mtu) {
             return Err(ConfigError::Mtu(self.mtu));
+        }
+        if self.pmtu_raise_interval < Duration::from_secs(1) {
+            return Err(ConfigError::Timing(
+                "pmtu_raise_interval must be at least 1 s (RFC 8899 suggests 600 s)",
+            ));
         }
         if self.min_rto.is_zero() || self.initial_rtt.is_zero() {
             return Err(ConfigError::Timing(

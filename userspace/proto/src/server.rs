@@ -182,6 +182,9 @@ pub struct ConnStats {
     pub send_buffered: usize,
     /// Bytes of protocol state held, inline and on the heap.
     pub memory: usize,
+    /// The largest datagram this end sends on the connection now: the path MTU that
+    /// discovery confirmed (docs/PROTOCOL.md §5.5), or the configured MTU with it off.
+    pub mtu: u16,
 }
 
 impl ConnStats {
@@ -655,7 +658,13 @@ impl Server {
             index,
             generation: slot.generation,
         };
-        let ctx = conn_ctx(&self.config, &mut self.pool, &mut self.stats, self.drain_to);
+        let ctx = conn_ctx(
+            &self.config,
+            &mut self.pool,
+            &mut self.stats,
+            self.drain_to,
+            self.start,
+        );
         // The client's max ack delay is the same default unless configured otherwise: the
         // client announces none, so the server assumes its own.
         let mut conn = Conn::new(
@@ -856,7 +865,13 @@ impl Server {
         let generation = slot.generation;
         // INVARIANT: lookup returned a slot holding a connection.
         let conn = slot.conn.as_mut().expect("looked up");
-        let mut ctx = conn_ctx(&self.config, &mut self.pool, &mut self.stats, self.drain_to);
+        let mut ctx = conn_ctx(
+            &self.config,
+            &mut self.pool,
+            &mut self.stats,
+            self.drain_to,
+            self.start,
+        );
         let Some(body) = conn.unprotect(data, &mut self.scratch, &mut ctx) else {
             return;
         };
@@ -909,7 +924,13 @@ impl Server {
             return;
         };
         let old = conn.peer;
-        let ctx = conn_ctx(&self.config, &mut self.pool, &mut self.stats, self.drain_to);
+        let ctx = conn_ctx(
+            &self.config,
+            &mut self.pool,
+            &mut self.stats,
+            self.drain_to,
+            self.start,
+        );
         conn.migrate(now, addr, &ctx);
         if self.by_addr.get(&old) == Some(&index) {
             self.by_addr.remove(&old);
@@ -969,8 +990,12 @@ impl Server {
     /// Sets the connection's one timer to its earliest deadline (O(1)).
     fn reschedule(&mut self, index: u32) {
         let slot = &self.slots[index as usize];
-        let keepalive = self.config.keepalive;
-        match slot.conn.as_ref().and_then(|c| c.poll_timeout(keepalive)) {
+        let (keepalive, start) = (self.config.keepalive, self.start);
+        match slot
+            .conn
+            .as_ref()
+            .and_then(|c| c.poll_timeout(keepalive, start))
+        {
             Some(t) => self.timers.schedule(index, t),
             None => {
                 self.timers.cancel(index);
@@ -994,8 +1019,13 @@ impl Server {
                 let Some(conn) = self.slots[index as usize].conn.as_mut() else {
                     continue;
                 };
-                let mut ctx =
-                    conn_ctx(&self.config, &mut self.pool, &mut self.stats, self.drain_to);
+                let mut ctx = conn_ctx(
+                    &self.config,
+                    &mut self.pool,
+                    &mut self.stats,
+                    self.drain_to,
+                    self.start,
+                );
                 conn.handle_timeout(now, &mut ctx);
                 self.after(index);
             }
@@ -1051,7 +1081,13 @@ impl Server {
                 self.mark_ready(index);
                 return Some(Transmit { dst, len });
             }
-            let mut ctx = conn_ctx(&self.config, &mut self.pool, &mut self.stats, self.drain_to);
+            let mut ctx = conn_ctx(
+                &self.config,
+                &mut self.pool,
+                &mut self.stats,
+                self.drain_to,
+                self.start,
+            );
             if let Some((dst, len)) = conn.poll_path_challenge(now, out, &mut ctx) {
                 self.mark_ready(index);
                 return Some(Transmit { dst, len });
@@ -1116,7 +1152,13 @@ impl Server {
             return Err(SendError::NotConnected);
         }
         let conn = slot.conn.as_mut().ok_or(SendError::NotConnected)?;
-        let mut ctx = conn_ctx(&self.config, &mut self.pool, &mut self.stats, self.drain_to);
+        let mut ctx = conn_ctx(
+            &self.config,
+            &mut self.pool,
+            &mut self.stats,
+            self.drain_to,
+            self.start,
+        );
         conn.send(channel, data, &mut ctx)?;
         self.stats.messages_out += 1;
         self.mark_ready(handle.index);
@@ -1196,6 +1238,7 @@ fn conn_ctx<'a>(
     pool: &'a mut BufPool,
     stats: &'a mut Counters,
     drain_to: Option<SocketAddr>,
+    epoch: Instant,
 ) -> Ctx<'a> {
     Ctx {
         channels: &config.channels,
@@ -1206,6 +1249,8 @@ fn conn_ctx<'a>(
         pool,
         stats,
         drain_to,
+        epoch,
+        mtu: config.transport.mtu as u16,
     }
 }
 
@@ -1226,5 +1271,6 @@ pub(crate) fn conn_stats(c: &Conn) -> ConnStats {
         bytes_in_flight: c.bytes_in_flight(),
         send_buffered: c.send_buffered(),
         memory: c.memory(),
+        mtu: c.mtu(),
     }
 }

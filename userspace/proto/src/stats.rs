@@ -71,6 +71,10 @@ pub struct Counters {
     pub migrated: u64,
     /// Server: PATH_CHALLENGE packets sent to unvalidated client addresses.
     pub path_challenges: u64,
+    /// Path MTU probes sent (docs/PROTOCOL.md §5.5); their losses are in no other count.
+    pub pmtu_probes: u64,
+    /// Path MTU black holes detected: connections that fell back to 1200 bytes.
+    pub pmtu_black_holes: u64,
 }
 
 impl Counters {

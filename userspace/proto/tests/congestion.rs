@@ -840,6 +840,7 @@ mod properties {
             burst in prop::option::of((0.0..1.0f64, 0.0..1.0f64, 0.0..1.0f64)),
             (reorder, duplicate, corrupt, sharing) in (0.0..0.5f64, 0.0..0.5f64, 0.0..0.5f64, 0..3usize),
             mtu in 1usize..2_000,
+            mtu_changes in prop::collection::vec((0u64..2_000, 1usize..2_000), 0..3),
             bandwidth in prop::option::of(1_000u64..10_000_000),
             queue_bytes in 0usize..100_000,
             blackholes in prop::collection::vec((0u64..2_000, 0u64..1_000), 0..3),
@@ -855,6 +856,11 @@ mod properties {
                 duplicate,
                 corrupt,
                 mtu,
+                mtu_changes: {
+                    let mut v: Vec<_> = mtu_changes.iter().map(|&(at, m)| (Duration::from_millis(at), m)).collect();
+                    v.sort_unstable();
+                    v
+                },
                 bandwidth,
                 queue_bytes,
                 blackholes: blackholes.iter().map(|&(s, l)| (Duration::from_millis(s), Duration::from_millis(l))).collect(),
@@ -891,7 +897,8 @@ mod properties {
                 stats.delivered,
                 stats.sent + stats.duplicated - stats.lost - stats.queue_dropped - stats.mtu_dropped - stats.blackholed
             );
-            prop_assert!(trace.iter().all(|d| d.3.len() <= mtu));
+            let largest = model.mtu_changes.iter().map(|c| c.1).fold(mtu, usize::max);
+            prop_assert!(trace.iter().all(|d| d.3.len() <= largest));
             let (again, stats_again, _) = run();
             prop_assert_eq!(trace, again);
             prop_assert_eq!(stats, stats_again);

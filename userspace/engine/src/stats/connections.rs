@@ -181,7 +181,7 @@ pub fn render(out: &mut impl std::io::Write, e: &EngineConnections) -> std::io::
     }
     writeln!(
         out,
-        "  {:<5} {:>10} {:<22} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7} {:>9} {:>9} {:>9}",
+        "  {:<5} {:>10} {:<22} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7} {:>9} {:>9} {:>9} {:>5}",
         "queue",
         "conn id",
         "peer",
@@ -194,13 +194,14 @@ pub fn render(out: &mut impl std::io::Write, e: &EngineConnections) -> std::io::
         "retx",
         "cwnd",
         "in flight",
-        "queued"
+        "queued",
+        "mtu"
     )?;
     for v in &e.connections {
         let r = &v.row;
         writeln!(
             out,
-            "  {:<5} {:>10} {:<22} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6.2}% {:>6.2}% {:>9} {:>9} {:>9}",
+            "  {:<5} {:>10} {:<22} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6.2}% {:>6.2}% {:>9} {:>9} {:>9} {:>5}",
             r.queue,
             format!("{:#010x}", r.conn_id),
             r.peer.to_string(),
@@ -213,7 +214,8 @@ pub fn render(out: &mut impl std::io::Write, e: &EngineConnections) -> std::io::
             v.retransmitted_pct,
             r.cwnd,
             r.bytes_in_flight,
-            r.send_queue_bytes
+            r.send_queue_bytes,
+            r.mtu
         )?;
     }
     Ok(())
@@ -242,6 +244,7 @@ mod tests {
             cwnd: 12_000,
             bytes_in_flight: 100 * u64::from(slot),
             send_queue_bytes: queued,
+            mtu: 1200,
         }
     }
 

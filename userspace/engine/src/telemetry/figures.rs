@@ -108,6 +108,9 @@ pub struct ConnRow {
     pub bytes_in_flight: u64,
     /// Bytes queued or unacknowledged: the send queue's depth.
     pub send_queue_bytes: u64,
+    /// The largest datagram sent to the client now: the path MTU discovery confirmed
+    /// (docs/PROTOCOL.md §5.5), or `--mtu` with `--pmtud off`.
+    pub mtu: u16,
 }
 
 impl ConnRow {
@@ -131,6 +134,7 @@ impl ConnRow {
             cwnd: s.cwnd,
             bytes_in_flight: s.bytes_in_flight,
             send_queue_bytes: s.send_buffered as u64,
+            mtu: s.mtu,
         }
     }
 

@@ -20,11 +20,15 @@ impl Conn {
     }
 
     /// Records packet `pn` (not a duplicate) as received at `now`.
-    pub(super) fn record_received(&mut self, now: Instant, pn: u64) {
+    /// `epoch` is the endpoint's (`Ctx::epoch`).
+    pub(super) fn record_received(&mut self, now: Instant, pn: u64, epoch: Instant) {
+        let ns = u64::try_from(now.saturating_duration_since(epoch).as_nanos())
+            .unwrap_or(u64::MAX - 1)
+            + 1;
         if !self.rx_any() {
             self.rx_largest = pn;
             self.rx_bits = 0;
-            self.rx_largest_time = Some(now);
+            self.rx_largest_ns = ns;
             return;
         }
         let newer = pn > self.rx_largest;
@@ -35,7 +39,7 @@ impl Conn {
             self.ack_now = true;
         }
         if newer {
-            self.rx_largest_time = Some(now);
+            self.rx_largest_ns = ns;
         }
     }
 
@@ -55,10 +59,15 @@ impl Conn {
     }
 
     /// The ACK frame for what has been received, with the delay since the largest arrived.
-    pub(super) fn ack_frame(&self, now: Instant) -> Ack {
-        let delay = self
-            .rx_largest_time
-            .map_or(0, |t| now.saturating_duration_since(t).as_micros() as u64);
+    pub(super) fn ack_frame(&self, now: Instant, epoch: Instant) -> Ack {
+        let delay = if self.rx_any() {
+            let now_ns = u64::try_from(now.saturating_duration_since(epoch).as_nanos())
+                .unwrap_or(u64::MAX - 1)
+                + 1;
+            now_ns.saturating_sub(self.rx_largest_ns) / 1000
+        } else {
+            0
+        };
         Ack {
             largest: self.rx_largest as u16,
             delay: (delay / ACK_DELAY_UNIT_US).min(u64::from(u16::MAX)) as u16,
@@ -137,10 +146,10 @@ mod tests {
         for (i, &pn) in received.iter().enumerate() {
             let wire = pn as u16;
             assert_eq!(c.received_pn(wire), Some(pn), "packet {i}");
-            c.record_received(f.now, pn);
+            c.record_received(f.now, pn, f.now);
         }
         assert_eq!(c.received_pn(first as u16 + 3), None, "a duplicate");
-        let ack = c.ack_frame(f.now + Duration::from_micros(80 * ACK_DELAY_UNIT_US));
+        let ack = c.ack_frame(f.now + Duration::from_micros(80 * ACK_DELAY_UNIT_US), f.now);
         assert_eq!(ack.delay, 80);
         assert_eq!(u64::from(ack.largest), (first + 7) & 0xffff);
         let mut parsed: Vec<u64> = acked_pns(first + 7, ack.bits).collect();

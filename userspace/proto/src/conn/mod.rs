@@ -10,7 +10,8 @@
 //! - [`recovery`]: the sent-packet history, ack processing and loss detection (RFC 9002);
 //! - [`channels`]: per-channel ordering and sequencing of received messages;
 //! - [`reassembly`]: fragments back into messages, within bounds;
-//! - [`streams`]: the message queues, allocated only while a connection is busy.
+//! - [`streams`]: the message queues, allocated only while a connection is busy;
+//! - [`pmtud`]: the path MTU search (RFC 8899).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -34,6 +35,7 @@ mod reassembly;
 mod receive;
 pub(crate) use receive::MAX_DATAGRAM;
 mod path;
+pub(crate) mod pmtud;
 mod recovery;
 mod streams;
 mod transmit;
@@ -157,6 +159,12 @@ pub(crate) struct Ctx<'a> {
     pub(crate) stats: &'a mut Counters,
     /// Where a draining server sends its clients (the DRAIN frame's address; §8.5).
     pub(crate) drain_to: Option<SocketAddr>,
+    /// The endpoint's start: the path MTU timer and the receive time of the largest
+    /// packet number are kept as offsets from it.
+    pub(crate) epoch: Instant,
+    /// The ceiling of the path MTU search: the server's MTU, or the client's MTU from
+    /// `Welcome` (§4.4).
+    pub(crate) mtu: u16,
 }
 
 /// A DRAIN frame received (client side): where the server sends its clients, if anywhere.
@@ -208,7 +216,7 @@ pub(crate) enum State {
 
 // An idle connection must cost at most 512 bytes with its table slot and its one in-flight
 // keepalive record (docs/PROTOCOL.md §10); the simulator test measures the total.
-const _: () = assert!(size_of::<Conn>() <= 432);
+const _: [(); 0] = [(); size_of::<Conn>() - 432];
 
 /// Packet counts of one connection since it opened, for its delivery quality (saturating;
 /// u32 lasts over a year at 128 packets a second).
@@ -239,7 +247,8 @@ pub(crate) struct Conn {
     drain: DrainNotice,
     /// The `Disconnect` code to send while closing (the kind is in `State::Closing`).
     close_code: u16,
-    mtu: u16,
+    /// The path MTU search; its PLPMTU is the largest datagram sent (§5.5).
+    pmtud: pmtud::Search,
     timers: [Option<Instant>; DEADLINES],
     rtt: RttEstimator,
     cc: Congestion,
@@ -268,7 +277,9 @@ pub(crate) struct Conn {
     // Receiving.
     rx_largest: u64,
     rx_bits: u64,
-    rx_largest_time: Option<Instant>,
+    /// When the largest packet number arrived, in nanoseconds since `Ctx::epoch` plus
+    /// one; 0 before any packet (8 bytes rather than an `Option<Instant>`'s 16).
+    rx_largest_ns: u64,
     ack_pending: u8,
     ack_now: bool,
     recv_next: [u16; MAX_CHANNELS],
@@ -300,9 +311,9 @@ impl Conn {
         true
     }
 
-    /// Whether any packet has been received (the first sets `rx_largest_time`).
+    /// Whether any packet has been received (the first sets `rx_largest_ns`).
     pub(super) fn rx_any(&self) -> bool {
-        self.rx_largest_time.is_some()
+        self.rx_largest_ns != 0
     }
 
     /// Whether the peer acknowledged a packet carrying the drain notice.
@@ -327,17 +338,18 @@ impl Conn {
         peer_initial_seq: u16,
     ) -> Self {
         let t = ctx.transport;
+        let search = pmtud::Search::new(mtu as u16, t.pmtud);
         let mut c = Self {
             peer,
             conn_id,
             state: State::Open,
             reason: None,
             close_code: 0,
-            mtu: mtu as u16,
+            pmtud: search,
             timers: [None; DEADLINES],
             rtt: RttEstimator::new(t.initial_rtt, t.min_rto, peer_max_ack_delay),
-            cc: Congestion::new(t.congestion, mtu as u64, now),
-            pacer: Pacer::new(mtu as u64),
+            cc: Congestion::new(t.congestion, u64::from(search.plpmtu()), now),
+            pacer: Pacer::new(u64::from(search.plpmtu())),
             next_pn: (1 << 32) + u64::from(initial_seq),
             largest_acked: 0,
             sent: VecDeque::new(),
@@ -356,7 +368,7 @@ impl Conn {
             // around it, so a lost first packet near the 16-bit wrap still expands right.
             rx_largest: (1 << 32) + u64::from(peer_initial_seq),
             rx_bits: 0,
-            rx_largest_time: None,
+            rx_largest_ns: 0,
             ack_pending: 0,
             ack_now: false,
             recv_next: [peer_initial_seq; MAX_CHANNELS],
@@ -412,6 +424,22 @@ impl Conn {
         self.cc.window()
     }
 
+    /// The largest datagram this connection sends now: the PLPMTU (§5.5).
+    pub(crate) fn mtu(&self) -> u16 {
+        self.pmtud.plpmtu()
+    }
+
+    /// The largest packet any reliable or unreliable frame is sized for: the base PLPMTU
+    /// with path MTU discovery on, so that everything queued can be resent after a fall
+    /// back to it (§5.5); the MTU otherwise.
+    pub(crate) fn frame_mtu(&self) -> u16 {
+        if self.pmtud.enabled() {
+            pmtud::BASE_PLPMTU
+        } else {
+            self.mtu()
+        }
+    }
+
     /// Bytes in flight.
     pub(crate) fn bytes_in_flight(&self) -> u64 {
         u64::from(self.bytes_in_flight)
@@ -429,7 +457,8 @@ impl Conn {
 
     /// The earliest timer; `keepalive` is the endpoint's keepalive interval (a ping goes
     /// out this long after the last ack-eliciting packet).
-    pub(crate) fn poll_timeout(&self, keepalive: Duration) -> Option<Instant> {
+    /// `epoch` is the endpoint's ([`Ctx::epoch`]).
+    pub(crate) fn poll_timeout(&self, keepalive: Duration, epoch: Instant) -> Option<Instant> {
         if self.state != State::Open {
             return None;
         }
@@ -437,8 +466,24 @@ impl Conn {
             .iter()
             .flatten()
             .chain(self.keepalive_at(keepalive).as_ref())
+            .chain(self.pmtu_timer(epoch).as_ref())
             .min()
             .copied()
+    }
+
+    /// The path MTU timer: the probe in flight is lost at this time (one PTO after it
+    /// left); with none in flight, the raise timer (RFC 8899 §5.1.1).
+    fn pmtu_timer(&self, epoch: Instant) -> Option<Instant> {
+        let ms = self.pmtud.timer_ms.checked_sub(1)?;
+        Some(epoch + Duration::from_millis(u64::from(ms)))
+    }
+
+    /// Arms (or with `None` disarms) the path MTU timer, rounded up to the millisecond.
+    fn set_pmtu_timer(&mut self, at: Option<Instant>, epoch: Instant) {
+        self.pmtud.timer_ms = at.map_or(0, |t| {
+            let us = t.saturating_duration_since(epoch).as_micros();
+            u32::try_from(us.div_ceil(1000) + 1).unwrap_or(u32::MAX)
+        });
     }
 
     fn keepalive_at(&self, keepalive: Duration) -> Option<Instant> {
@@ -453,6 +498,7 @@ impl Conn {
             State::Open => {
                 self.ack_now
                     || self.probes > 0
+                    || self.pmtud.probe_wanted()
                     || self.path_response().is_some()
                     || self.streams.as_ref().is_some_and(|s| {
                         !s.retransmit.is_empty()
@@ -557,6 +603,10 @@ impl Conn {
         if self.timers[Deadline::Pacing as usize].is_some_and(|t| t <= now) {
             self.timers[Deadline::Pacing as usize] = None;
         }
+        if self.pmtu_timer(ctx.epoch).is_some_and(|t| t <= now) {
+            self.pmtud.timer_ms = 0;
+            self.on_pmtu_timer(now, ctx);
+        }
         if self.keepalive_at(ctx.keepalive).is_some_and(|t| t <= now) {
             // Restart the period now, whether or not a ping is needed.
             self.last_eliciting_sent = Some(now);
@@ -570,7 +620,7 @@ impl Conn {
             self.timers[Deadline::Loss as usize] = None;
             if self.loss_armed {
                 self.detect_losses(now, ctx);
-            } else if self.sent.iter().any(|p| !p.acked && !p.lost) {
+            } else if self.sent.iter().any(SentPacket::outstanding) {
                 // RFC 9002 §6.2.4: a probe timeout sends one or two probes and backs off.
                 self.pto_count = self.pto_count.saturating_add(1);
                 self.probes = 2;
@@ -697,6 +747,8 @@ mod fixture {
                 pool: &mut self.pool,
                 stats: &mut self.stats,
                 drain_to: None,
+                epoch: self.now,
+                mtu: self.transport.mtu as u16,
             }
         }
 

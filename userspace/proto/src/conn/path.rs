@@ -182,7 +182,9 @@ impl Conn {
     pub(crate) fn migrate(&mut self, now: Instant, addr: SocketAddr, ctx: &Ctx<'_>) {
         if addr.ip() != self.peer.ip() {
             let t = ctx.transport;
-            self.cc = Congestion::new(t.congestion, u64::from(self.mtu), now);
+            // A new path has its own MTU: search again from the base (RFC 8899 §4.6).
+            self.pmtud = self.pmtud.restart(ctx.mtu);
+            self.cc = Congestion::new(t.congestion, u64::from(self.mtu()), now);
             self.rtt =
                 RttEstimator::new(t.initial_rtt, self.rtt.min_rto(), self.rtt.max_ack_delay());
         }

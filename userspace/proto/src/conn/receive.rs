@@ -29,6 +29,7 @@ impl Conn {
         scratch: &'a mut [u8],
         ctx: &mut Ctx<'_>,
     ) -> Option<&'a [u8]> {
+        let rx_any = self.rx_any();
         let Some(keys) = self.keys.as_deref_mut() else {
             return Some(&datagram[HEADER_LEN..]);
         };
@@ -36,7 +37,7 @@ impl Conn {
         let opened = (|| {
             let packet = scratch.get_mut(..datagram.len())?;
             let wire = u16::from_be_bytes(datagram.get(HEADER_LEN..header_len)?.try_into().ok()?);
-            let expected = self.rx_largest + u64::from(self.rx_largest_time.is_some());
+            let expected = self.rx_largest + u64::from(rx_any);
             let pn = crate::packet::expand16(expected, wire);
             packet.copy_from_slice(datagram);
             let end = keys
@@ -110,7 +111,7 @@ impl Conn {
             return;
         };
         // Record the packet number (RFC 9000 §13.2: acks carry the largest and a bitfield).
-        self.record_received(now, pn);
+        self.record_received(now, pn, ctx.epoch);
         self.arm_ack(now, eliciting, ctx);
         if ping {
             // A PING asks for an undelayed ack: the sender's RTT sample (§7.1).

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::pmtud::{BASE_PLPMTU, Next};
 use super::{
     Conn, Ctx, Deadline, DrainNotice, PACKET_THRESHOLD, RX_WINDOW, TIME_THRESHOLD, Violation,
 };
@@ -17,6 +18,10 @@ const MAX_PTO_BACKOFF: u32 = 6;
 /// A packet on record: ack-eliciting, sent and not yet resolved (or lost and kept a
 /// little while so that a late ack is recognised).
 #[derive(Clone, Copy, Debug)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent flags of one record, kept within its 40 bytes"
+)]
 pub(super) struct SentPacket {
     pub(super) pn: u64,
     pub(super) time: Instant,
@@ -28,6 +33,16 @@ pub(super) struct SentPacket {
     pub(super) lost: bool,
     /// It carried the drain notice.
     pub(super) drain: bool,
+    /// A path MTU probe (§5.5): no data, not in flight, its loss no congestion signal.
+    pub(super) pmtu_probe: bool,
+}
+
+impl SentPacket {
+    /// An ack-eliciting packet neither acknowledged nor lost, that loss recovery waits
+    /// for (a path MTU probe has its own timer).
+    pub(super) fn outstanding(&self) -> bool {
+        !self.acked && !self.lost && !self.pmtu_probe
+    }
 }
 
 /// What loss detection concludes about one unacknowledged packet.
@@ -65,16 +80,23 @@ impl Conn {
             return;
         };
         let window = self.cc.window();
-        let app_limited = u64::from(self.bytes_in_flight) + 2 * u64::from(self.mtu) < window;
+        let app_limited = u64::from(self.bytes_in_flight) + 2 * u64::from(self.mtu()) < window;
         let mut newly_acked_largest = None;
         let mut acked_any = false;
+        // Sizes of the data packets newly acknowledged, for black-hole detection (§5.5).
+        let (mut acked_small, mut acked_large) = (false, false);
         for pn in acked_pns(largest, ack.bits) {
             if pn < front {
                 break;
             }
-            let Some(time) = self.on_packet_acked(now, pn, app_limited, ctx) else {
+            let Some((time, size)) = self.on_packet_acked(now, pn, app_limited, ctx) else {
                 continue;
             };
+            match size {
+                Some(s) if s > BASE_PLPMTU => acked_large = true,
+                Some(_) => acked_small = true,
+                None => {}
+            }
             acked_any = true;
             if pn == largest {
                 newly_acked_largest = Some(time);
@@ -90,6 +112,9 @@ impl Conn {
             self.pto_count = 0;
         }
         self.detect_losses(now, ctx);
+        if acked_small && !acked_large && self.pmtud.black_hole(ctx.mtu) {
+            self.on_black_hole(ctx);
+        }
         if acked_any {
             let min_rtt = self.rtt.min();
             let sample = self
@@ -123,7 +148,12 @@ impl Conn {
                 continue;
             }
             match verdict(p.pn, p.time, largest, now, delay) {
+                Verdict::Lost if p.pmtu_probe => {
+                    self.sent[i].lost = true;
+                    self.on_probe_lost(now, p.size, ctx);
+                }
                 Verdict::Lost => {
+                    self.pmtud.on_lost(p.size);
                     self.sent[i].lost = true;
                     self.bytes_in_flight -= u32::from(p.size);
                     losses.bytes += u64::from(p.size);
@@ -152,7 +182,7 @@ impl Conn {
     /// Puts the unacked messages of the oldest in-flight packet up for retransmission, so
     /// that a probe carries data rather than a bare ping (RFC 9002 §6.2.4 allows either).
     pub(super) fn queue_probe_data(&mut self) {
-        if let Some(p) = self.sent.iter().find(|p| !p.acked && !p.lost).copied() {
+        if let Some(p) = self.sent.iter().find(|p| p.outstanding()).copied() {
             self.queue_retransmit(&p);
         }
     }
@@ -161,7 +191,7 @@ impl Conn {
         if self.loss_armed {
             return;
         }
-        let t = if self.sent.iter().any(|p| !p.acked && !p.lost) {
+        let t = if self.sent.iter().any(SentPacket::outstanding) {
             let backoff = 1u32 << u32::from(self.pto_count).min(MAX_PTO_BACKOFF);
             self.last_eliciting_sent
                 .map(|t| t + self.rtt.pto() * backoff)
@@ -172,19 +202,31 @@ impl Conn {
     }
 
     /// Marks packet `pn` acknowledged, if it is on record and was not already; returns
-    /// the time it was sent.
+    /// the time it was sent and, for a data packet (not a path MTU probe), its size.
     fn on_packet_acked(
         &mut self,
         now: Instant,
         pn: u64,
         app_limited: bool,
         ctx: &mut Ctx<'_>,
-    ) -> Option<Instant> {
+    ) -> Option<(Instant, Option<u16>)> {
         let idx = self.sent.binary_search_by_key(&pn, |p| p.pn).ok()?;
         let p = self.sent[idx];
         if p.acked {
             return None;
         }
+        if p.pmtu_probe {
+            self.sent[idx].acked = true;
+            // A late ack of a probe already declared lost confirms nothing: the search
+            // has moved on.
+            if !p.lost
+                && let Some(next) = self.pmtud.on_probe_acked(p.size, ctx.mtu)
+            {
+                self.after_pmtu(now, next, ctx);
+            }
+            return Some((p.time, None));
+        }
+        self.pmtud.on_acked(p.size);
         if p.lost {
             ctx.stats.spurious_losses += 1;
             self.quality.lost = self.quality.lost.saturating_sub(1);
@@ -205,7 +247,60 @@ impl Conn {
             }
         }
         self.ack_messages(&p, ctx.pool);
-        Some(p.time)
+        Some((p.time, Some(p.size)))
+    }
+
+    /// The path MTU probe of `size` bytes is lost (by the loss detection of §7.3 or by
+    /// its own timer): a search step, never a congestion event nor a retransmission.
+    fn on_probe_lost(&mut self, now: Instant, size: u16, ctx: &mut Ctx<'_>) {
+        if let Some(next) = self.pmtud.on_probe_lost(size, ctx.mtu) {
+            self.after_pmtu(now, next, ctx);
+        }
+    }
+
+    /// Arms the path MTU timer for what the search does next: nothing while a probe waits
+    /// to be sent (sending it arms the probe timer), the raise timer once it is complete
+    /// below the ceiling.
+    fn after_pmtu(&mut self, now: Instant, next: Next, ctx: &Ctx<'_>) {
+        let at = match next {
+            Next::Done(true) => Some(now + ctx.transport.pmtu_raise_interval),
+            Next::Probe(_) | Next::Done(false) => None,
+        };
+        self.set_pmtu_timer(at, ctx.epoch);
+    }
+
+    /// The path MTU timer expired: the probe in flight is lost, or (none in flight) the
+    /// raise timer starts a new search.
+    pub(super) fn on_pmtu_timer(&mut self, now: Instant, ctx: &mut Ctx<'_>) {
+        if let Some(size) = self.pmtud.probing(ctx.mtu) {
+            // Every probe still on record is lost by now: the one in flight, and any
+            // left from before a black hole or a migration restarted the search.
+            for p in self.sent.iter_mut().filter(|p| p.pmtu_probe && !p.acked) {
+                p.lost = true;
+            }
+            self.on_probe_lost(now, size, ctx);
+        } else {
+            self.pmtud.on_raise_timer(ctx.mtu);
+        }
+    }
+
+    /// A black hole (§5.5): the PLPMTU is back at the base. Every data packet larger
+    /// than the base still in flight is declared lost and its messages resent in packets
+    /// of the base size (every frame fits one); it is not reported as congestion. A new
+    /// search has started; its probes follow the resent data.
+    fn on_black_hole(&mut self, ctx: &mut Ctx<'_>) {
+        ctx.stats.pmtu_black_holes += 1;
+        for i in 0..self.sent.len() {
+            let p = self.sent[i];
+            if p.outstanding() && p.size > BASE_PLPMTU {
+                self.sent[i].lost = true;
+                self.bytes_in_flight -= u32::from(p.size);
+                ctx.stats.lost_packets += 1;
+                self.quality.lost = self.quality.lost.saturating_add(1);
+                self.queue_retransmit(&p);
+            }
+        }
+        self.set_pmtu_timer(None, ctx.epoch);
     }
 
     fn ack_messages(&mut self, p: &SentPacket, pool: &mut BufPool) {
@@ -381,6 +476,7 @@ mod tests {
                 acked: false,
                 lost: false,
                 drain: false,
+                pmtu_probe: false,
             });
         }
         c.next_pn = first + n;

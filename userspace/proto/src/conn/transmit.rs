@@ -90,9 +90,6 @@ impl Conn {
             State::Closing { copies, kind } => return self.poll_close(copies, kind, out, ctx),
             State::Open => {}
         }
-        let limit = out.len().min(usize::from(self.mtu));
-        let out = &mut out[..limit];
-        let overhead = self.overhead();
         let probe = self.probes > 0;
         let has_data = self.wants_data();
         let may_send_data = self.may_send_data(now, probe, has_data);
@@ -100,14 +97,21 @@ impl Conn {
         let response = self.path_response();
         let drain_due = self.drain == DrainNotice::Unsent;
         if !(ack_due || probe || drain_due || response.is_some() || (has_data && may_send_data)) {
-            return None;
+            // Nothing else to send: a path MTU probe may go (§5.5), never ahead of data.
+            return self.poll_pmtu_probe(now, out, ctx);
         }
+        // A PTO probe or keepalive is no larger than any frame, so it gets through when
+        // larger datagrams fall into a black hole (§5.5).
+        let mtu = if probe { self.frame_mtu() } else { self.mtu() };
+        let limit = out.len().min(usize::from(mtu));
+        let out = &mut out[..limit];
+        let overhead = self.overhead();
         let pn = self.next_pn;
         let mut w = Writer::new(&mut out[..limit - overhead]);
         w.header(PacketType::Data, self.conn_id)?;
         w.u16(pn as u16)?;
         if self.rx_any() {
-            packet::write_ack(&mut w, self.ack_frame(now))?;
+            packet::write_ack(&mut w, self.ack_frame(now, ctx.epoch))?;
         }
         if let Some(data) = response {
             packet::write_path(&mut w, true, data)?;
@@ -176,7 +180,7 @@ impl Conn {
 
     /// Largest payload of a single MESSAGE frame in a packet that also carries an ack.
     pub(super) fn max_single(&self) -> usize {
-        usize::from(self.mtu)
+        usize::from(self.frame_mtu())
             - self.overhead()
             - HEADER_LEN
             - DATA_PREFIX_LEN
@@ -186,7 +190,7 @@ impl Conn {
 
     /// Largest payload of a FRAGMENT frame in a packet that also carries an ack.
     fn max_fragment(&self) -> usize {
-        usize::from(self.mtu)
+        usize::from(self.frame_mtu())
             - self.overhead()
             - HEADER_LEN
             - DATA_PREFIX_LEN
@@ -289,8 +293,8 @@ impl Conn {
     /// pacing deadline is armed).
     fn may_send_data(&mut self, now: Instant, probe: bool, has_data: bool) -> bool {
         let window = self.cc.window();
-        let may = probe || u64::from(self.bytes_in_flight) + u64::from(self.mtu) <= window;
-        let mtu = u64::from(self.mtu);
+        let mtu = u64::from(self.mtu());
+        let may = probe || u64::from(self.bytes_in_flight) + mtu <= window;
         // A controller that models the path (BBR) sets the pacing rate itself.
         let delay = |pacer: &mut crate::pacing::Pacer| match self.cc.pacing_rate() {
             Some(rate) => pacer.delay_at_rate(now, mtu, rate),
@@ -387,6 +391,7 @@ impl Conn {
             acked: false,
             lost: false,
             drain: written.drain,
+            pmtu_probe: false,
         });
         if self.cc.uses_delivery_rate() {
             self.stamp(now, pn, len);
@@ -401,14 +406,74 @@ impl Conn {
 }
 
 impl Conn {
+    /// Writes a path MTU probe (docs/PROTOCOL.md §5.5) if the search wants one, the
+    /// buffer holds it and the congestion window has room for it: a `Data` packet of
+    /// exactly the probed size holding the ack, a `PING` and `PADDING`. It carries no
+    /// message, is not counted in flight, and its loss is not congestion.
+    fn poll_pmtu_probe(
+        &mut self,
+        now: Instant,
+        out: &mut [u8],
+        ctx: &mut Ctx<'_>,
+    ) -> Option<usize> {
+        let size = self.pmtud.wanted(ctx.mtu)?;
+        let len = usize::from(size);
+        if out.len() < len || u64::from(self.bytes_in_flight) + u64::from(size) > self.cc.window() {
+            return None;
+        }
+        let out = &mut out[..len];
+        let pn = self.next_pn;
+        let mut w = Writer::new(&mut out[..len - self.overhead()]);
+        w.header(PacketType::Data, self.conn_id)?;
+        w.u16(pn as u16)?;
+        if self.rx_any() {
+            packet::write_ack(&mut w, self.ack_frame(now, ctx.epoch))?;
+        }
+        w.u8(packet::frame::PING)?;
+        w.u8(packet::frame::PADDING)?;
+        w.zeros(w.remaining())?;
+        let written = w.len();
+        let sealed = self.protect(pn, out, HEADER_LEN + DATA_PREFIX_LEN, written)?;
+        debug_assert_eq!(sealed, len, "a probe is exactly its size");
+        self.next_pn += 1;
+        ctx.stats.packets_out += 1;
+        ctx.stats.pmtu_probes += 1;
+        if self.rx_any() {
+            self.ack_pending = 0;
+            self.ack_now = false;
+            self.timers[Deadline::Ack as usize] = None;
+        }
+        self.since_ping = 0;
+        let log = self
+            .streams
+            .as_ref()
+            .map_or(0, |s| s.log_base + s.log.len() as u64);
+        self.sent.push_back(SentPacket {
+            pn,
+            time: now,
+            log,
+            frames: 0,
+            size,
+            acked: false,
+            lost: false,
+            drain: false,
+            pmtu_probe: true,
+        });
+        self.pmtud.on_probe_sent();
+        // RFC 8899 §5.1.1 PROBE_TIMER: lost unless acknowledged within a PTO (a PING is
+        // acknowledged at once, §7.1).
+        self.set_pmtu_timer(Some(now + self.rtt.pto()), ctx.epoch);
+        Some(sealed)
+    }
+
     /// Records the delivery state at the send of packet `pn` of `len` bytes (before it
     /// counts in flight), for the rate sample its ack will give.
     fn stamp(&mut self, now: Instant, pn: u64, len: usize) {
         let in_flight = u64::from(self.bytes_in_flight);
         // draft-cheng-iccrg-delivery-rate-estimation §3.4: nothing more to send and room
         // in the window: the application, not the path, limits what this packet shows.
-        let limited =
-            !self.wants_data() && in_flight + len as u64 + u64::from(self.mtu) <= self.cc.window();
+        let limited = !self.wants_data()
+            && in_flight + len as u64 + u64::from(self.mtu()) <= self.cc.window();
         let Some(s) = self.streams.as_deref_mut() else {
             return;
         };

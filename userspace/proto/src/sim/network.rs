@@ -8,7 +8,8 @@
 //! same calls give the same deliveries, bit for bit.
 //!
 //! A datagram passes these stages in order:
-//! 1. MTU: larger than [`Model::mtu`] bytes is dropped.
+//! 1. MTU: larger than [`Model::mtu`] bytes (or the last of [`Model::mtu_changes`] in
+//!    force) is dropped, silently: a black hole, as a path without ICMP feedback is.
 //! 2. Bottleneck: with [`Model::bandwidth`], it waits behind its queue's backlog and takes
 //!    `len / bandwidth` to serialise; if the backlog plus it exceeds
 //!    [`Model::queue_bytes`] it is dropped (drop-tail; an idle link always takes one).
@@ -50,6 +51,9 @@ pub struct Model {
     pub corrupt: f64,
     /// Datagrams longer than this many bytes are dropped.
     pub mtu: usize,
+    /// Changes of the MTU `(at, mtu)`, measured from the network's start, in time order:
+    /// from `at` on the MTU is `mtu` (until the next change).
+    pub mtu_changes: Vec<(Duration, usize)>,
     /// Bottleneck rate in bytes per second (UDP payload bytes); `None` = unlimited.
     pub bandwidth: Option<u64>,
     /// Bottleneck queue capacity in bytes (drop-tail); used only with `bandwidth`.
@@ -89,6 +93,7 @@ impl Default for Model {
             duplicate: 0.0,
             corrupt: 0.0,
             mtu: usize::MAX,
+            mtu_changes: Vec::new(),
             bandwidth: None,
             queue_bytes: 64 * 1024,
             blackholes: Vec::new(),
@@ -209,7 +214,14 @@ impl Network {
         link.stats.sent_bytes += data.len() as u64;
 
         // 1. MTU.
-        if data.len() > model.mtu {
+        let since = now.saturating_duration_since(self.start);
+        let mtu = model
+            .mtu_changes
+            .iter()
+            .take_while(|&&(at, _)| at <= since)
+            .last()
+            .map_or(model.mtu, |&(_, m)| m);
+        if data.len() > mtu {
             link.stats.mtu_dropped += 1;
             return;
         }
@@ -759,6 +771,23 @@ mod tests {
             "corrupted {}",
             stats.corrupted
         );
+    }
+
+    #[test]
+    fn mtu_changes_apply_from_their_time() {
+        let t0 = Instant::now();
+        let mut net = Network::new(
+            Model {
+                mtu: 1_400,
+                mtu_changes: vec![(ms(10), 1_280), (ms(20), 1_400)],
+                ..Model::default()
+            },
+            t0,
+        );
+        for (at, expect_dropped) in [(0, 0), (10, 1), (15, 2), (20, 2)] {
+            net.send(t0 + ms(at), addr(1), addr(2), &[0; 1_300]);
+            assert_eq!(net.stats().mtu_dropped, expect_dropped, "at {at} ms");
+        }
     }
 
     #[test]
