@@ -21,8 +21,11 @@ need_root() {
 # lintian, man-db, systemd, strace: the Debian package's checks (scripts/package.sh:
 # lintian, the unit's `systemd-analyze verify`, which also checks its man pages exist) and
 # the unit's system-call filter against a traced engine (scripts/unit-syscalls.sh).
+# protobuf-compiler, libprotobuf-dev: protoc and the protobuf well-known types
+# (google/protobuf/*.proto), which the `agones` crate's build script (the Agones SDK behind
+# `xrudp attach --agones`) and the tests' stand-in Agones sidecar compile the SDK's proto with.
 APT_PKGS=(clang llvm-22-dev m4 libelf-dev zlib1g-dev make pkg-config iproute2 ethtool iputils-ping procps libenet-dev
-  gcc mono-mcs mono-runtime valgrind gcc-mingw-w64-x86-64 cmake lintian man-db systemd strace)
+  gcc mono-mcs mono-runtime valgrind gcc-mingw-w64-x86-64 cmake lintian man-db systemd strace protobuf-compiler libprotobuf-dev)
 
 # The game-client targets the C ABI is built (Windows) or checked (macOS) for.
 RUST_TARGETS=(x86_64-pc-windows-gnu aarch64-apple-darwin x86_64-apple-darwin)

@@ -260,6 +260,19 @@ pub struct AttachArgs {
     /// loopback, e.g. 127.0.0.1:9187, unless a firewall guards it).
     #[arg(long = "metrics-addr", value_name = "ADDR:PORT")]
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Run as an Agones game server (the engine in a GameServer's pod): connect to the
+    /// pod's SDK sidecar at start (localhost:$AGONES_SDK_GRPC_PORT; an error after 30 s if
+    /// none answers), mark the GameServer Ready once serving, send a health ping each
+    /// second only while every worker's loop turns, publish the open connections in the
+    /// GameServer's Counter `connections`, and on Shutdown or SIGTERM drain as `xrudp
+    /// drain` does, then call Shutdown and exit 0 (docs/DEPLOY.md).
+    #[arg(long)]
+    pub agones: bool,
+    /// With --agones: seconds a drain (GameServer Shutdown, or SIGTERM) waits for the
+    /// sessions to end before it closes the rest; keep it below the pod's
+    /// terminationGracePeriodSeconds. Default 60.
+    #[arg(long = "agones-drain-deadline", value_name = "SECS")]
+    pub agones_drain_deadline: Option<u64>,
 }
 
 /// The engine's defaults, which the options' `default_value_t`s show.
@@ -467,17 +480,33 @@ fn attach(a: AttachArgs) -> anyhow::Result<()> {
         source_burst: a.source_burst,
         drop_capabilities: true,
     };
+    if a.agones_drain_deadline.is_some() && !a.agones {
+        bail!("--agones-drain-deadline is for --agones");
+    }
     if check {
         engine::validate(&options)?;
         println!("the settings are valid; nothing was attached (xrudp attach --check)");
         return Ok(());
     }
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Under Agones, SIGTERM (Kubernetes deleting the pod) drains; SIGINT still stops.
+    let term = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let agones = a.agones.then(|| crate::agones::Config {
+        drain_deadline: a
+            .agones_drain_deadline
+            .map_or(crate::agones::DRAIN_DEADLINE, Duration::from_secs),
+        term: std::sync::Arc::clone(&term),
+    });
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, std::sync::Arc::clone(&stop))
+        let flag = if sig == signal_hook::consts::SIGTERM && a.agones {
+            &term
+        } else {
+            &stop
+        };
+        signal_hook::flag::register(sig, std::sync::Arc::clone(flag))
             .context("installing signal handlers")?;
     }
-    engine::serve(&options, &stop, a.metrics_addr)
+    engine::serve(&options, &stop, a.metrics_addr, agones.as_ref())
 }
 
 /// The command line with `xrudp attach --config FILE` expanded: the file's settings as
@@ -960,7 +989,8 @@ mod tests {
     fn a_config_file_sets_what_the_flags_set_and_flags_override_it() {
         let config = "iface = \"eth9\"\nport = [7777, 7778]\nbusy-poll = true\n\
                       ring-size = 1024\nidle-timeout = 30.5\ncores = [2, 3]\n\
-                      umem-hugepages = false\nbackend = \"socket\"\n";
+                      umem-hugepages = false\nbackend = \"socket\"\n\
+                      agones = true\nagones-drain-deadline = 25\n";
         let a = attach_with(config, &[]).expect("valid");
         assert_eq!(
             (a.iface.as_str(), a.port.as_slice()),
@@ -970,6 +1000,7 @@ mod tests {
         assert_eq!((a.ring_size, a.idle_timeout), (1024, 30.5));
         assert_eq!(a.cores, Some(vec![2, 3]));
         assert_eq!(a.backend, Backend::Socket);
+        assert_eq!((a.agones, a.agones_drain_deadline), (true, Some(25)));
         // Flags after the file win, lists included.
         let a = attach_with(
             config,

@@ -232,16 +232,23 @@ pub struct Engine {
 
 /// Runs the engine until `stop` is set (by SIGINT/SIGTERM in the binary).
 pub fn run(options: &Options, stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
-    serve(options, stop, None)
+    serve(options, stop, None, None)
 }
 
 /// [`run`], also serving Prometheus metrics at `http://<metrics>/metrics` when given
-/// (`xrudp attach --metrics-addr`).
+/// (`xrudp attach --metrics-addr`), and as an Agones game server with `agones`
+/// (`xrudp attach --agones`: see [`crate::agones`]). Returns after a stop, or once a
+/// drain (`xrudp drain`; under Agones also GameServer Shutdown or SIGTERM) has ended.
 pub fn serve(
     options: &Options,
     stop: &Arc<AtomicBool>,
     metrics: Option<std::net::SocketAddr>,
+    agones: Option<&crate::agones::Config>,
 ) -> anyhow::Result<()> {
+    // Before anything is attached: an unreachable sidecar is the error, not a detach.
+    let sidecar = agones
+        .map(|_| crate::agones::Sidecar::connect())
+        .transpose()?;
     let (engine, _) = Engine::start(options, None, Arc::clone(stop))?;
     let exporter = match metrics {
         Some(addr) => Some(
@@ -258,8 +265,23 @@ pub fn serve(
         ),
         None => None,
     };
+    if let Some(s) = &sidecar {
+        let running = engine.running();
+        let slots = running.protocol.then(|| {
+            (options.protocol.max_connections as u64).saturating_mul(running.workers.len() as u64)
+        });
+        s.serving(Arc::clone(running), slots);
+    }
+    let mut failed = None;
     while !stop.load(Relaxed) {
         thread::park_timeout(std::time::Duration::from_millis(200));
+        if let (Some(s), Some(cfg)) = (&sidecar, agones) {
+            if let Some(why) = s.failure() {
+                failed = Some(why);
+                break;
+            }
+            agones_drain(engine.running(), s, cfg);
+        }
         if let Some(deadline) = engine.running().drain_deadline() {
             let open = engine.running().open_connections();
             if open == 0 {
@@ -277,7 +299,36 @@ pub fn serve(
         e.stop();
     }
     engine.stop();
+    if let Some(why) = failed {
+        bail!("Agones: {why}");
+    }
+    if let Some(s) = sidecar {
+        s.finish();
+    }
     Ok(())
+}
+
+/// Under Agones, GameServer Shutdown or SIGTERM drains the engine as `xrudp drain` does
+/// (no redirect), once.
+fn agones_drain(running: &Running, sidecar: &crate::agones::Sidecar, cfg: &crate::agones::Config) {
+    if running.drain_deadline().is_some() {
+        return;
+    }
+    let why = if cfg.term.load(Relaxed) {
+        "SIGTERM"
+    } else if sidecar.shutdown_requested() {
+        "GameServer Shutdown"
+    } else {
+        return;
+    };
+    let open = running.drain(None, Instant::now() + cfg.drain_deadline);
+    running.update_agones(|a| why.clone_into(&mut a.draining));
+    tracing::info!(
+        reason = why,
+        open,
+        deadline_secs = cfg.drain_deadline.as_secs(),
+        "Agones: draining"
+    );
 }
 
 impl Engine {
@@ -852,6 +903,7 @@ fn running(
         started: Instant::now(),
         started_unix: unix_now(),
         drain_deadline: std::sync::Mutex::new(None),
+        agones: std::sync::Mutex::new(None),
     }
 }
 

@@ -9,6 +9,9 @@
 //! - [`api`]: embedding the engine in game code;
 //! - [`engine`]: `xrudp attach` — build the ports (AF_XDP sockets or UDP sockets) and
 //!   the jobs, start the workers, tear down;
+//! - [`agones`]: `xrudp attach --agones` — the Agones SDK on its own thread: Ready,
+//!   health pings driven by the workers' heartbeats, the connection counter, Allocated and
+//!   Shutdown (a drain);
 //! - [`stats`]: `xrudp stats` (rates, table, JSON) and the Prometheus endpoint;
 //! - [`control`] and [`runtime`]: the control socket (server and client) and where a
 //!   running engine announces itself;
@@ -27,6 +30,7 @@
 //!   `unsafe`.
 #![deny(unsafe_code)]
 
+pub mod agones;
 pub mod api;
 mod busy_poll;
 pub mod cli;

@@ -286,6 +286,7 @@ pub(crate) fn run<P: Port, H: Handler>(
     let mut first_traffic = true;
     let mut stopping_rounds = 0u32;
     let mut draining = false;
+    let mut heartbeat = 0u64;
     let mut traffic = Traffic::new();
     loop {
         let stopping = stop.load(Relaxed);
@@ -321,6 +322,10 @@ pub(crate) fn run<P: Port, H: Handler>(
             handler.publish(&worker.published);
             latency.flush(&c.latency);
             last_publish = now;
+            // Proof that this loop turns (the `--agones` health pings): one store per
+            // publication, not per datagram.
+            heartbeat += 1;
+            worker.heartbeat.store(heartbeat, Relaxed);
         }
         if stopping {
             stopping_rounds += 1;

@@ -12,7 +12,7 @@ use xrudp_common::maps::Counter;
 
 use super::Report;
 use crate::telemetry::{
-    Figures, Merged, QueueSnapshot, SCHEMA_VERSION, Snapshot, XdpStatistics,
+    Agones, Figures, Merged, QueueSnapshot, SCHEMA_VERSION, Snapshot, XdpStatistics,
     latency::{Bucket, Summary},
 };
 
@@ -66,6 +66,7 @@ pub(super) fn sparse() -> Report {
         simd_level: String::new(),
         ring_size: 0,
         merged: None,
+        agones: None,
     };
     Report::new("net-1", None, after)
 }
@@ -123,6 +124,14 @@ fn full_snapshot(taken_at_us: u64, scale: u64) -> Snapshot {
             latency: Some(latency(3_000 * scale, 0)),
             rtt_us: Some((1_250, 9_800)),
             cwnd: Some((12_000, 48_000, 96_000)),
+        }),
+        agones: Some(Agones {
+            state: "Allocated".into(),
+            ready: true,
+            health_pings: 42 * scale,
+            stalled_workers: Vec::new(),
+            connections_reported: Some(2 * scale),
+            draining: String::new(),
         }),
     }
 }

@@ -587,6 +587,7 @@ mod tests {
             simd_level: "scalar".into(),
             ring_size: 1024,
             merged: None,
+            agones: None,
         }
     }
 

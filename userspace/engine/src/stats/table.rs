@@ -44,10 +44,38 @@ fn header(out: &mut impl Write, r: &Report) -> io::Result<()> {
         duration(s.uptime_secs),
         s.rss_bytes.map_or_else(|| "?".into(), bytes),
     )?;
+    if let Some(a) = &s.agones {
+        agones(out, a)?;
+    }
     match r.interval_secs {
         Some(i) => writeln!(out, "  rates over the last {i:.1} s"),
         None => writeln!(out, "  (no earlier sample of this engine yet: no rates)"),
     }
+}
+
+/// Under `--agones`: the GameServer's state, health pings, the connection counter.
+fn agones(out: &mut impl Write, a: &crate::telemetry::Agones) -> io::Result<()> {
+    write!(
+        out,
+        "  agones: {} · {} · {} health pings",
+        if a.state.is_empty() { "?" } else { &a.state },
+        if a.ready {
+            "ready sent"
+        } else {
+            "not ready yet"
+        },
+        a.health_pings,
+    )?;
+    if !a.stalled_workers.is_empty() {
+        write!(out, " · STALLED workers {:?}: no pings", a.stalled_workers)?;
+    }
+    if let Some(n) = a.connections_reported {
+        write!(out, " · connections counter {n}")?;
+    }
+    if !a.draining.is_empty() {
+        write!(out, " · draining ({})", a.draining)?;
+    }
+    writeln!(out)
 }
 
 /// One row of rates, frame use and latency per queue, and a total row when there are

@@ -22,7 +22,7 @@ use std::{
 use crossbeam_utils::CachePadded;
 
 pub use figures::{ConnRow, Figures, Published, percentile, reject_name};
-pub use snapshot::{Merged, QueueSnapshot, SCHEMA_VERSION, Snapshot, XdpStatistics};
+pub use snapshot::{Agones, Merged, QueueSnapshot, SCHEMA_VERSION, Snapshot, XdpStatistics};
 
 /// The NAPI id of a queue not yet learnt (no packet has arrived), or of a worker that has
 /// none (a kernel socket).
@@ -139,6 +139,10 @@ pub struct Worker {
     /// §8.5), sending its clients to the address, if any. The worker looks at it when it
     /// publishes its figures (every 100 ms while it turns).
     pub drain: OnceLock<Option<SocketAddr>>,
+    /// How many times the worker has published its figures: it stores the count every
+    /// time (every 100 ms while its loop turns; an idle worker wakes at least that often),
+    /// so a reader that sees it advance knows the loop is turning (`--agones` health).
+    pub heartbeat: AtomicU64,
 }
 
 impl Worker {
@@ -154,6 +158,7 @@ impl Worker {
             published: Published::default(),
             napi_id: AtomicU32::new(NAPI_ID_UNKNOWN),
             drain: OnceLock::new(),
+            heartbeat: AtomicU64::new(0),
         }
     }
 
@@ -207,6 +212,8 @@ pub struct Running {
     /// When a drain must end at the latest (`xrudp drain --deadline`); `None` until one
     /// is asked for.
     pub drain_deadline: Mutex<Option<Instant>>,
+    /// Under `--agones`: what the Agones SDK thread last saw and did (`None` without it).
+    pub agones: Mutex<Option<Agones>>,
 }
 
 impl Running {
@@ -244,6 +251,24 @@ impl Running {
             return 0;
         }
         self.workers.iter().map(|w| w.published.connections()).sum()
+    }
+
+    /// Updates the Agones status with `f` (creating it on first use).
+    pub fn update_agones(&self, f: impl FnOnce(&mut Agones)) {
+        let mut a = self
+            .agones
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(a.get_or_insert_with(Agones::default));
+    }
+
+    /// Every worker's [`Worker::heartbeat`], in worker order.
+    #[must_use]
+    pub fn heartbeats(&self) -> Vec<u64> {
+        self.workers
+            .iter()
+            .map(|w| w.heartbeat.load(Relaxed))
+            .collect()
     }
 
     /// The engine's figures as of now.

@@ -57,6 +57,32 @@ pub struct Snapshot {
     /// Figures over all queues that cannot be summed from the per-queue ones.
     #[serde(default)]
     pub merged: Option<Merged>,
+    /// Under `xrudp attach --agones`: the Agones game server's state as the engine sees
+    /// it (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agones: Option<Agones>,
+}
+
+/// What the Agones SDK thread of an engine (`xrudp attach --agones`) last saw and did.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Agones {
+    /// The GameServer's state as the sidecar last reported it ("Scheduled", "Ready",
+    /// "Allocated", "Shutdown", ...; empty before the first report).
+    pub state: String,
+    /// Whether the engine has told the sidecar it is Ready.
+    pub ready: bool,
+    /// Health pings sent: one per check (every second) at which every worker had
+    /// turned since the previous one.
+    pub health_pings: u64,
+    /// Workers (queue ids) that had not turned since the previous check, as of the
+    /// last one: while any is listed, no ping is sent.
+    pub stalled_workers: Vec<u32>,
+    /// The open connections last written to the GameServer's `connections` counter
+    /// (`None` while the counter is not in use).
+    pub connections_reported: Option<u64>,
+    /// Why the engine is draining under Agones ("GameServer Shutdown" or "SIGTERM"),
+    /// empty while it is not.
+    pub draining: String,
 }
 
 /// Percentiles over every queue at once: the queues' latency histograms merged, and the
@@ -201,6 +227,11 @@ pub(super) fn take(r: &Running) -> Snapshot {
         simd_level: xrudp_packet::Kernel::detect().level().name().to_owned(),
         ring_size: r.ring_size,
         merged: Some(merged(r)),
+        agones: r
+            .agones
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone(),
     }
 }
 
