@@ -118,7 +118,7 @@ fn source_allows(rate: &Rate, source: Addr, now: u64) -> bool {
         return true;
     }
     let key = source.source();
-    match XRUDP_SOURCES.get_ptr_mut(&key) {
+    match XRUDP_SOURCES.get_ptr_mut(key) {
         Some(tat) => {
             // SAFETY: a per-CPU value: only this CPU's program instance touches it, and
             // XDP programs run with preemption disabled.
@@ -134,7 +134,7 @@ fn source_allows(rate: &Rate, source: Addr, now: u64) -> bool {
         None => {
             // A full LRU map evicts its least recently used source; an insert that still
             // fails only forgets this source's state, so the packet is let through.
-            let _ = XRUDP_SOURCES.insert(&key, &rate.take(0, now).unwrap_or(now), 0);
+            let _ = XRUDP_SOURCES.insert(key, rate.take(0, now).unwrap_or(now), 0);
             true
         }
     }
@@ -178,7 +178,7 @@ fn admit(a: &Admit, queue: u32, cfg: &Config) -> Verdict {
         queue,
         conn_id: a.conn_id,
     };
-    let Some(peer) = XRUDP_SESSIONS.get_ptr(&key) else {
+    let Some(peer) = XRUDP_SESSIONS.get_ptr(key) else {
         return Verdict::Drop(Counter::DropUnknownSession);
     };
     // SAFETY: the pointer is the kernel's element for `key`, valid for this program run
