@@ -14,7 +14,9 @@
 //! every datagram it then has to send. The clients' part (sending, taking the echoes,
 //! acking) is untimed. Per element: one message, with its share of the acks and timers.
 //! The server's part is timed by this thread's CPU time on Linux (see [`Clock`]): the
-//! bench is meant to compare builds on a shared machine.
+//! bench is meant to compare builds on a shared machine. Reading that clock is a system
+//! call at each end of a step (part of it inside the interval), the same for any code
+//! measured.
 //!
 //! Session encryption is off, as in `scripts/bench.sh`'s default (`XRUDP_BENCH_ENCRYPTION`);
 //! `benches/aead.rs` measures the AEAD on its own.
@@ -25,9 +27,7 @@
 //!
 //! `cargo bench -p xrudp-proto --bench tick -- --warm-up-time 1 --measurement-time 3`
 
-use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -56,44 +56,49 @@ fn client_addr(i: u32) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 1, 0, 1)), port)
 }
 
-/// What a step's server part is timed with: this thread's CPU time where Linux reports it
-/// (the first field of `/proc/thread-self/schedstat`, nanoseconds on the CPU), so that time
-/// the thread spends descheduled on a machine shared with other work is not counted;
-/// elsewhere the wall clock. Reading it costs a `pread` (about 1-2 µs), part of which
-/// falls inside the interval: the same bias for any code measured.
+/// What a step's server part is timed with: on Linux this thread's CPU time
+/// (`CLOCK_THREAD_CPUTIME_ID`), so that time the thread spends descheduled on a machine
+/// shared with other work is not counted; elsewhere the wall clock.
+#[derive(Clone, Copy)]
 enum Clock {
-    Thread(File),
+    Thread,
     Wall(Instant),
 }
 
 impl Clock {
     fn new() -> Self {
-        let thread = File::open("/proc/thread-self/schedstat")
-            .ok()
-            .filter(|f| Self::cpu(f).is_some());
-        thread.map_or_else(|| Self::Wall(Instant::now()), Self::Thread)
+        if Self::thread().is_some() {
+            Self::Thread
+        } else {
+            Self::Wall(Instant::now())
+        }
     }
 
     /// The time on this clock, from an arbitrary origin.
-    fn now(&self) -> Duration {
+    fn now(self) -> Duration {
         match self {
-            // INVARIANT: it was readable when opened (Clock::new).
-            Self::Thread(file) => Self::cpu(file).expect("schedstat readable"),
+            // INVARIANT: it was readable when chosen (Clock::new).
+            Self::Thread => Self::thread().expect("the thread CPU clock reads"),
             Self::Wall(origin) => origin.elapsed(),
         }
     }
 
-    fn cpu(file: &File) -> Option<Duration> {
-        let mut buf = [0u8; 96];
-        let n = file.read_at(&mut buf, 0).ok()?;
-        let text = std::str::from_utf8(&buf[..n]).ok()?;
-        let ns = text.split_whitespace().next()?.parse().ok()?;
-        Some(Duration::from_nanos(ns))
+    #[cfg(target_os = "linux")]
+    fn thread() -> Option<Duration> {
+        use nix::time::{ClockId, clock_gettime};
+        clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID)
+            .ok()
+            .map(Duration::from)
     }
 
-    fn name(&self) -> &'static str {
+    #[cfg(not(target_os = "linux"))]
+    fn thread() -> Option<Duration> {
+        None
+    }
+
+    fn name(self) -> &'static str {
         match self {
-            Self::Thread(_) => "thread CPU time",
+            Self::Thread => "thread CPU time",
             Self::Wall(_) => "wall clock",
         }
     }
