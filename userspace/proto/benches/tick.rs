@@ -25,13 +25,15 @@
 //! 50 µs, as on veth. After each size the bench prints the messages sent and echoed, the
 //! server's datagrams in and out, and checks that every connection is still open.
 //!
+//! `bulk/64KiB` is the opposite shape, for contrast: see [`bulk`].
+//!
 //! `cargo bench -p xrudp-proto --bench tick -- --warm-up-time 1 --measurement-time 3`
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use xrudp_proto::echo::HOP;
+use xrudp_proto::echo::{HOP, Pair};
 use xrudp_proto::session::{Encryption, Security};
 use xrudp_proto::{Client, ClientConfig, ClientEvent, Server, ServerConfig, ServerEvent};
 
@@ -328,5 +330,42 @@ fn tick(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, tick);
+/// Bytes of each `bulk` message: about 47 fragments of a 1,400-byte datagram.
+const BULK: usize = 64 * 1024;
+
+/// `bulk/64KiB`, the opposite shape, for contrast: one connection, a 64 KiB reliable
+/// message echoed back (`echo::Pair`, both ends timed), so each ack frame reports up to
+/// 33 packets of a record of dozens in flight. Per element: one message's round trip.
+fn bulk(c: &mut Criterion) {
+    let mut g = c.benchmark_group("bulk");
+    g.throughput(Throughput::Bytes(BULK as u64));
+    let now = Instant::now();
+    let server = ServerConfig {
+        encryption: Encryption::Off,
+        ..ServerConfig::default()
+    };
+    let server = Server::new(server, 1, now).expect("server config");
+    let client =
+        Client::new(ClientConfig::default(), SERVER, 2, now, Security::Off).expect("client config");
+    let mut pair = Pair::connect_endpoints(server, client, client_addr(0), now)
+        .expect("the in-memory handshake completes");
+    let clock = Clock::new();
+    let msg = vec![0x5a; BULK];
+    g.bench_function("64KiB", |b| {
+        b.iter_custom(|iters| {
+            let start = clock.now();
+            for _ in 0..iters {
+                pair.send(0, &msg).expect("room in the send buffer");
+                let expected = pair.echoed + 1;
+                pair.settle(expected, Duration::from_secs(10))
+                    .expect("echoed in memory");
+            }
+            clock.now().saturating_sub(start)
+        });
+    });
+    g.finish();
+    assert!(pair.echoed > 0, "no echo came back");
+}
+
+criterion_group!(benches, tick, bulk);
 criterion_main!(benches);
