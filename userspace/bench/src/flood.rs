@@ -84,6 +84,12 @@ pub struct FloodArgs {
     /// The IPv4 network spoofed sources are drawn from (random address and port).
     #[arg(long, default_value = "198.19.0.0/16", value_name = "CIDR")]
     pub sources: Net,
+    /// `data`: draw connection ids from LO..=HI instead of all 2^32. The engine's ids are
+    /// a slot index under a generation count, so the first connections of a server with
+    /// --max-connections 1024 have ids 1024..=2047: a guesser who knows that hits live
+    /// ones.
+    #[arg(long, value_name = "LO..=HI", value_parser = parse_ids)]
+    pub ids: Option<(u32, u32)>,
     /// Seed of the random generator: the same seed sends the same packets.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -280,6 +286,7 @@ pub fn flood(args: &FloodArgs) -> anyhow::Result<Report> {
         },
         target: args.target,
         sources: args.sources,
+        ids: args.ids,
         hello,
         replay: replay.packets,
         replay_from: replay.from,
@@ -345,6 +352,7 @@ struct Shared {
     eth: Eth,
     target: SocketAddrV4,
     sources: Net,
+    ids: Option<(u32, u32)>,
     hello: Vec<u8>,
     replay: Vec<Vec<u8>>,
     replay_from: SocketAddrV4,
@@ -472,6 +480,11 @@ impl Builder<'_> {
                 p[..2].copy_from_slice(&xrudp_common::rudp::MAGIC);
                 p[2] = xrudp_common::rudp::VERSION;
                 p[3] = xrudp_common::rudp::PacketType::Data as u8;
+                if let Some((lo, hi)) = s.ids {
+                    let span = u64::from(hi - lo) + 1;
+                    let id = lo + u32::try_from((r >> 16) % span).unwrap_or(0);
+                    p[xrudp_common::rudp::CONN_ID_OFFSET..][..4].copy_from_slice(&id.to_be_bytes());
+                }
                 // The body is long enough for the header: sealing cannot fail.
                 let _ = xrudp_packet::crc::rudp_seal(p);
                 (spoofed, len)
@@ -505,6 +518,28 @@ impl Builder<'_> {
             let x = self.rng.next().to_le_bytes();
             chunk.copy_from_slice(&x[..chunk.len()]);
         }
+    }
+}
+
+/// `LO..=HI` (or `LO..HI`, exclusive) as an inclusive pair.
+fn parse_ids(s: &str) -> Result<(u32, u32), String> {
+    let (lo, hi, inclusive) = if let Some((a, b)) = s.split_once("..=") {
+        (a, b, true)
+    } else if let Some((a, b)) = s.split_once("..") {
+        (a, b, false)
+    } else {
+        return Err(format!("{s:?}: expected LO..=HI"));
+    };
+    let lo: u32 = lo.trim().parse().map_err(|e| format!("{lo:?}: {e}"))?;
+    let hi: u32 = hi.trim().parse().map_err(|e| format!("{hi:?}: {e}"))?;
+    let hi = if inclusive {
+        Some(hi)
+    } else {
+        hi.checked_sub(1)
+    };
+    match hi {
+        Some(hi) if hi >= lo => Ok((lo, hi)),
+        _ => Err(format!("{s:?}: an empty range")),
     }
 }
 
@@ -723,5 +758,15 @@ mod tests {
         assert_eq!(one.pick(12345), u32::from(Ipv4Addr::new(10, 0, 0, 5)));
         assert!("10.0.0.0/7".parse::<Net>().is_err());
         assert!("10.0.0.0".parse::<Net>().is_err());
+    }
+
+    #[test]
+    fn id_ranges_parse() {
+        assert_eq!(parse_ids("1024..=2047"), Ok((1024, 2047)));
+        assert_eq!(parse_ids("1024..2048"), Ok((1024, 2047)));
+        assert_eq!(parse_ids("0..=4294967295"), Ok((0, u32::MAX)));
+        assert!(parse_ids("5..5").is_err());
+        assert!(parse_ids("6..=5").is_err());
+        assert!(parse_ids("5").is_err());
     }
 }
