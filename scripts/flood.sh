@@ -10,16 +10,17 @@
 # first without a flood (the baseline), then once per flood kind, the flood (`xrudp
 # flood`, one core, AF_XDP copy mode, --rate PPS, 0 = as fast as it goes) starting 2 s
 # into the honest run and lasting S seconds. Printed per mode and kind: the flood's
-# packets and rate, the share the XDP program dropped (counter deltas over the phase, so
+# packets and rate, the frames veth dropped before XDP ran (its counters, less the AF_XDP
+# socket's drops), the share the XDP program dropped (counter deltas over the phase, so
 # honest stragglers dropped as unknown sessions can lift it past 100 %), the flood
-# packets it passed (sent - dropped), the worker's received packets and the AF_XDP
+# packets it passed (sent - veth's - its drops), the worker's received packets and the AF_XDP
 # socket's drops (ring full), the worker's CPU over the phase, and the honest clients'
 # RTT p50/p90/p99 and loss. Raw JSON lines go to $OUT/flood.jsonl ($OUT =
 # ${CARGO_TARGET_DIR:-target}/flood). Needs root; every run is bounded in time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 BIN=${CARGO_TARGET_DIR:-target}/release/xrudp
 SECS=5
 RATE=0
@@ -60,6 +61,17 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 stats() { ip netns exec "$XR_NS_SRV" "$BIN" stats --iface "$XR_IF_SRV" --json; }
+# veth_drops: the veth pair's dropped frames, both ends and directions (JSON number).
+veth_drops() {
+  local n=0 ns dev k
+  for ns_dev in "$XR_NS_CLI:$XR_IF_CLI" "$XR_NS_SRV:$XR_IF_SRV"; do
+    ns=${ns_dev%%:*}; dev=${ns_dev#*:}
+    for k in rx_dropped tx_dropped; do
+      n=$((n + $(ip netns exec "$ns" cat "/sys/class/net/$dev/statistics/$k")))
+    done
+  done
+  echo "$n"
+}
 
 start_engine() {
   ip netns exec "$XR_NS_SRV" "$BIN" attach --iface "$XR_IF_SRV" --port "$PORT" --app echo \
@@ -76,7 +88,8 @@ start_engine() {
 
 # phase MODE KIND: one honest run, with a flood of KIND unless KIND is "none".
 phase() {
-  local mode=$1 kind=$2 before after flood='null'
+  local mode=$1 kind=$2 before after flood='null' vb va
+  vb=$(veth_drops)
   before=$(stats)
   ip netns exec "$XR_NS_CLI" "$BIN" bench --server "$XR_IP_SRV:$PORT" --clients 100 \
     --rate 4000 --size 64 --channel 0 --wait sleep --cores 0 --no-probe \
@@ -90,13 +103,14 @@ phase() {
   wait "$LOAD_PID" || { echo "flood.sh: the honest load failed ($mode $kind); see $OUT/load.log" >&2; exit 1; }
   LOAD_PID=
   after=$(stats)
+  va=$(veth_drops)
   # One compact JSON line per phase (the reports are pretty-printed).
   python3 -c 'import json, sys
 a = sys.argv
 print(json.dumps({"admission": a[1], "kind": a[2], "flood": json.loads(a[3]),
                   "load": json.load(open(a[4])), "before": json.loads(a[5]),
-                  "after": json.loads(a[6])}))' \
-    "$mode" "$kind" "$flood" "$OUT/load.json" "$before" "$after" >>"$JSONL"
+                  "after": json.loads(a[6]), "veth_drops": int(a[7])}))' \
+    "$mode" "$kind" "$flood" "$OUT/load.json" "$before" "$after" $((va - vb)) >>"$JSONL"
 }
 
 for mode in on off; do
@@ -127,20 +141,23 @@ def sock_drops(s):
     return sum((q.get("xdp_statistics") or {}).get("rx_dropped", 0) for q in snap(s)["queues"])
 def wall(r):
     return (snap(r["after"])["taken_at_us"] - snap(r["before"])["taken_at_us"]) / 1e6
-print("| admission | flood | flood pkts | flood rate /s | dropped by the XDP program | passed by it | "
-      "worker rx pkts | dropped at the AF_XDP socket | worker CPU | honest p50 / p90 / p99 µs | honest loss % |")
-print("|---|---|---|---|---|---|---|---|---|---|---|")
+print("| admission | flood | flood pkts | flood rate /s | dropped by veth before XDP | "
+      "dropped by the XDP program | passed by it | worker rx pkts | dropped at the AF_XDP socket | "
+      "worker CPU | honest p50 / p90 / p99 µs | honest loss % |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 for r in rows:
     f, l = r["flood"], r["load"]
     d = drops(r["after"]) - drops(r["before"])
     rtt = l["rtt_us"]
     loss = 100 * l["messages"]["loss_ratio"]
+    # veth counts the AF_XDP socket's drops too: take them off.
+    lost = max(r["veth_drops"] - (sock_drops(r["after"]) - sock_drops(r["before"])), 0)
     if f:
         sent = f["sent"]
-        fl = (f"{sent:,} | {f['rate']:,.0f} | {100 * d / max(sent, 1):.3f} % | "
-              f"{max(sent - d, 0):,}")
+        fl = (f"{sent:,} | {f['rate']:,.0f} | {lost:,} | {100 * d / max(sent, 1):.3f} % | "
+              f"{max(sent - lost - d, 0):,}")
     else:
-        fl = "— | — | — | —"
+        fl = f"— | — | {lost:,} | — | —"
     c = cpu(r["after"]) - cpu(r["before"])
     print(f"| {r['admission']} | {r['kind']} | {fl} | {rx(r['after']) - rx(r['before']):,} | "
           f"{sock_drops(r['after']) - sock_drops(r['before']):,} | "
