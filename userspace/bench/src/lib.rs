@@ -17,6 +17,7 @@
 //! - [`payload`]: the stamp each message carries;
 //! - [`loadgen`]: one load thread; [`conns`]: its connections and timers;
 //! - [`socket_io`], [`xdp_io`]: the two load backends;
+//! - [`flood`]: `xrudp flood`, spoofed floods through AF_XDP for testing defences;
 //! - [`probe`], [`host`]: the noise-floor probe and procfs figures;
 //! - [`report`], [`plot`]: the summary, its JSON, and the percentile plot (SVG).
 //!
@@ -34,6 +35,7 @@
 )]
 
 pub mod conns;
+pub mod flood;
 pub mod host;
 pub mod loadgen;
 pub mod payload;

@@ -345,7 +345,7 @@ impl Transport for Rings {
 
 /// The address the kernel would send from toward `server` (a connected UDP socket's
 /// local address; nothing is sent).
-fn source_ip(server: SocketAddrV4) -> anyhow::Result<Ipv4Addr> {
+pub(crate) fn source_ip(server: SocketAddrV4) -> anyhow::Result<Ipv4Addr> {
     let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).context("opening a UDP socket")?;
     s.connect(server)
         .with_context(|| format!("no route to {server} from this network namespace"))?;
@@ -356,7 +356,7 @@ fn source_ip(server: SocketAddrV4) -> anyhow::Result<Ipv4Addr> {
 }
 
 /// `iface`'s MAC address, from sysfs.
-fn interface_mac(iface: &str) -> anyhow::Result<Address> {
+pub(crate) fn interface_mac(iface: &str) -> anyhow::Result<Address> {
     let path = format!("/sys/class/net/{iface}/address");
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
     parse_mac(text.trim()).with_context(|| format!("{path} holds no MAC address: {text:?}"))
@@ -365,7 +365,7 @@ fn interface_mac(iface: &str) -> anyhow::Result<Address> {
 /// The server's MAC from the kernel's neighbour table (/proc/net/arp) on `iface`. If it
 /// is not there yet, one datagram to the server's discard port (9) makes the kernel
 /// resolve it; then the table is read again for up to three seconds.
-fn resolve_mac(iface: &str, server: SocketAddrV4) -> anyhow::Result<Address> {
+pub(crate) fn resolve_mac(iface: &str, server: SocketAddrV4) -> anyhow::Result<Address> {
     if let Some(mac) = arp_lookup(iface, *server.ip())? {
         return Ok(mac);
     }

@@ -53,6 +53,15 @@ pub enum Command {
     /// loss and retransmissions. Example:
     /// xrudp bench --server 198.18.0.1:7777 --clients 1000 --rate 20000 --duration 10
     Bench(xrudp_bench::BenchArgs),
+    /// Send a spoofed flood at a server through AF_XDP, to test its defences. For your
+    /// own servers only, inside network namespaces or a lab you own. Always bounded
+    /// (--count and/or --duration); reports packets sent and the rate reached. Kinds:
+    /// junk (random bytes), magic-junk (right magic and version, garbage after), data
+    /// (random connection ids), hello (spoofed hellos), replay (a real session's packets
+    /// from its own address, after it ended), one-source (hellos from one address).
+    /// Example: ip netns exec CLI xrudp flood --iface veth1 --target 198.18.0.1:7777
+    /// --kind data --duration 5
+    Flood(xrudp_bench::flood::FloodArgs),
     /// Connect tokens for `--encryption token` servers: `xrudp token issue` writes one.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -405,6 +414,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stats(s) => stats(&s),
         Command::Drain(d) => drain(&d),
         Command::Bench(b) => xrudp_bench::run(&b, &BenchSteering),
+        Command::Flood(f) => xrudp_bench::flood::run(&f),
         Command::Token(TokenCommand::Issue(t)) => issue_token(&t),
     }
 }
