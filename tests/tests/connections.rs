@@ -190,9 +190,15 @@ fn per_connection_quality(backend: &str) {
         "{lost} of {sent} packets lost\n{}",
         String::from_utf8_lossy(&xrudp_stats(&["--iface", &t.if_srv]))
     );
-    // The minimum RTT is the path's, not an ack delay (5 ms): veth round trips are
-    // tens of µs; a millisecond leaves room for a slow VM.
-    assert!(median_min_rtt < 1_000, "median min RTT {median_min_rtt} µs");
+    // The minimum RTT is the path's, not an ack delay: a sample taken from a delayed ack
+    // is at least the client's max_ack_delay (5 ms) long, whatever the machine, while
+    // the path (veth, and a client thread driving 1,000 connections) is tens of µs to a
+    // couple of ms on a loaded VM. So the bound is the ack delay itself, not a guess at
+    // how fast this machine is.
+    assert!(
+        median_min_rtt < 5_000,
+        "median min RTT {median_min_rtt} µs: as long as a delayed ack"
+    );
 
     // The table: sorted worst first and cut to --top, with the footer saying so.
     let table = String::from_utf8(xrudp_stats(&[
