@@ -17,8 +17,15 @@ pub const SESSIONS: &str = "XRUDP_SESSIONS";
 /// LRU per-CPU hash [`crate::admit::Addr`] (IPv6 cut to its /64) → `u64` GCRA state:
 /// the per-source token buckets, [`SOURCE_ENTRIES`] sources.
 pub const SOURCES: &str = "XRUDP_SOURCES";
-/// Per-CPU array of one `u64` GCRA state: the handshake budget of each CPU.
+/// Per-CPU array of [`BUDGET_SLOTS`] `u64` GCRA states: the handshake budget
+/// ([`BUDGET_HELLO`]) and the migration budget ([`BUDGET_MIGRATION`]) of each CPU.
 pub const HELLO_BUDGET: &str = "XRUDP_HELLO_BUDGET";
+/// Entries of [`HELLO_BUDGET`].
+pub const BUDGET_SLOTS: u32 = 2;
+/// The slot of [`HELLO_BUDGET`] that holds the handshake budget.
+pub const BUDGET_HELLO: u32 = 0;
+/// The slot of [`HELLO_BUDGET`] that holds the migration budget.
+pub const BUDGET_MIGRATION: u32 = 1;
 
 /// Whether two map names are equal, in a `const` context: the eBPF crate asserts at
 /// compile time that each map's identifier equals its constant here.
@@ -65,6 +72,9 @@ pub struct Config {
     pub source: crate::admit::Rate,
     /// Handshake budget of each CPU ([`crate::admit::Rate`]): first hellos.
     pub hello: crate::admit::Rate,
+    /// Migration budget of each CPU ([`crate::admit::Rate`]): packets of a live encrypted
+    /// session from an address it does not have, whatever their source.
+    pub migration: crate::admit::Rate,
 }
 
 impl Config {
@@ -72,7 +82,8 @@ impl Config {
     /// Off for raw-UDP applications such as `--app udp-echo`.
     pub const FLAG_RUDP_FILTER: u32 = 1;
     /// Admission control (with the RUDP pre-filter): the session allow-list, the
-    /// per-source buckets and the handshake budget (`--admission on`).
+    /// per-source buckets, the handshake budget and the migration budget
+    /// (`--admission on`).
     pub const FLAG_ADMISSION: u32 = 2;
 
     /// Whether the RUDP pre-filter is on.
@@ -90,7 +101,7 @@ impl Config {
 }
 
 #[cfg(feature = "user")]
-// SAFETY: `Config` is `#[repr(C)]`, `Copy`, two `u32` then four `u64` (8-byte aligned
+// SAFETY: `Config` is `#[repr(C)]`, `Copy`, two `u32` then six `u64` (8-byte aligned
 // at offset 8: no padding), and every bit pattern is a valid value.
 #[allow(unsafe_code)]
 unsafe impl aya::Pod for Config {}
@@ -147,6 +158,9 @@ counters! {
     DropRateLimited = "drop_rate_limited",
     /// Admission: dropped, a first hello past this CPU's handshake budget (`--hello-rate`).
     DropHelloBudget = "drop_hello_budget",
+    /// Admission: dropped, a migration attempt past this CPU's migration budget
+    /// (`--migration-rate`): spoofed packets carrying guessed live connection ids.
+    DropMigrationBudget = "drop_migration_budget",
     /// Admission: a live encrypted session's packet from a new address, let through
     /// (within its source's budget) so that the server can validate the new path.
     MigrationAttempts = "migration_attempts",

@@ -49,7 +49,7 @@ xdp_map!(XRUDP_CONFIG = maps::CONFIG; Array<Config> = Array::with_max_entries(1,
 xdp_map!(XRUDP_COUNTERS = maps::COUNTERS; PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0));
 xdp_map!(XRUDP_SESSIONS = maps::SESSIONS; HashMap<SessionKey, Peer> = HashMap::with_max_entries(maps::DEFAULT_SESSIONS, 0));
 xdp_map!(XRUDP_SOURCES = maps::SOURCES; LruPerCpuHashMap<Addr, u64> = LruPerCpuHashMap::with_max_entries(maps::SOURCE_ENTRIES, 0));
-xdp_map!(XRUDP_HELLO_BUDGET = maps::HELLO_BUDGET; PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0));
+xdp_map!(XRUDP_HELLO_BUDGET = maps::HELLO_BUDGET; PerCpuArray<u64> = PerCpuArray::with_max_entries(maps::BUDGET_SLOTS, 0));
 
 /// Packet memory seen through `XdpContext`, every read checked against `data_end`.
 struct Frame<'a>(&'a XdpContext);
@@ -140,13 +140,14 @@ fn source_allows(rate: &Rate, source: Addr, now: u64) -> bool {
     }
 }
 
-/// Takes a token from this CPU's handshake budget.
+/// Takes a token from one of this CPU's budgets (slot [`maps::BUDGET_HELLO`] or
+/// [`maps::BUDGET_MIGRATION`]).
 #[inline(always)]
-fn hello_allows(rate: &Rate, now: u64) -> bool {
+fn budget_allows(slot: u32, rate: &Rate, now: u64) -> bool {
     if rate.unlimited() {
         return true;
     }
-    let Some(tat) = XRUDP_HELLO_BUDGET.get_ptr_mut(0) else {
+    let Some(tat) = XRUDP_HELLO_BUDGET.get_ptr_mut(slot) else {
         return true;
     };
     // SAFETY: a per-CPU slot, as in `count`.
@@ -169,7 +170,8 @@ fn admit(a: &Admit, queue: u32, cfg: &Config) -> Verdict {
         if !source_allows(&cfg.source, a.source, now) {
             return Verdict::Drop(Counter::DropRateLimited);
         }
-        if a.kind == PacketType::Hello as u8 && !hello_allows(&cfg.hello, now) {
+        if a.kind == PacketType::Hello as u8 && !budget_allows(maps::BUDGET_HELLO, &cfg.hello, now)
+        {
             return Verdict::Drop(Counter::DropHelloBudget);
         }
         return Verdict::Steer;
@@ -192,6 +194,11 @@ fn admit(a: &Admit, queue: u32, cfg: &Config) -> Verdict {
     }
     if !source_allows(&cfg.source, a.source, now) {
         return Verdict::Drop(Counter::DropRateLimited);
+    }
+    // Spoofed packets carrying guessed live ids come from ever new sources, each with a
+    // full bucket: the per-source limit alone lets them all through.
+    if !budget_allows(maps::BUDGET_MIGRATION, &cfg.migration, now) {
+        return Verdict::Drop(Counter::DropMigrationBudget);
     }
     count(Counter::MigrationAttempts);
     Verdict::Steer

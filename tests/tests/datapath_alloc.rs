@@ -66,6 +66,7 @@ fn worker_allocates_nothing_per_packet() {
         admission: true,
         source_rate: 0,
         source_burst: 0,
+        migration_rate: 0,
         drop_capabilities: false,
     };
     let engine = xrudp_tests::alloc::InProcessEngine::start(&t.ns_srv, options, "xrudp-q0");

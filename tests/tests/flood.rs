@@ -10,6 +10,9 @@
 //!   per second (plus the one-second burst) get through and every other one is dropped;
 //! - one source: its bucket decides, so at most `--source-burst` + `--source-rate` per
 //!   second per CPU get through and every other one is dropped.
+//! - guessed ids (data packets carrying the live sessions' ids from random sources): the
+//!   migration budget decides, so at most `--migration-rate` per CPU per second (plus
+//!   the one-second burst) get through and every other one is dropped.
 //!
 //! Frames that veth itself dropped before the program ran (its queue full while the VM
 //! stalled: its drop counters, less the AF_XDP sockets' own) are taken off the flood
@@ -47,13 +50,20 @@ const FLOOD_RATE: &str = "150000";
 const HELLO_RATE: u64 = 200;
 const SOURCE_RATE: u64 = 1_000;
 const SOURCE_BURST: u64 = 2_000;
-const KINDS: [&str; 6] = [
+/// Migration attempts (live ids from new addresses) let through per second per CPU.
+const MIGRATION_RATE: u64 = 200;
+/// Connection ids the guessed-ids flood cycles through: every id of the first
+/// generation with `--max-connections 200` (8 index bits, generation 1 from 256), so
+/// the honest players' live ids are among them.
+const GUESSED_IDS: &str = "256..=511";
+const KINDS: [&str; 7] = [
     "junk",
     "magic-junk",
     "data",
     "replay",
     "hello",
     "one-source",
+    "guessed-ids",
 ];
 
 /// Per-phase results of the honest players.
@@ -165,14 +175,13 @@ impl Flood {
                 "--target",
                 &server.to_string(),
             ])
-            .args([
-                "--kind",
-                kind,
-                "--duration",
-                FLOOD_SECS,
-                "--rate",
-                FLOOD_RATE,
-            ])
+            .args(match kind {
+                // Data packets carrying the live sessions' ids (and their neighbours')
+                // from random sources: migration attempts, each source with a full bucket.
+                "guessed-ids" => vec!["--kind", "data", "--ids", GUESSED_IDS],
+                _ => vec!["--kind", kind],
+            })
+            .args(["--duration", FLOOD_SECS, "--rate", FLOOD_RATE])
             .arg("--json")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -267,6 +276,8 @@ fn honest_players_keep_every_message_under_each_af_xdp_flood() {
             &SOURCE_RATE.to_string(),
             "--source-burst",
             &SOURCE_BURST.to_string(),
+            "--migration-rate",
+            &MIGRATION_RATE.to_string(),
         ],
     );
     let server = t.srv_addr(PORT);
@@ -332,6 +343,22 @@ fn honest_players_keep_every_message_under_each_af_xdp_flood() {
                     (limited + allowance >= sent && answered(s) <= allowance).then_some(()).ok_or_else(|| {
                         format!("one-source: {limited} rate-limited and {} answered of {sent}, allowance {allowance}", answered(s))
                     })
+                }
+                "guessed-ids" => {
+                    // Unknown ids die on the session lookup; live ids from new sources
+                    // are migration attempts, and the migration budget decides.
+                    let allowance = cpus * MIGRATION_RATE * (1 + secs);
+                    let dropped = xdp_drops(s) - xdp_drops(&before);
+                    let budget = delta(s, "drop_migration_budget");
+                    let attempts = delta(s, "migration_attempts");
+                    (dropped + allowance >= sent && budget > 0 && attempts <= allowance)
+                        .then_some(())
+                        .ok_or_else(|| {
+                            format!(
+                                "guessed-ids: XDP dropped {dropped} ({budget} by the migration budget) \
+                                 and let {attempts} migration attempts through of {sent}, allowance {allowance}"
+                            )
+                        })
                 }
                 _ => {
                     // At least 99.9 %: dropped × 1000 ≥ sent × 999.

@@ -169,6 +169,7 @@ fn echo_allocates_only_high_water_growths(backend: xrudp::engine::Backend, worke
         admission: true,
         source_rate: 0,
         source_burst: 0,
+        migration_rate: 0,
         drop_capabilities: false,
     };
     let engine = xrudp_tests::alloc::InProcessEngine::start(&t.ns_srv, options, worker);

@@ -120,7 +120,7 @@ fn steered_frame_without_a_socket_falls_back_to_pass() {
 /// kernel keeps on one CPU, so the per-CPU buckets see every packet of the row.
 mod admission {
     use super::*;
-    use xrudp::sys::bpf::SessionMap;
+    use xrudp::{loader::AdmissionRates, sys::bpf::SessionMap};
     use xrudp_common::{
         admit::{Peer, Rate, SessionKey},
         rudp::PacketType,
@@ -130,6 +130,9 @@ mod admission {
     const SOURCE_BURST: u32 = 10;
     /// Handshake budget: 5 first hellos at once, then one a second.
     const HELLO_BURST: u32 = 5;
+    /// Migration budget: 16 migration attempts at once, then one a second. The three
+    /// migration rows before the one that finds it spent take 1 + 1 + `SOURCE_BURST`.
+    const MIGRATION_BURST: u32 = 16;
 
     /// A frame from `src` (IPv4 or IPv6, per `ipv6`) port `sport`, of type `kind`,
     /// carrying `conn_id`.
@@ -175,8 +178,8 @@ mod admission {
 
     fn rows(sessions: &SessionMap) -> Vec<Row> {
         use Counter::{
-            DropHelloBudget, DropRateLimited, DropUnknownSession, DropWrongAddress,
-            MigrationAttempts, Redirected, Seen,
+            DropHelloBudget, DropMigrationBudget, DropRateLimited, DropUnknownSession,
+            DropWrongAddress, MigrationAttempts, Redirected, Seen,
         };
         let live = |conn_id: u32, p: Peer| {
             sessions
@@ -278,6 +281,19 @@ mod admission {
             },
             Row {
                 spend: None,
+                name: "migration attempts past this CPU's migration budget: dropped",
+                frame: frame(PacketType::Data, 102, false, &v4(12), 40000),
+                repeat: 6,
+                action: XDP_DROP,
+                delta: vec![
+                    (Seen, 6),
+                    (Redirected, 4),
+                    (MigrationAttempts, 4),
+                    (DropMigrationBudget, 2),
+                ],
+            },
+            Row {
+                spend: None,
                 name: "a response within the source's budget: steered",
                 frame: frame(PacketType::Response, 0, false, &v4(20), 40000),
                 repeat: 1,
@@ -343,10 +359,11 @@ mod admission {
             let xsk = Xsk::open(&iface, 0, &xsk_config()).expect("binding queue 0");
             prog.register_socket(0, xsk.fd()).expect("XSKMAP slot 0");
             prog.configure(&[frames::PORT], true).expect("configuring");
-            prog.admission(Some((
-                Rate::new(1, SOURCE_BURST),
-                Rate::new(1, HELLO_BURST),
-            )))
+            prog.admission(Some(AdmissionRates {
+                source: Rate::new(1, SOURCE_BURST),
+                hello: Rate::new(1, HELLO_BURST),
+                migration: Rate::new(1, MIGRATION_BURST),
+            }))
             .expect("turning admission on");
             let sessions = prog.session_map().expect("the session map");
             let mut failures = Vec::new();
@@ -394,7 +411,7 @@ mod admission {
             drop(xsk);
             (failures, ran)
         });
-        assert_eq!(ran, 14, "every row ran in the kernel");
+        assert_eq!(ran, 15, "every row ran in the kernel");
         assert!(
             failures.is_empty(),
             "admission control disagrees with the table:\n{}",
@@ -429,7 +446,7 @@ mod admission {
             let live = frame(PacketType::Data, 7, false, &v4(2), 40000);
             let mut report = Vec::new();
             for on in [false, true] {
-                prog.admission(on.then(|| (Rate::new(0, 0), Rate::new(0, 0))))
+                prog.admission(on.then(AdmissionRates::default))
                     .expect("admission");
                 for (what, f, want) in [
                     (

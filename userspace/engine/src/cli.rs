@@ -217,6 +217,13 @@ pub struct AttachArgs {
     /// spell (a migrating client's packets until its new address is validated).
     #[arg(long = "source-burst", default_value_t = defaults().source_burst)]
     pub source_burst: u32,
+    /// Admission control: packets of live encrypted sessions arriving from an address the
+    /// session does not have (a client whose NAT rebound, or an attacker guessing live
+    /// connection ids from spoofed sources) let through per second, per CPU, whatever
+    /// their source; beyond it they are dropped in the driver
+    /// (`drop_migration_budget`). 0: no limit.
+    #[arg(long = "migration-rate", default_value_t = defaults().migration_rate)]
+    pub migration_rate: u32,
     /// UMEM frames per queue (caps packet-buffer memory: frames × frame size).
     /// Default 2048 × 2048 B = 4 MiB per queue.
     #[arg(long = "umem-frames", default_value_t = defaults().umem_frames)]
@@ -488,6 +495,7 @@ fn attach(a: AttachArgs) -> anyhow::Result<()> {
         admission: a.admission == OnOff::On,
         source_rate: a.source_rate,
         source_burst: a.source_burst,
+        migration_rate: a.migration_rate,
         drop_capabilities: true,
     };
     if a.agones_drain_deadline.is_some() && !a.agones {
@@ -956,15 +964,15 @@ mod tests {
         let d = defaults();
         assert_eq!(a.admission, OnOff::On, "on by default");
         assert_eq!(
-            (a.source_rate, a.source_burst),
-            (d.source_rate, d.source_burst)
+            (a.source_rate, a.source_burst, a.migration_rate),
+            (d.source_rate, d.source_burst, d.migration_rate)
         );
         let config = "iface = \"eth9\"\nport = [7777]\nadmission = \"off\"\n\
-                      source-rate = 7\nsource-burst = 9\n";
+                      source-rate = 7\nsource-burst = 9\nmigration-rate = 11\n";
         let a = attach_with(config, &[]).expect("valid");
         assert_eq!(
-            (a.admission, a.source_rate, a.source_burst),
-            (OnOff::Off, 7, 9)
+            (a.admission, a.source_rate, a.source_burst, a.migration_rate),
+            (OnOff::Off, 7, 9, 11)
         );
         let a = attach_with(config, &["--admission", "on"]).expect("valid");
         assert_eq!(a.admission, OnOff::On, "the flag wins");

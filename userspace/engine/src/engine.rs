@@ -18,7 +18,7 @@ use crate::{
     control,
     drive::{self, Port, raw, udp::UdpPort, xdp::XdpPort},
     iface::Interface,
-    loader::{ModeChoice, Program},
+    loader::{AdmissionRates, ModeChoice, Program},
     runtime::Claim,
     service::{App, Embedded, Queues, Relay, RelayShared, Service},
     sys::{
@@ -144,14 +144,18 @@ pub struct Options {
     /// (0: unlimited). With admission control on, the XDP program enforces it, per CPU.
     pub hello_rate: u32,
     /// Admission control in the XDP program (AF_XDP backend, protocol applications):
-    /// the session allow-list, the per-source buckets and the handshake budget
-    /// (docs/SECURITY.md). Off: only the pre-filter, and the hello budget in userspace.
+    /// the session allow-list, the per-source buckets, the handshake budget and the
+    /// migration budget (docs/SECURITY.md). Off: only the pre-filter, and the hello budget in userspace.
     pub admission: bool,
     /// Admission control: handshakes and migration attempts each source (IPv4 address,
     /// IPv6 /64) may send per second, per CPU (0: unlimited).
     pub source_rate: u32,
     /// Admission control: how many of those a source may send at once after a quiet spell.
     pub source_burst: u32,
+    /// Admission control: migration attempts (a live encrypted session's packets from an
+    /// address it does not have) let through per second, per CPU, whatever their source;
+    /// the same number at once after a quiet spell (0: unlimited).
+    pub migration_rate: u32,
     /// With the AF_XDP backend: give up every capability once the program is attached
     /// and the sockets are bound (`xrudp attach` sets it; an embedding game decides for
     /// its own process). See [`crate::privileges`].
@@ -184,6 +188,7 @@ impl Default for Options {
             admission: true,
             source_rate: 1000,
             source_burst: 2000,
+            migration_rate: 1000,
             drop_capabilities: false,
         }
     }
@@ -593,11 +598,10 @@ fn start_xdp(
         .configure(&options.ports, rudp_filter)
         .map_err(xdp)?;
     program
-        .admission(admission.then(|| {
-            (
-                Rate::new(options.source_rate, options.source_burst),
-                Rate::new(options.hello_rate, options.hello_rate),
-            )
+        .admission(admission.then(|| AdmissionRates {
+            source: Rate::new(options.source_rate, options.source_burst),
+            hello: Rate::new(options.hello_rate, options.hello_rate),
+            migration: Rate::new(options.migration_rate, options.migration_rate),
         }))
         .map_err(xdp)?;
 

@@ -101,6 +101,18 @@ pub enum LoadError {
     },
 }
 
+/// The rates of admission control ([`Program::admission`]), each per CPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AdmissionRates {
+    /// Each source's bucket: handshakes and migration attempts.
+    pub source: Rate,
+    /// First hellos, whatever their source.
+    pub hello: Rate,
+    /// Migration attempts (a live encrypted session's packets from a new address),
+    /// whatever their source.
+    pub migration: Rate,
+}
+
 /// The loaded program and its maps.
 pub struct Program {
     ebpf: Ebpf,
@@ -184,19 +196,20 @@ impl Program {
         })
     }
 
-    /// Turns admission control on (`Some((per-source bucket, handshake budget))`) or off,
-    /// on top of what [`Program::configure`] wrote. It acts only with the RUDP pre-filter.
-    pub fn admission(&mut self, rates: Option<(Rate, Rate)>) -> Result<(), LoadError> {
+    /// Turns admission control on (with its rates) or off, on top of what
+    /// [`Program::configure`] wrote. It acts only with the RUDP pre-filter.
+    pub fn admission(&mut self, rates: Option<AdmissionRates>) -> Result<(), LoadError> {
         let mut map: Array<&mut MapData, Config> = self.map_mut(maps::CONFIG)?;
         let mut cfg = map.get(&0, 0).map_err(|source| LoadError::Map {
             name: maps::CONFIG,
             source,
         })?;
         match rates {
-            Some((source, hello)) => {
+            Some(r) => {
                 cfg.flags |= Config::FLAG_ADMISSION;
-                cfg.source = source;
-                cfg.hello = hello;
+                cfg.source = r.source;
+                cfg.hello = r.hello;
+                cfg.migration = r.migration;
             }
             None => cfg.flags &= !Config::FLAG_ADMISSION,
         }
