@@ -15,7 +15,10 @@
 # honest stragglers dropped as unknown sessions can lift it past 100 %), the flood
 # packets it passed (sent - veth's - its drops), the worker's received packets and the AF_XDP
 # socket's drops (ring full), the worker's CPU over the phase, and the honest clients'
-# RTT p50/p90/p99 and loss. Raw JSON lines go to $OUT/flood.jsonl ($OUT =
+# RTT p50/p90/p99 and loss. Kind `guessed-ids` is `--kind data --ids LO..=HI` over the
+# honest clients' live connection ids (read from `xrudp stats --connections` when the
+# flood starts; ids are a slot under a generation count, easy to guess) from random
+# sources: the migration attempts that --migration-rate bounds. Raw JSON lines go to $OUT/flood.jsonl ($OUT =
 # ${CARGO_TARGET_DIR:-target}/flood). Needs root; every run is bounded in time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +27,7 @@ usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 BIN=${CARGO_TARGET_DIR:-target}/release/xrudp
 SECS=5
 RATE=0
-KINDS="junk magic-junk data replay hello one-source"
+KINDS="junk magic-junk data replay hello one-source guessed-ids"
 while [ $# -gt 0 ]; do
   case "$1" in
     --bin) BIN="$2"; shift 2 ;;
@@ -97,8 +100,15 @@ phase() {
   LOAD_PID=$!
   if [ "$kind" != none ]; then
     sleep 2
+    local what=(--kind "$kind")
+    if [ "$kind" = guessed-ids ]; then
+      what=(--kind data --ids "$(ip netns exec "$XR_NS_SRV" "$BIN" stats --iface "$XR_IF_SRV" \
+        --connections --json | python3 -c 'import json, sys
+ids = [c["conn_id"] for e in json.load(sys.stdin) for c in e["connections"]]
+print(f"{min(ids)}..={max(ids)}")')")
+    fi
     flood=$(ip netns exec "$XR_NS_CLI" "$BIN" flood --iface "$XR_IF_CLI" \
-      --target "$XR_IP_SRV:$PORT" --kind "$kind" --duration "$SECS" --rate "$RATE" --json)
+      --target "$XR_IP_SRV:$PORT" "${what[@]}" --duration "$SECS" --rate "$RATE" --json)
   fi
   wait "$LOAD_PID" || { echo "flood.sh: the honest load failed ($mode $kind); see $OUT/load.log" >&2; exit 1; }
   LOAD_PID=
