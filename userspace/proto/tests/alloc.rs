@@ -56,19 +56,6 @@ struct Outcome {
     lost: u64,
 }
 
-fn connect(p: &mut Pair) -> ConnHandle {
-    assert!(
-        p.run_while(Duration::from_secs(10), Cluster::all_connected),
-        "handshake did not complete"
-    );
-    let h = p.server_events.iter().find_map(|e| match e {
-        ServerEvent::Connected { handle, .. } => Some(*handle),
-        _ => None,
-    });
-    p.server_events.clear();
-    h.expect("connected event")
-}
-
 /// Runs `count` messages through the echo.
 fn phase(p: &mut Pair, h: ConnHandle, count: usize, recycle: bool) -> (usize, usize) {
     let payload = [0x5au8; 3_000];
@@ -133,7 +120,9 @@ fn run_with(algorithm: Algorithm, recycle: bool, loss: f64, warmup: usize, seed:
     let mut client = ClientConfig::default();
     client.transport.congestion = algorithm;
     let mut p = Pair::new(server, client, model, seed);
-    let h = connect(&mut p);
+    let h = p.connect();
+    // The counted phases look at echoes only.
+    p.server_events.clear();
     phase(&mut p, h, warmup, true);
     let ((sent, echoed), allocs) = common::count(|_| true, || phase(&mut p, h, COUNTED, recycle));
     assert_eq!(p.server.connection_count(), 1, "still connected");
