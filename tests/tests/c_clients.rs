@@ -35,6 +35,8 @@ const CODE_C: u16 = 42;
 const CODE_CSHARP: u16 = 43;
 const CODE_RUST: u16 = 44;
 const CODE_MISUSE: u16 = 7;
+/// The server's and the C clients' MTU ceiling: what a 1,500-byte veth link carries.
+const MTU: usize = 1472;
 
 /// The echo game: the engine embedded in a game thread that sends every message back and
 /// records every disconnect's reason.
@@ -57,6 +59,9 @@ impl EchoGame {
                 let mut opts = ServerOptions::new(&iface, PORT);
                 opts.engine.backend = backend;
                 opts.engine.workers = Some(1);
+                // The veth link carries 1,472-byte UDP payloads: the C clients' path MTU
+                // discovery has room to climb.
+                opts.engine.protocol.transport.mtu = MTU;
                 let server = GameServer::start(&opts).expect("starting the embedded server");
                 ready_tx.send(()).expect("the test waits for readiness");
                 while !stop2.load(Relaxed) {
@@ -225,8 +230,9 @@ fn in_client_ns(t: &Topology, e: &Examples, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The `ok count=...` line of an echo client; fails the test unless it reports `COUNT`.
-fn echo_line(who: &str, stdout: &str) -> String {
+/// The `ok count=...` line of an echo client; fails the test unless it reports `COUNT`,
+/// a path MTU of `mtu` and, when `probed`, path MTU probes (none otherwise).
+fn echo_line(who: &str, stdout: &str, mtu: usize, probed: bool) -> String {
     let line = stdout
         .lines()
         .find(|l| l.starts_with("ok "))
@@ -240,6 +246,10 @@ fn echo_line(who: &str, stdout: &str) -> String {
     let min_rtt = field(line, "min_rtt_us").unwrap_or_else(|| panic!("{who}: {line}"));
     assert!((1..1_000_000).contains(&min_rtt), "{who}: {line}");
     assert!(field(line, "jitter_us").is_some(), "{who}: {line}");
+    // The path MTU came through too: found by probing (the knob on) or agreed at once.
+    assert_eq!(field(line, "mtu"), Some(mtu as u64), "{who}: {line}");
+    let sent = field(line, "pmtu_probes").unwrap_or_else(|| panic!("{who}: {line}"));
+    assert_eq!(sent > 0, probed, "{who}: {line}");
     line.to_owned()
 }
 
@@ -328,8 +338,15 @@ fn c_and_csharp_clients(backend: Backend) {
     };
 
     // The C example.
-    let c_args = echo_args(&e.echo_client, CODE_C);
-    let c_result = echo_line("C echo_client", &in_client_ns(&t, e, &strs(&c_args)));
+    // With path MTU discovery (the default) up to the link's 1,472 bytes.
+    let mut c_args = echo_args(&e.echo_client, CODE_C);
+    c_args.extend(["--mtu".to_owned(), MTU.to_string()]);
+    let c_result = echo_line(
+        "C echo_client",
+        &in_client_ns(&t, e, &strs(&c_args)),
+        MTU,
+        true,
+    );
     assert!(
         game.saw_peer_close(CODE_C),
         "{backend:?}: the server did not see the C client's disconnect with code {CODE_C}: {:?}",
@@ -337,9 +354,16 @@ fn c_and_csharp_clients(backend: Backend) {
     );
 
     // The C# example (mono).
+    // With path MTU discovery off: 1,472 bytes from the start, no probes.
     let mut csharp_args = echo_args(&e.csharp, CODE_CSHARP);
     csharp_args.insert(0, "mono".to_owned());
-    let csharp_result = echo_line("C# EchoClient", &in_client_ns(&t, e, &strs(&csharp_args)));
+    csharp_args.extend(["--mtu", &MTU.to_string(), "--pmtud", "off"].map(str::to_owned));
+    let csharp_result = echo_line(
+        "C# EchoClient",
+        &in_client_ns(&t, e, &strs(&csharp_args)),
+        MTU,
+        false,
+    );
     assert!(
         game.saw_peer_close(CODE_CSHARP),
         "{backend:?}: the server did not see the C# client's disconnect with code {CODE_CSHARP}: {:?}",

@@ -3,8 +3,9 @@
 // order, byte-exact, then disconnects with CODE and checks the binding refuses misuse.
 //
 //   mono EchoClient.exe SERVER_IP:PORT [--count N] [--size BYTES] [--window W] [--code C]
+//                                     [--mtu BYTES] [--pmtud on|off]
 //
-// Prints `ok count=.. round_trips_per_s=.. rtt_p50_us=.. rtt_p90_us=..`; exit code 1 on failure.
+// Prints `ok count=.. round_trips_per_s=.. rtt_p50_us=.. rtt_p90_us=.. .. mtu=..`; exit code 1 on failure.
 using System;
 using System.Diagnostics;
 using Xrudp;
@@ -27,10 +28,12 @@ static class EchoClient
 
     static int Main(string[] args)
     {
-        if (args.Length < 1) return Fail("usage: EchoClient SERVER_IP:PORT [--count N] [--size BYTES] [--window W] [--code C]");
+        if (args.Length < 1) return Fail("usage: EchoClient SERVER_IP:PORT [--count N] [--size BYTES] [--window W] [--code C] [--mtu BYTES] [--pmtud on|off]");
         uint count = 1000, window = 1;
         int size = 64;
         ushort code = 42;
+        uint mtu = 0;
+        var pmtud = Pmtud.On;
         for (int i = 1; i + 1 < args.Length; i += 2)
         {
             switch (args[i])
@@ -39,6 +42,8 @@ static class EchoClient
                 case "--size": size = int.Parse(args[i + 1]); break;
                 case "--window": window = uint.Parse(args[i + 1]); break;
                 case "--code": code = ushort.Parse(args[i + 1]); break;
+                case "--mtu": mtu = uint.Parse(args[i + 1]); break;
+                case "--pmtud": pmtud = args[i + 1] == "off" ? Pmtud.Off : Pmtud.On; break;
                 default: return Fail("unknown option " + args[i]);
             }
         }
@@ -57,7 +62,7 @@ static class EchoClient
         ulong raw;
         Stats stats;
         Stats live = new Stats();
-        using (var conn = Connection.Connect(args[0]))
+        using (var conn = Connection.Connect(args[0], mtu: mtu, pmtud: pmtud))
         {
             raw = conn.RawHandle;
             while (!closed)
@@ -118,7 +123,8 @@ static class EchoClient
         Console.WriteLine("ok count=" + count + " round_trips_per_s=" + (secs > 0 ? (long)(count / secs) : 0)
             + " rtt_p50_us=" + rtt[(count * 50 + 99) / 100 - 1] + " rtt_p90_us=" + rtt[(count * 90 + 99) / 100 - 1]
             + " packets_out=" + stats.PacketsOut + " lost=" + stats.LostPackets
-            + " min_rtt_us=" + live.MinRttUs + " jitter_us=" + live.JitterUs);
+            + " min_rtt_us=" + live.MinRttUs + " jitter_us=" + live.JitterUs
+            + " mtu=" + live.Mtu + " pmtu_probes=" + stats.PmtuProbes);
         return 0;
     }
 }

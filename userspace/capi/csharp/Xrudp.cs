@@ -29,6 +29,9 @@ namespace Xrudp
 
     public enum Protection : uint { Anonymous = 0, Pinned = 1, Token = 2, Off = 3 }
 
+    /// <summary>Path MTU discovery (XRUDP_PMTUD_* in xrudp.h): On probes up to the MTU.</summary>
+    public enum Pmtud : uint { On = 0, Off = 1 }
+
     /// <summary>XrudpEvent: same layout as the C struct.</summary>
     [StructLayout(LayoutKind.Sequential)]
     public struct Event
@@ -51,6 +54,9 @@ namespace Xrudp
         public ulong PacketsOut, PacketsIn, LostPackets, RetransmittedPackets;
         public double Loss;
         public ulong MinRttUs, JitterUs;
+        /// <summary>The largest datagram sent now: the path MTU found so far (0 until connected).</summary>
+        public ulong Mtu;
+        public ulong PmtuProbes, PmtuBlackHoles;
     }
 
     [StructLayout(LayoutKind.Sequential)]
@@ -59,6 +65,8 @@ namespace Xrudp
         public uint Protection;
         public uint KeyLen;
         public IntPtr Key;
+        public uint Mtu;
+        public Pmtud Pmtud;
     }
 
     internal static class Native
@@ -140,10 +148,15 @@ namespace Xrudp
 
         Connection(ConnectionHandle handle) { h = handle; }
 
-        /// <summary>Starts connecting to "ip:port"; watch for EventKind.Connected.</summary>
-        public static Connection Connect(string server, Protection protection = Protection.Anonymous, byte[] key = null)
+        /// <summary>
+        /// Starts connecting to "ip:port"; watch for EventKind.Connected. mtu is the largest
+        /// datagram to send, 1200..1472 (0: 1200); with pmtud On the connection finds what the
+        /// path carries up to it (Stats.Mtu).
+        /// </summary>
+        public static Connection Connect(string server, Protection protection = Protection.Anonymous, byte[] key = null,
+            uint mtu = 0, Pmtud pmtud = Pmtud.On)
         {
-            var opts = new ConnectOptions { Protection = (uint)protection };
+            var opts = new ConnectOptions { Protection = (uint)protection, Mtu = mtu, Pmtud = pmtud };
             GCHandle pin = default(GCHandle);
             try
             {

@@ -27,6 +27,14 @@
 // `--encryption off` accept it.
 #define XRUDP_PROTECTION_OFF 3
 
+// `XrudpConnectOptions.pmtud`: path MTU discovery on (the default): the connection
+// starts at 1200 bytes and probes up to `mtu` (docs/PROTOCOL.md §5.5).
+#define XRUDP_PMTUD_ON 0
+
+// `XrudpConnectOptions.pmtud`: path MTU discovery off: every packet may be `mtu` bytes
+// from the start (only for a path known to carry them).
+#define XRUDP_PMTUD_OFF 1
+
 // What an `xrudp_*` call returns: `XRUDP_STATUS_OK` (0), `XRUDP_STATUS_NO_EVENT` (1, not an error),
 // or a negative error code. `xrudp_status_text` describes each.
 enum XrudpStatus
@@ -161,7 +169,8 @@ typedef int32_t XrudpState;
 #endif // __cplusplus
 
 // Connection options for `xrudp_connect`. A null pointer means all defaults (anonymous
-// protection).
+// protection, 1200-byte datagrams); so does a zeroed struct. Fields are only ever
+// appended, and 0 always means the default.
 typedef struct {
   // One of `XRUDP_PROTECTION_*`.
   uint32_t protection;
@@ -170,6 +179,14 @@ typedef struct {
   // The pinned server key or the connect token; may be null when `key_len` is 0.
   // Borrowed for the call only: the library copies it.
   const uint8_t *key;
+  // Largest UDP payload to send, 1200..=1472 bytes, or 0 for the default (1200). With
+  // path MTU discovery on it is the ceiling of the search (the server's own MTU caps
+  // it too); `XrudpStats.mtu` says what the path carries. Anything else is
+  // `XRUDP_STATUS_INVALID_ARGUMENT`.
+  uint32_t mtu;
+  // `XRUDP_PMTUD_ON` (0, the default) or `XRUDP_PMTUD_OFF`. With `mtu` 1200 there is
+  // nothing to discover either way.
+  uint32_t pmtud;
 } XrudpConnectOptions;
 
 // A connection handle: non-zero, from `xrudp_connect`, valid until `xrudp_free`. A plain
@@ -224,6 +241,15 @@ typedef struct {
   // Round-trip jitter: the smoothed step between consecutive RTT samples,
   // microseconds (0 until connected).
   uint64_t jitter_us;
+  // The largest datagram the connection sends now, bytes: the path MTU that
+  // discovery confirmed so far, or the MTU agreed with the server with discovery off
+  // (0 until connected).
+  uint64_t mtu;
+  // Path MTU probes sent (padded packets that carry no messages).
+  uint64_t pmtu_probes;
+  // Path MTU black holes detected: times the connection fell back to 1200 bytes
+  // because larger packets stopped arriving.
+  uint64_t pmtu_black_holes;
 } XrudpStats;
 
 #ifdef __cplusplus
@@ -238,7 +264,8 @@ const char *xrudp_status_text(int32_t status);
 // brackets), and writes the new connection's handle (never 0) to `*out_conn`. Does not
 // wait: call `xrudp_wait` or `xrudp_poll` and watch for `XRUDP_EVENT_KIND_CONNECTED`.
 //
-// `server`, `options` (null: defaults, anonymous protection) and `options->key` are
+// `server`, `options` (null or zeroed: defaults, anonymous protection, 1200-byte
+// datagrams; `options->mtu` and `options->pmtud` set path MTU discovery) and `options->key` are
 // borrowed for the call only; the library copies what it needs. `*out_conn` is written
 // only on success. Free the handle with `xrudp_free`.
 //
@@ -283,7 +310,7 @@ XrudpStatus xrudp_next_event(XrudpConn conn, XrudpEvent *out_event, uint8_t *buf
 // `data` is null or points to `len` readable bytes.
 XrudpStatus xrudp_send(XrudpConn conn, uint8_t channel, const uint8_t *data, size_t len);
 
-// Writes the connection's quality figures (RTT, loss, bytes in flight, state) to
+// Writes the connection's quality figures (RTT, loss, bytes in flight, path MTU, state) to
 // `*out_stats`, the caller's struct.
 //
 // # Safety

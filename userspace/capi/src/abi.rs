@@ -25,7 +25,8 @@ pub extern "C" fn xrudp_status_text(status: i32) -> *const c_char {
 /// brackets), and writes the new connection's handle (never 0) to `*out_conn`. Does not
 /// wait: call `xrudp_wait` or `xrudp_poll` and watch for `XRUDP_EVENT_KIND_CONNECTED`.
 ///
-/// `server`, `options` (null: defaults, anonymous protection) and `options->key` are
+/// `server`, `options` (null or zeroed: defaults, anonymous protection, 1200-byte
+/// datagrams; `options->mtu` and `options->pmtud` set path MTU discovery) and `options->key` are
 /// borrowed for the call only; the library copies what it needs. `*out_conn` is written
 /// only on success. Free the handle with `xrudp_free`.
 ///
@@ -50,6 +51,10 @@ pub unsafe extern "C" fn xrudp_connect(
         // SAFETY: `options` is null (checked by `as_ref`) or points to a readable
         // `XrudpConnectOptions`, as the caller promises; it is `Copy`, so it is read once.
         let options = unsafe { options.as_ref() }.copied();
+        let path = options.map_or_else(table::PathOptions::default, |o| table::PathOptions {
+            mtu: o.mtu,
+            pmtud: o.pmtud,
+        });
         let (protection, key) = match options {
             None => (table::XRUDP_PROTECTION_ANONYMOUS, &[][..]),
             Some(o) if o.key_len == 0 => (o.protection, &[][..]),
@@ -60,7 +65,7 @@ pub unsafe extern "C" fn xrudp_connect(
                 std::slice::from_raw_parts(o.key, o.key_len as usize)
             }),
         };
-        let conn = table::connect(server, protection, key)?;
+        let conn = table::connect(server, protection, key, path)?;
         // SAFETY: non-null, and the caller promises a writable `uint64_t`.
         unsafe { out_conn.write(conn) };
         Ok(())
@@ -153,7 +158,7 @@ pub unsafe extern "C" fn xrudp_send(
     })
 }
 
-/// Writes the connection's quality figures (RTT, loss, bytes in flight, state) to
+/// Writes the connection's quality figures (RTT, loss, bytes in flight, path MTU, state) to
 /// `*out_stats`, the caller's struct.
 ///
 /// # Safety
@@ -215,6 +220,8 @@ mod tests {
                 protection: table::XRUDP_PROTECTION_PINNED,
                 key_len: 32,
                 key: std::ptr::null(),
+                mtu: 0,
+                pmtud: table::XRUDP_PMTUD_ON,
             };
             assert_eq!(
                 xrudp_connect(c"127.0.0.1:9".as_ptr(), &raw const opts, &raw mut conn),
@@ -225,6 +232,8 @@ mod tests {
                 protection: table::XRUDP_PROTECTION_OFF,
                 key_len: 0,
                 key: std::ptr::null(),
+                mtu: 0,
+                pmtud: table::XRUDP_PMTUD_ON,
             };
             assert_eq!(
                 xrudp_connect(c"127.0.0.1:9".as_ptr(), &raw const off, &raw mut conn),

@@ -29,8 +29,16 @@ pub const XRUDP_PROTECTION_TOKEN: u32 = 2;
 /// `--encryption off` accept it.
 pub const XRUDP_PROTECTION_OFF: u32 = 3;
 
+/// `XrudpConnectOptions.pmtud`: path MTU discovery on (the default): the connection
+/// starts at 1200 bytes and probes up to `mtu` (docs/PROTOCOL.md §5.5).
+pub const XRUDP_PMTUD_ON: u32 = 0;
+/// `XrudpConnectOptions.pmtud`: path MTU discovery off: every packet may be `mtu` bytes
+/// from the start (only for a path known to carry them).
+pub const XRUDP_PMTUD_OFF: u32 = 1;
+
 /// Connection options for `xrudp_connect`. A null pointer means all defaults (anonymous
-/// protection).
+/// protection, 1200-byte datagrams); so does a zeroed struct. Fields are only ever
+/// appended, and 0 always means the default.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct XrudpConnectOptions {
@@ -41,6 +49,14 @@ pub struct XrudpConnectOptions {
     /// The pinned server key or the connect token; may be null when `key_len` is 0.
     /// Borrowed for the call only: the library copies it.
     pub key: *const u8,
+    /// Largest UDP payload to send, 1200..=1472 bytes, or 0 for the default (1200). With
+    /// path MTU discovery on it is the ceiling of the search (the server's own MTU caps
+    /// it too); `XrudpStats.mtu` says what the path carries. Anything else is
+    /// `XRUDP_STATUS_INVALID_ARGUMENT`.
+    pub mtu: u32,
+    /// `XRUDP_PMTUD_ON` (0, the default) or `XRUDP_PMTUD_OFF`. With `mtu` 1200 there is
+    /// nothing to discover either way.
+    pub pmtud: u32,
 }
 
 /// What happened on a connection (`XRUDP_EVENT_KIND_*`).
@@ -168,6 +184,15 @@ pub struct XrudpStats {
     /// Round-trip jitter: the smoothed step between consecutive RTT samples,
     /// microseconds (0 until connected).
     pub jitter_us: u64,
+    /// The largest datagram the connection sends now, bytes: the path MTU that
+    /// discovery confirmed so far, or the MTU agreed with the server with discovery off
+    /// (0 until connected).
+    pub mtu: u64,
+    /// Path MTU probes sent (padded packets that carry no messages).
+    pub pmtu_probes: u64,
+    /// Path MTU black holes detected: times the connection fell back to 1200 bytes
+    /// because larger packets stopped arriving.
+    pub pmtu_black_holes: u64,
 }
 
 /// One connection and the event that did not fit the caller's buffer.
@@ -254,9 +279,42 @@ pub fn guard(f: impl FnOnce() -> Result<(), Status>) -> Status {
     }
 }
 
+/// Transport options beside protection: what `XrudpConnectOptions` carries after `key`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PathOptions {
+    /// `XrudpConnectOptions.mtu` (0: the default).
+    pub mtu: u32,
+    /// `XrudpConnectOptions.pmtud`.
+    pub pmtud: u32,
+}
+
+impl PathOptions {
+    /// The client configuration these options ask for.
+    fn config(self) -> Result<ClientConfig, Status> {
+        let mut config = ClientConfig::default();
+        if self.mtu != 0 {
+            config.transport.mtu =
+                usize::try_from(self.mtu).map_err(|_| Status::InvalidArgument)?;
+        }
+        config.transport.pmtud = match self.pmtud {
+            XRUDP_PMTUD_ON => true,
+            XRUDP_PMTUD_OFF => false,
+            _ => return Err(Status::InvalidArgument),
+        };
+        config.validate().map_err(|_| Status::InvalidArgument)?;
+        Ok(config)
+    }
+}
+
 /// Starts connecting to `server` ("ip:port"); returns the new handle.
-pub fn connect(server: &str, protection: u32, key: &[u8]) -> Result<u64, Status> {
+pub fn connect(
+    server: &str,
+    protection: u32,
+    key: &[u8],
+    path: PathOptions,
+) -> Result<u64, Status> {
     let server: SocketAddr = server.parse().map_err(|_| Status::InvalidArgument)?;
+    let config = path.config()?;
     let protection = match protection {
         XRUDP_PROTECTION_ANONYMOUS => Protection::anonymous(),
         XRUDP_PROTECTION_PINNED => {
@@ -268,11 +326,9 @@ pub fn connect(server: &str, protection: u32, key: &[u8]) -> Result<u64, Status>
         XRUDP_PROTECTION_OFF => Protection::Off,
         _ => return Err(Status::InvalidArgument),
     };
-    let conn = Connection::connect(server, ClientConfig::default(), &protection).map_err(|e| {
-        match e.kind() {
-            std::io::ErrorKind::InvalidInput => Status::InvalidArgument,
-            _ => Status::Io,
-        }
+    let conn = Connection::connect(server, config, &protection).map_err(|e| match e.kind() {
+        std::io::ErrorKind::InvalidInput => Status::InvalidArgument,
+        _ => Status::Io,
     })?;
     Ok(table().insert(Entry {
         conn,
@@ -390,6 +446,8 @@ pub fn stats(handle: u64) -> Result<XrudpStats, Status> {
             } else {
                 c.lost_packets as f64 / c.packets_out as f64
             },
+            pmtu_probes: c.pmtu_probes,
+            pmtu_black_holes: c.pmtu_black_holes,
             ..XrudpStats::default()
         };
         if let Some(cs) = e.conn.connection_stats() {
@@ -400,6 +458,7 @@ pub fn stats(handle: u64) -> Result<XrudpStats, Status> {
             s.cwnd = cs.cwnd;
             s.bytes_in_flight = cs.bytes_in_flight;
             s.send_buffered = cs.send_buffered as u64;
+            s.mtu = cs.mtu.into();
         }
         Ok(s)
     })
@@ -429,12 +488,24 @@ mod tests {
 
     #[test]
     fn stale_and_forged_handles_are_refused() {
-        let h = connect("127.0.0.1:9", XRUDP_PROTECTION_OFF, &[]).expect("a local socket opens");
+        let h = connect(
+            "127.0.0.1:9",
+            XRUDP_PROTECTION_OFF,
+            &[],
+            PathOptions::default(),
+        )
+        .expect("a local socket opens");
         assert_ne!(h, 0);
         assert_eq!(free(h), Ok(()));
         assert_eq!(free(h), Err(Status::InvalidHandle), "double free");
         assert_eq!(poll(h), Err(Status::InvalidHandle), "use after free");
-        let h2 = connect("127.0.0.1:9", XRUDP_PROTECTION_OFF, &[]).expect("a local socket opens");
+        let h2 = connect(
+            "127.0.0.1:9",
+            XRUDP_PROTECTION_OFF,
+            &[],
+            PathOptions::default(),
+        )
+        .expect("a local socket opens");
         assert_eq!(h2 & 0xffff_ffff, h & 0xffff_ffff, "the slot is reused");
         assert_ne!(h2, h, "with another generation");
         assert_eq!(
@@ -452,26 +523,110 @@ mod tests {
     #[test]
     fn bad_arguments_are_refused() {
         assert_eq!(
-            connect("not an address", XRUDP_PROTECTION_ANONYMOUS, &[]),
+            connect(
+                "not an address",
+                XRUDP_PROTECTION_ANONYMOUS,
+                &[],
+                PathOptions::default()
+            ),
             Err(Status::InvalidArgument)
         );
         assert_eq!(
-            connect("127.0.0.1:9", XRUDP_PROTECTION_PINNED, &[0; 31]),
+            connect(
+                "127.0.0.1:9",
+                XRUDP_PROTECTION_PINNED,
+                &[0; 31],
+                PathOptions::default()
+            ),
             Err(Status::InvalidArgument)
         );
         assert_eq!(
-            connect("127.0.0.1:9", XRUDP_PROTECTION_TOKEN, b"junk"),
+            connect(
+                "127.0.0.1:9",
+                XRUDP_PROTECTION_TOKEN,
+                b"junk",
+                PathOptions::default()
+            ),
             Err(Status::InvalidArgument)
         );
         assert_eq!(
-            connect("127.0.0.1:9", 99, &[]),
+            connect("127.0.0.1:9", 99, &[], PathOptions::default()),
             Err(Status::InvalidArgument)
         );
+        for path in [
+            PathOptions {
+                mtu: 1199,
+                pmtud: XRUDP_PMTUD_ON,
+            },
+            PathOptions {
+                mtu: 1473,
+                pmtud: XRUDP_PMTUD_ON,
+            },
+            PathOptions {
+                mtu: u32::MAX,
+                pmtud: XRUDP_PMTUD_OFF,
+            },
+            PathOptions {
+                mtu: 1472,
+                pmtud: 2,
+            },
+        ] {
+            assert_eq!(
+                connect("127.0.0.1:9", XRUDP_PROTECTION_OFF, &[], path),
+                Err(Status::InvalidArgument),
+                "{path:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn path_options_reach_the_client_configuration() {
+        let c = PathOptions::default()
+            .config()
+            .expect("zero is the default");
+        assert_eq!(c, ClientConfig::default());
+        let c = PathOptions {
+            mtu: 1472,
+            pmtud: XRUDP_PMTUD_OFF,
+        }
+        .config()
+        .expect("valid");
+        assert_eq!((c.transport.mtu, c.transport.pmtud), (1472, false));
+        let c = PathOptions {
+            mtu: 1400,
+            pmtud: XRUDP_PMTUD_ON,
+        }
+        .config()
+        .expect("valid");
+        assert_eq!((c.transport.mtu, c.transport.pmtud), (1400, true));
+        let h = connect(
+            "127.0.0.1:9",
+            XRUDP_PROTECTION_OFF,
+            &[],
+            PathOptions {
+                mtu: 1472,
+                pmtud: XRUDP_PMTUD_ON,
+            },
+        )
+        .expect("a local socket opens");
+        let s = stats(h).expect("stats");
+        assert_eq!(
+            (s.mtu, s.pmtu_probes, s.pmtu_black_holes),
+            (0, 0, 0),
+            "not connected yet"
+        );
+        free(h).expect("free");
     }
 
     #[test]
     fn sending_before_connected_is_an_error() {
-        let h = connect("127.0.0.1:9", XRUDP_PROTECTION_OFF, &[]).expect("a local socket opens");
+        let h = connect(
+            "127.0.0.1:9",
+            XRUDP_PROTECTION_OFF,
+            &[],
+            PathOptions::default(),
+        )
+        .expect("a local socket opens");
         assert_eq!(send(h, 0, b"x"), Err(Status::NotConnected));
         let mut ev = XrudpEvent::EMPTY;
         assert_eq!(next_event(h, &mut ev, &mut []), Status::NoEvent);

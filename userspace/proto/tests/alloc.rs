@@ -56,19 +56,6 @@ struct Outcome {
     lost: u64,
 }
 
-fn connect(p: &mut Pair) -> ConnHandle {
-    assert!(
-        p.run_while(Duration::from_secs(10), Cluster::all_connected),
-        "handshake did not complete"
-    );
-    let h = p.server_events.iter().find_map(|e| match e {
-        ServerEvent::Connected { handle, .. } => Some(*handle),
-        _ => None,
-    });
-    p.server_events.clear();
-    h.expect("connected event")
-}
-
 /// Runs `count` messages through the echo.
 fn phase(p: &mut Pair, h: ConnHandle, count: usize, recycle: bool) -> (usize, usize) {
     let payload = [0x5au8; 3_000];
@@ -133,7 +120,9 @@ fn run_with(algorithm: Algorithm, recycle: bool, loss: f64, warmup: usize, seed:
     let mut client = ClientConfig::default();
     client.transport.congestion = algorithm;
     let mut p = Pair::new(server, client, model, seed);
-    let h = connect(&mut p);
+    let h = p.connect();
+    // The counted phases look at echoes only.
+    p.server_events.clear();
     phase(&mut p, h, warmup, true);
     let ((sent, echoed), allocs) = common::count(|_| true, || phase(&mut p, h, COUNTED, recycle));
     assert_eq!(p.server.connection_count(), 1, "still connected");
@@ -198,7 +187,10 @@ fn dropping_delivered_buffers_is_counted() {
 /// outstanding buffers allocate, fewer than one per lost datagram in every run and far
 /// fewer in the typical one. Five seeds: when a new peak comes is chaotic (one seed
 /// measured 43 allocations, another 800 on the same code), so one seed's count says
-/// little and a bound on it is luck.
+/// little and a bound on it is luck. AIMD does not carry this load at 1 % loss: the
+/// client's send queue stays near its 1 MiB cap, so the pool is grown in the warm-up.
+/// BBR is not here: its backlogs come later and grow the pool past this bound
+/// (docs/PROTOCOL.md §9.2).
 #[test]
 fn lossy_traffic_allocates_only_at_new_peaks() {
     let mut allocs = Vec::new();

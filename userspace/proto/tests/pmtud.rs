@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use proptest::prelude::*;
+use xrudp_proto::sim::Pair;
 use xrudp_proto::sim::network::Model;
-use xrudp_proto::sim::{Cluster, Pair};
 use xrudp_proto::*;
 
 const ORDERED: u8 = 0;
@@ -50,20 +50,6 @@ fn path(mtu: usize, seed: u64) -> Model {
         seed,
         ..Model::default()
     }
-}
-
-fn connect(p: &mut Pair) -> ConnHandle {
-    assert!(
-        p.run_while(Duration::from_secs(10), Cluster::all_connected),
-        "handshake did not complete"
-    );
-    p.server_events
-        .iter()
-        .find_map(|e| match e {
-            ServerEvent::Connected { handle, .. } => Some(*handle),
-            _ => None,
-        })
-        .expect("connected event")
 }
 
 /// The MTU each end sends with now: (server, client).
@@ -152,7 +138,7 @@ fn assert_delivered(p: &Pair, n: u32) {
 fn finds_a_1400_byte_path_within_thirty_round_trips() {
     let (server, client) = config(1472, true);
     let mut p = Pair::new(server, client, path(1400, 1), 1);
-    let h = connect(&mut p);
+    let h = p.connect();
     let start = p.now;
     assert_eq!(mtus(&p, h), (1200, 1200), "starts at the base");
     let found = p.run_while(RTT * FIND_RTTS, |c| {
@@ -196,7 +182,7 @@ fn a_black_hole_mid_session_loses_no_message() {
     // The network starts before the handshake; 3 s in, the search is long complete.
     model.mtu_changes = vec![(Duration::from_secs(3), 1280)];
     let mut p = Pair::new(server, client, model, 2);
-    let h = connect(&mut p);
+    let h = p.connect();
     let mut next = 0;
     traffic(&mut p, h, 150, &mut next);
     assert_eq!(mtus(&p, h), (1400, 1400), "found before the drop");
@@ -232,7 +218,7 @@ fn a_risen_mtu_is_found_again_after_the_raise_timer() {
         (Duration::from_secs(5), 1400),
     ];
     let mut p = Pair::new(server, client, model, 3);
-    let h = connect(&mut p);
+    let h = p.connect();
     let mut next = 0;
     // To 6.2 s: the black hole came at 3 s and the path is back at 1,400 since 5 s.
     traffic(&mut p, h, 375, &mut next);
@@ -252,7 +238,7 @@ fn an_idle_connection_finds_a_risen_mtu_after_the_raise_timer() {
     let mut model = path(1280, 4);
     model.mtu_changes = vec![(Duration::from_secs(2), 1400)];
     let mut p = Pair::new(server, client, model, 4);
-    let h = connect(&mut p);
+    let h = p.connect();
     p.run_for(Duration::from_millis(1500));
     assert_eq!(mtus(&p, h), (1280, 1280));
     p.run_for(Duration::from_secs(3));
@@ -271,7 +257,7 @@ fn on_a_1200_byte_path_probing_changes_nothing() {
     let run = |mtu: usize, pmtud: bool| {
         let (server, client) = config(mtu, pmtud);
         let mut p = Pair::new(server, client, path(1200, 5), 5);
-        let h = connect(&mut p);
+        let h = p.connect();
         let mut next = 0;
         traffic(&mut p, h, 200, &mut next);
         p.drive();
@@ -320,7 +306,7 @@ proptest! {
         model.reorder = reorder;
         model.mtu_changes = vec![(Duration::from_millis(at_ms), second)];
         let mut p = Pair::new(server, client, model, seed);
-        let h = connect(&mut p);
+        let h = p.connect();
         let mut next = 0;
         traffic(&mut p, h, 300, &mut next);
         p.drive();
@@ -341,7 +327,7 @@ fn each_end_probes_up_to_its_own_ceiling_and_receivers_take_1472() {
     let (server, _) = config(1472, true);
     let (_, client) = config(1300, true);
     let mut p = Pair::new(server, client, path(usize::MAX, 6), 6);
-    let h = connect(&mut p);
+    let h = p.connect();
     p.run_for(Duration::from_secs(2));
     assert_eq!(mtus(&p, h), (1472, 1300));
     // All acknowledged: 1337, 1405, 1439, 1456, 1465, 1469, 1471, 1472 from the server;

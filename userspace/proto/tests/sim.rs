@@ -19,20 +19,6 @@ const UNORDERED: u8 = 1;
 const UNRELIABLE: u8 = 2;
 const SEQUENCED: u8 = 3;
 
-fn connect(p: &mut Pair) -> ConnHandle {
-    assert!(
-        p.run_while(Duration::from_secs(10), Cluster::all_connected),
-        "handshake did not complete"
-    );
-    p.server_events
-        .iter()
-        .find_map(|e| match e {
-            ServerEvent::Connected { handle, .. } => Some(*handle),
-            _ => None,
-        })
-        .expect("connected event")
-}
-
 fn msg(i: u32, len: usize) -> Vec<u8> {
     let mut v = i.to_be_bytes().to_vec();
     v.resize(len.max(4), (i % 251) as u8);
@@ -93,7 +79,7 @@ proptest! {
     #[test]
     fn reliable_ordered_exactly_once_in_order(seed in any::<u64>(), loss in 0.0f64..0.2, reorder in 0.0f64..0.2, dup in 0.0f64..0.1, jitter in 0u64..20) {
         let mut p = Pair::new(ServerConfig::default(), ClientConfig::default(), lossy(seed, loss, reorder, dup, jitter), seed);
-        let h = connect(&mut p);
+        let h = p.connect();
         let n = 300;
         exchange(&mut p, h, ORDERED, n, |i| if i % 50 == 7 { 5000 } else { 20 + (i as usize % 300) });
         let expect: Vec<_> = (0..n).map(|i| msg(i, if i % 50 == 7 { 5000 } else { 20 + (i as usize % 300) })).collect();
@@ -116,7 +102,7 @@ proptest! {
         let mut model = lossy(seed, loss, reorder, 0.05, 10);
         model.corrupt = corrupt;
         let mut p = Pair::new(ServerConfig::default(), ClientConfig::default(), model, seed);
-        let h = connect(&mut p);
+        let h = p.connect();
         let mut sent: [Vec<Vec<u8>>; 4] = Default::default();
         for (i, &(channel, len, pause)) in schedule.iter().enumerate() {
             let len = if channel >= UNRELIABLE { len.min(1000) } else { len };
@@ -149,7 +135,7 @@ proptest! {
     #[test]
     fn reliable_unordered_exactly_once(seed in any::<u64>(), loss in 0.0f64..0.2, reorder in 0.0f64..0.2, dup in 0.0f64..0.1, jitter in 0u64..20) {
         let mut p = Pair::new(ServerConfig::default(), ClientConfig::default(), lossy(seed, loss, reorder, dup, jitter), seed);
-        let h = connect(&mut p);
+        let h = p.connect();
         let n = 300;
         exchange(&mut p, h, UNORDERED, n, |i| if i % 60 == 3 { 4000 } else { 40 });
         let mut expect: Vec<_> = (0..n).map(|i| msg(i, if i % 60 == 3 { 4000 } else { 40 })).collect();
@@ -167,7 +153,7 @@ proptest! {
     #[test]
     fn sequenced_never_stale_unreliable_never_duplicated(seed in any::<u64>(), loss in 0.0f64..0.2, reorder in 0.0f64..0.3, dup in 0.0f64..0.2, jitter in 0u64..20) {
         let mut p = Pair::new(ServerConfig::default(), ClientConfig::default(), lossy(seed, loss, reorder, dup, jitter), seed);
-        let h = connect(&mut p);
+        let h = p.connect();
         for i in 0..400u32 {
             p.client_mut().send(SEQUENCED, &msg(i, 30)).unwrap();
             p.server.send(h, UNRELIABLE, &msg(i, 30)).unwrap();
@@ -196,7 +182,7 @@ fn corruption_is_caught_by_crc() {
         ..Model::default()
     };
     let mut p = Pair::new(ServerConfig::default(), ClientConfig::default(), model, 3);
-    let h = connect(&mut p);
+    let h = p.connect();
     exchange(&mut p, h, ORDERED, 300, |_| 200);
     let expect: Vec<_> = (0..300).map(|i| msg(i, 200)).collect();
     assert_eq!(server_msgs(&p, ORDERED), expect);
@@ -366,11 +352,11 @@ fn valid_token_admits_with_client_id_and_user_data() {
     );
     let now = p.now;
     p.server.set_unix_time(now, 1_900_000_000);
-    connect(&mut p);
+    p.connect();
     assert!(p.server_events.iter().any(|e| matches!(e,
         ServerEvent::Connected { client_id: Some(4242), user_data, .. } if user_data == b"elo=1500")));
     // The session is sealed with the token's keys: messages still echo.
-    let h = connect(&mut p);
+    let h = p.connect();
     p.server.send(h, 0, b"sealed").expect("queued");
     assert!(
         p.run_while(Duration::from_secs(2), |c| c.client_events[0].iter().any(
@@ -542,7 +528,7 @@ fn sequence_numbers_wrap() {
     let mut client = ClientConfig::default();
     client.transport.initial_seq = Some(65_530);
     let mut p = Pair::new(server, client, lossy(11, 0.05, 0.05, 0.02, 5), 11);
-    let h = connect(&mut p);
+    let h = p.connect();
     exchange(&mut p, h, ORDERED, 400, |_| 100);
     for i in 0..300u32 {
         p.client_mut().send(SEQUENCED, &msg(i, 10)).unwrap();
@@ -568,7 +554,7 @@ fn large_message_fragments_and_reassembles() {
         lossy(5, 0.05, 0.02, 0.01, 5),
         5,
     );
-    let h = connect(&mut p);
+    let h = p.connect();
     let big: Vec<u8> = (0..256 * 1024).map(|i| (i * 7 % 253) as u8).collect();
     p.server.send(h, ORDERED, &big).unwrap();
     p.client_mut().send(UNORDERED, &big).unwrap();
@@ -598,7 +584,7 @@ fn full_send_queue_is_backpressure() {
         lossy(1, 0.0, 0.0, 0.0, 0),
         1,
     );
-    connect(&mut p);
+    p.connect();
     let mut accepted = 0u32;
     let err = loop {
         match p.client_mut().send(ORDERED, &msg(accepted, 1000)) {
@@ -628,7 +614,7 @@ fn graceful_disconnect_and_kick_carry_reasons() {
         model.clone(),
         8,
     );
-    let h = connect(&mut p);
+    let h = p.connect();
     p.server.disconnect(h, 77);
     p.run_for(Duration::from_secs(1));
     assert!(p.client_events().contains(&ClientEvent::Disconnected {
@@ -645,7 +631,7 @@ fn graceful_disconnect_and_kick_carry_reasons() {
     ));
 
     let mut p = Pair::new(ServerConfig::default(), ClientConfig::default(), model, 8);
-    let h = connect(&mut p);
+    let h = p.connect();
     p.client_mut().disconnect(5);
     p.run_for(Duration::from_secs(1));
     assert!(p.server_events.contains(&ServerEvent::Disconnected {
@@ -666,7 +652,7 @@ fn keepalive_holds_an_idle_connection_and_silence_times_out() {
         },
         2,
     );
-    let h = connect(&mut p);
+    let h = p.connect();
     p.run_for(Duration::from_mins(1));
     assert_eq!(p.client().state(), ClientState::Connected);
     assert!(p.server.stats().keepalives > 10);
@@ -688,7 +674,7 @@ fn keepalive_holds_an_idle_connection_and_silence_times_out() {
 /// reliable messages of 50 bytes. Returns (packets sent by the server, retransmitted ones).
 fn game_traffic(model: Model, secs: u64) -> (u64, u64, u64) {
     let mut p = Pair::new(ServerConfig::default(), ClientConfig::default(), model, 7);
-    let h = connect(&mut p);
+    let h = p.connect();
     let ticks = secs * 60;
     for t in 0..ticks {
         for i in 0..20 {
@@ -753,7 +739,7 @@ fn idle_connection_costs_at_most_512_bytes_plus_its_keys() {
             },
             1,
         );
-        let h = connect(&mut p);
+        let h = p.connect();
         exchange(&mut p, h, ORDERED, 100, |_| 500);
         // Go idle past a keepalive interval so buffers are given back.
         p.run_for(Duration::from_secs(3));
@@ -951,7 +937,7 @@ fn stale_handles_and_replaced_connections() {
         ..Model::default()
     };
     let mut p = Pair::new(config, ClientConfig::default(), model, 6);
-    let first = connect(&mut p);
+    let first = p.connect();
     // The same address starts over (a restarted game client).
     let now = p.now;
     p.clients[0] = Client::new(
@@ -1000,7 +986,7 @@ fn acks_are_delayed_at_most_max_ack_delay() {
         Model::default(),
         12,
     );
-    connect(&mut p);
+    p.connect();
     p.run_for(Duration::from_millis(50));
     let max_ack_delay = ServerConfig::default().transport.max_ack_delay;
     let (mut a, mut b) = ([0u8; 1500], [0u8; 1500]);
@@ -1133,7 +1119,7 @@ fn protected_sessions_deliver_exactly_once_over_bad_links() {
             lossy(seed, loss, 0.05, 0.05, rtt_ms / 2),
             seed,
         );
-        let h = connect(&mut p);
+        let h = p.connect();
         let len = |i: u32| 1 + (i as usize * 37) % 3000;
         exchange(&mut p, h, ORDERED, 300, len);
         let expect: Vec<_> = (0..300).map(|i| msg(i, len(i))).collect();
@@ -1256,7 +1242,7 @@ fn a_session_migrates_when_the_client_address_changes_mid_stream() {
             model,
             seed,
         );
-        let h = connect(&mut p);
+        let h = p.connect();
         let len = |i: u32| 1 + (i as usize * 37) % 1500;
         for i in 0..400 {
             if i == 200 {
@@ -1296,7 +1282,7 @@ fn session_changes_follow_admission_migration_and_close() {
         5,
     );
     p.server.track_sessions();
-    let h = connect(&mut p);
+    let h = p.connect();
     let changes = |p: &mut Pair| std::iter::from_fn(|| p.server.poll_session()).collect::<Vec<_>>();
     let first = changes(&mut p);
     let conn_id = p.server.connection_stats(h).unwrap().conn_id;
@@ -1399,7 +1385,7 @@ fn unprotected_sessions_do_not_migrate() {
         lossy(4, 0.0, 0.0, 0.0, 0),
         4,
     );
-    let h = connect(&mut p);
+    let h = p.connect();
     p.client_mut().send(ORDERED, b"before").unwrap();
     p.drive();
     p.rebind(0, SocketAddr::from(([10, 1, 0, 0], 6000)));
@@ -1437,7 +1423,7 @@ fn reported_rtt_is_the_path_round_trip() {
             model,
             rtt_ms,
         );
-        let h = connect(&mut p);
+        let h = p.connect();
         for i in 0..200 {
             p.client_mut().send(ORDERED, &msg(i, 64)).unwrap();
             p.server.send(h, ORDERED, &msg(i, 64)).unwrap();
@@ -1478,7 +1464,7 @@ fn connection_stats_report_loss_retransmission_and_jitter() {
             ..Model::default()
         };
         let mut p = Pair::new(ServerConfig::default(), ClientConfig::default(), model, 77);
-        let h = connect(&mut p);
+        let h = p.connect();
         for i in 0..1_200 {
             p.client_mut().send(ORDERED, &msg(i, 64)).unwrap();
             p.server.send(h, ORDERED, &msg(i, 64)).unwrap();

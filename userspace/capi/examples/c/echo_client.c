@@ -3,9 +3,11 @@
  * order and byte-exact, measures each round trip, then disconnects with CODE.
  *
  *   echo_client SERVER_IP:PORT [--count N] [--size BYTES] [--window W] [--code C]
- *                              [--protection anonymous|off]
+ *                              [--protection anonymous|off] [--mtu BYTES] [--pmtud on|off]
  *
- * Prints one line, `ok count=.. round_trips_per_s=.. rtt_p50_us=.. rtt_p90_us=..`, and
+ * --mtu is the largest datagram to send (1200..1472; path MTU discovery finds what the
+ * path carries up to it unless --pmtud off). Prints one line,
+ * `ok count=.. round_trips_per_s=.. rtt_p50_us=.. rtt_p90_us=.. .. mtu=..`, and
  * exits 0; on any failure prints why and exits 1. docs/CLIENTS.md walks through it. */
 #define _POSIX_C_SOURCE 199309L
 #include <stdio.h>
@@ -45,14 +47,15 @@ static int cmp_u64(const void *a, const void *b) {
 int main(int argc, char **argv) {
   if (argc < 2) {
     fprintf(stderr, "usage: %s SERVER_IP:PORT [--count N] [--size BYTES] [--window W] "
-                    "[--code C] [--protection anonymous|off]\n", argv[0]);
+                    "[--code C] [--protection anonymous|off] [--mtu BYTES] [--pmtud on|off]\n", argv[0]);
     return 2;
   }
   const char *server = argv[1];
   uint32_t count = 1000, window = 1;
   size_t size = 64;
   uint16_t code = 42;
-  XrudpConnectOptions opts = {XRUDP_PROTECTION_ANONYMOUS, 0, NULL};
+  /* Fields left out are 0: the defaults (mtu 1200, path MTU discovery on). */
+  XrudpConnectOptions opts = {.protection = XRUDP_PROTECTION_ANONYMOUS};
   XrudpStats live = {0};
   for (int i = 2; i + 1 < argc; i += 2) {
     if (!strcmp(argv[i], "--count")) count = (uint32_t)strtoul(argv[i + 1], NULL, 10);
@@ -61,6 +64,9 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[i], "--code")) code = (uint16_t)strtoul(argv[i + 1], NULL, 10);
     else if (!strcmp(argv[i], "--protection"))
       opts.protection = strcmp(argv[i + 1], "off") ? XRUDP_PROTECTION_ANONYMOUS : XRUDP_PROTECTION_OFF;
+    else if (!strcmp(argv[i], "--mtu")) opts.mtu = (uint32_t)strtoul(argv[i + 1], NULL, 10);
+    else if (!strcmp(argv[i], "--pmtud"))
+      opts.pmtud = strcmp(argv[i + 1], "off") ? XRUDP_PMTUD_ON : XRUDP_PMTUD_OFF;
     else { fprintf(stderr, "echo_client: unknown option %s\n", argv[i]); return 2; }
   }
   if (size < 4 || size > MAX_SIZE || window == 0 || count == 0) {
@@ -141,11 +147,12 @@ int main(int argc, char **argv) {
   qsort(rtt, count, sizeof *rtt, cmp_u64);
   double secs = (double)(end - start) / 1e6;
   printf("ok count=%u round_trips_per_s=%.0f rtt_p50_us=%llu rtt_p90_us=%llu "
-         "packets_out=%llu lost=%llu min_rtt_us=%llu jitter_us=%llu\n",
+         "packets_out=%llu lost=%llu min_rtt_us=%llu jitter_us=%llu mtu=%llu pmtu_probes=%llu\n",
          count, secs > 0 ? count / secs : 0.0, (unsigned long long)rtt[(count * 50 + 99) / 100 - 1],
          (unsigned long long)rtt[(count * 90 + 99) / 100 - 1], (unsigned long long)st.packets_out,
          (unsigned long long)st.lost_packets, (unsigned long long)live.min_rtt_us,
-         (unsigned long long)live.jitter_us);
+         (unsigned long long)live.jitter_us, (unsigned long long)live.mtu,
+         (unsigned long long)st.pmtu_probes);
   free(sent_at);
   free(rtt);
   return 0;

@@ -42,9 +42,12 @@ int main(int argc, char **argv) {
   XrudpEvent ev;
   XrudpStats st;
   uint8_t small[4], big[256];
-  XrudpConnectOptions bad_key = {XRUDP_PROTECTION_PINNED, 5, (const uint8_t *)"short"};
-  XrudpConnectOptions null_key = {XRUDP_PROTECTION_PINNED, 32, NULL};
-  XrudpConnectOptions bad_mode = {77, 0, NULL};
+  XrudpConnectOptions bad_key = {.protection = XRUDP_PROTECTION_PINNED, .key_len = 5,
+                                 .key = (const uint8_t *)"short"};
+  XrudpConnectOptions null_key = {.protection = XRUDP_PROTECTION_PINNED, .key_len = 32};
+  XrudpConnectOptions bad_mode = {.protection = 77};
+  XrudpConnectOptions bad_mtu = {.mtu = 1500};
+  XrudpConnectOptions bad_pmtud = {.mtu = 1472, .pmtud = 9};
 
   /* Null pointers and bad arguments. */
   expect("connect(NULL server)", xrudp_connect(NULL, NULL, &c), XRUDP_STATUS_NULL_POINTER);
@@ -53,6 +56,8 @@ int main(int argc, char **argv) {
   expect("connect(5-byte key)", xrudp_connect(argv[1], &bad_key, &c), XRUDP_STATUS_INVALID_ARGUMENT);
   expect("connect(NULL key)", xrudp_connect(argv[1], &null_key, &c), XRUDP_STATUS_NULL_POINTER);
   expect("connect(mode 77)", xrudp_connect(argv[1], &bad_mode, &c), XRUDP_STATUS_INVALID_ARGUMENT);
+  expect("connect(mtu 1500)", xrudp_connect(argv[1], &bad_mtu, &c), XRUDP_STATUS_INVALID_ARGUMENT);
+  expect("connect(pmtud 9)", xrudp_connect(argv[1], &bad_pmtud, &c), XRUDP_STATUS_INVALID_ARGUMENT);
   checks++;
   if (c != 0) { fprintf(stderr, "misuse: a failed connect wrote a handle\n"); failed++; }
 

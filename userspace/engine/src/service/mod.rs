@@ -204,6 +204,8 @@ impl Handler for Service {
             f.token_reused = st.token_reused;
             f.migrated = st.migrated;
             f.path_challenges = st.path_challenges;
+            f.pmtu_probes = st.pmtu_probes;
+            f.pmtu_black_holes = st.pmtu_black_holes;
             for r in xrudp_proto::RejectReason::ALL {
                 let (name, n) = (crate::telemetry::reject_name(r), st.rejected_for(r));
                 if let Some(v) = f.rejected.get_mut(name) {

@@ -12,7 +12,7 @@ use super::engines;
 use crate::{control, telemetry::ConnRow};
 
 /// Version of the `xrudp stats --connections --json` document.
-pub const CONNECTIONS_SCHEMA_VERSION: u32 = 1;
+pub const CONNECTIONS_SCHEMA_VERSION: u32 = 2;
 
 /// What the rows are sorted by, worst first.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]

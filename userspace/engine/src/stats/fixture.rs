@@ -183,6 +183,8 @@ fn figures(k: u64, scale: u64) -> Figures {
         token_reused: 7 * k,
         migrated: 8 * k,
         path_challenges: 9 * k,
+        pmtu_probes: 10 * k,
+        pmtu_black_holes: 2 * k,
         rejected,
         version_mismatches: k,
         timed_out: 4 * k,

@@ -27,7 +27,7 @@ use crate::{
 };
 
 /// Version of the `xrudp stats --json` document (docs/stats.schema.json).
-pub const REPORT_SCHEMA_VERSION: u32 = 1;
+pub const REPORT_SCHEMA_VERSION: u32 = 2;
 
 /// One engine's figures: the latest snapshot, its totals over queues, and per-second
 /// rates against the previous snapshot of the same engine.
@@ -112,6 +112,10 @@ pub struct ProtocolTotals {
     pub migrated: u64,
     /// PATH_CHALLENGE packets sent to unvalidated client addresses.
     pub path_challenges: u64,
+    /// Path MTU probes sent.
+    pub pmtu_probes: u64,
+    /// Path MTU black holes detected (connections that fell back to 1200 bytes).
+    pub pmtu_black_holes: u64,
     /// Connections closed by the idle timeout.
     pub timed_out: u64,
     /// Connections closed for protocol violations.
@@ -382,6 +386,8 @@ fn add_figures(p: &mut ProtocolTotals, f: &Figures) {
     p.token_reused += f.token_reused;
     p.migrated += f.migrated;
     p.path_challenges += f.path_challenges;
+    p.pmtu_probes += f.pmtu_probes;
+    p.pmtu_black_holes += f.pmtu_black_holes;
     p.timed_out += f.timed_out;
     p.violations += f.violations;
     p.packets_in += f.packets_in;

@@ -267,6 +267,16 @@ fn connections(m: &mut Metrics, s: &Snapshot) {
         &per_worker(s, |f| f.path_challenges),
     );
     m.counter(
+        "xrudp_pmtu_probes_total",
+        "Path MTU probes sent (padded packets that carry no messages).",
+        &per_worker(s, |f| f.pmtu_probes),
+    );
+    m.counter(
+        "xrudp_pmtu_black_holes_total",
+        "Path MTU black holes detected: connections that fell back to 1200 bytes.",
+        &per_worker(s, |f| f.pmtu_black_holes),
+    );
+    m.counter(
         "xrudp_connections_timed_out_total",
         "Connections closed by the idle timeout.",
         &per_worker(s, |f| f.timed_out),

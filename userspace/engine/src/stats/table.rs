@@ -204,12 +204,14 @@ fn protocol(out: &mut impl Write, p: &ProtocolTotals) -> io::Result<()> {
     )?;
     writeln!(
         out,
-        "  rtt p50/p99: {} µs · cwnd min/median/max: {} bytes",
+        "  rtt p50/p99: {} µs · cwnd min/median/max: {} bytes · pmtu: probes={} black_holes={}",
         opt_pair(p.rtt_p50_us, p.rtt_p99_us),
         match (p.cwnd_min, p.cwnd_median, p.cwnd_max) {
             (Some(a), Some(b), Some(c)) => format!("{a}/{b}/{c}"),
             _ => "-".into(),
-        }
+        },
+        p.pmtu_probes,
+        p.pmtu_black_holes
     )
 }
 

@@ -26,6 +26,12 @@ pub struct Figures {
     /// PATH_CHALLENGE packets sent to unvalidated client addresses.
     #[serde(default)]
     pub path_challenges: u64,
+    /// Path MTU probes sent (docs/PROTOCOL.md §5.5).
+    #[serde(default)]
+    pub pmtu_probes: u64,
+    /// Path MTU black holes detected: connections that fell back to 1200 bytes.
+    #[serde(default)]
+    pub pmtu_black_holes: u64,
     /// Admissions refused, by reason.
     pub rejected: std::collections::BTreeMap<String, u64>,
     /// Hellos of a version this server does not speak.

@@ -12,7 +12,7 @@ use super::{Figures, NAPI_ID_UNKNOWN, Running, latency, load, percentile};
 use crate::sys;
 
 /// Version of the snapshot schema (docs/STATS.md).
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Everything `xrudp stats` shows, as measured at one instant.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

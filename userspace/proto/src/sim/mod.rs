@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::client::{Client, ClientEvent, ClientState};
 use crate::config::{ClientConfig, ServerConfig};
-use crate::server::{Server, ServerEvent};
+use crate::server::{ConnHandle, Server, ServerEvent};
 use crate::session::{Encryption, Security};
 use network::{Model, Network};
 
@@ -360,6 +360,28 @@ impl Pair {
     #[must_use]
     pub fn client_events(&self) -> &[ClientEvent] {
         &self.inner.client_events[0]
+    }
+
+    /// Runs until the handshake completes (at most 10 simulated seconds) and returns the
+    /// server's handle of the client's connection, the first `Connected` event's.
+    ///
+    /// # Panics
+    /// If the handshake does not complete in time: the test's network or configuration
+    /// does not let it.
+    pub fn connect(&mut self) -> ConnHandle {
+        assert!(
+            self.inner
+                .run_while(Duration::from_secs(10), Cluster::all_connected),
+            "handshake did not complete in 10 simulated seconds"
+        );
+        self.inner
+            .server_events
+            .iter()
+            .find_map(|e| match e {
+                ServerEvent::Connected { handle, .. } => Some(*handle),
+                _ => None,
+            })
+            .expect("a connected client has a Connected event at the server")
     }
 
     /// Steps until nothing is in flight on the network and neither end has anything queued,
