@@ -10,18 +10,16 @@
 //!   client end drops (silently, as a black hole does) every frame longer than its MTU +
 //!   the Ethernet header + 4 bytes of VLAN slack (`is_skb_forwardable`): UDP payloads up
 //!   to `link MTU − 28 + 4` get through.
-//! - client → server: the client's kernel fragments a datagram longer than its link MTU
-//!   allows (the socket's default `IP_PMTUDISC_WANT`). On the AF_XDP backend the XDP
-//!   program passes fragments to the kernel, which never hands them to the engine, so
-//!   the client finds `link MTU − 28`; on the socket backend the server's kernel
-//!   reassembles them and the probes succeed, so the client's search reaches the ceiling
-//!   in IP fragments. That is a gap, asserted as it is so that its fix shows: RFC 8899
-//!   §3 wants probes sent with DF, and the client's socket does not force it
-//!   (`IP_PMTUDISC_PROBE` would, and would turn an oversize send into `EMSGSIZE`).
+//! - client → server: a client that probes past 1,200 sends with `IP_PMTUDISC_PROBE`
+//!   (RFC 8899 §3: probes go with DF, never fragmented), so a datagram longer than its
+//!   link MTU fails at once with `EMSGSIZE`, is counted as dropped and is recovered like a
+//!   loss: the client finds `link MTU − 28` on both backends. (With the kernel's default
+//!   `IP_PMTUDISC_WANT` it would fragment them, and on the socket backend the server's
+//!   kernel would reassemble the fragments, so the search would reach the ceiling in IP
+//!   fragments.)
 //!
-//! Seen here (kernel 6.18): with the 1,400-byte link, client → server 1372 (AF_XDP) or
-//! 1472 (socket) and server → client 1376; after the drop to 1,280, 1252 (AF_XDP) or
-//! 1472 and 1256, with one black hole at each end that probes larger than it.
+//! Seen here (kernel 6.18): with the 1,400-byte link, client → server 1372 and server →
+//! client 1376; after the drop to 1,280, 1252 and 1256, with one black hole at each end.
 //!
 //! Counts, not timing: each phase runs until the state it waits for is reached, under a
 //! generous deadline. Fresh namespaces; both backends. Run serially as root:
@@ -212,16 +210,9 @@ fn discovers_and_survives_a_drop(backend: &str) {
         ],
     );
     let server: SocketAddr = t.srv_addr(PORT);
-    let fragments_reach_the_server = backend == "socket";
     // What each direction carries, before and after the drop (module docs).
     let to_client = |link: u16| link - HEADERS + VLAN_SLACK;
-    let to_server = move |link: u16| {
-        if fragments_reach_the_server {
-            CEILING
-        } else {
-            link - HEADERS
-        }
-    };
+    let to_server = |link: u16| link - HEADERS;
     let (ns, iface, if_cli) = (t.ns_cli.clone(), t.if_srv.clone(), t.if_cli.clone());
     let backend = backend.to_owned();
     Topology::in_ns(&ns.clone(), move || {
@@ -267,12 +258,8 @@ fn discovers_and_survives_a_drop(backend: &str) {
         let holes = |c: &Connection| c.stats().pmtu_black_holes;
         e.until("black hole and rediscovery", 50, |c| {
             let (mtu, server_holes, _) = server_side(&iface);
-            let client_done = if fragments_reach_the_server {
-                c.connection_stats().expect("connected").mtu == CEILING
-            } else {
-                holes(c) >= 1
-                    && c.connection_stats().expect("connected").mtu == to_server(DROPPED_MTU)
-            };
+            let client_done = holes(c) >= 1
+                && c.connection_stats().expect("connected").mtu == to_server(DROPPED_MTU);
             client_done && server_holes >= 1 && mtu == to_client(DROPPED_MTU)
         });
         e.settle();

@@ -31,6 +31,8 @@ pub struct Connection {
     socket: UdpSocket,
     client: Client,
     server: SocketAddr,
+    /// Path MTU discovery probes past 1,200: the socket sends unfragmented datagrams.
+    probe_mtu: bool,
     peeked: Option<ClientEvent>,
     rx: Box<[u8]>,
     tx: Box<[u8]>,
@@ -59,16 +61,19 @@ impl Connection {
     ) -> io::Result<Self> {
         let seed = sock::os_seed()?;
         let now = Instant::now();
+        let probe_mtu = sock::probes_path_mtu(&config);
         let mut client = Client::new(config, server, seed, now, protection.security()?)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         client.prefill_pool(POOL_PREFILL);
         let socket = UdpSocket::bind(local)?;
+        sock::prepare(&socket, server, probe_mtu)?;
         socket.connect(server)?;
         socket.set_nonblocking(true)?;
         let mut conn = Self {
             socket,
             client,
             server,
+            probe_mtu,
             peeked: None,
             rx: vec![0; RECV_BUFFER_LEN].into_boxed_slice(),
             tx: vec![0; SEND_BUFFER_LEN].into_boxed_slice(),
@@ -224,6 +229,7 @@ impl Connection {
     /// new local address.
     pub fn rebind_to(&mut self, local: SocketAddr) -> io::Result<SocketAddr> {
         let socket = UdpSocket::bind(local)?;
+        sock::prepare(&socket, self.server, self.probe_mtu)?;
         socket.connect(self.server)?;
         socket.set_nonblocking(true)?;
         let addr = socket.local_addr()?;
@@ -307,5 +313,36 @@ impl Connection {
             now,
             &mut self.io,
         )
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    fn mode(config: ClientConfig, server: SocketAddr) -> libc::c_int {
+        let conn = Connection::connect(server, config, &Protection::default()).expect("socket");
+        crate::sys::mtu_discover_mode(&conn.socket, server.is_ipv6()).expect("getsockopt")
+    }
+
+    /// With a ceiling above 1,200 and discovery on, datagrams go unfragmented (the probes
+    /// must be able to fail); otherwise the kernel's default mode is left alone.
+    #[test]
+    fn sockets_send_unfragmented_only_when_probing_past_1200() {
+        let v4: SocketAddr = "127.0.0.1:9".parse().expect("address");
+        let v6: SocketAddr = "[::1]:9".parse().expect("address");
+        let mut probing = ClientConfig::default();
+        probing.transport.mtu = 1472;
+        assert_eq!(mode(probing.clone(), v4), libc::IP_PMTUDISC_PROBE);
+        let default = mode(ClientConfig::default(), v4);
+        assert_ne!(
+            default,
+            libc::IP_PMTUDISC_PROBE,
+            "mtu 1200: nothing to probe"
+        );
+        let mut off = probing.clone();
+        off.transport.pmtud = false;
+        assert_eq!(mode(off, v4), default, "discovery off");
+        assert_eq!(mode(probing, v6), libc::IPV6_PMTUDISC_PROBE);
     }
 }

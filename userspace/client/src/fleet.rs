@@ -154,6 +154,7 @@ impl Fleet {
         protection: &Protection,
     ) -> io::Result<FleetId> {
         let seed = self.seeds.draw();
+        let probe_mtu = sock::probes_path_mtu(&config);
         let mut client = Client::new(config, server, seed, Instant::now(), protection.security()?)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         client.prefill_pool(FLEET_POOL_PREFILL);
@@ -168,6 +169,7 @@ impl Fleet {
                 ),
             )
         })?;
+        sock::prepare(&socket, server, probe_mtu)?;
         socket.connect(server)?;
         let index = if let Some(i) = self.free.pop() {
             i

@@ -53,6 +53,7 @@ mod connection;
 mod error;
 mod fleet;
 mod sock;
+mod sys;
 #[cfg(any(test, feature = "loadgen"))]
 pub mod testing;
 

@@ -29,8 +29,10 @@ pub struct IoStats {
     pub refused: u64,
     /// `EHOSTUNREACH`/`ENETUNREACH` reports from ICMP.
     pub unreachable: u64,
-    /// Datagrams the kernel would not take (`WouldBlock`, or an ICMP error pending on the
-    /// socket); dropped, as the network would, and left to loss recovery.
+    /// Datagrams the kernel would not take (`WouldBlock`, an ICMP error pending on the
+    /// socket, or a path MTU probe larger than the local link); dropped, as the network
+    /// would, and left to loss recovery (a probe that is never acknowledged is a probe
+    /// past the path MTU).
     pub send_dropped: u64,
 }
 
@@ -139,10 +141,35 @@ fn send(sock: &impl DatagramSocket, data: &[u8], io_stats: &mut IoStats) -> io::
                     io_stats.send_dropped += 1;
                     Ok(())
                 }
+                _ if crate::sys::too_big(&e) => {
+                    io_stats.send_dropped += 1;
+                    Ok(())
+                }
                 _ => Err(e),
             },
         };
     }
+}
+
+/// Whether a client with `config` sends unfragmented datagrams ([`prepare`]): with path
+/// MTU discovery on and a ceiling above the 1,200 bytes every path carries.
+pub(crate) fn probes_path_mtu(config: &xrudp_proto::ClientConfig) -> bool {
+    config.transport.pmtud && config.transport.mtu > 1200
+}
+
+/// Readies a freshly bound client socket: with `probe` ([`probes_path_mtu`]), datagrams
+/// go unfragmented so that path MTU probes find the path's real MTU
+/// ([`crate::sys::probe_path_mtu`]); otherwise the kernel's default (it fragments what the
+/// local link cannot carry) is kept.
+pub(crate) fn prepare(
+    socket: &impl std::os::fd::AsFd,
+    server: std::net::SocketAddr,
+    probe: bool,
+) -> io::Result<()> {
+    if probe {
+        crate::sys::probe_path_mtu(socket, server.is_ipv6())?;
+    }
+    Ok(())
 }
 
 /// The unspecified address of `server`'s family, port 0: what a client binds.
