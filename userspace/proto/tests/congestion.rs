@@ -650,14 +650,14 @@ bbr 10 0 100 0 0 32
 bbr 10 1 100 8 0 28
 bbr 10 10 98 49 0 22
 bbr 10 30 96 126 0 19
-bbr 50 0 99 9 0 91
-bbr 50 1 99 12 0 80
-bbr 50 10 97 51 0 58
+bbr 50 0 100 9 0 86
+bbr 50 1 99 12 0 81
+bbr 50 10 98 51 0 59
 bbr 50 30 95 126 0 65
-bbr 200 0 99 4 0 240
+bbr 200 0 100 4 0 240
 bbr 200 1 96 7 0 221
-bbr 200 10 97 45 0 208
-bbr 200 30 94 112 0 210";
+bbr 200 10 97 45 0 207
+bbr 200 30 94 112 0 211";
     let rate: u64 = 250_000;
     let mut table =
         String::from("algorithm rtt_ms loss_permille goodput_pct lost reductions srtt_ms\n");

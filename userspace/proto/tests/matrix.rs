@@ -10,7 +10,10 @@
 //! - `p99_ms`: 99th percentile message latency;
 //! - `retx_permille`: data packets carrying a retransmission, per thousand packets sent.
 //!
-//! Run with `XRUDP_SNAPSHOT=print` to print the new table.
+//! Run with `XRUDP_SNAPSHOT=print` to print the new table. The snapshot is one seed per
+//! cell; BBR's targets against AIMD are asserted on the median of nine seeds
+//! ([`bbr_meets_its_targets_on_the_median_of_nine_seeds`], which prints its table with
+//! `--nocapture`).
 #![expect(
     clippy::cast_precision_loss,
     clippy::cast_possible_truncation,
@@ -36,20 +39,25 @@ struct Cell {
 }
 
 fn run(algorithm: Algorithm, loss_permille: u32, rtt_ms: u64) -> Cell {
+    run_seeded(algorithm, loss_permille, rtt_ms, 7)
+}
+
+/// One cell with the network's and the pair's random streams seeded by `seed`.
+fn run_seeded(algorithm: Algorithm, loss_permille: u32, rtt_ms: u64, seed: u64) -> Cell {
     let bdp = (RATE * rtt_ms / 1_000) as usize;
     let model = Model {
         delay: Duration::from_micros(rtt_ms * 500),
         loss: f64::from(loss_permille) / 1_000.0,
         bandwidth: Some(RATE),
         queue_bytes: bdp.max(10 * 1_200),
-        seed: 7,
+        seed,
         ..Model::default()
     };
     let mut server = ServerConfig::default();
     server.transport.congestion = algorithm;
     let mut client = ClientConfig::default();
     client.transport.congestion = algorithm;
-    let mut p = Pair::new(server, client, model, 7);
+    let mut p = Pair::new(server, client, model, seed);
     p.keep_messages = true;
     assert!(p.run_while(
         Duration::from_secs(10),
@@ -168,18 +176,18 @@ cubic 100 10 12 767 105.3
 bbr 1 0 96 37 0.0
 bbr 1 0.1 96 37 0.0
 bbr 1 1 95 50 10.0
-bbr 1 5 87 84 52.9
-bbr 1 10 79 98 103.4
+bbr 1 5 86 85 53.7
+bbr 1 10 78 96 104.3
 bbr 20 0 95 61 0.0
 bbr 20 0.1 95 61 0.0
-bbr 20 1 90 90 10.7
-bbr 20 5 58 111 52.5
-bbr 20 10 46 165 100.4
+bbr 20 1 91 89 10.7
+bbr 20 5 58 121 52.8
+bbr 20 10 45 186 98.7
 bbr 100 0 95 138 0.0
 bbr 100 0.1 95 138 0.0
-bbr 100 1 91 234 10.6
-bbr 100 5 73 301 49.3
-bbr 100 10 37 416 96.3";
+bbr 100 1 92 234 10.5
+bbr 100 5 74 288 48.9
+bbr 100 10 43 416 97.9";
     let mut table = String::from("algorithm rtt_ms loss_pct goodput_pct p99_ms retx_permille\n");
     for algorithm in Algorithm::ALL {
         for rtt_ms in [1u64, 20, 100] {
@@ -205,4 +213,68 @@ bbr 100 10 37 416 96.3";
         SNAPSHOT.trim(),
         "the matrix changed; if intended, update SNAPSHOT"
     );
+}
+
+/// The seeds of [`bbr_meets_its_targets_on_the_median_of_nine_seeds`]; 7 is the
+/// snapshot's.
+const SEEDS: [u64; 9] = [7, 8, 9, 10, 11, 12, 13, 14, 15];
+
+/// The median, lowest and highest of `v`.
+fn spread(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_unstable_by(f64::total_cmp);
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+/// Issue 16's targets for BBR against AIMD, on the median of nine seeds per cell
+/// (docs/PROTOCOL.md §9.1). One seed's p99 is one run's 99th percentile: across seeds it
+/// moves by up to a fifth in the lossy cells (BBR ranges from 137 to 186 ms at 20 ms
+/// and 10 % loss), more than the gaps the targets are about. Asserted per cell, on the
+/// medians: BBR's p99 no worse than AIMD's; at 0 % loss, at most 5 ‰ retransmitted and
+/// at least 95 % goodput; at 1 % loss and 100 ms, at least 90 % goodput.
+#[test]
+fn bbr_meets_its_targets_on_the_median_of_nine_seeds() {
+    let mut table = String::from(
+        "rtt_ms loss_pct aimd_goodput_pct aimd_p99_ms(min-max) bbr_goodput_pct bbr_p99_ms(min-max) bbr_retx_permille\n",
+    );
+    let mut misses = Vec::new();
+    for rtt_ms in [1u64, 20, 100] {
+        for loss_permille in [0u32, 1, 10, 50, 100] {
+            let spreads = |algorithm| {
+                let cells: Vec<Cell> = SEEDS
+                    .iter()
+                    .map(|&seed| run_seeded(algorithm, loss_permille, rtt_ms, seed))
+                    .collect();
+                (
+                    spread(cells.iter().map(|c| c.goodput_pct).collect()).0,
+                    spread(cells.iter().map(|c| c.p99_ms).collect()),
+                    spread(cells.iter().map(|c| c.retx_permille).collect()).0,
+                )
+            };
+            let (aimd_goodput, (aimd_p99, aimd_lo, aimd_hi), _) = spreads(Algorithm::Aimd);
+            let (goodput, (p99, lo, hi), retx) = spreads(Algorithm::Bbr);
+            let loss_pct = f64::from(loss_permille) / 10.0;
+            writeln!(
+                table,
+                "{rtt_ms} {loss_pct} {aimd_goodput:.1} {aimd_p99:.0}({aimd_lo:.0}-{aimd_hi:.0}) \
+                 {goodput:.1} {p99:.0}({lo:.0}-{hi:.0}) {retx:.1}"
+            )
+            .expect("writing to a String");
+            let cell = format!("{rtt_ms} ms, {loss_pct} % loss");
+            if p99 > aimd_p99 {
+                misses.push(format!(
+                    "{cell}: p99 {p99:.0} ms over AIMD's {aimd_p99:.0} ms"
+                ));
+            }
+            if loss_permille == 0 && (retx > 5.0 || goodput < 95.0) {
+                misses.push(format!(
+                    "{cell}: {retx:.1} ‰ retransmitted, {goodput:.1} % goodput"
+                ));
+            }
+            if loss_permille == 10 && rtt_ms == 100 && goodput < 90.0 {
+                misses.push(format!("{cell}: {goodput:.1} % goodput"));
+            }
+        }
+    }
+    println!("{table}");
+    assert!(misses.is_empty(), "{table}\n{}", misses.join("\n"));
 }
