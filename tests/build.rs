@@ -33,8 +33,16 @@ fn main() {
 /// `proto/` of the `agones` crate in this workspace's dependency graph.
 fn agones_proto_dir() -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--locked", "--offline"])
+    let mut metadata = Command::new(cargo);
+    metadata.args(["metadata", "--format-version", "1", "--locked", "--offline"]);
+    // Only the packages this build can use: without the filter, cargo wants the manifest
+    // of every package for every platform in the lock file, and offline on a fresh
+    // machine it has downloaded only this platform's (a clean CI run failed on
+    // `android_system_properties`, a dependency of chrono on Android).
+    if let Ok(target) = std::env::var("TARGET") {
+        metadata.args(["--filter-platform", &target]);
+    }
+    let out = metadata
         .current_dir(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into()))
         .output()
         .expect("running cargo metadata");
