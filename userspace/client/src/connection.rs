@@ -61,6 +61,7 @@ impl Connection {
     ) -> io::Result<Self> {
         let seed = sock::os_seed()?;
         let now = Instant::now();
+        let config = sock::for_this_platform(config);
         let probe_mtu = sock::probes_path_mtu(&config);
         let mut client = Client::new(config, server, seed, now, protection.security()?)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;

@@ -154,6 +154,7 @@ impl Fleet {
         protection: &Protection,
     ) -> io::Result<FleetId> {
         let seed = self.seeds.draw();
+        let config = sock::for_this_platform(config);
         let probe_mtu = sock::probes_path_mtu(&config);
         let mut client = Client::new(config, server, seed, Instant::now(), protection.security()?)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;

@@ -157,10 +157,26 @@ pub(crate) fn probes_path_mtu(config: &xrudp_proto::ClientConfig) -> bool {
     config.transport.pmtud && config.transport.mtu > 1200
 }
 
+/// `config` as this platform can run it. Path MTU discovery needs its probes sent
+/// unfragmented (RFC 8899 §3), which the client can ask for only on Linux
+/// ([`crate::sys::SENDS_UNFRAGMENTED`]); elsewhere the operating system may fragment a
+/// probe larger than the local link and the far end reassemble it, so every probe would
+/// "succeed" and the connection go on in IP fragments. There discovery is turned off: the
+/// client stays at 1,200 bytes (the server still probes its own direction).
+pub(crate) fn for_this_platform(
+    mut config: xrudp_proto::ClientConfig,
+) -> xrudp_proto::ClientConfig {
+    if !crate::sys::SENDS_UNFRAGMENTED {
+        config.transport.pmtud = false;
+    }
+    config
+}
+
 /// Readies a freshly bound client socket: with `probe` ([`probes_path_mtu`]), datagrams
 /// go unfragmented so that path MTU probes find the path's real MTU
 /// ([`crate::sys::probe_path_mtu`]); otherwise the kernel's default (it fragments what the
 /// local link cannot carry) is kept.
+#[cfg(target_os = "linux")]
 pub(crate) fn prepare(
     socket: &impl std::os::fd::AsFd,
     server: std::net::SocketAddr,
@@ -169,6 +185,17 @@ pub(crate) fn prepare(
     if probe {
         crate::sys::probe_path_mtu(socket, server.is_ipv6())?;
     }
+    Ok(())
+}
+
+/// Elsewhere nothing is asked of the socket: its config never probes
+/// ([`for_this_platform`]).
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn prepare<S>(
+    _socket: &S,
+    _server: std::net::SocketAddr,
+    _probe: bool,
+) -> io::Result<()> {
     Ok(())
 }
 

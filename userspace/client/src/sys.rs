@@ -2,7 +2,13 @@
 //! (`IP_MTU_DISCOVER` / `IPV6_MTU_DISCOVER` = `*_PMTUDISC_PROBE`).
 
 use std::io;
+#[cfg(target_os = "linux")]
 use std::os::fd::{AsFd, AsRawFd};
+
+/// Whether this platform's client can send unfragmented datagrams
+/// ([`probe_path_mtu`]), which path MTU discovery's probes need: Linux only for now.
+/// Elsewhere the client does not probe at all ([`crate::sock::for_this_platform`]).
+pub(crate) const SENDS_UNFRAGMENTED: bool = cfg!(target_os = "linux");
 
 /// Sets the don't-fragment bit on every datagram `socket` sends and makes the kernel
 /// neither fragment them nor cap them at a path MTU it learned from ICMP: a datagram
@@ -10,7 +16,7 @@ use std::os::fd::{AsFd, AsRawFd};
 /// is dropped there, which is what path MTU discovery's probes need to find the path's
 /// real size (RFC 8899 §3). Without it, Linux fragments datagrams larger than the local
 /// link, so a probe "succeeds" at any size and the connection goes on sending IP
-/// fragments. Linux only; elsewhere a no-op.
+/// fragments. Linux only ([`SENDS_UNFRAGMENTED`]).
 #[cfg(target_os = "linux")]
 pub(crate) fn probe_path_mtu(socket: &impl AsFd, ipv6: bool) -> io::Result<()> {
     let (level, name, value) = if ipv6 {
@@ -27,11 +33,6 @@ pub(crate) fn probe_path_mtu(socket: &impl AsFd, ipv6: bool) -> io::Result<()> {
         )
     };
     set_int(socket, level, name, value)
-}
-
-#[cfg(not(target_os = "linux"))]
-pub(crate) fn probe_path_mtu(_socket: &impl AsFd, _ipv6: bool) -> io::Result<()> {
-    Ok(())
 }
 
 /// The socket's `IP_MTU_DISCOVER` (or `IPV6_MTU_DISCOVER`) mode, for tests.
