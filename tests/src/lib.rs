@@ -49,6 +49,22 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_default()
 }
 
+/// What `xrudp stats ARGS` printed; fails the test, with its error output, if it failed.
+#[must_use]
+pub fn xrudp_stats(args: &[&str]) -> Vec<u8> {
+    let out = Command::new(xrudp_bin())
+        .arg("stats")
+        .args(args)
+        .output()
+        .expect("running xrudp stats");
+    assert!(
+        out.status.success(),
+        "xrudp stats {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// The `xrudp` binary built next to this test executable.
 #[must_use]
 pub fn xrudp_bin() -> PathBuf {

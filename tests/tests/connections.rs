@@ -20,6 +20,7 @@ use std::{
 use xrudp::stats::connections::EngineConnections;
 use xrudp_tests::{
     Clients, Engine, Topology, connect_fleet, drive_until, echo_rounds, repo_root, xrudp_bin,
+    xrudp_stats,
 };
 
 const PORT: u16 = 7777;
@@ -86,20 +87,6 @@ fn clients(server: SocketAddr, echoed_tx: &mpsc::Sender<()>, release: &AtomicBoo
     let until = Instant::now() + Duration::from_millis(500);
     drive_until(&mut fleet, until, |_, _| false);
     s
-}
-
-fn xrudp_stats(args: &[&str]) -> Vec<u8> {
-    let out = Command::new(xrudp_bin())
-        .arg("stats")
-        .args(args)
-        .output()
-        .expect("running xrudp stats");
-    assert!(
-        out.status.success(),
-        "xrudp stats {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
 }
 
 fn connections_json(iface: &str) -> serde_json::Value {

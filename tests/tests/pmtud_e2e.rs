@@ -32,7 +32,7 @@ use std::{
 };
 
 use xrudp_client::{ClientConfig, ClientEvent, Connection, Protection};
-use xrudp_tests::{Engine, Topology, xrudp_bin};
+use xrudp_tests::{Engine, Topology, xrudp_stats};
 
 const PORT: u16 = 7777;
 /// The engine's and the client's MTU ceiling.
@@ -154,18 +154,9 @@ impl Echo {
 
 /// The server's figures for its one connection: (path MTU, black holes, probes).
 fn server_side(iface: &str) -> (u16, u64, u64) {
-    let json = |args: &[&str]| -> serde_json::Value {
-        let out = Command::new(xrudp_bin())
-            .args(["stats", "--iface", iface, "--json"])
-            .args(args)
-            .output()
-            .expect("running xrudp stats");
-        assert!(
-            out.status.success(),
-            "xrudp stats: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("xrudp stats --json prints JSON")
+    let json = |extra: &[&str]| -> serde_json::Value {
+        let args = [&["--iface", iface, "--json"][..], extra].concat();
+        serde_json::from_slice(&xrudp_stats(&args)).expect("xrudp stats --json prints JSON")
     };
     let conns = json(&["--connections"]);
     let rows = conns[0]["connections"].as_array().expect("connections");

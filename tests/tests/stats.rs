@@ -19,6 +19,7 @@ use std::{
 use xrudp::{stats::Report, telemetry::Snapshot};
 use xrudp_tests::{
     Clients, Engine, Topology, connect_fleet, drive_until, echo_rounds, repo_root, xrudp_bin,
+    xrudp_stats,
 };
 
 const PORT: u16 = 7777;
@@ -111,16 +112,8 @@ fn metric_sum(scrape: &prometheus_parse::Scrape, name: &str) -> f64 {
 }
 
 fn stats_json(iface: &str) -> serde_json::Value {
-    let out = Command::new(xrudp_bin())
-        .args(["stats", "--iface", iface, "--json"])
-        .output()
-        .expect("running xrudp stats");
-    assert!(
-        out.status.success(),
-        "xrudp stats --json failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("xrudp stats --json prints JSON")
+    serde_json::from_slice(&xrudp_stats(&["--iface", iface, "--json"]))
+        .expect("xrudp stats --json prints JSON")
 }
 
 #[expect(

@@ -486,26 +486,24 @@ pub fn free(handle: u64) -> Result<(), Status> {
 mod tests {
     use super::*;
 
+    /// A connection toward loopback's discard port (nothing answers there).
+    fn toward_loopback(protection: u32, key: &[u8], path: PathOptions) -> Result<u64, Status> {
+        connect("127.0.0.1:9", protection, key, path)
+    }
+
+    /// An unprotected connection toward loopback with `path`; the socket must open.
+    fn open(path: PathOptions) -> u64 {
+        toward_loopback(XRUDP_PROTECTION_OFF, &[], path).expect("a local socket opens")
+    }
+
     #[test]
     fn stale_and_forged_handles_are_refused() {
-        let h = connect(
-            "127.0.0.1:9",
-            XRUDP_PROTECTION_OFF,
-            &[],
-            PathOptions::default(),
-        )
-        .expect("a local socket opens");
+        let h = open(PathOptions::default());
         assert_ne!(h, 0);
         assert_eq!(free(h), Ok(()));
         assert_eq!(free(h), Err(Status::InvalidHandle), "double free");
         assert_eq!(poll(h), Err(Status::InvalidHandle), "use after free");
-        let h2 = connect(
-            "127.0.0.1:9",
-            XRUDP_PROTECTION_OFF,
-            &[],
-            PathOptions::default(),
-        )
-        .expect("a local socket opens");
+        let h2 = open(PathOptions::default());
         assert_eq!(h2 & 0xffff_ffff, h & 0xffff_ffff, "the slot is reused");
         assert_ne!(h2, h, "with another generation");
         assert_eq!(
@@ -532,25 +530,15 @@ mod tests {
             Err(Status::InvalidArgument)
         );
         assert_eq!(
-            connect(
-                "127.0.0.1:9",
-                XRUDP_PROTECTION_PINNED,
-                &[0; 31],
-                PathOptions::default()
-            ),
+            toward_loopback(XRUDP_PROTECTION_PINNED, &[0; 31], PathOptions::default()),
             Err(Status::InvalidArgument)
         );
         assert_eq!(
-            connect(
-                "127.0.0.1:9",
-                XRUDP_PROTECTION_TOKEN,
-                b"junk",
-                PathOptions::default()
-            ),
+            toward_loopback(XRUDP_PROTECTION_TOKEN, b"junk", PathOptions::default()),
             Err(Status::InvalidArgument)
         );
         assert_eq!(
-            connect("127.0.0.1:9", 99, &[], PathOptions::default()),
+            toward_loopback(99, &[], PathOptions::default()),
             Err(Status::InvalidArgument)
         );
         for path in [
@@ -572,7 +560,7 @@ mod tests {
             },
         ] {
             assert_eq!(
-                connect("127.0.0.1:9", XRUDP_PROTECTION_OFF, &[], path),
+                toward_loopback(XRUDP_PROTECTION_OFF, &[], path),
                 Err(Status::InvalidArgument),
                 "{path:?}"
             );
@@ -599,16 +587,10 @@ mod tests {
         .config()
         .expect("valid");
         assert_eq!((c.transport.mtu, c.transport.pmtud), (1400, true));
-        let h = connect(
-            "127.0.0.1:9",
-            XRUDP_PROTECTION_OFF,
-            &[],
-            PathOptions {
-                mtu: 1472,
-                pmtud: XRUDP_PMTUD_ON,
-            },
-        )
-        .expect("a local socket opens");
+        let h = open(PathOptions {
+            mtu: 1472,
+            pmtud: XRUDP_PMTUD_ON,
+        });
         let s = stats(h).expect("stats");
         assert_eq!(
             (s.mtu, s.pmtu_probes, s.pmtu_black_holes),
@@ -620,13 +602,7 @@ mod tests {
 
     #[test]
     fn sending_before_connected_is_an_error() {
-        let h = connect(
-            "127.0.0.1:9",
-            XRUDP_PROTECTION_OFF,
-            &[],
-            PathOptions::default(),
-        )
-        .expect("a local socket opens");
+        let h = open(PathOptions::default());
         assert_eq!(send(h, 0, b"x"), Err(Status::NotConnected));
         let mut ev = XrudpEvent::EMPTY;
         assert_eq!(next_event(h, &mut ev, &mut []), Status::NoEvent);
