@@ -22,12 +22,20 @@
 //! client 1376; after the drop to 1,280, 1252 and 1256, with one black hole at each end.
 //!
 //! Counts, not timing: each phase runs until the state it waits for is reached, under a
-//! generous deadline. Fresh namespaces; both backends. Run serially as root:
+//! generous deadline. The engine's figures come from `xrudp stats` on a thread of its own,
+//! so the client never stops polling for them (a run takes a second; a client that waited
+//! for it held back its acks, and the RTTs and probe timers grew to a second on both
+//! ends). Fresh namespaces; both backends. Run serially as root:
 //! `cargo test -p xrudp-tests --test pmtud_e2e -- --test-threads=1`.
 
 use std::{
     net::SocketAddr,
     process::Command,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
     time::{Duration, Instant},
 };
 
@@ -71,26 +79,20 @@ struct Echo {
 
 impl Echo {
     /// Sends and checks echoes until `done` holds or the phase deadline passes (and
-    /// fails). `done` is asked at the start, every `every` echoes, and every half second
-    /// while echoes stall (it may run `xrudp stats`).
-    fn until(&mut self, what: &str, every: u32, mut done: impl FnMut(&Connection) -> bool) {
+    /// fails). `done` is asked every round and must not block (the server's figures come
+    /// from a [`ServerWatch`]); when it does not hold yet it says where things stand, for
+    /// the failure message.
+    fn until(&mut self, what: &str, mut done: impl FnMut(&Connection) -> Result<(), String>) {
         let deadline = Instant::now() + PHASE_DEADLINE;
-        let (mut asked_at, mut asked_when) = (self.next_recv, Instant::now());
-        if done(&self.conn) {
-            return;
-        }
         loop {
-            if self.next_recv - asked_at >= every
-                || asked_when.elapsed() >= Duration::from_millis(500)
-            {
-                (asked_at, asked_when) = (self.next_recv, Instant::now());
-                if done(&self.conn) {
-                    return;
-                }
-            }
+            let state = match done(&self.conn) {
+                Ok(()) => return,
+                Err(state) => state,
+            };
             assert!(
                 Instant::now() < deadline,
-                "{what}: not reached in {PHASE_DEADLINE:?} ({} echoes, client {:?}, {:?})",
+                "{what}: not reached in {PHASE_DEADLINE:?} ({} echoes; last seen: {state}; \
+                 client {:?}, {:?})",
                 self.next_recv,
                 self.conn.connection_stats(),
                 self.conn.stats()
@@ -148,12 +150,26 @@ impl Echo {
     }
 
     fn mtu(&self) -> u16 {
-        self.conn.connection_stats().expect("connected").mtu
+        client_mtu(&self.conn)
     }
 }
 
-/// The server's figures for its one connection: (path MTU, black holes, probes).
-fn server_side(iface: &str) -> (u16, u64, u64) {
+/// The MTU the client sends with now.
+fn client_mtu(c: &Connection) -> u16 {
+    c.connection_stats().expect("connected").mtu
+}
+
+/// The server's figures for its one connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct ServerSide {
+    /// Its path MTU; 0 until the engine publishes the connection's row (every 100 ms).
+    mtu: u16,
+    black_holes: u64,
+    probes: u64,
+    srtt_us: u64,
+}
+
+fn server_side(iface: &str) -> ServerSide {
     let json = |extra: &[&str]| -> serde_json::Value {
         let args = [&["--iface", iface, "--json"][..], extra].concat();
         serde_json::from_slice(&xrudp_stats(&args)).expect("xrudp stats --json prints JSON")
@@ -161,15 +177,73 @@ fn server_side(iface: &str) -> (u16, u64, u64) {
     let conns = json(&["--connections"]);
     let rows = conns[0]["connections"].as_array().expect("connections");
     assert!(rows.len() <= 1, "one connection at most: {conns}");
-    // 0 until the engine publishes the new connection's row (every 100 ms).
-    let mtu = rows.first().map_or(0, |r| r["mtu"].as_u64().expect("mtu"));
+    let field = |name: &str| rows.first().map_or(0, |r| r[name].as_u64().expect(name));
+    // Without --watch this takes a second: its rates cover one.
     let report = json(&[]);
     let p = &report[0]["totals"]["protocol"];
-    (
-        u16::try_from(mtu).expect("an MTU"),
-        p["pmtu_black_holes"].as_u64().expect("pmtu_black_holes"),
-        p["pmtu_probes"].as_u64().expect("pmtu_probes"),
-    )
+    ServerSide {
+        mtu: u16::try_from(field("mtu")).expect("an MTU"),
+        black_holes: p["pmtu_black_holes"].as_u64().expect("pmtu_black_holes"),
+        probes: p["pmtu_probes"].as_u64().expect("pmtu_probes"),
+        srtt_us: field("srtt_us"),
+    }
+}
+
+/// [`server_side`] over and over on a thread of its own. `xrudp stats` takes a second,
+/// and a client that stopped polling for it would hold back its acknowledgements, inflate
+/// both ends' RTT and probe timers, and slow the very search the test waits for.
+struct ServerWatch {
+    latest: Arc<Mutex<Option<ServerSide>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl ServerWatch {
+    fn start(iface: &str) -> Self {
+        let latest: Arc<Mutex<Option<ServerSide>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (latest, stop, iface) = (Arc::clone(&latest), Arc::clone(&stop), iface.to_owned());
+            thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let s = server_side(&iface);
+                    *latest.lock().expect("not poisoned") = Some(s);
+                }
+            })
+        };
+        Self {
+            latest,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The figures of the last `xrudp stats` run that finished (all 0 before the first).
+    fn latest(&self) -> ServerSide {
+        assert!(
+            !self
+                .thread
+                .as_ref()
+                .is_some_and(thread::JoinHandle::is_finished),
+            "the xrudp stats thread died"
+        );
+        self.latest
+            .lock()
+            .expect("not poisoned")
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for ServerWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+            && !thread::panicking()
+        {
+            panic!("the xrudp stats thread panicked");
+        }
+    }
 }
 
 /// Sets the link MTU of interface `dev` in namespace `ns`.
@@ -224,43 +298,58 @@ fn discovers_and_survives_a_drop(backend: &str) {
         };
         assert_eq!(e.mtu(), 1200, "a connection starts at the base");
 
+        let watch = ServerWatch::start(&iface);
         // Discovery: both ends settle on what their direction carries.
-        e.until("discovery", 100, |c| {
-            c.connection_stats().expect("connected").mtu == to_server(LINK_MTU)
-                && server_side(&iface).0 == to_client(LINK_MTU)
+        e.until("discovery", |c| {
+            let (client, server) = (client_mtu(c), watch.latest());
+            if client == to_server(LINK_MTU) && server.mtu == to_client(LINK_MTU) {
+                Ok(())
+            } else {
+                Err(format!("client→server {client}, server {server:?}"))
+            }
         });
-        let (server_mtu, server_holes, server_probes) = server_side(&iface);
+        let server = watch.latest();
         let found_at = e.next_recv;
         eprintln!(
-            "{backend}: found client→server {} and server→client {server_mtu} after {found_at} echoes; \
-             probes client {} server {server_probes}",
+            "{backend}: found client→server {} and server→client {} after {found_at} echoes; \
+             probes client {} server {}",
             e.mtu(),
-            e.conn.stats().pmtu_probes
+            server.mtu,
+            e.conn.stats().pmtu_probes,
+            server.probes
         );
         assert_eq!(
-            (e.conn.stats().pmtu_black_holes, server_holes),
+            (e.conn.stats().pmtu_black_holes, server.black_holes),
             (0, 0),
             "no black hole before the drop"
         );
-        assert!(e.conn.stats().pmtu_probes > 0 && server_probes > 0);
+        assert!(e.conn.stats().pmtu_probes > 0 && server.probes > 0);
 
         // The link MTU drops mid-session: larger packets vanish without notice.
         set_link_mtu(&ns, &if_cli, DROPPED_MTU);
         let holes = |c: &Connection| c.stats().pmtu_black_holes;
-        e.until("black hole and rediscovery", 50, |c| {
-            let (mtu, server_holes, _) = server_side(&iface);
-            let client_done = holes(c) >= 1
-                && c.connection_stats().expect("connected").mtu == to_server(DROPPED_MTU);
-            client_done && server_holes >= 1 && mtu == to_client(DROPPED_MTU)
+        e.until("black hole and rediscovery", |c| {
+            let server = watch.latest();
+            let client_done = holes(c) >= 1 && client_mtu(c) == to_server(DROPPED_MTU);
+            if client_done && server.black_holes >= 1 && server.mtu == to_client(DROPPED_MTU) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "client→server {} ({} black holes), server {server:?}",
+                    client_mtu(c),
+                    holes(c)
+                ))
+            }
         });
         e.settle();
-        let (server_mtu, server_holes, _) = server_side(&iface);
+        let server = watch.latest();
         eprintln!(
             "{backend}: after the drop to {DROPPED_MTU}: client→server {} ({} black holes), \
-             server→client {server_mtu} ({server_holes} black holes); {} messages echoed, \
-             {} after discovery",
+             server→client {} ({} black holes); {} messages echoed, {} after discovery",
             e.mtu(),
             holes(&e.conn),
+            server.mtu,
+            server.black_holes,
             e.next_recv,
             e.next_recv - found_at
         );
