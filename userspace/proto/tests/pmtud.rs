@@ -336,3 +336,60 @@ fn each_end_probes_up_to_its_own_ceiling_and_receivers_take_1472() {
     assert_eq!(p.client().stats().pmtu_probes, 6);
     assert_eq!(p.network.stats().mtu_dropped, 0);
 }
+
+/// (e) After the path MTU drops from 1,400 to 1,280, packets above the base that still
+/// fit (here a 1,000- and a 200-byte message: 1,231 bytes) keep getting through and are
+/// acknowledged between the losses of larger ones (a 1,300-byte message, two fragments:
+/// 1,330 bytes). Those acknowledgements must not hide the black hole: the ACKs that
+/// declare the third loss confirm it, in a few round trips and without waiting for a
+/// probe timeout (before the fix they started the count again, and only a PTO's packet
+/// of at most 1,200 bytes, acknowledged alone, confirmed it: 136 ms and one PTO here. The
+/// likely cause of the rare stall of `pmtud_over_veth_socket`, where it never was). The server falls back, finds 1,280, and
+/// every message arrives exactly once and in order.
+#[test]
+fn a_black_hole_is_confirmed_while_mid_size_packets_get_through() {
+    let (server, client) = config(1472, true);
+    let mut model = path(1400, 7);
+    model.mtu_changes = vec![(Duration::from_secs(3), 1280)];
+    let mut p = Pair::new(server, client, model, 7);
+    let h = p.connect();
+    let mut sent = Vec::new();
+    let mut tick = |p: &mut Pair, sizes: &[usize]| {
+        for &len in sizes {
+            let m = msg(sent.len() as u32, len);
+            p.server.send(h, ORDERED, &m).unwrap();
+            sent.push(m);
+        }
+        p.run_for(Duration::from_millis(8));
+    };
+    let drop_at = p.now + Duration::from_secs(3);
+    let mut confirmed = None;
+    for _ in 0..300 {
+        tick(&mut p, &[1_300]);
+        tick(&mut p, &[1_000, 200]);
+        if confirmed.is_none() && p.server.stats().pmtu_black_holes > 0 {
+            confirmed = Some(p.now.saturating_duration_since(drop_at));
+            assert_eq!(
+                p.server.stats().ptos,
+                0,
+                "confirmed without a probe timeout"
+            );
+        }
+    }
+    let confirmed = confirmed.expect("the server confirms the black hole");
+    eprintln!(
+        "confirmed {confirmed:?} after the drop; server: black holes {}, lost {}, ptos {}",
+        p.server.stats().pmtu_black_holes,
+        p.server.stats().lost_packets,
+        p.server.stats().ptos
+    );
+    // Three losses declared by the ACKs of the next packets: a few round trips.
+    assert!(
+        confirmed <= RTT * 3,
+        "confirmed {confirmed:?} after the drop"
+    );
+    assert_eq!(p.server.stats().pmtu_black_holes, 1, "confirmed once");
+    assert_eq!(mtus(&p, h).0, 1280, "found again");
+    p.drive();
+    assert!(client_msgs(&p) == sent, "exactly once in order");
+}

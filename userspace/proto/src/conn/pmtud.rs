@@ -20,44 +20,54 @@ pub(crate) const BASE_PLPMTU: u16 = 1200;
 /// RFC 8899 §5.1.2 `MAX_PROBES`: probes of one size lost in a row before it has failed.
 pub(crate) const MAX_PROBES: u8 = 3;
 
-/// Packets larger than [`BASE_PLPMTU`] declared lost, with none of them acknowledged in
-/// between, before an acknowledgement of only smaller packets confirms a black hole.
+/// Data packets larger than [`BASE_PLPMTU`] declared lost, with none acknowledged in
+/// between that was as large as the smallest of them, before an acknowledgement of only
+/// smaller packets confirms a black hole.
 pub(crate) const BLACK_HOLE_LOSSES: u8 = 3;
 
 /// Where the search stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
 enum Phase {
     /// Path MTU discovery is off (or the ceiling is the base): the PLPMTU is the ceiling.
-    Off = 0,
+    Off,
     /// A probe of [`Search::probe_size`] is wanted.
-    Searching = 1,
+    Searching,
     /// That probe is in flight.
-    Probing = 2,
+    Probing,
     /// Done until the raise timer restarts it (or for good if at the ceiling).
-    Complete = 3,
+    Complete,
 }
 
 /// One connection's path MTU search, in 8 bytes (an idle connection's budget is tight,
-/// docs/PROTOCOL.md §10). The ceiling is the endpoint's (`Ctx::mtu`), passed in.
+/// docs/PROTOCOL.md §10). The ceiling is the endpoint's (`Ctx::mtu`, 1200..=1472),
+/// passed in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Search {
     /// The connection's path MTU timer (probe or raise timer), in milliseconds since the
     /// endpoint's epoch plus one; 0 when not armed.
     pub(crate) timer_ms: u32,
-    /// The packetization-layer PMTU: the largest size confirmed on this path.
-    plpmtu: u16,
-    /// Bits 0..9: the smallest failed size minus the PLPMTU (`ceiling + 1 − plpmtu` if
-    /// none failed; at most 1473 − 1200); 9..11: probes of the current size lost in a
-    /// row; 11..13: packets above the base declared lost since one above the base was
-    /// acknowledged (saturating at [`BLACK_HOLE_LOSSES`]); 13..15: the [`Phase`].
-    bits: u16,
+    /// Every other field, packed ([`Field`]): sizes are kept as offsets below 512 since
+    /// every size lies in 1200..=1473.
+    bits: u32,
 }
 
-const GAP_MASK: u16 = 0x1ff;
-const LOST_SHIFT: u16 = 9;
-const LARGE_SHIFT: u16 = 11;
-const PHASE_SHIFT: u16 = 13;
+/// A field of [`Search::bits`]: (shift, width).
+#[derive(Clone, Copy)]
+struct Field(u32, u32);
+
+/// The PLPMTU, the largest size confirmed on this path, minus [`BASE_PLPMTU`].
+const PLPMTU: Field = Field(0, 9);
+/// The smallest failed size minus the PLPMTU (`ceiling + 1 − PLPMTU` if none failed).
+const GAP: Field = Field(9, 9);
+/// The [`Phase`] and, searching or probing, the probes of the current size lost in a
+/// row (0..MAX_PROBES): 0 off, 1 complete, 2 + lost searching, 5 + lost probing.
+const STEP: Field = Field(18, 3);
+/// Data packets above the base declared lost since the count last started again,
+/// saturating at [`BLACK_HOLE_LOSSES`].
+const LARGE: Field = Field(21, 2);
+/// The smallest of those packets' sizes minus `BASE_PLPMTU + 1` (meaningful while
+/// `LARGE` is not 0).
+const FLOOR: Field = Field(23, 9);
 
 /// What the connection must do after a search event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,9 +89,9 @@ impl Search {
         };
         let mut s = Self {
             timer_ms: 0,
-            plpmtu,
             bits: 0,
         };
+        s.set_plpmtu(plpmtu);
         s.set_failed(ceiling + 1);
         s.set_phase(phase);
         s
@@ -99,7 +109,7 @@ impl Search {
 
     /// The largest datagram data packets may use now.
     pub(crate) fn plpmtu(self) -> u16 {
-        self.plpmtu
+        BASE_PLPMTU + self.get(PLPMTU) as u16
     }
 
     /// Whether a probe is wanted and none is in flight.
@@ -136,9 +146,9 @@ impl Search {
             return None;
         }
         let failed = self.failed();
-        self.plpmtu = self.plpmtu.max(size);
+        self.set_plpmtu(self.plpmtu().max(size));
         self.set_failed(failed);
-        self.set_large_lost(0);
+        self.set(LARGE, 0);
         self.set_lost(0);
         Some(self.step(ceiling))
     }
@@ -160,32 +170,48 @@ impl Search {
         Some(self.step(ceiling))
     }
 
-    /// A data packet of `size` bytes was acknowledged.
+    /// A data packet of `size` bytes was acknowledged: if it is at least as large as the
+    /// smallest lost packet counted, that size gets through and the count starts again.
     pub(crate) fn on_acked(&mut self, size: u16) {
-        if size > BASE_PLPMTU {
-            self.set_large_lost(0);
+        if self.large_lost() > 0 && size >= self.floor() {
+            self.set(LARGE, 0);
         }
     }
 
     /// A data packet of `size` bytes was declared lost.
     pub(crate) fn on_lost(&mut self, size: u16) {
-        if size > BASE_PLPMTU {
-            self.set_large_lost((self.large_lost() + 1).min(BLACK_HOLE_LOSSES));
+        if size <= BASE_PLPMTU {
+            return;
         }
+        let floor = if self.large_lost() == 0 {
+            size
+        } else {
+            self.floor().min(size)
+        };
+        self.set(FLOOR, u32::from(floor - (BASE_PLPMTU + 1)));
+        self.set(
+            LARGE,
+            u32::from((self.large_lost() + 1).min(BLACK_HOLE_LOSSES)),
+        );
     }
 
-    /// After an ACK that newly acknowledged only packets of at most [`BASE_PLPMTU`] bytes
-    /// (at least one): whether the losses counted since a larger packet was last
-    /// acknowledged make a black hole. If so the PLPMTU is back at the base and a new
-    /// search toward `ceiling` starts (RFC 8899 §5.2: BASE, then SEARCHING); its probes
-    /// go once the connection has nothing else to send, so after the resent data.
-    pub(crate) fn black_hole(&mut self, ceiling: u16) -> bool {
-        if !self.enabled() || self.plpmtu <= BASE_PLPMTU || self.large_lost() < BLACK_HOLE_LOSSES {
+    /// After an ACK that newly acknowledged data packets, the largest of them `acked`
+    /// bytes: whether the losses counted make a black hole — at least
+    /// [`BLACK_HOLE_LOSSES`] of them, and what got through is smaller than any of them.
+    /// If so the PLPMTU is back at the base and a new search toward `ceiling` starts
+    /// (RFC 8899 §5.2: BASE, then SEARCHING); its probes go once the connection has
+    /// nothing else to send, so after the resent data.
+    pub(crate) fn black_hole(&mut self, acked: u16, ceiling: u16) -> bool {
+        if !self.enabled()
+            || self.plpmtu() <= BASE_PLPMTU
+            || self.large_lost() < BLACK_HOLE_LOSSES
+            || acked >= self.floor()
+        {
             return false;
         }
-        self.plpmtu = BASE_PLPMTU;
+        self.set_plpmtu(BASE_PLPMTU);
         self.set_failed(ceiling + 1);
-        self.set_large_lost(0);
+        self.set(LARGE, 0);
         self.set_lost(0);
         self.set_phase(Phase::Searching);
         true
@@ -195,7 +221,7 @@ impl Search {
     /// current PLPMTU toward the ceiling, forgetting what failed. Returns the size to
     /// probe, if any.
     pub(crate) fn on_raise_timer(&mut self, ceiling: u16) -> Option<u16> {
-        if self.phase() != Phase::Complete || self.plpmtu >= ceiling {
+        if self.phase() != Phase::Complete || self.plpmtu() >= ceiling {
             return None;
         }
         self.set_failed(ceiling + 1);
@@ -207,61 +233,97 @@ impl Search {
     /// The size probed next: the midpoint of the largest confirmed and the smallest
     /// failed size (`ceiling + 1` if none failed), rounded up.
     fn probe_size(self, ceiling: u16) -> u16 {
-        let failed = self.failed().min(ceiling + 1);
-        self.plpmtu + (failed - self.plpmtu).div_ceil(2)
+        let (plpmtu, failed) = (self.plpmtu(), self.failed().min(ceiling + 1));
+        plpmtu + (failed - plpmtu).div_ceil(2)
     }
 
     /// Moves to the next size after a confirmation or a failure.
     fn step(&mut self, ceiling: u16) -> Next {
-        if self.failed() <= self.plpmtu + 1 || self.plpmtu >= ceiling {
+        let plpmtu = self.plpmtu();
+        if self.failed() <= plpmtu + 1 || plpmtu >= ceiling {
             self.set_phase(Phase::Complete);
-            return Next::Done(self.plpmtu < ceiling);
+            return Next::Done(plpmtu < ceiling);
         }
         self.set_phase(Phase::Searching);
         Next::Probe(self.probe_size(ceiling))
     }
 
+    fn get(self, Field(shift, width): Field) -> u32 {
+        (self.bits >> shift) & ((1 << width) - 1)
+    }
+
+    /// Sets a field; a value wider than it saturates (never, for sizes in range).
+    fn set(&mut self, Field(shift, width): Field, value: u32) {
+        let mask = (1 << width) - 1;
+        self.bits = (self.bits & !(mask << shift)) | (value.min(mask) << shift);
+    }
+
+    fn set_plpmtu(&mut self, plpmtu: u16) {
+        debug_assert!((BASE_PLPMTU..=1472).contains(&plpmtu), "{plpmtu}");
+        self.set(PLPMTU, u32::from(plpmtu.saturating_sub(BASE_PLPMTU)));
+    }
+
     fn failed(self) -> u16 {
-        self.plpmtu + (self.bits & GAP_MASK)
+        self.plpmtu() + self.get(GAP) as u16
     }
 
     fn set_failed(&mut self, failed: u16) {
-        let gap = failed.saturating_sub(self.plpmtu).min(GAP_MASK);
-        self.bits = (self.bits & !GAP_MASK) | gap;
+        self.set(GAP, u32::from(failed.saturating_sub(self.plpmtu())));
     }
 
     fn lost(self) -> u8 {
-        ((self.bits >> LOST_SHIFT) & 3) as u8
-    }
-
-    fn set_lost(&mut self, n: u8) {
-        self.bits = (self.bits & !(3 << LOST_SHIFT)) | (u16::from(n & 3) << LOST_SHIFT);
-    }
-
-    fn large_lost(self) -> u8 {
-        ((self.bits >> LARGE_SHIFT) & 3) as u8
-    }
-
-    fn set_large_lost(&mut self, n: u8) {
-        self.bits = (self.bits & !(3 << LARGE_SHIFT)) | (u16::from(n & 3) << LARGE_SHIFT);
-    }
-
-    fn phase(self) -> Phase {
-        match (self.bits >> PHASE_SHIFT) & 3 {
-            0 => Phase::Off,
-            1 => Phase::Searching,
-            2 => Phase::Probing,
-            _ => Phase::Complete,
+        match self.get(STEP) {
+            s @ 2..=7 => ((s - 2) % 3) as u8,
+            _ => 0,
         }
     }
 
+    /// Sets the probes lost in a row; only searching or probing keeps a count.
+    fn set_lost(&mut self, n: u8) {
+        debug_assert!(n < MAX_PROBES);
+        let base = match self.phase() {
+            Phase::Searching => 2,
+            Phase::Probing => 5,
+            Phase::Off | Phase::Complete => return,
+        };
+        self.set(STEP, base + u32::from(n));
+    }
+
+    fn large_lost(self) -> u8 {
+        self.get(LARGE) as u8
+    }
+
+    /// The smallest size among the lost packets counted.
+    fn floor(self) -> u16 {
+        BASE_PLPMTU + 1 + self.get(FLOOR) as u16
+    }
+
+    fn phase(self) -> Phase {
+        match self.get(STEP) {
+            0 => Phase::Off,
+            1 => Phase::Complete,
+            2..=4 => Phase::Searching,
+            _ => Phase::Probing,
+        }
+    }
+
+    /// Sets the phase, keeping the probes lost in a row while searching or probing.
     fn set_phase(&mut self, p: Phase) {
-        self.bits = (self.bits & !(3 << PHASE_SHIFT)) | ((p as u16) << PHASE_SHIFT);
+        let lost = u32::from(self.lost());
+        let step = match p {
+            Phase::Off => 0,
+            Phase::Complete => 1,
+            Phase::Searching => 2 + lost,
+            Phase::Probing => 5 + lost,
+        };
+        self.set(STEP, step);
     }
 }
 
 const _: () = assert!(size_of::<Search>() == 8);
-const _: () = assert!(MAX_PROBES <= 3 && BLACK_HOLE_LOSSES <= 3, "two bits each");
+const _: () = assert!(MAX_PROBES == 3, "STEP holds 0..3 lost probes per phase");
+const _: () = assert!(BLACK_HOLE_LOSSES <= 3, "LARGE is two bits");
+const _: () = assert!(FLOOR.0 + FLOOR.1 == 32, "the fields fill the 32 bits");
 
 #[cfg(test)]
 mod tests {
@@ -296,7 +358,7 @@ mod tests {
             off.on_lost(1472);
             s.on_lost(1472);
         }
-        assert!(!off.black_hole(1472) && !s.black_hole(1200));
+        assert!(!off.black_hole(1100, 1472) && !s.black_hole(1100, 1200));
         assert_eq!(off.plpmtu(), 1472);
     }
 
@@ -381,14 +443,16 @@ mod tests {
         s.on_lost(1400);
         // Small losses do not count.
         s.on_lost(1100);
-        assert!(!s.black_hole(1472));
-        // A large packet acknowledged resets the count.
+        assert!(!s.black_hole(1100, 1472));
+        // A packet as large as the lost ones acknowledged starts the count again.
         s.on_acked(1400);
         s.on_lost(1400);
         s.on_lost(1400);
-        assert!(!s.black_hole(1472));
+        assert!(!s.black_hole(1100, 1472));
         s.on_lost(1400);
-        assert!(s.black_hole(1472));
+        // Not confirmed by an ACK of a packet that large (the losses were congestion).
+        assert!(!s.black_hole(1400, 1472));
+        assert!(s.black_hole(1100, 1472));
         assert_eq!(s.plpmtu(), BASE_PLPMTU);
         // A new search starts at once, between the base and the ceiling.
         assert_eq!(s.wanted(1472), Some(1337));
@@ -410,13 +474,51 @@ mod tests {
         assert_eq!(s.wanted(1472), None);
     }
 
+    /// The path carried 1,400 and now carries 1,256: packets of 1,201..=1,256 bytes still
+    /// get through between the losses of larger ones. Their acknowledgements neither
+    /// start the count again nor keep an ACK from confirming the black hole; an
+    /// acknowledged packet as large as the smallest one lost does both.
+    #[test]
+    fn packets_between_the_base_and_the_smallest_lost_do_not_hide_a_black_hole() {
+        let (mut s, _) = run(1472, 1400);
+        for lost in [1340, 1400, 1376] {
+            s.on_lost(lost);
+            s.on_acked(1231);
+        }
+        assert!(!s.black_hole(1340, 1472), "1,340 bytes got through");
+        let mut t = s;
+        assert!(t.black_hole(1339, 1472));
+        assert_eq!(t.plpmtu(), BASE_PLPMTU);
+        // An ack of 1,340 (the smallest lost) starts the count again.
+        s.on_acked(1340);
+        assert!(!s.black_hole(1100, 1472));
+        // Then the smallest lost size decides: with 1,260 lost among 1,400s, an ACK of
+        // 1,259 bytes confirms.
+        s.on_lost(1400);
+        s.on_lost(1260);
+        s.on_lost(1400);
+        s.on_acked(1259);
+        assert!(s.black_hole(1259, 1472));
+        // Every size in range round-trips through the packed fields.
+        for size in BASE_PLPMTU + 1..=1472 {
+            let (mut s, _) = run(1472, 1472);
+            for _ in 0..3 {
+                s.on_lost(size);
+            }
+            assert!(
+                !s.black_hole(size, 1472) && s.black_hole(size - 1, 1472),
+                "{size}"
+            );
+        }
+    }
+
     #[test]
     fn no_black_hole_at_the_base() {
         let mut s = Search::new(1472, true);
         for _ in 0..5 {
             s.on_lost(1300);
         }
-        assert!(!s.black_hole(1472));
+        assert!(!s.black_hole(1100, 1472));
         assert_eq!(s.plpmtu(), BASE_PLPMTU);
     }
 

@@ -83,8 +83,8 @@ impl Conn {
         let app_limited = u64::from(self.bytes_in_flight) + 2 * u64::from(self.mtu()) < window;
         let mut newly_acked_largest = None;
         let mut acked_any = false;
-        // Sizes of the data packets newly acknowledged, for black-hole detection (§5.5).
-        let (mut acked_small, mut acked_large) = (false, false);
+        // The largest data packet newly acknowledged, for black-hole detection (§5.5).
+        let mut acked_size = None;
         // The packets on record that the frame covers, newest first: one search, then a
         // walk down the record (and down the delivery stamps beside it), not one search
         // per number the frame covers (up to 33, each a cache miss at thousands of
@@ -97,10 +97,8 @@ impl Conn {
             else {
                 continue;
             };
-            match size {
-                Some(s) if s > BASE_PLPMTU => acked_large = true,
-                Some(_) => acked_small = true,
-                None => {}
+            if let Some(s) = size {
+                acked_size = acked_size.max(Some(s));
             }
             acked_any = true;
             if pn == largest {
@@ -117,7 +115,9 @@ impl Conn {
             self.pto_count = 0;
         }
         self.detect_losses(now, ctx);
-        if acked_small && !acked_large && self.pmtud.black_hole(ctx.mtu) {
+        if let Some(size) = acked_size
+            && self.pmtud.black_hole(size, ctx.mtu)
+        {
             self.on_black_hole(ctx);
         }
         if acked_any {
