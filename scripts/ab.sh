@@ -9,7 +9,10 @@
 #   b. the design point: 1,000 clients, 20,000 msg/s, 64 B, reliable-ordered
 #      (echo RTT p50/p90 from the load generator);
 #   d. CPU per message: 100 clients, 50,000 msg/s, 64 B, reliable-ordered, the load
-#      sleeping between sends (the engine's CPU time per echoed message).
+#      sleeping between sends (the engine's CPU time per echoed message);
+#   t. a tick point: 2,000 clients x 60 Hz (120,000 packets/s each way), one 64-byte
+#      reliable message per client per tick (echo RTT, loss and the engine's CPU time per
+#      message), the load through AF_XDP as in scripts/bench.sh's tick workload.
 # The load generator is OLD_BIN's `xrudp bench` for every run, so both engines see the
 # same load. Prints medians and (min–max) ranges per binary; raw JSON lines go to
 # target/ab/results.jsonl. Needs root (namespaces, XDP); every run is bounded in time.
@@ -55,7 +58,7 @@ start_engine() {
   # and an engine from before encryption has neither the flag nor the protocol mode.
   "$bin" attach --help | grep -q -- '--encryption' && args+=(--encryption off)
   ip netns exec "$XR_NS_SRV" "$bin" attach --iface "$XR_IF_SRV" --port "$PORT" --app echo \
-    --cores 1 --max-connections 1024 --idle-timeout 60 "${args[@]}" 2>>"$OUT/engine.log" &
+    --cores 1 --max-connections 4096 --idle-timeout 60 "${args[@]}" 2>>"$OUT/engine.log" &
   ENGINE_PID=$!
   for _ in $(seq 200); do
     ip netns exec "$XR_NS_SRV" "$bin" stats --iface "$XR_IF_SRV" --json >/dev/null 2>&1 && return 0
@@ -66,13 +69,19 @@ start_engine() {
   exit 1
 }
 
-# run WHICH BACKEND WORKLOAD PAIR ARGS...: one load run against a fresh engine.
+# run WHICH BACKEND WORKLOAD PAIR ARGS...: one load run against a fresh engine. The load
+# goes through kernel sockets, or through AF_XDP for the tick point.
 run() {
-  local which=$1 backend=$2 wl=$3 pair=$4 bin line; shift 4
+  local which=$1 backend=$2 wl=$3 pair=$4 bin line load=(--backend socket); shift 4
   if [ "$which" = old ]; then bin=$OLD; else bin=$NEW; fi
+  # The server's veth end keeps TX checksum offload: its echoes carry partial UDP
+  # checksums (the RUDP CRC still checks every packet).
+  [ "$wl" = t ] && load=(--backend xdp --iface "$XR_IF_CLI" --no-udp-checksum-check)
+  # The load matches the engine's protection (off, see start_engine).
+  "$OLD" bench --help | grep -q -- '--encryption' && load+=(--encryption off)
   start_engine "$bin" "$backend"
   line=$(ulimit -n 19000; ip netns exec "$XR_NS_CLI" "$OLD" bench --server "$XR_IP_SRV:$PORT" \
-    --cores 0 --server-pid "$ENGINE_PID" --json --backend socket --duration "$DUR" "$@") ||
+    --cores 0 --server-pid "$ENGINE_PID" --json "${load[@]}" --duration "$DUR" "$@") ||
     { echo "ab.sh: load run failed ($which $backend $wl)" >&2; stop_engine; return 1; }
   stop_engine
   printf '{"which":"%s","backend":"%s","workload":"%s","pair":%s,"report":%s}\n' \
@@ -86,6 +95,8 @@ for pair in $(seq "$PAIRS"); do
       run "$which" "$backend" b "$pair" --clients 1000 --rate 20000 --size 64 --channel 0
       run "$which" "$backend" d "$pair" --clients 100 --rate 50000 --size 64 --channel 0 \
         --wait sleep --no-probe
+      run "$which" "$backend" t "$pair" --clients 2000 --rate 120000 --size 64 --channel 0 \
+        --drain 1 --connect-window 256 --connect-timeout 60 --wait sleep --no-probe
     done
   done
 done
@@ -98,14 +109,20 @@ def fig(xs, f):
         return "—"
     return f"{f.format(statistics.median(xs))} ({f.format(min(xs))}–{f.format(max(xs))})"
 print(f"A/B, {sys.argv[4]} interleaved pair(s); old = {sys.argv[2]}, new = {sys.argv[3]}")
-print("| backend | binary | b: RTT p50 µs | b: RTT p90 µs | b: loss % | d: engine CPU ns/msg |")
-print("|---|---|---|---|---|---|")
+print("| backend | binary | b: RTT p50 µs | b: RTT p90 µs | b: loss % | d: engine CPU ns/msg "
+      "| t: RTT p50 µs | t: RTT p90 µs | t: loss % | t: engine CPU ns/msg |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for backend in ("xdp", "socket"):
     for which in ("old", "new"):
         b = [r["report"] for r in rows if r["backend"] == backend and r["which"] == which and r["workload"] == "b"]
         d = [r["report"] for r in rows if r["backend"] == backend and r["which"] == which and r["workload"] == "d"]
+        t = [r["report"] for r in rows if r["backend"] == backend and r["which"] == which and r["workload"] == "t"]
         print(f"| {backend} | {which} | {fig([x['rtt_us']['p50'] for x in b], '{:.1f}')} | "
               f"{fig([x['rtt_us']['p90'] for x in b], '{:.1f}')} | "
               f"{fig([100 * x['messages']['loss_ratio'] for x in b], '{:.3f}')} | "
-              f"{fig([x['server']['cpu_ns_per_msg'] for x in d if x.get('server')], '{:,.0f}')} |")
+              f"{fig([x['server']['cpu_ns_per_msg'] for x in d if x.get('server')], '{:,.0f}')} | "
+              f"{fig([x['rtt_us']['p50'] for x in t], '{:.1f}')} | "
+              f"{fig([x['rtt_us']['p90'] for x in t], '{:.1f}')} | "
+              f"{fig([100 * x['messages']['loss_ratio'] for x in t], '{:.3f}')} | "
+              f"{fig([x['server']['cpu_ns_per_msg'] for x in t if x.get('server')], '{:,.0f}')} |")
 PY
