@@ -30,7 +30,6 @@
 
 use std::{
     net::SocketAddr,
-    process::Command,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -193,21 +192,21 @@ fn server_side(iface: &str) -> ServerSide {
 /// and a client that stopped polling for it would hold back its acknowledgements, inflate
 /// both ends' RTT and probe timers, and slow the very search the test waits for.
 struct ServerWatch {
-    latest: Arc<Mutex<Option<ServerSide>>>,
+    latest: Arc<Mutex<ServerSide>>,
     stop: Arc<AtomicBool>,
     thread: Option<thread::JoinHandle<()>>,
 }
 
 impl ServerWatch {
     fn start(iface: &str) -> Self {
-        let latest: Arc<Mutex<Option<ServerSide>>> = Arc::default();
+        let latest: Arc<Mutex<ServerSide>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let (latest, stop, iface) = (Arc::clone(&latest), Arc::clone(&stop), iface.to_owned());
             thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     let s = server_side(&iface);
-                    *latest.lock().expect("not poisoned") = Some(s);
+                    *latest.lock().expect("not poisoned") = s;
                 }
             })
         };
@@ -227,10 +226,7 @@ impl ServerWatch {
                 .is_some_and(thread::JoinHandle::is_finished),
             "the xrudp stats thread died"
         );
-        self.latest
-            .lock()
-            .expect("not poisoned")
-            .unwrap_or_default()
+        *self.latest.lock().expect("not poisoned")
     }
 }
 
@@ -248,11 +244,8 @@ impl Drop for ServerWatch {
 
 /// Sets the link MTU of interface `dev` in namespace `ns`.
 fn set_link_mtu(ns: &str, dev: &str, mtu: u16) {
-    let out = Command::new("ip")
-        .args(["-n", ns, "link", "set", "dev", dev, "mtu"])
-        .arg(mtu.to_string())
-        .output()
-        .expect("running ip");
+    let mtu_arg = mtu.to_string();
+    let out = Topology::exec(ns, &["ip", "link", "set", "dev", dev, "mtu", &mtu_arg]);
     assert!(
         out.status.success(),
         "ip link set mtu {mtu}: {}",

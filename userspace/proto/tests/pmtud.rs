@@ -43,6 +43,17 @@ fn config(mtu: usize, pmtud: bool) -> (ServerConfig, ClientConfig) {
     )
 }
 
+/// A connected pair on a 1,400-byte path whose MTU drops to 1,280, silently, 3 s after
+/// the network starts (before the handshake; by then the search is long complete).
+fn pair_with_a_drop(seed: u64) -> (Pair, ConnHandle) {
+    let (server, client) = config(1472, true);
+    let mut model = path(1400, seed);
+    model.mtu_changes = vec![(Duration::from_secs(3), 1280)];
+    let mut p = Pair::new(server, client, model, seed);
+    let h = p.connect();
+    (p, h)
+}
+
 fn path(mtu: usize, seed: u64) -> Model {
     Model {
         delay: DELAY,
@@ -177,12 +188,7 @@ fn finds_a_1400_byte_path_within_thirty_round_trips() {
 /// delivering, and find the new path MTU.
 #[test]
 fn a_black_hole_mid_session_loses_no_message() {
-    let (server, client) = config(1472, true);
-    let mut model = path(1400, 2);
-    // The network starts before the handshake; 3 s in, the search is long complete.
-    model.mtu_changes = vec![(Duration::from_secs(3), 1280)];
-    let mut p = Pair::new(server, client, model, 2);
-    let h = p.connect();
+    let (mut p, h) = pair_with_a_drop(2);
     let mut next = 0;
     traffic(&mut p, h, 150, &mut next);
     assert_eq!(mtus(&p, h), (1400, 1400), "found before the drop");
@@ -343,16 +349,12 @@ fn each_end_probes_up_to_its_own_ceiling_and_receivers_take_1472() {
 /// 1,330 bytes). Those acknowledgements must not hide the black hole: the ACKs that
 /// declare the third loss confirm it, in a few round trips and without waiting for a
 /// probe timeout (before the fix they started the count again, and only a PTO's packet
-/// of at most 1,200 bytes, acknowledged alone, confirmed it: 136 ms and one PTO here. The
-/// likely cause of the rare stall of `pmtud_over_veth_socket`, where it never was). The server falls back, finds 1,280, and
-/// every message arrives exactly once and in order.
+/// of at most 1,200 bytes, acknowledged alone, confirmed it: 136 ms and one PTO here).
+/// The server falls back, finds 1,280, and every message arrives exactly once and in
+/// order.
 #[test]
 fn a_black_hole_is_confirmed_while_mid_size_packets_get_through() {
-    let (server, client) = config(1472, true);
-    let mut model = path(1400, 7);
-    model.mtu_changes = vec![(Duration::from_secs(3), 1280)];
-    let mut p = Pair::new(server, client, model, 7);
-    let h = p.connect();
+    let (mut p, h) = pair_with_a_drop(7);
     let mut sent = Vec::new();
     let mut tick = |p: &mut Pair, sizes: &[usize]| {
         for &len in sizes {
