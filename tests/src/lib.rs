@@ -339,6 +339,34 @@ impl Engine {
         .expect("signalling the engine");
     }
 
+    /// Stops every thread of the engine (`SIGSTOP`) and returns once the kernel reports
+    /// them all stopped. `kill` only queues the signal: a worker running on another core
+    /// keeps serving until it is interrupted, and a test that loads a frozen engine must
+    /// not start before then (a worker once took 2 datagrams of such a burst).
+    pub fn freeze(&self) {
+        self.signal(Signal::SIGSTOP);
+        let tasks = PathBuf::from(format!("/proc/{}/task", self.pid()));
+        let stopped = || {
+            std::fs::read_dir(&tasks).is_ok_and(|dir| {
+                dir.flatten().all(|task| {
+                    std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+                        // The state is the field after the command name's closing ')'.
+                        stat.rsplit_once(')')
+                            .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+                    })
+                })
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !stopped() {
+            assert!(
+                Instant::now() < deadline,
+                "the engine did not stop within 10 s of SIGSTOP"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// Waits up to `timeout` for the engine to exit by itself; its status, or `None`
     /// (the engine is left running, and killed on drop).
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {

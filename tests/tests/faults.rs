@@ -292,7 +292,7 @@ fn tiny_umem_under_load_counts_drops_and_recovers() {
     // Freeze the engine (every worker) so the burst must overflow, whatever the speed of
     // the worker: the XDP program runs in the sender's context and keeps redirecting into
     // a 64-slot RX ring that nobody drains.
-    engine.signal(Signal::SIGSTOP);
+    engine.freeze();
     let burst = 4 * 5_000;
     for _ in 0..4 {
         xrudp_tests::send_udp(&t.ns_cli, dst, 5_000, 64, 0, Duration::ZERO).expect("burst");
