@@ -616,8 +616,8 @@ if LR:
                 f"p50 {fig([x['rtt_us']['p50'] for x in rs], '{:,.0f}')} µs, p90 {fig([x['rtt_us']['p90'] for x in rs], '{:,.0f}')} µs")
     rate = LR[0]["report"]["settings"]["rate"]
     w(f"- Load-backend headroom in this run: 16 clients, {rate:,} msg/s offered, 64 B, unreliable channel, against "
-      "`xdp --busy-poll`, the load thread on core 0 sleeping between sends (so its CPU time is its work; sends then leave "
-      "in bursts of up to 1 ms, which is what the latency figures of these two runs show), the two load backends interleaved: "
+      "`xdp --busy-poll`, the load thread on core 0 sleeping between sends (so its CPU time is its work; it sleeps to the "
+      "microsecond, until the next send is due or an echo arrives), the two load backends interleaved: "
       + "; ".join(lb_figs(lb) for lb in ("xdp", "socket") if any(r["config"] == lb for r in LR)) + ".")
 w(f"- Server configurations, run interleaved (xdp, xdp --wait spin, xdp --wait adaptive, socket, then the peers, then again), {pairs} round(s); "
   "the engine is restarted for every run. Each figure is the median over the rounds, with the range (min–max) in brackets.")
@@ -846,7 +846,7 @@ sec = len(L)
 # d
 w("## d. CPU per message at a fixed rate")
 w("")
-w(f"100 clients, 50,000 msg/s, 64 B, reliable-ordered, {dur} s, the load generator sleeping in epoll between sends, no probe "
+w(f"100 clients, 50,000 msg/s, 64 B, reliable-ordered, {dur} s, the load generator sleeping between sends (ppoll, to the microsecond), no probe "
   "(its spinning would count as busy time). "
   "Engine CPU = on-CPU time of all the engine's threads over the schedule, per echoed message. "
   "On veth, receive processing runs on the sender's core, so each core's busy and softirq share is given too.")

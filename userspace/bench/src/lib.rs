@@ -111,8 +111,9 @@ pub struct BenchArgs {
     /// about 28,000 ephemeral ports: use several for more connections).
     #[arg(long, value_delimiter = ',')]
     pub local: Option<Vec<IpAddr>>,
-    /// How the load threads wait between sends: spin (exact timing, a busy core) or
-    /// sleep (epoll; sends up to 1 ms late, for CPU figures).
+    /// How the load threads wait between sends: spin (a busy core) or sleep (ppoll to
+    /// the microsecond until the next send or an echo; the core is free while nothing
+    /// is due, for CPU figures).
     #[arg(long, value_enum, default_value_t = Wait::Spin)]
     pub wait: Wait,
     /// Seconds to wait for the last echoes after the schedule.

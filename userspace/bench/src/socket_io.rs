@@ -107,12 +107,12 @@ impl Transport for Sockets {
     }
 
     fn wait(&mut self, wait: Duration) {
-        // epoll counts milliseconds: round up so a short wait still waits.
-        let ms = i32::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
+        // To the microsecond: a send is due every few of them at tick rates, and a wait
+        // rounded up to epoll's millisecond would make it late by up to one.
         let ready = &mut self.ready;
         if self
             .epoll
-            .wait(ms, |token| {
+            .wait_for(wait, |token| {
                 ready.push(usize::try_from(token).unwrap_or(usize::MAX));
             })
             .is_err()

@@ -229,11 +229,9 @@ impl Transport for Rings {
             self.xsk.kick_tx();
             self.counters.send_calls += 1;
         }
-        if !wait.is_zero() {
-            let ms = i32::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
-            if self.xsk.wait(ms).is_err() {
-                self.counters.errors += 1;
-            }
+        // To the microsecond, as the socket backend waits.
+        if !wait.is_zero() && xrudp_xdp::os::wait_readable(self.xsk.fd(), wait).is_err() {
+            self.counters.errors += 1;
         }
     }
 

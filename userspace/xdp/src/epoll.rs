@@ -1,8 +1,8 @@
 //! A level-triggered `epoll(7)` set of descriptors, each with a `u64` token: how the
 //! bench's socket load backend waits on thousands of connected UDP sockets at once.
 
-use std::io;
 use std::os::fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd};
+use std::{io, time::Duration};
 
 /// An epoll instance.
 #[derive(Debug)]
@@ -67,6 +67,16 @@ impl Epoll {
         }
     }
 
+    /// Waits up to `timeout` (to the microsecond: [`crate::os::wait_readable`] on the
+    /// epoll descriptor, then a non-blocking `epoll_wait`) and calls `ready(token)` for
+    /// each ready descriptor. Returns how many were ready.
+    pub fn wait_for(&mut self, timeout: Duration, ready: impl FnMut(u64)) -> io::Result<usize> {
+        if !timeout.is_zero() && !crate::os::wait_readable(self.fd.as_raw_fd(), timeout)? {
+            return Ok(0);
+        }
+        self.wait(0, ready)
+    }
+
     /// Waits up to `timeout_ms` (0: don't block) and calls `ready(token)` for each ready
     /// descriptor. Returns how many were ready; an interrupted wait counts as none.
     pub fn wait(&mut self, timeout_ms: i32, mut ready: impl FnMut(u64)) -> io::Result<usize> {
@@ -118,5 +128,24 @@ mod tests {
         ep.remove(b.as_fd()).unwrap();
         got.clear();
         assert_eq!(ep.wait(0, |t| got.push(t)).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_microsecond_wait_times_out_empty_and_reports_what_arrives() {
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut ep = Epoll::new(4).unwrap();
+        ep.add(b.as_fd(), 3).unwrap();
+        let mut got = Vec::new();
+        assert_eq!(
+            ep.wait_for(Duration::from_micros(50), |t| got.push(t))
+                .unwrap(),
+            0
+        );
+        assert_eq!(ep.wait_for(Duration::ZERO, |t| got.push(t)).unwrap(), 0);
+        a.send_to(b"x", b.local_addr().unwrap()).unwrap();
+        ep.wait_for(Duration::from_secs(10), |t| got.push(t))
+            .unwrap();
+        assert_eq!(got, vec![3]);
     }
 }
