@@ -469,6 +469,41 @@ mod tests {
         due
     }
 
+    /// The engine's loop under steady traffic: every entry is pushed back before it is
+    /// due, so nothing expires, and `expire` runs every round anyway. It must keep the
+    /// cursor at `now` across revolutions, so that deadlines keep landing in the fine
+    /// level, where the next deadline is read in O(1); a cursor left behind sends them
+    /// all to one coarse slot, which `next_deadline` walks.
+    #[test]
+    fn expire_with_nothing_due_keeps_the_cursor_at_now_across_revolutions() {
+        let origin = Instant::now();
+        let mut w = Wheel::new(500, origin);
+        let mut due = Vec::with_capacity(500);
+        // 20 s in 1 ms rounds (almost five revolutions); each round pushes 50 entries'
+        // deadlines 25–74 ms out, so every entry is rescheduled every 10 ms.
+        for round in 0..20_000u64 {
+            let now = origin + ms(round);
+            for k in 0..50 {
+                let i = ((round * 50 + k) % 500) as u32;
+                w.schedule(i, now + ms(25 + k));
+            }
+            w.expire(now, &mut due);
+            assert!(due.is_empty(), "round {round}: {due:?} expired");
+            assert_eq!(w.cursor, round, "round {round}: cursor");
+            let linked = || w.nodes.iter().filter(|n| n.slot != UNLINKED);
+            let coarse = linked()
+                .filter(|n| usize::from(n.slot) >= FINE_SLOTS)
+                .count();
+            let beyond = linked()
+                .filter(|n| tick(n.at) >> FINE_BITS != round >> FINE_BITS)
+                .count();
+            assert_eq!(
+                coarse, beyond,
+                "round {round}: only next-revolution deadlines are coarse"
+            );
+        }
+    }
+
     #[test]
     fn fires_at_the_exact_deadline_never_early() {
         let t0 = Instant::now();
