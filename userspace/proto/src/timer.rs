@@ -469,11 +469,12 @@ mod tests {
         due
     }
 
-    /// The engine's loop under steady traffic: every entry is pushed back before it is
-    /// due, so nothing expires, and `expire` runs every round anyway. It must keep the
-    /// cursor at `now` across revolutions, so that deadlines keep landing in the fine
-    /// level, where the next deadline is read in O(1); a cursor left behind sends them
-    /// all to one coarse slot, which `next_deadline` walks.
+    /// A driver's loop under steady traffic that runs the timers every round: every
+    /// entry is pushed back before it is due, so nothing expires, and `expire` runs
+    /// anyway. It must keep the cursor at `now` across revolutions, so that deadlines
+    /// keep landing in the fine level, where the next deadline is read in O(1); a cursor
+    /// left behind sends them all to one coarse slot, which `next_deadline` walks
+    /// (`Server::poll_timeout`).
     #[test]
     fn expire_with_nothing_due_keeps_the_cursor_at_now_across_revolutions() {
         let origin = Instant::now();
