@@ -650,6 +650,9 @@ def why(rep):
         parts.append(f'{rep["connected"]:,} of {s["clients"]:,} connected')
     if rep.get("behind"):
         parts.append(f'load generator behind on {rep["behind"]:,} sends')
+    lag = rep.get("send_lag_us", {})
+    if "p90" in lag:
+        parts.append(f'load send lag p90 {lag["p90"]:,.0f} µs')
     return f'{s["clients"]:,}: ' + ", ".join(parts)
 
 tick_best = {}

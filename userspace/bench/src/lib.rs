@@ -454,6 +454,7 @@ fn run_schedule(
 /// The threads' outcomes summed, their histograms merged.
 struct Totals {
     rtt: hdrhistogram::Histogram<u64>,
+    send_lag: hdrhistogram::Histogram<u64>,
     connect: hdrhistogram::Histogram<u64>,
     messages: Messages,
     connected: u64,
@@ -479,6 +480,7 @@ impl Totals {
     fn merge(outcomes: Vec<loadgen::Outcome>, gaps: Vec<probe::Gaps>) -> anyhow::Result<Self> {
         let mut t = Self {
             rtt: loadgen::histogram(),
+            send_lag: loadgen::histogram(),
             connect: loadgen::histogram(),
             messages: Messages::default(),
             connected: 0,
@@ -505,6 +507,9 @@ impl Totals {
 
     fn add(&mut self, o: loadgen::Outcome) -> anyhow::Result<()> {
         self.rtt.add(&o.rtt).context("merging histograms")?;
+        self.send_lag
+            .add(&o.send_lag)
+            .context("merging histograms")?;
         self.connect.add(&o.connect).context("merging histograms")?;
         let m = &mut self.messages;
         m.scheduled += o.scheduled;
@@ -584,6 +589,7 @@ impl Totals {
             offered_msg_per_s: ratio(m.scheduled as f64, secs),
             achieved_msg_per_s: ratio(m.echoed as f64, secs),
             rtt_us: Percentiles::of(&self.rtt),
+            send_lag_us: Percentiles::of(&self.send_lag),
             retransmitted_packets: self.retrans,
             packets_out: self.packets_out,
             retransmission_ratio: ratio(self.retrans as f64, self.packets_out as f64),
@@ -781,6 +787,11 @@ mod tests {
         assert_eq!((m.lost, m.duplicates, m.foreign), (0, 0, 0));
         assert_eq!(rtt.len(), 4000);
         assert_eq!(report.rtt_us.count, 4000);
+        // Every message's send lag is recorded, and each is part of its round trip (the
+        // histograms bucket monotonically, so the order holds at every quantile).
+        assert_eq!(report.send_lag_us.count, 4000);
+        assert!(report.send_lag_us.p50 <= report.rtt_us.p50);
+        assert!(report.send_lag_us.max <= report.rtt_us.max);
         assert!(report.packets_out >= 4000);
         assert!(report.server.as_ref().is_some_and(|s| s.rss_bytes > 0));
         let stats = server.stop().unwrap();
@@ -790,6 +801,7 @@ mod tests {
         assert!(report.text().contains("4000 echoed"));
         let v: serde_json::Value = serde_json::to_value(&report).unwrap();
         assert_eq!(v["messages"]["echoed"], 4000);
+        assert_eq!(v["send_lag_us"]["count"], 4000);
         assert_eq!(v["settings"]["wait"], "sleep");
     }
 

@@ -103,6 +103,9 @@ pub struct Start {
 pub struct Outcome {
     /// Round-trip times, ns, from scheduled send to echo.
     pub rtt: Histogram<u64>,
+    /// Send lag, ns: how long after its scheduled time each message was handed to the
+    /// protocol. It is the load thread's own delay, part of every round trip it measures.
+    pub send_lag: Histogram<u64>,
     /// Connect times, ns, from the first handshake packet to admission.
     pub connect: Histogram<u64>,
     /// Connections admitted.
@@ -205,6 +208,7 @@ impl Outcome {
     fn empty() -> Self {
         Self {
             rtt: histogram(),
+            send_lag: histogram(),
             connect: histogram(),
             connected: 0,
             connect_failed: 0,
@@ -329,13 +333,16 @@ impl<'a> Sender<'a> {
 
     /// Sends every message due by `now`, round-robin over the connections.
     fn send_due<T: Transport>(&mut self, fleet: &mut Conns<T>, now: Instant, out: &mut Outcome) {
-        let due = self.schedule.due(nanos(now - self.t0));
+        let elapsed = nanos(now - self.t0);
+        let due = self.schedule.due(elapsed);
         while self.next < due {
             let stamp = Stamp {
                 thread: self.plan.thread,
                 seq: self.next,
                 scheduled_ns: self.schedule.scheduled_ns(self.next),
             };
+            out.send_lag
+                .saturating_record(elapsed.saturating_sub(stamp.scheduled_ns).max(1));
             // INVARIANT: `buf` holds at least a stamp (checked when the plan was made).
             stamp.encode(&mut self.buf).expect("message holds a stamp");
             let id = self.ids[self.rr];

@@ -134,6 +134,11 @@ pub struct Report {
     pub achieved_msg_per_s: f64,
     /// Round-trip time from each message's scheduled send to its echo, µs.
     pub rtt_us: Percentiles,
+    /// How long after its scheduled time each message was handed to the protocol, µs:
+    /// the load generator's own delay on the way out, included in `rtt_us`. When it is
+    /// a large part of the round trip, the load generator, not the server, is what
+    /// stopped first.
+    pub send_lag_us: Percentiles,
     /// Data packets that carried a retransmission.
     pub retransmitted_packets: u64,
     /// Datagrams the clients produced.
@@ -244,6 +249,12 @@ impl Report {
             s,
             "rtt µs    p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  mean {:.1}  (n={})",
             r.p50, r.p90, r.p99, r.p999, r.max, r.mean, r.count
+        )?;
+        let l = &self.send_lag_us;
+        writeln!(
+            s,
+            "send lag  p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1} µs after the schedule (the load generator's own delay)",
+            l.p50, l.p90, l.p99, l.max
         )
     }
 
@@ -410,6 +421,15 @@ mod tests {
                 max: 2500.5,
                 mean: 44.449,
             },
+            send_lag_us: Percentiles {
+                count: 204_990,
+                p50: 0.5,
+                p90: 2.25,
+                p99: 17.04,
+                p999: 90.0,
+                max: 812.5,
+                mean: 1.5,
+            },
             retransmitted_packets: 12,
             packets_out: 410_000,
             retransmission_ratio: 12.0 / 410_000.0,
@@ -471,6 +491,7 @@ mod tests {
             "connect   998 admitted, 2 failed (HandshakeTimedOut); p50 812 µs  p99 2049 µs  max 4096 µs\n",
             "messages  205000 scheduled, 204990 sent, 204980 echoed; achieved 19998 msg/s; lost 20 (0.0098%: 7 refused by a full queue, 3 on closed connections); 4 duplicates, 5 foreign\n",
             "rtt µs    p50 41.2  p90 55.5  p99 120.0  p99.9 481.0  max 2500.5  mean 44.4  (n=204980)\n",
+            "send lag  p50 0.5  p90 2.2  p99 17.0  max 812.5 µs after the schedule (the load generator's own delay)\n",
             "probe     core 0 (load-loop): 17 >50µs, 2 >1ms, longest 1521 µs; core 1 (probe): 0 >50µs, 0 >1ms, longest 49 µs (not pinned)\n",
             "retrans   12 of 410000 packets (0.0029%); client I/O errors 1, send drops 6, receive drops 8\n",
             "cpu       core 0: busy 50.0% softirq 12.5% steal 0.0%; core 1: busy 98.8% softirq 33.3% steal 1.2%; load generator 1234 ns/msg, 0.12 syscalls/datagram\n",
@@ -495,6 +516,7 @@ mod tests {
             "connect   998 admitted, 2 failed; p50 812 µs  p99 2049 µs  max 4096 µs\n",
             "messages  205000 scheduled, 204990 sent, 204980 echoed; achieved 19998 msg/s; lost 20 (0.0098%: 7 refused by a full queue, 3 on closed connections)\n",
             "rtt µs    p50 41.2  p90 55.5  p99 120.0  p99.9 481.0  max 2500.5  mean 44.4  (n=204980)\n",
+            "send lag  p50 0.5  p90 2.2  p99 17.0  max 812.5 µs after the schedule (the load generator's own delay)\n",
             "retrans   12 of 410000 packets (0.0029%); client I/O errors 1, send drops 6, receive drops 8\n",
             "cpu       ; load generator 1234 ns/msg, 0.12 syscalls/datagram\n",
         );
