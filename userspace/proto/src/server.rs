@@ -1005,7 +1005,8 @@ impl Server {
 
     /// Handles timers that expired at or before `now`, in deadline order (ties in
     /// connection-index order). With nothing due it only moves the timer wheel's cursor
-    /// to `now`, at the cost of a few bitmap words (see [`Server::poll_timeout`]).
+    /// to `now`, at the cost of a few bitmap words: a driver should call it every loop
+    /// round, not only once [`Server::poll_timeout`] has passed (see there).
     pub fn handle_timeout(&mut self, now: Instant) {
         let mut due = std::mem::take(&mut self.due);
         // Each connection re-arms its timer past `now` when handled; the bound is a guard so
@@ -1043,8 +1044,8 @@ impl Server {
     /// PTO, traffic pushes keepalives back), and a driver that calls `handle_timeout`
     /// only when this deadline has passed lets the cursor fall a revolution (4.096 s)
     /// behind. Every deadline then lands in one coarse slot of the wheel, and this walks
-    /// all of them on each call; calling `handle_timeout` every round avoids it (the
-    /// engine does not yet: docs/DATAPATH.md, "The timer wheel's cursor").
+    /// all of them on each call. Calling `handle_timeout` every round, as the engine
+    /// does, avoids it (docs/DATAPATH.md, "The timer wheel's cursor").
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.next_deadline()

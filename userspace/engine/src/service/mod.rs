@@ -155,11 +155,11 @@ impl Handler for Service {
         Verdict::Consumed
     }
 
-    /// Fires protocol timers that are due, then runs the application.
+    /// Fires protocol timers that are due, then runs the application. Called every
+    /// round, due or not: it keeps the timer wheel's cursor at `now`, which keeps asking
+    /// for the next deadline O(1) (`Server::poll_timeout`).
     fn on_round(&mut self, now: Instant) {
-        if self.server.poll_timeout().is_some_and(|t| t <= now) {
-            self.server.handle_timeout(now);
-        }
+        self.server.handle_timeout(now);
         self.run();
         self.sync_sessions();
     }
