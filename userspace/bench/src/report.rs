@@ -109,6 +109,10 @@ pub struct ServerFigures {
     pub hwm_bytes: u64,
 }
 
+/// The smallest send-lag p90, µs, that [`Report::load_behind`] reports: below it the
+/// load generator's delay is too small to matter beside any server's.
+pub const BEHIND_LAG_US: f64 = 100.0;
+
 /// Everything a run measured.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
@@ -255,7 +259,24 @@ impl Report {
             s,
             "send lag  p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1} µs after the schedule (the load generator's own delay)",
             l.p50, l.p90, l.p99, l.max
-        )
+        )?;
+        if self.load_behind() {
+            writeln!(
+                s,
+                "warning   the load generator fell behind its schedule: its send lag is {:.0} % of the RTT at p90, so these figures are largely its own. Give it more load threads (--threads) on cores of their own (--cores), or lower --rate",
+                100.0 * l.p90 / r.p90
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Whether the load generator's own lateness makes up most of the tail it reports:
+    /// a send-lag p90 of at least [`BEHIND_LAG_US`] and at least half the RTT p90 (each
+    /// message's lag is part of its round trip).
+    #[must_use]
+    pub fn load_behind(&self) -> bool {
+        let (lag, rtt) = (self.send_lag_us.p90, self.rtt_us.p90);
+        lag >= BEHIND_LAG_US && 2.0 * lag >= rtt
     }
 
     /// The probe's line, left out when no core was probed.
@@ -521,6 +542,25 @@ mod tests {
             "cpu       ; load generator 1234 ns/msg, 0.12 syscalls/datagram\n",
         );
         assert_eq!(r.text(), want);
+    }
+
+    #[test]
+    fn a_load_generator_behind_its_schedule_is_called_out() {
+        let mut r = full_report();
+        assert!(!r.load_behind(), "2 µs of lag beside a 55 µs p90");
+        r.send_lag_us.p90 = 900.0;
+        r.rtt_us.p90 = 1_500.0;
+        assert!(r.load_behind());
+        assert!(r.text().contains(
+            "warning   the load generator fell behind its schedule: its send lag is 60 % of the RTT at p90"
+        ));
+        // Half the round trip is the line; a small lag never counts, however large a share.
+        r.rtt_us.p90 = 1_801.0;
+        assert!(!r.load_behind());
+        r.send_lag_us.p90 = 99.0;
+        r.rtt_us.p90 = 100.0;
+        assert!(!r.load_behind());
+        assert!(!r.text().contains("warning"));
     }
 
     #[test]
