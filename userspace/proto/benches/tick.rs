@@ -238,9 +238,9 @@ impl World {
     /// Timed: the server's due timers, the inbox, the echoes, and what it sends.
     fn serve(&mut self) {
         let now = self.now + HOP;
-        if self.server.poll_timeout().is_some_and(|t| t <= now) {
-            self.server.handle_timeout(now);
-        }
+        // Every step, due or not, as the engine's `Service::on_round` does: it keeps the
+        // timer wheel's cursor current (`Server::poll_timeout`).
+        self.server.handle_timeout(now);
         for &(i, start, end) in &self.inbox.entries {
             self.server
                 .handle_datagram(now, client_addr(i), &self.inbox.bytes[start..end]);
