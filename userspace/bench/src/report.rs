@@ -272,11 +272,12 @@ impl Report {
 
     /// Whether the load generator's own lateness makes up most of the tail it reports:
     /// a send-lag p90 of at least [`BEHIND_LAG_US`] and at least half the RTT p90 (each
-    /// message's lag is part of its round trip).
+    /// message's lag is part of its round trip). A run with no echo has no round trip
+    /// to compare with (its loss says what went wrong).
     #[must_use]
     pub fn load_behind(&self) -> bool {
         let (lag, rtt) = (self.send_lag_us.p90, self.rtt_us.p90);
-        lag >= BEHIND_LAG_US && 2.0 * lag >= rtt
+        rtt > 0.0 && lag >= BEHIND_LAG_US && 2.0 * lag >= rtt
     }
 
     /// The probe's line, left out when no core was probed.
@@ -561,6 +562,10 @@ mod tests {
         r.rtt_us.p90 = 100.0;
         assert!(!r.load_behind());
         assert!(!r.text().contains("warning"));
+        // No echo at all: no ratio to print (it would divide by zero).
+        r.send_lag_us.p90 = 900.0;
+        r.rtt_us = Percentiles::default();
+        assert!(!r.load_behind());
     }
 
     #[test]
