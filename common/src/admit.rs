@@ -2,8 +2,8 @@
 //! address key of the per-source buckets, and the token bucket both kinds of budget use.
 //!
 //! The XDP program (`ebpf/`) stores and compares these; the engine's workers publish
-//! [`SessionKey`] → [`Peer`] for every live connection (docs/SECURITY.md, "Admission
-//! control"). Addresses are kept as the four 32-bit words of an IPv6 address, each the
+//! a [`Session`] for every live connection, at the array index [`SessionSlots::index`]
+//! gives its [`SessionKey`] (docs/SECURITY.md, "Admission control"). Addresses are kept as the four 32-bit words of an IPv6 address, each the
 //! big-endian reading of the header's bytes; an IPv4 address is kept IPv4-mapped
 //! (`::ffff:a.b.c.d`), so one layout serves both families.
 
@@ -89,7 +89,84 @@ impl From<IpAddr> for Addr {
     }
 }
 
-/// Session map value: where a live session's packets come from.
+/// Where the session allow-list keeps each queue's connection slots: a flat array of
+/// `slots` entries per receive queue, queue `q`'s from index `q × slots`. A connection id
+/// names its slot in its low bits (docs/PROTOCOL.md §4.4: `(g << b) | i`), so a packet's
+/// entry is one array read, not a hash lookup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionSlots {
+    /// Connection slots per queue (each worker's `--max-connections`).
+    pub slots: u32,
+    /// The bits of a connection id that hold its slot: `2^b − 1` (`b` as in the protocol).
+    pub mask: u32,
+}
+
+impl SessionSlots {
+    /// The layout for `slots` connections per queue; `b` is the number of bits needed
+    /// for `slots` (`32 − leading_zeros(slots − 1)`, 0 for one slot), as the server
+    /// issues ids.
+    #[must_use]
+    pub const fn new(slots: u32) -> Self {
+        let bits = if slots <= 1 {
+            0
+        } else {
+            32 - (slots - 1).leading_zeros()
+        };
+        let mask = if bits >= 32 {
+            u32::MAX
+        } else {
+            (1u32 << bits) - 1
+        };
+        Self { slots, mask }
+    }
+
+    /// The array index of `key`'s entry, or `None` for an id whose slot bits name no
+    /// slot (so no live session) or an index beyond `u32`.
+    #[must_use]
+    #[expect(
+        clippy::inline_always,
+        reason = "called from the XDP program, where every helper is inlined"
+    )]
+    #[inline(always)]
+    pub const fn index(&self, key: SessionKey) -> Option<u32> {
+        let slot = key.conn_id & self.mask;
+        if slot >= self.slots {
+            return None;
+        }
+        let index = key.queue as u64 * self.slots as u64 + slot as u64;
+        if index > u32::MAX as u64 {
+            return None;
+        }
+        Some(index as u32)
+    }
+
+    /// The key of the entry at `index` that holds `conn_id` (the inverse of
+    /// [`SessionSlots::index`]).
+    #[must_use]
+    pub const fn key(&self, index: u32, conn_id: u32) -> SessionKey {
+        SessionKey {
+            queue: match index.checked_div(self.slots) {
+                Some(q) => q,
+                None => 0,
+            },
+            conn_id,
+        }
+    }
+}
+
+/// Session map entry: the live session in this slot, or none (`conn_id` 0, an id the
+/// server never issues).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Session {
+    /// The session's connection id; 0: the slot is free.
+    pub conn_id: u32,
+    /// Where its packets come from.
+    pub peer: Peer,
+}
+
+/// Where a live session's packets come from.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Peer {
@@ -207,6 +284,30 @@ unsafe impl aya::Pod for Peer {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connection_id_finds_its_queue_slot_and_nothing_else() {
+        // 1,000 slots: 10 bits of slot, the generation above.
+        let l = SessionSlots::new(1000);
+        assert_eq!(l.mask, 0x3ff);
+        let key = |queue, conn_id| SessionKey { queue, conn_id };
+        let id = (7 << 10) + 999;
+        assert_eq!(l.index(key(0, id)), Some(999));
+        assert_eq!(l.index(key(3, id)), Some(3 * 1000 + 999));
+        assert_eq!(l.key(3 * 1000 + 999, id), key(3, id));
+        // Slot bits past the last slot name no session.
+        assert_eq!(l.index(key(0, (7 << 10) + 1000)), None);
+        assert_eq!(l.index(key(0, 1023)), None);
+        // An index past u32 is refused, not wrapped onto another queue's slot.
+        assert_eq!(l.index(key(u32::MAX, id)), None);
+        // Powers of two use every slot value; one slot has no slot bits.
+        assert_eq!(SessionSlots::new(1024).mask, 0x3ff);
+        assert_eq!(SessionSlots::new(1025).mask, 0x7ff);
+        assert_eq!(SessionSlots::new(2).mask, 1);
+        let one = SessionSlots::new(1);
+        assert_eq!((one.mask, one.index(key(2, 0xdead_beef))), (0, Some(2)));
+        assert_eq!(SessionSlots::new(u32::MAX).mask, u32::MAX);
+    }
 
     #[test]
     fn a_bucket_allows_its_burst_then_one_per_interval() {

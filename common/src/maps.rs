@@ -10,9 +10,11 @@ pub const PORTS: &str = "XRUDP_PORTS";
 pub const CONFIG: &str = "XRUDP_CONFIG";
 /// Per-CPU array of `u64` counters indexed by [`Counter`].
 pub const COUNTERS: &str = "XRUDP_COUNTERS";
-/// Hash map [`crate::admit::SessionKey`] → [`crate::admit::Peer`]: the live sessions
-/// the workers publish (the session allow-list). Sized at load from `--max-connections`
-/// × queues; preallocated, so its memory is committed when the engine starts.
+/// Array of [`crate::admit::Session`]: the live sessions the workers publish (the
+/// session allow-list), one entry per connection slot of each queue, laid out as
+/// [`Config::sessions`] says ([`crate::admit::SessionSlots`]). Sized at load from
+/// `--max-connections` × (highest queue id + 1), so its memory is committed when the
+/// engine starts.
 pub const SESSIONS: &str = "XRUDP_SESSIONS";
 /// LRU per-CPU hash [`crate::admit::Addr`] (IPv6 cut to its /64) → `u64` GCRA state:
 /// the per-source token buckets, [`SOURCE_ENTRIES`] sources.
@@ -68,6 +70,8 @@ pub struct Config {
     pub flags: u32,
     /// Reserved, zero.
     pub reserved: u32,
+    /// The session allow-list's layout.
+    pub sessions: crate::admit::SessionSlots,
     /// Per-source bucket ([`crate::admit::Rate`]): handshakes and migration attempts.
     pub source: crate::admit::Rate,
     /// Handshake budget of each CPU ([`crate::admit::Rate`]): first hellos.
@@ -101,8 +105,8 @@ impl Config {
 }
 
 #[cfg(feature = "user")]
-// SAFETY: `Config` is `#[repr(C)]`, `Copy`, two `u32` then six `u64` (8-byte aligned
-// at offset 8: no padding), and every bit pattern is a valid value.
+// SAFETY: `Config` is `#[repr(C)]`, `Copy`, four `u32` then six `u64` (8-byte aligned
+// at offset 16: no padding), and every bit pattern is a valid value.
 #[allow(unsafe_code)]
 unsafe impl aya::Pod for Config {}
 

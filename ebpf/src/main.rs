@@ -19,11 +19,11 @@ use aya_ebpf::{
     bindings::xdp_action,
     helpers::bpf_ktime_get_ns,
     macros::{map, xdp},
-    maps::{Array, HashMap, LruPerCpuHashMap, PerCpuArray, XskMap},
+    maps::{Array, LruPerCpuHashMap, PerCpuArray, XskMap},
     programs::XdpContext,
 };
 use xrudp_common::{
-    admit::{Addr, Peer, Rate, SessionKey},
+    admit::{Addr, Rate, Session, SessionKey},
     maps::{self, Config, Counter},
     rudp::PacketType,
     steer::{self, Admit, Bytes, Verdict},
@@ -47,7 +47,7 @@ xdp_map!(XRUDP_XSKS = maps::XSKS; XskMap = XskMap::with_max_entries(maps::MAX_QU
 xdp_map!(XRUDP_PORTS = maps::PORTS; Array<u64> = Array::with_max_entries(maps::PORT_WORDS, 0));
 xdp_map!(XRUDP_CONFIG = maps::CONFIG; Array<Config> = Array::with_max_entries(1, 0));
 xdp_map!(XRUDP_COUNTERS = maps::COUNTERS; PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0));
-xdp_map!(XRUDP_SESSIONS = maps::SESSIONS; HashMap<SessionKey, Peer> = HashMap::with_max_entries(maps::DEFAULT_SESSIONS, 0));
+xdp_map!(XRUDP_SESSIONS = maps::SESSIONS; Array<Session> = Array::with_max_entries(maps::DEFAULT_SESSIONS, 0));
 xdp_map!(XRUDP_SOURCES = maps::SOURCES; LruPerCpuHashMap<Addr, u64> = LruPerCpuHashMap::with_max_entries(maps::SOURCE_ENTRIES, 0));
 xdp_map!(XRUDP_HELLO_BUDGET = maps::HELLO_BUDGET; PerCpuArray<u64> = PerCpuArray::with_max_entries(maps::BUDGET_SLOTS, 0));
 
@@ -180,12 +180,23 @@ fn admit(a: &Admit, queue: u32, cfg: &Config) -> Verdict {
         queue,
         conn_id: a.conn_id,
     };
-    let Some(peer) = XRUDP_SESSIONS.get_ptr(key) else {
+    // The id names its slot: one array read, no hashing (maps::SESSIONS).
+    let Some(entry) = cfg
+        .sessions
+        .index(key)
+        .and_then(|i| XRUDP_SESSIONS.get_ptr(i))
+    else {
         return Verdict::Drop(Counter::DropUnknownSession);
     };
-    // SAFETY: the pointer is the kernel's element for `key`, valid for this program run
-    // (RCU); a concurrent update by a worker can at worst make this one verdict stale.
-    let peer = unsafe { core::ptr::read_volatile(peer) };
+    // SAFETY: the pointer is the kernel's array element, valid for the program's run.
+    // A worker rewriting the slot at this moment (a session opening, moving or closing)
+    // can at worst make this one verdict stale, as a hash map update could: the server
+    // checks every packet it is handed anyway.
+    let entry = unsafe { core::ptr::read_volatile(entry) };
+    if entry.conn_id != a.conn_id || a.conn_id == 0 {
+        return Verdict::Drop(Counter::DropUnknownSession);
+    }
+    let peer = entry.peer;
     if a.from_peer(&peer) {
         return Verdict::Steer;
     }

@@ -228,6 +228,16 @@ mod admission {
             },
             Row {
                 spend: None,
+                // The program's 1,024 slots take 10 bits: this id names slot 100, the
+                // live session's, with another generation (a closed connection's id).
+                name: "a live slot's id of another generation: dropped",
+                frame: frame(PacketType::Data, (3 << 10) + 100, false, &v4(2), 40000),
+                repeat: 1,
+                action: XDP_DROP,
+                delta: vec![(Seen, 1), (DropUnknownSession, 1)],
+            },
+            Row {
+                spend: None,
                 name: "connection id 0 on a data packet: dropped",
                 frame: frame(PacketType::Data, 0, false, &v4(2), 40000),
                 repeat: 1,
@@ -411,7 +421,7 @@ mod admission {
             drop(xsk);
             (failures, ran)
         });
-        assert_eq!(ran, 15, "every row ran in the kernel");
+        assert_eq!(ran, 16, "every row ran in the kernel");
         assert!(
             failures.is_empty(),
             "admission control disagrees with the table:\n{}",

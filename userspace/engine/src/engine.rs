@@ -589,7 +589,8 @@ fn start_xdp(
     let rudp_filter = embedded.is_some() || options.app.is_protocol();
     let admission = options.admission && rudp_filter;
     let mut program = if admission {
-        Program::load_sized(session_capacity(options, queues.len()).map_err(StartError::Options)?)
+        let (slots, span) = session_layout(options, &queues).map_err(StartError::Options)?;
+        Program::load_sized(slots, span)
     } else {
         Program::load()
     }
@@ -658,18 +659,22 @@ fn start_xdp(
     Ok((engine, api_queues))
 }
 
-/// Room the session allow-list needs: every connection slot of every queue.
-fn session_capacity(options: &Options, queues: usize) -> anyhow::Result<u32> {
-    options
-        .protocol
-        .max_connections
-        .checked_mul(queues)
-        .and_then(|n| u32::try_from(n).ok())
+/// The session allow-list's layout: `--max-connections` slots for every receive queue id
+/// up to the highest bound (each queue's slots start at `queue × slots`, so a packet's
+/// entry is found from its queue and connection id alone). Fails when the array would
+/// not fit a `u32` index.
+fn session_layout(options: &Options, queues: &[u32]) -> anyhow::Result<(u32, u32)> {
+    let span = queues.iter().max().map_or(1, |&q| q + 1);
+    let slots = options.protocol.max_connections;
+    u32::try_from(slots)
+        .ok()
+        .and_then(|s| s.checked_mul(span).map(|_| (s, span)))
         .with_context(|| {
             format!(
-                "--max-connections {} × {queues} queues does not fit the XDP session map; \
-                 lower --max-connections",
-                options.protocol.max_connections
+                "--max-connections {slots} × {span} receive queue ids (the highest bound \
+                 is {}) does not fit the XDP session map; lower --max-connections, or bind \
+                 lower queue ids with --queues",
+                span - 1
             )
         })
 }

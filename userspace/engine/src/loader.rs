@@ -8,7 +8,7 @@ use aya::{
     programs::{Xdp, XdpMode},
 };
 use xrudp_common::{
-    admit::Rate,
+    admit::{Rate, SessionSlots},
     maps::{self, Config, Counter},
 };
 
@@ -64,8 +64,8 @@ pub enum LoadError {
     /// The kernel could not create the maps at the requested size.
     #[error(
         "creating the XDP program's maps with room for {sessions} sessions failed: {source}; \
-         lower --max-connections (sessions = --max-connections × queues) or turn admission \
-         control off with --admission off"
+         lower --max-connections (sessions = --max-connections × (highest queue id + 1)) or \
+         turn admission control off with --admission off"
     )]
     SessionMap {
         /// Sessions asked for.
@@ -117,6 +117,8 @@ pub struct AdmissionRates {
 pub struct Program {
     ebpf: Ebpf,
     mode: Option<Mode>,
+    /// The session allow-list's layout (written into the config by `configure`).
+    sessions: SessionSlots,
 }
 
 impl std::fmt::Debug for Program {
@@ -138,23 +140,27 @@ pub const EMBEDDED: bool = !OBJECT.is_empty();
 
 impl Program {
     /// Loads the embedded object into the kernel (verifier included); nothing is attached
-    /// yet. The session allow-list holds [`maps::DEFAULT_SESSIONS`] sessions.
+    /// yet. The session allow-list holds [`maps::DEFAULT_SESSIONS`] sessions, all on
+    /// queue 0.
     pub fn load() -> Result<Self, LoadError> {
-        Self::load_sized(maps::DEFAULT_SESSIONS)
+        Self::load_sized(maps::DEFAULT_SESSIONS, 1)
     }
 
-    /// [`Program::load`], with room for `sessions` live sessions in the allow-list (all
-    /// queues together). The map is preallocated: its memory is committed here, so a
-    /// size the kernel cannot hold fails now, never a worker's insert later.
-    pub fn load_sized(sessions: u32) -> Result<Self, LoadError> {
+    /// [`Program::load`], with a session allow-list of `slots` connection slots for each
+    /// receive queue id below `queue_span`. The map is preallocated: its memory is
+    /// committed here, so a size the kernel cannot hold fails now, never a worker's
+    /// update later.
+    pub fn load_sized(slots: u32, queue_span: u32) -> Result<Self, LoadError> {
         if !EMBEDDED {
             return Err(LoadError::NoXdpProgram);
         }
+        let slots = slots.max(1);
+        let sessions = slots.saturating_mul(queue_span.max(1));
         // No kernel BTF: the program uses no CO-RE relocations, and parsing
         // /sys/kernel/btf/vmlinux would cost the engine tens of MiB of RSS for nothing.
         let mut ebpf = aya::EbpfLoader::new()
             .btf(None)
-            .map_max_entries(maps::SESSIONS, sessions.max(1))
+            .map_max_entries(maps::SESSIONS, sessions)
             .load(OBJECT)
             .map_err(|e| match e {
                 aya::EbpfError::MapError(source) => LoadError::SessionMap { sessions, source },
@@ -162,7 +168,11 @@ impl Program {
             })?;
         let prog: &mut Xdp = program_mut(&mut ebpf)?;
         prog.load().map_err(LoadError::Program)?;
-        Ok(Self { ebpf, mode: None })
+        Ok(Self {
+            ebpf,
+            mode: None,
+            sessions: SessionSlots::new(slots),
+        })
     }
 
     /// Writes the steered ports and the run-time flags.
@@ -187,6 +197,7 @@ impl Program {
             } else {
                 0
             },
+            sessions: self.sessions,
             ..Config::default()
         };
         let mut map: Array<&mut MapData, Config> = self.map_mut(maps::CONFIG)?;
@@ -226,7 +237,7 @@ impl Program {
             .map(maps::SESSIONS)
             .ok_or_else(|| no_map(maps::SESSIONS))?;
         let fd = match map {
-            aya::maps::Map::HashMap(m) => m.fd().as_fd().try_clone_to_owned(),
+            aya::maps::Map::Array(m) => m.fd().as_fd().try_clone_to_owned(),
             _ => {
                 return Err(LoadError::Map {
                     name: maps::SESSIONS,
@@ -236,13 +247,14 @@ impl Program {
                 });
             }
         };
-        fd.map(SessionMap::new).map_err(|e| LoadError::Map {
-            name: maps::SESSIONS,
-            source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
-                call: "dup",
-                io_error: e,
-            }),
-        })
+        fd.map(|fd| SessionMap::new(fd, self.sessions))
+            .map_err(|e| LoadError::Map {
+                name: maps::SESSIONS,
+                source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                    call: "dup",
+                    io_error: e,
+                }),
+            })
     }
 
     /// Puts an AF_XDP socket in the XSKMAP slot of `queue`.

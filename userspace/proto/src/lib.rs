@@ -51,5 +51,5 @@ pub use congestion::Algorithm;
 pub use conn::{DisconnectReason, SendError, Violation};
 pub use handshake::{RejectReason, TokenKey};
 pub use packet::DecodeError;
-pub use server::{ConnHandle, ConnStats, Server, ServerEvent, SessionChange, Transmit};
+pub use server::{ConnHandle, ConnStats, Server, ServerEvent, SessionChange, Transmit, slot_bits};
 pub use stats::{Counters, share};

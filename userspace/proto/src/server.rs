@@ -121,6 +121,15 @@ pub enum ServerEvent {
     },
 }
 
+/// The bits of a connection id that hold its slot index on a server of
+/// `max_connections` slots: the `b` of docs/PROTOCOL.md §4.4, the fewest that count to
+/// `max_connections − 1`. An admission filter in front of the server finds a packet's
+/// slot with the same bits.
+#[must_use]
+pub fn slot_bits(max_connections: usize) -> u32 {
+    usize::BITS - max_connections.saturating_sub(1).leading_zeros()
+}
+
 /// A change to the set of live sessions, for an admission filter in front of the server
 /// (the engine's XDP session allow-list). Reported only after
 /// [`Server::track_sessions`], through [`Server::poll_session`].
@@ -324,7 +333,7 @@ impl Server {
             cookies: CookieJar::new(cookie_seed),
             slots,
             free: (0..n as u32).rev().collect(),
-            index_bits: usize::BITS - (n - 1).leading_zeros(),
+            index_bits: slot_bits(n),
             by_addr: HashMap::with_capacity(n),
             replies: VecDeque::with_capacity(MAX_PENDING_REPLIES),
             ready: VecDeque::with_capacity(n),

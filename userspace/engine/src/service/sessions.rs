@@ -64,3 +64,42 @@ impl Sessions {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use xrudp_common::admit::{SessionKey, SessionSlots};
+
+    /// The XDP program finds a session's entry from the slot bits of its id: they must
+    /// be the bits the server issues ids with, at every size.
+    #[test]
+    fn the_allow_list_reads_the_slot_bits_the_server_writes() {
+        for n in [
+            1usize,
+            2,
+            3,
+            7,
+            8,
+            9,
+            1000,
+            1024,
+            1025,
+            65_536,
+            100_000,
+            1 << 24,
+        ] {
+            let bits = xrudp_proto::slot_bits(n);
+            let layout = SessionSlots::new(u32::try_from(n).expect("fits"));
+            assert_eq!(u64::from(layout.mask), (1u64 << bits) - 1, "{n} slots");
+            // The last slot of generation 5 on queue 2.
+            let id = (5u32 << bits) | (n as u32 - 1);
+            assert_eq!(
+                layout.index(SessionKey {
+                    queue: 2,
+                    conn_id: id
+                }),
+                Some(2 * n as u32 + n as u32 - 1),
+                "{n} slots"
+            );
+        }
+    }
+}

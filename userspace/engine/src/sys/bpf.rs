@@ -5,6 +5,7 @@
 use std::io;
 
 use libbpf_sys as bpf;
+use xrudp_common::admit::{Peer, Session, SessionKey, SessionSlots};
 
 /// Mode an XDP program is attached in (`XDP_ATTACHED_*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,32 +122,91 @@ pub fn xdp_force_detach(ifindex: u32) -> io::Result<u32> {
 
 /// The XDP program's session allow-list (`XRUDP_SESSIONS`), as a worker updates it: one
 /// `bpf()` syscall per connection event (admitted, migrated, closed), never per packet.
+/// Each session has the array entry its id names ([`SessionSlots`]).
 #[derive(Debug)]
 pub struct SessionMap {
     fd: std::os::fd::OwnedFd,
+    slots: SessionSlots,
 }
 
 impl SessionMap {
-    /// The map behind `fd` (a descriptor of the `XRUDP_SESSIONS` hash map).
+    /// The map behind `fd` (a descriptor of the `XRUDP_SESSIONS` array), laid out as
+    /// `slots` says.
     #[must_use]
-    pub fn new(fd: std::os::fd::OwnedFd) -> Self {
-        Self { fd }
+    pub fn new(fd: std::os::fd::OwnedFd, slots: SessionSlots) -> Self {
+        Self { fd, slots }
+    }
+
+    /// The entry index of `key`, or an error naming why it has none.
+    fn index(&self, key: SessionKey) -> io::Result<u32> {
+        self.slots.index(key).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "connection id {:#x} of queue {} names no slot of the session allow-list \
+                     ({} slots per queue)",
+                    key.conn_id, key.queue, self.slots.slots
+                ),
+            )
+        })
     }
 
     /// Publishes (or moves) a live session.
-    pub fn insert(
-        &self,
-        key: &xrudp_common::admit::SessionKey,
-        peer: &xrudp_common::admit::Peer,
-    ) -> io::Result<()> {
+    pub fn insert(&self, key: &SessionKey, peer: &Peer) -> io::Result<()> {
+        if key.conn_id == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "connection id 0 marks a free slot; the server never issues it",
+            ));
+        }
+        self.write(
+            self.index(*key)?,
+            &Session {
+                conn_id: key.conn_id,
+                peer: *peer,
+            },
+        )
+    }
+
+    /// Withdraws a session; one that is not there (its slot free, or holding another
+    /// id by now) is not an error, and the slot is left as it is.
+    pub fn remove(&self, key: &SessionKey) -> io::Result<()> {
+        let Ok(index) = self.index(*key) else {
+            return Ok(());
+        };
+        if self.read(index)?.conn_id != key.conn_id {
+            return Ok(());
+        }
+        self.write(index, &Session::default())
+    }
+
+    fn read(&self, index: u32) -> io::Result<Session> {
         use std::os::fd::AsRawFd as _;
-        // SAFETY: `key` and `peer` are `#[repr(C)]` values of exactly the map's key and
-        // value sizes, alive for the call; the fd is owned by `self`.
+        let mut out = Session::default();
+        // SAFETY: `index` is a `u32` (the array's key) and `out` a `#[repr(C)]` value of
+        // exactly the map's value size; both outlive the call.
+        let rc = unsafe {
+            bpf::bpf_map_lookup_elem(
+                self.fd.as_raw_fd(),
+                (&raw const index).cast(),
+                (&raw mut out).cast(),
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::from_raw_os_error(-rc));
+        }
+        Ok(out)
+    }
+
+    fn write(&self, index: u32, entry: &Session) -> io::Result<()> {
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: `index` is a `u32` (the array's key) and `entry` a `#[repr(C)]` value
+        // of exactly the map's value size, alive for the call; the fd is owned by `self`.
         let rc = unsafe {
             bpf::bpf_map_update_elem(
                 self.fd.as_raw_fd(),
-                std::ptr::from_ref(key).cast(),
-                std::ptr::from_ref(peer).cast(),
+                (&raw const index).cast(),
+                std::ptr::from_ref(entry).cast(),
                 u64::from(bpf::BPF_ANY),
             )
         };
@@ -155,28 +215,12 @@ impl SessionMap {
         }
         Ok(())
     }
-
-    /// Withdraws a session; one that is not there is not an error.
-    pub fn remove(&self, key: &xrudp_common::admit::SessionKey) -> io::Result<()> {
-        use std::os::fd::AsRawFd as _;
-        // SAFETY: `key` is a `#[repr(C)]` value of the map's key size, alive for the call.
-        let rc = unsafe {
-            bpf::bpf_map_delete_elem(self.fd.as_raw_fd(), std::ptr::from_ref(key).cast())
-        };
-        if rc < 0 && -rc != libc::ENOENT {
-            return Err(io::Error::from_raw_os_error(-rc));
-        }
-        Ok(())
-    }
 }
 
 /// Every entry of the session allow-list of the xrudp program attached to `ifindex` (in
 /// the caller's network namespace), read from the kernel: for tests and diagnostics.
-pub fn attached_sessions(
-    ifindex: u32,
-) -> io::Result<Vec<(xrudp_common::admit::SessionKey, xrudp_common::admit::Peer)>> {
+pub fn attached_sessions(ifindex: u32) -> io::Result<Vec<(SessionKey, Peer)>> {
     use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
-    use xrudp_common::admit::{Peer, SessionKey};
     let prog_id = xdp_query(ifindex)?.prog_id;
     if prog_id == 0 {
         return Err(io::Error::from_raw_os_error(libc::ENOENT));
@@ -204,6 +248,7 @@ pub fn attached_sessions(
         return Err(io::Error::from_raw_os_error(-rc));
     }
     let n = (info.nr_map_ids as usize).min(ids.len());
+    let (mut sessions, mut config) = (None, None);
     for &id in &ids[..n] {
         // SAFETY: plain syscall wrapper; a negative return is an error, else an owned fd.
         let fd = unsafe { bpf::bpf_map_get_fd_by_id(id) };
@@ -227,42 +272,36 @@ pub fn attached_sessions(
             .take_while(|&&c| c != 0)
             .map(|&c| c.cast_unsigned())
             .collect();
-        if name != xrudp_common::maps::SESSIONS.as_bytes() {
-            continue;
+        if name == xrudp_common::maps::SESSIONS.as_bytes() {
+            sessions = Some((fd, minfo.max_entries));
+        } else if name == xrudp_common::maps::CONFIG.as_bytes() {
+            config = Some(fd);
         }
-        let mut out = Vec::new();
-        let mut key = SessionKey::default();
-        let mut have_prev = false;
-        loop {
-            let mut next = SessionKey::default();
-            let prev: *const std::ffi::c_void = if have_prev {
-                std::ptr::from_ref(&key).cast()
-            } else {
-                std::ptr::null()
-            };
-            // SAFETY: `prev` is null or points at a key-sized value, `next` is a
-            // key-sized out-buffer; both outlive the call.
-            let rc =
-                unsafe { bpf::bpf_map_get_next_key(fd.as_raw_fd(), prev, (&raw mut next).cast()) };
-            if rc < 0 {
-                break;
-            }
-            let mut peer = Peer::default();
-            // SAFETY: `next` is a key-sized value and `peer` a value-sized out-buffer.
-            let rc = unsafe {
-                bpf::bpf_map_lookup_elem(
-                    fd.as_raw_fd(),
-                    (&raw const next).cast(),
-                    (&raw mut peer).cast(),
-                )
-            };
-            if rc == 0 {
-                out.push((next, peer));
-            }
-            key = next;
-            have_prev = true;
-        }
-        return Ok(out);
     }
-    Err(io::Error::from_raw_os_error(libc::ENOENT))
+    let (Some((sessions, entries)), Some(config)) = (sessions, config) else {
+        return Err(io::Error::from_raw_os_error(libc::ENOENT));
+    };
+    let mut cfg = xrudp_common::maps::Config::default();
+    let zero = 0u32;
+    // SAFETY: `zero` is the array's `u32` key and `cfg` a `#[repr(C)]` value of exactly
+    // the config map's value size; both outlive the call.
+    let rc = unsafe {
+        bpf::bpf_map_lookup_elem(
+            config.as_raw_fd(),
+            (&raw const zero).cast(),
+            (&raw mut cfg).cast(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::from_raw_os_error(-rc));
+    }
+    let map = SessionMap::new(sessions, cfg.sessions);
+    let mut out = Vec::new();
+    for index in 0..entries {
+        let s = map.read(index)?;
+        if s.conn_id != 0 {
+            out.push((map.slots.key(index, s.conn_id), s.peer));
+        }
+    }
+    Ok(out)
 }
