@@ -548,9 +548,9 @@ MACHINE=$(printf '%s; %s vCPU; %s MiB RAM; kernel %s; %s' \
   "$(lscpu | sed -n 's/^Model name: *//p' | head -n1)" "$(nproc)" \
   "$(free -m | awk '/^Mem:/{print $2}')" "$(uname -r)" \
   "$(systemd-detect-virt 2>/dev/null || lscpu | sed -n 's/^Hypervisor vendor: *//p' || echo unknown)")
-python3 - "$JSONL" "$OUT" "$PAIRS" "$QUICK" "$MACHINE" "$(git rev-parse --short HEAD)" "$RESULTS" "$DUR" "$LOAD_BACKEND" "$RATES" "$TICK_CLIENTS" "$TICK_DUR" "$ONLY" <<'PY'
+python3 - "$JSONL" "$OUT" "$PAIRS" "$QUICK" "$MACHINE" "$(git rev-parse --short HEAD)" "$RESULTS" "$DUR" "$LOAD_BACKEND" "$RATES" "$TICK_CLIENTS" "$TICK_DUR" "$ONLY" "$ENCRYPTION" <<'PY'
 import json, os, statistics, sys, datetime
-jsonl, out, pairs, quick, machine, commit, results, dur, load, rates, tick_clients, tick_dur, only = sys.argv[1:14]
+jsonl, out, pairs, quick, machine, commit, results, dur, load, rates, tick_clients, tick_dur, only, encryption = sys.argv[1:15]
 # Name files relative to the repository, never by this machine's absolute path.
 results = os.path.relpath(results) if os.path.isabs(results) else results
 ladder = ", ".join(f"{int(r) // 1_000_000}M" if int(r) % 1_000_000 == 0 else f"{int(r) // 1000}k" for r in rates.split())
@@ -594,6 +594,8 @@ w(f"- Machine: {machine}.")
 w("- Topology: a veth pair between two fresh namespaces (as `scripts/netns.sh up --queues 1 --no-tx-csum` builds it), "
   "the engine (`xrudp attach --app echo`) pinned to core 1 in one, the load generator (`xrudp bench`) pinned to core 0 in the other. "
   "AF_XDP on veth binds in copy mode (no zero-copy on veth).")
+w(f"- Session encryption: `--encryption {encryption}` on both ends in every workload but e, which runs `off` and `open` side by side "
+  "(`XRUDP_BENCH_ENCRYPTION`; the engine's default is `open`).")
 w(f"- Load backend (`XRUDP_BENCH_LOAD`): **{load}** for workloads a, b and d"
   + (" — `xrudp bench --backend xdp`: the load generator's connections go through AF_XDP on the client end of the veth "
      "(the engine's XDP program steers one local port per connection into one AF_XDP socket; frames built and parsed in the "
