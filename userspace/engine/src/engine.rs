@@ -664,7 +664,7 @@ fn start_xdp(
 /// entry is found from its queue and connection id alone). Fails when the array would
 /// not fit a `u32` index.
 fn session_layout(options: &Options, queues: &[u32]) -> anyhow::Result<(u32, u32)> {
-    let span = queues.iter().max().map_or(1, |&q| q + 1);
+    let span = queues.iter().max().map_or(1, |&q| q.saturating_add(1));
     let slots = options.protocol.max_connections;
     u32::try_from(slots)
         .ok()
