@@ -625,7 +625,7 @@ w(f"- Server configurations, run interleaved (xdp, xdp --wait spin, xdp --wait a
   "the engine is restarted for every run. Each figure is the median over the rounds, with the range (min–max) in brackets.")
 w("- The load generator is open-loop: message k of a thread is due at t0 + k/rate and its round-trip time is taken from that "
   "scheduled time to its echo, so stalls are not hidden (no coordinated omission).")
-w("- Noise floor: a probe thread per core (SCHED_IDLE, so it never delays the engine or the load) spins on the clock and counts "
+w("- Noise floor: a probe thread per core (SCHED_IDLE: it yields to the engine and the load, but it is not free — a core that runs it never idles, so a sleeping worker is switched in from it rather than woken from idle; at 3,000 clients × 60 Hz the engine's CPU per message was about 19 % higher with it, in 3 pairs by hand on 2026-12-08) spins on the clock and counts "
   "gaps; a gap is time the core was taken away by the hypervisor or spent on other work. p50/p90 are the figures to compare; "
   "p99 and above are quoted with the probe's gaps beside them.")
 bg = [x for r in rows for x in r.get("background", [])]
